@@ -1,0 +1,191 @@
+"""Build a dataset: sources -> features -> labels -> windows -> splits -> fits -> arrays.
+
+``build_dataset`` is the one entry; ``protocol="clean"`` (the default) fits the scaler,
+the feature selection and the oversampler on the training window only and splits
+chronologically with a purge gap. ``protocol="seed"`` reproduces the reference's leaky
+procedure on purpose, for the leakage audit; its metadata says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from stocktrend.data import fitting, labels
+from stocktrend.data.config import DataConfig
+from stocktrend.data.errors import DataError
+from stocktrend.data.features import adjusted_ohlc, build_features
+from stocktrend.data.splits import SplitPlan, assign_splits, plan_from_fractions
+from stocktrend.data.sources import read_all_sources
+from stocktrend.data.store import fingerprint, write_dataset
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Features and labels on the target calendar, before any split or fit."""
+
+    calendar: pd.DatetimeIndex
+    features: pd.DataFrame  # (days, candidates), NaN during warm-up
+    fwd_return: pd.Series  # close[t+h] / close[t] - 1, NaN for the last h days
+    end_rows: np.ndarray  # rows t whose window t-L+1..t is complete and label known
+    labelled_rows: pd.DatetimeIndex  # feature-complete labelled days (seq_len-independent)
+    sources: dict[str, dict]
+
+
+def prepare(cfg: DataConfig) -> Prepared:
+    frames, facts = read_all_sources(cfg)
+    feats = build_features(cfg, frames)
+    calendar = feats.index
+    price = adjusted_ohlc(frames[cfg.target])["close"].reindex(calendar)
+    fwd = labels.forward_return(price, cfg.horizon)
+    complete = feats.notna().all(axis=1).to_numpy()
+    known = fwd.notna().to_numpy()
+    full_window = pd.Series(complete).rolling(cfg.seq_len).sum().to_numpy() == cfg.seq_len
+    end_rows = np.flatnonzero(full_window & known)
+    if cfg.split.end is not None:
+        end_rows = end_rows[calendar[end_rows] <= pd.Timestamp(cfg.split.end)]
+    return Prepared(calendar, feats, fwd, end_rows, calendar[complete & known], facts)
+
+
+def _labels_for(fwd: np.ndarray, fit_rows: np.ndarray, n_classes: int) -> tuple[np.ndarray, list[float]]:
+    """Class of every row; multi-class bin edges come from ``fit_rows`` only."""
+    if n_classes == 2:
+        return (fwd > 0).astype(np.int64), []
+    edges = labels.quantile_edges(fwd[fit_rows], n_classes)
+    return np.searchsorted(edges, fwd, side="right").astype(np.int64), edges.tolist()
+
+
+def _rows_of(end_rows: np.ndarray, seq_len: int, n_rows: int) -> np.ndarray:
+    """Boolean mask of the rows covered by windows ending at ``end_rows``."""
+    mask = np.zeros(n_rows, dtype=bool)
+    for e in end_rows:
+        mask[e - seq_len + 1 : e + 1] = True
+    return mask
+
+
+def _check_sizes(cfg: DataConfig, parts: dict[str, np.ndarray], y: np.ndarray, p: Prepared) -> None:
+    target_file = cfg.source_path(cfg.target)
+    for name, rows in parts.items():
+        if len(rows) == 0 or (name == "train" and len(np.unique(y[rows])) < cfg.n_classes):
+            raise DataError(
+                f"{target_file}: too few rows for seq_len={cfg.seq_len}, horizon={cfg.horizon} and "
+                f"purge gap {cfg.purge_rows}: the {name} split has {len(rows)} windows "
+                f"({len(p.end_rows)} complete windows over {len(p.calendar)} days)"
+            )
+
+
+def _split_clean(cfg: DataConfig, p: Prepared, plan: SplitPlan) -> dict:
+    parts = assign_splits(p.calendar, p.end_rows, plan, cfg.purge_rows)
+    fwd = p.fwd_return.to_numpy()
+    y, edges = _labels_for(np.nan_to_num(fwd), parts["train"], cfg.n_classes)
+    _check_sizes(cfg, parts, y, p)
+    fit_mask = _rows_of(parts["train"], cfg.seq_len, len(p.calendar))
+    return {"parts": parts, "y": y, "edges": edges, "fit_mask": fit_mask, "select_rows": parts["train"]}
+
+
+def _split_seed(cfg: DataConfig, p: Prepared) -> dict:
+    """The reference's leaky procedure: fit on everything, oversample, shuffle, then split."""
+    rows = p.end_rows
+    fwd = np.nan_to_num(p.fwd_return.to_numpy())
+    y, edges = _labels_for(fwd, rows, cfg.n_classes)
+    fit_mask = _rows_of(rows, cfg.seq_len, len(p.calendar))  # all rows of all windows
+    if cfg.balance:
+        rows = rows[fitting.oversample(np.arange(len(rows)), y[rows], cfg.seed)]
+    rows = rows[np.random.default_rng(cfg.seed).permutation(len(rows))]
+    n_train, n_val = int(len(rows) * cfg.split.train), int(len(rows) * cfg.split.val)
+    parts = {"train": rows[:n_train], "val": rows[n_train : n_train + n_val], "test": rows[n_train + n_val :]}
+    _check_sizes(cfg, parts, y, p)
+    return {"parts": parts, "y": y, "edges": edges, "fit_mask": fit_mask, "select_rows": p.end_rows}
+
+
+def resolve_plan(cfg: DataConfig, p: Prepared) -> SplitPlan:
+    s = cfg.split
+    if s.val_start and s.test_start:
+        return SplitPlan(s.val_start, s.test_start, s.end)
+    if len(p.labelled_rows) < 10:
+        raise DataError(f"{cfg.source_path(cfg.target)}: only {len(p.labelled_rows)} feature-complete days")
+    plan = plan_from_fractions(p.labelled_rows, s.train, s.val)
+    return SplitPlan(s.val_start or plan.val_start, s.test_start or plan.test_start, s.end)
+
+
+def build_dataset(
+    cfg: DataConfig,
+    out_dir: str | Path,
+    *,
+    plan: SplitPlan | None = None,
+    analysis_dir: str | Path | None = None,
+    progress: bool = False,
+) -> dict:
+    """Build the dataset of ``cfg`` into ``out_dir`` atomically and return its metadata."""
+    steps = tqdm(total=5, desc=f"dataset {cfg.name}", disable=not progress, unit="step")
+    steps.set_postfix_str("reading sources and building features")
+    p = prepare(cfg)
+    steps.update()
+
+    steps.set_postfix_str("splitting")
+    plan = plan or resolve_plan(cfg, p)
+    split = _split_seed(cfg, p) if cfg.protocol == "seed" else _split_clean(cfg, p, plan)
+    parts, y = split["parts"], split["y"]
+    steps.update()
+
+    steps.set_postfix_str("fitting scaler and selecting features")
+    names = list(p.features.columns)
+    values = p.features.to_numpy()
+    scaler = fitting.fit_scaler(values[split["fit_mask"]])
+    scaled = (values - scaler.mean_) / scaler.scale_
+    sel_rows = split["select_rows"]
+    scores = fitting.separation_scores(scaled[sel_rows], y[sel_rows], cfg.selection, cfg.seed)
+    k = len(names) if cfg.n_features == "all" else cfg.n_features
+    if k > len(names):
+        raise DataError(f"n_features={k} but only {len(names)} candidate features exist")
+    chosen = fitting.top_k(scores, k)
+    steps.update()
+
+    steps.set_postfix_str("windowing and balancing")
+    counts_before = {s: np.bincount(y[parts[s]], minlength=cfg.n_classes).tolist() for s in SPLITS}
+    if cfg.protocol == "clean" and cfg.balance:
+        train = parts["train"]
+        parts = {**parts, "train": train[fitting.oversample(np.arange(len(train)), y[train], cfg.seed)]}
+    matrix = scaled[:, chosen].astype(np.float32)
+    offsets = np.arange(-cfg.seq_len + 1, 1)
+    arrays = {}
+    for s in SPLITS:
+        rows = parts[s]
+        arrays[f"{s}_X"] = matrix[rows[:, None] + offsets]
+        arrays[f"{s}_y"] = np.eye(cfg.n_classes, dtype=np.float32)[y[rows]]
+        arrays[f"{s}_dates"] = p.calendar[rows].to_numpy().astype("datetime64[D]")
+    steps.update()
+
+    steps.set_postfix_str("writing")
+    fit_rows = np.flatnonzero(split["fit_mask"])
+    context = {
+        "cfg": cfg,
+        "plan": plan,
+        "prepared": p,
+        "parts": parts,
+        "counts_before": counts_before,
+        "names": names,
+        "scores": scores,
+        "chosen": chosen,
+        "scaler": scaler,
+        "fit_rows": fit_rows,
+        "edges": split["edges"],
+        "y": y,
+        "scaled": scaled,
+    }
+    metadata = write_dataset(Path(out_dir), arrays, context, analysis_dir=analysis_dir)
+    steps.update()
+    steps.close()
+    log.info("dataset %s written to %s (fingerprint %s)", cfg.name, out_dir, metadata["fingerprint"][:12])
+    return metadata
+
+
+__all__ = ["build_dataset", "prepare", "resolve_plan", "fingerprint", "Prepared"]

@@ -1,0 +1,152 @@
+"""Read one daily CSV into a date-indexed frame of canonical, numeric columns.
+
+Every check names the file, the column and the 1-based line of the file (header = line 1),
+so a user with a broken export knows exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stocktrend.data.config import DataConfig, SourceConfig
+from stocktrend.data.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _line(pos: int) -> int:
+    """File line of the row at 0-based data position ``pos`` (the header is line 1)."""
+    return pos + 2
+
+
+def _parse_dates(raw: pd.Series, spec: SourceConfig, path: Path) -> pd.DatetimeIndex:
+    col = spec.columns["date"]
+    parsed = pd.to_datetime(raw, format=spec.date_format, errors="coerce")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        pos = int(np.argmax(bad))
+        raise DataError(f"{path}: column '{col}', line {_line(pos)}: cannot read date {raw.iloc[pos]!r}")
+    # Timestamps like '1990-01-02 00:00:00+00:00' describe a day; keep the day.
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_localize(None)
+    dates = pd.DatetimeIndex(parsed).normalize()
+    dup = dates.duplicated()
+    if dup.any():
+        pos = int(np.argmax(dup))
+        raise DataError(f"{path}: column '{col}', line {_line(pos)}: duplicate date {dates[pos].date()}")
+    back = np.flatnonzero(np.diff(dates.asi8) < 0)
+    if back.size:
+        pos = int(back[0]) + 1
+        raise DataError(
+            f"{path}: column '{col}', line {_line(pos)}: dates are not sorted "
+            f"({dates[pos].date()} comes after {dates[pos - 1].date()})"
+        )
+    return dates
+
+
+def _numeric(frame: pd.DataFrame, path: Path, na_values: list[str]) -> pd.DataFrame:
+    out = {}
+    for col in frame.columns:
+        raw = frame[col]
+        values = pd.to_numeric(raw, errors="coerce")
+        was_missing = raw.isna() | raw.astype(str).str.strip().isin(na_values)
+        bad = (values.isna() & ~was_missing).to_numpy()
+        if bad.any():
+            pos = int(np.argmax(bad))
+            raise DataError(f"{path}: column '{col}', line {_line(pos)}: not a number: {raw.iloc[pos]!r}")
+        inf = np.isinf(values.to_numpy(dtype=float))
+        if inf.any():
+            pos = int(np.argmax(inf))
+            raise DataError(f"{path}: column '{col}', line {_line(pos)}: infinite value")
+        out[col] = values.astype(float)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def read_source(spec: SourceConfig, path: Path, name: str = "") -> pd.DataFrame:
+    """Return the source as a frame indexed by day, columns renamed to canonical names.
+
+    ohlcv/close sources get canonical columns (close, adj_close, ...); panels and rates
+    keep their series names, prefixed with the source name by the feature code.
+    """
+    if not path.is_file():
+        raise DataError(f"source '{name}': file not found: {path}")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot parse as CSV: {err}") from None
+    if frame.empty:
+        raise DataError(f"{path}: no data rows")
+    frame.columns = [c.strip() for c in frame.columns]
+    frame = frame.replace(spec.na_values, np.nan)
+
+    for col, value in spec.filter.items():
+        if col not in frame.columns:
+            raise DataError(f"{path}: filter column '{col}' not found; columns are {list(frame.columns)}")
+        frame = frame[frame[col] == value].reset_index(drop=True)
+        if frame.empty:
+            raise DataError(f"{path}: no rows with {col} == {value!r}")
+
+    missing = [f"{key} -> '{col}'" for key, col in spec.columns.items() if col not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)} (source '{name}'); "
+            f"the file has {list(frame.columns)}; fix the file or the config's columns mapping"
+        )
+
+    dates = _parse_dates(frame[spec.columns["date"]], spec, path)
+
+    if spec.kind in ("ohlcv", "close"):
+        picked = frame[[c for k, c in spec.columns.items() if k != "date"]]
+        numeric = _numeric(picked, path, spec.na_values)
+        numeric.columns = [k for k in spec.columns if k != "date"]
+    else:
+        skip = {spec.columns["date"], *spec.filter}
+        names = spec.include or [c for c in frame.columns if c not in skip]
+        absent = [c for c in names if c not in frame.columns]
+        if absent:
+            raise DataError(f"{path}: include lists column(s) {absent} not in the file; it has {list(frame.columns)}")
+        numeric = _numeric(frame[names], path, spec.na_values)
+
+    numeric.index = dates
+    numeric.index.name = "date"
+    for col in numeric.columns:
+        if numeric[col].isna().all():
+            raise DataError(f"{path}: column '{col}' has no numeric values")
+    if spec.kind in ("ohlcv", "close"):
+        price = "adj_close" if "adj_close" in numeric else "close"
+        nonpos = (numeric[price] <= 0).to_numpy()
+        if nonpos.any():
+            pos = int(np.argmax(nonpos))
+            raise DataError(f"{path}: column '{spec.columns[price]}', line {_line(pos)}: price must be positive")
+    return numeric
+
+
+def read_all_sources(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+    """Read every source of ``cfg``; also return {name: {file, sha256, rows, start, end}}."""
+    frames, facts = {}, {}
+    for name, spec in cfg.sources.items():
+        path = cfg.source_path(name)
+        frame = read_source(spec, path, name)
+        frames[name] = frame
+        facts[name] = {
+            "file": str(path),
+            "sha256": sha256_of(path),
+            "rows": len(frame),
+            "start": str(frame.index[0].date()),
+            "end": str(frame.index[-1].date()),
+        }
+        log.info("source %s: %d rows %s..%s", name, len(frame), facts[name]["start"], facts[name]["end"])
+    return frames, facts

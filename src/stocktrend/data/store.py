@@ -1,0 +1,221 @@
+"""Writing dataset artifacts atomically, their metadata, fingerprints and the build cache."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stocktrend.config_io import config_to_dict
+from stocktrend.data.config import DataConfig
+from stocktrend.data.features import FEATURE_CODE_VERSION
+from stocktrend.data.sources import sha256_of
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+# Longest look-back of any feature (250-day return, 250-day range) plus slack; EWM-based
+# features also need a burn-in before values computed from a short history match those
+# computed from the full history to ~1e-8.
+FEATURE_LOOKBACK = 260
+EWM_BURN_IN = 500
+
+
+def fingerprint(cfg: DataConfig) -> str:
+    """Hash of the config, the input files' contents and the feature code's version."""
+    conf = config_to_dict(cfg)
+    conf.pop("base_dir")
+    conf["sources"] = {k: {**v, "path": Path(v["path"]).name} for k, v in conf["sources"].items()}
+    payload = {
+        "config": conf,
+        "inputs": {k: sha256_of(cfg.source_path(k)) for k in sorted(cfg.sources)},
+        "feature_code_version": FEATURE_CODE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _day(ts) -> str:
+    return str(pd.Timestamp(ts).date())
+
+
+def _split_facts(ctx: dict, name: str) -> dict:
+    cfg, p = ctx["cfg"], ctx["prepared"]
+    rows = np.unique(ctx["parts"][name])
+    cal = p.calendar
+    last_label = min(int(rows.max()) + cfg.horizon, len(cal) - 1)
+    return {
+        "start": _day(cal[rows.min()]),
+        "end": _day(cal[rows.max()]),
+        "window_start": _day(cal[rows.min() - cfg.seq_len + 1]),
+        "label_end": _day(cal[last_label]),
+        "n": int(len(ctx["parts"][name])),
+        "n_unique_windows": int(len(rows)),
+        "class_counts_before_balancing": ctx["counts_before"][name],
+        "class_counts": np.bincount(ctx["y"][ctx["parts"][name]], minlength=cfg.n_classes).tolist(),
+    }
+
+
+def build_metadata(ctx: dict) -> dict:
+    cfg, p, plan = ctx["cfg"], ctx["prepared"], ctx["plan"]
+    chosen, names, scaler = ctx["chosen"], ctx["names"], ctx["scaler"]
+    fit_rows = ctx["fit_rows"]
+    leaky = cfg.protocol == "seed"
+    return {
+        "name": cfg.name,
+        "ticker": cfg.ticker,
+        "protocol": cfg.protocol,
+        "leaky": leaky,
+        "protocol_note": (
+            "LEAKY on purpose: reproduces the reference (scaler and selection fitted on all rows "
+            "and labels, oversampling before a shuffled split). For the leakage audit only."
+            if leaky
+            else "Chronological split with purge gap; scaler, selection and oversampling fitted on "
+            "the training window only; validation and test never resampled."
+        ),
+        "seq_len": cfg.seq_len,
+        "horizon": cfg.horizon,
+        "n_classes": cfg.n_classes,
+        "label_rule": (
+            f"1 (up) if close[t+{cfg.horizon}] > close[t] else 0, on adjusted closes"
+            if cfg.n_classes == 2
+            else f"{cfg.n_classes} bins of the {cfg.horizon}-day return, edges from training rows"
+        ),
+        "class_edges": ctx["edges"],
+        "features": {
+            "selected": [names[i] for i in chosen],
+            "selection": cfg.selection,
+            "n_candidates": len(names),
+            "candidates": [{"name": n, "score": float(s)} for n, s in zip(names, ctx["scores"])],
+        },
+        "scaler": {
+            "fit_start": _day(p.calendar[fit_rows.min()]),
+            "fit_end": _day(p.calendar[fit_rows.max()]),
+            "fit_rows": int(len(fit_rows)),
+            "mean": [float(scaler.mean_[i]) for i in chosen],
+            "std": [float(scaler.scale_[i]) for i in chosen],
+        },
+        "boundaries": {
+            "val_start": str(plan.val_start),
+            "test_start": str(plan.test_start),
+            "end": str(plan.end) if plan.end else None,
+            "purge_rows": cfg.purge_rows,
+        },
+        "splits": {s: _split_facts(ctx, s) for s in SPLITS},
+        "bars_needed": FEATURE_LOOKBACK + EWM_BURN_IN + cfg.seq_len,
+        "sources": ctx["prepared"].sources,
+        "config": {k: v for k, v in config_to_dict(cfg).items() if k != "base_dir"},
+        "feature_code_version": FEATURE_CODE_VERSION,
+        "fingerprint": fingerprint(cfg),
+    }
+
+
+def _analysis_table(ctx: dict) -> pd.DataFrame:
+    y, parts, scaled = ctx["y"], ctx["parts"], ctx["scaled"]
+    train = np.unique(parts["train"])
+    rank = np.empty(len(ctx["names"]), dtype=int)
+    order = np.lexsort((np.arange(len(ctx["scores"])), -ctx["scores"]))
+    rank[order] = np.arange(1, len(order) + 1)
+    chosen = set(ctx["chosen"].tolist())
+    table = {
+        "feature": ctx["names"],
+        "score": ctx["scores"],
+        "rank": rank,
+        "selected": [i in chosen for i in range(len(ctx["names"]))],
+        "scaler_mean": ctx["scaler"].mean_,
+        "scaler_std": ctx["scaler"].scale_,
+    }
+    for c in range(ctx["cfg"].n_classes):
+        rows = train[y[train] == c]
+        table[f"train_mean_class{c}"] = scaled[rows].mean(axis=0)
+    return pd.DataFrame(table).sort_values("rank")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def swap_dir(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by the fully written ``tmp`` (a failed build never reaches here)."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        old.rmdir()
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def write_dataset(out: Path, arrays: dict[str, np.ndarray], ctx: dict, analysis_dir=None) -> dict:
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metadata = build_metadata(ctx)
+    table = _analysis_table(ctx)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp.chmod(0o755)  # mkdtemp creates 0700
+    try:
+        for name, arr in arrays.items():
+            np.save(tmp / f"{name}.npy", arr)
+        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2))
+        table.to_csv(tmp / f"{ctx['cfg'].ticker}_analysis.csv", index=False)
+        swap_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if analysis_dir is not None:
+        atomic_write_text(Path(analysis_dir) / f"{ctx['cfg'].ticker}_analysis.csv", table.to_csv(index=False))
+    return metadata
+
+
+def read_metadata(dataset_dir: str | Path) -> dict:
+    path = Path(dataset_dir) / "metadata.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no dataset at {dataset_dir}: {path} is missing (run ray_jobs/build_dataset.py)")
+    return json.loads(path.read_text())
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path):
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def build_cached(cfg: DataConfig, cache_root: str | Path) -> Path:
+    """The dataset of ``cfg`` under ``cache_root/<fingerprint>/``, built once.
+
+    Concurrent callers (Tune trials sharing a data config) serialise on a file lock; the
+    first builds, the rest find the finished folder.
+    """
+    from stocktrend.data.build import build_dataset  # build imports this module
+
+    root = Path(cache_root).resolve()
+    out = root / fingerprint(cfg)
+    if (out / "metadata.json").is_file():
+        return out
+    with _locked(root / f".{out.name}.lock"):
+        if not (out / "metadata.json").is_file():
+            log.info("building dataset %s into the cache", out.name[:12])
+            build_dataset(cfg, out)
+    return out

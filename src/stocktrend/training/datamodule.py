@@ -1,0 +1,150 @@
+"""TrendDataModule: train/val loaders over a dataset folder written by the dataset builder.
+
+Folder layout: ``{split}_X.npy`` float32 (N, L, K), ``{split}_y.npy`` one-hot (N, C),
+``{split}_dates.npy`` window end dates (datetime64[D]) for split in train/val/test,
+and ``metadata.json`` (seq_len, horizon, n_classes, features.selected, splits...).
+
+The test split is deliberately never opened here: it belongs to the evaluation
+command only (the reference picked models on test - seed-audit leak 6).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+logger = logging.getLogger(__name__)
+
+TRAINING_SPLITS = ("train", "val")
+
+
+class WindowDataset(Dataset):
+    """Windows from a memory-mapped ``{split}_X.npy``; labels as int64 class indices.
+
+    The memmap is opened lazily per process, so a DataLoader worker (or a Ray worker)
+    that unpickles this object maps the file itself instead of receiving a copy.
+    """
+
+    def __init__(self, x_path: Path, labels: np.ndarray):
+        self.x_path = Path(x_path)
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self._x: np.ndarray | None = None
+
+    @property
+    def x(self) -> np.ndarray:
+        if self._x is None:
+            self._x = np.load(self.x_path, mmap_mode="r")
+        return self._x
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # np.array copies the window out of the read-only map (torch wants writable memory).
+        window = torch.from_numpy(np.array(self.x[i], dtype=np.float32))  # (L, K)
+        return window, self.labels[i]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_x": None}  # never pickle the mapped array
+
+
+def read_metadata(dataset_dir: str | Path) -> dict[str, Any]:
+    path = Path(dataset_dir) / "metadata.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no metadata.json in dataset folder {dataset_dir}")
+    return json.loads(path.read_text())
+
+
+class TrendDataModule(pl.LightningDataModule):
+    def __init__(self, dataset_dir: str | Path, batch_size: int = 16, num_workers: int = 0, seed: int = 42):
+        super().__init__()
+        self.dataset_dir = Path(dataset_dir).expanduser().resolve()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.metadata = read_metadata(self.dataset_dir)
+        self.n_classes = int(self.metadata["n_classes"])
+        self.seq_len = int(self.metadata["seq_len"])
+        self.n_features = len(self.metadata["features"]["selected"])
+        self.datasets: dict[str, WindowDataset] = {}
+        self.dates: dict[str, np.ndarray] = {}
+
+    # -- loading -------------------------------------------------------------
+    def _load_split(self, split: str) -> None:
+        assert split in TRAINING_SPLITS, "the test split is for evaluation only"
+        d = self.dataset_dir
+        x = np.load(d / f"{split}_X.npy", mmap_mode="r")
+        y = np.load(d / f"{split}_y.npy", mmap_mode="r")
+        dates = np.load(d / f"{split}_dates.npy")
+        expected = (self.seq_len, self.n_features)
+        if x.ndim != 3 or x.shape[1:] != expected:
+            raise ValueError(f"{split}_X.npy has shape {x.shape}; metadata says (N, {expected[0]}, {expected[1]})")
+        if y.shape != (x.shape[0], self.n_classes):
+            raise ValueError(f"{split}_y.npy has shape {y.shape}; expected ({x.shape[0]}, {self.n_classes})")
+        if len(dates) != x.shape[0]:
+            raise ValueError(f"{split}_dates.npy has {len(dates)} dates for {x.shape[0]} windows")
+        if x.dtype != np.float32:
+            logger.warning("%s_X.npy is %s, converting windows to float32 on read", split, x.dtype)
+        y = np.asarray(y)
+        if not np.allclose(y.sum(axis=1), 1.0):
+            raise ValueError(f"{split}_y.npy rows must be one-hot (each row sums to 1)")
+        self.datasets[split] = WindowDataset(d / f"{split}_X.npy", y.argmax(axis=1))
+        self.dates[split] = dates.astype("datetime64[D]")
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load train and val (idempotent, so callers may call it before the Trainer does)."""
+        for split in TRAINING_SPLITS:
+            if split not in self.datasets:
+                self._load_split(split)
+        # A chronological split is the first defence against leakage (seed-audit leak 1):
+        # refuse a validation window that ends on or before the last training window.
+        if len(self.dates["train"]) and len(self.dates["val"]):
+            last_train, first_val = self.dates["train"].max(), self.dates["val"].min()
+            if first_val <= last_train:
+                raise ValueError(
+                    f"validation windows start {first_val}, on or before the last training window "
+                    f"{last_train}: the split is not chronological"
+                )
+
+    # -- facts the module needs ----------------------------------------------
+    def class_counts_train(self) -> list[int]:
+        self.setup("fit")
+        return np.bincount(self.datasets["train"].labels.numpy(), minlength=self.n_classes).tolist()
+
+    def _drop_last(self) -> bool:
+        # A final batch of one sample breaks BatchNorm in training mode; drop only that case.
+        return len(self.datasets["train"]) % self.batch_size == 1
+
+    def train_batches_per_epoch(self) -> int:
+        self.setup("fit")
+        n = len(self.datasets["train"])
+        return n // self.batch_size if self._drop_last() else -(-n // self.batch_size)
+
+    # -- loaders -------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup("fit")
+        # Seeded generator: the shuffle order depends on the seed only, run after run.
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and self._drop_last(),
+            generator=generator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
