@@ -35,10 +35,10 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.parser import HeaderParser
 from pathlib import Path
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 from stocktrend.data.errors import DataError
@@ -587,7 +587,7 @@ def convert(spec: SourceSpec, text: str, label: str) -> Converted:
         hi = day if hi is None or day > hi else hi
         out: list[str] = [key] if i_group is not None else []
         out.append(day.isoformat())
-        for (name, src), i in zip(columns, i_vals):
+        for (_, src), i in zip(columns, i_vals, strict=True):
             cell = row[i]
             if cell.strip() in MISSING_TOKENS:
                 out.append("")

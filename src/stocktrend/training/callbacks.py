@@ -1,0 +1,105 @@
+"""Callbacks and Trainer factory, shared by local runs and (later) Ray Train workers.
+
+Always ``import lightning.pytorch as pl`` - never ``pytorch_lightning``: mixing the
+two packages makes Ray's RayDDPStrategy/RayLightningEnvironment fail isinstance checks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+)
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from stocktrend.training.config import TrainConfig, selection_mode
+
+
+def best_checkpoint_callback(callbacks: list[Callback]) -> ModelCheckpoint | None:
+    """The ModelCheckpoint that tracks the selection metric (not the milestone one)."""
+    return next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
+
+
+def build_callbacks(
+    train_cfg: TrainConfig, checkpoint_dir: str | Path, with_progress: bool = True, with_lr_monitor: bool = True
+) -> list[Callback]:
+    """Best checkpoint + early stopping on one selection metric, milestones, LR monitor, progress bar.
+
+    ``with_lr_monitor`` must be False when the Trainer has no logger (Lightning refuses it).
+    """
+    metric, mode = train_cfg.selection_metric, selection_mode(train_cfg.selection_metric)
+    checkpoint_dir = Path(checkpoint_dir)
+    callbacks: list[Callback] = [
+        # One metric decides both the kept model and when to stop, so they cannot disagree
+        # (the reference stopped on val_loss but kept the best val_acc).
+        ModelCheckpoint(
+            dirpath=checkpoint_dir,
+            filename="best-e{epoch:03d}-" + metric + "_{" + metric + ":.4f}",
+            auto_insert_metric_name=False,  # no '=' in file names
+            monitor=metric,
+            mode=mode,
+            save_top_k=1,
+            save_last=True,  # for resuming
+        ),
+        ModelCheckpoint(
+            dirpath=checkpoint_dir / "milestones",
+            filename="e{epoch:03d}",
+            every_n_epochs=train_cfg.milestone_every,
+            save_top_k=-1,
+            monitor=None,
+        ),
+        EarlyStopping(monitor=metric, mode=mode, patience=train_cfg.early_stopping_patience, check_finite=True),
+    ]
+    if with_lr_monitor:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if with_progress and importlib.util.find_spec("rich") is not None:
+        callbacks.append(RichProgressBar())
+    return callbacks
+
+
+def build_trainer(
+    train_cfg: TrainConfig,
+    out_dir: str | Path,
+    accelerator: str = "auto",
+    devices: Any = "auto",
+    callbacks: list[Callback] | None = None,
+    logger: Any = None,
+    with_progress: bool = True,
+    **kw: Any,
+) -> pl.Trainer:
+    """A Trainer configured from ``train_cfg``; extra keywords go to ``pl.Trainer``.
+
+    accelerator="auto" lets Lightning pick CUDA, then MPS (Apple), then CPU.
+    ``logger=None`` means a TensorBoardLogger under out_dir; pass False for none.
+    """
+    out_dir = Path(out_dir)
+    # Seeds python/numpy/torch and, with workers=True, each DataLoader worker distinctly.
+    pl.seed_everything(train_cfg.seed, workers=True)
+    if logger is None:
+        logger = TensorBoardLogger(save_dir=str(out_dir), name="tensorboard")
+    if callbacks is None:
+        callbacks = build_callbacks(
+            train_cfg, out_dir / "checkpoints", with_progress=with_progress, with_lr_monitor=logger is not False
+        )
+    kw.setdefault("max_epochs", train_cfg.max_epochs)
+    kw.setdefault("log_every_n_steps", 10)
+    return pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        precision=train_cfg.precision,
+        gradient_clip_val=train_cfg.gradient_clip_val or None,
+        accumulate_grad_batches=train_cfg.accumulate_grad_batches,
+        callbacks=callbacks,
+        logger=logger,
+        default_root_dir=str(out_dir),
+        enable_progress_bar=with_progress,
+        **kw,
+    )

@@ -1,0 +1,210 @@
+"""TrendClassifier: the LightningModule wrapping TrendNet, its loss, optimizer and metrics.
+
+Hyperparameters are saved as plain dicts/lists, so ``TrendClassifier.load_from_checkpoint``
+rebuilds the exact network (and loss weights) from the checkpoint alone, and the file
+loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import classification as tmc
+
+from stocktrend.config_io import config_from_dict, config_to_dict
+from stocktrend.models.config import ModelConfig
+from stocktrend.models.network import TrendNet
+from stocktrend.training.config import TrainConfig
+from stocktrend.training.loss import build_loss
+
+logger = logging.getLogger(__name__)
+
+FINAL_DIV_FACTOR = 1e4  # OneCycleLR default: the cycle ends at lr / 1e4
+
+
+class StageMetrics(nn.Module):
+    """Epoch metrics of one stage (train or val); compute() returns plain Python values."""
+
+    def __init__(self, n_classes: int):
+        super().__init__()
+        self.binary = n_classes == 2
+        if self.binary:  # fed P(class 1); F1/precision-style scores are of class 1
+            self.scalar = MetricCollection({
+                "acc": tmc.BinaryAccuracy(), "f1": tmc.BinaryF1Score(),
+                "auroc": tmc.BinaryAUROC(), "mcc": tmc.BinaryMatthewsCorrCoef(),
+            })
+        else:  # fed (B, C) probabilities; acc is plain (micro) accuracy, F1 macro
+            self.scalar = MetricCollection({
+                "acc": tmc.MulticlassAccuracy(n_classes, average="micro"),
+                "f1": tmc.MulticlassF1Score(n_classes, average="macro"),
+                "auroc": tmc.MulticlassAUROC(n_classes),
+                "mcc": tmc.MulticlassMatthewsCorrCoef(n_classes),
+            })
+        # Per-class scores use the multiclass form even for 2 classes: the binary form
+        # only reports the positive class.
+        self.per_class = MetricCollection({
+            "precision": tmc.MulticlassPrecision(n_classes, average=None),
+            "recall": tmc.MulticlassRecall(n_classes, average=None),
+            "confmat": tmc.MulticlassConfusionMatrix(n_classes),
+        })
+        self.loss = MeanMetric()  # the training objective (weighted, smoothed)
+        self.ce = MeanMetric()  # plain cross-entropy: unweighted, unsmoothed
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+        logits = logits.detach().float()  # (B, C)
+        probs = logits.softmax(dim=-1)  # (B, C)
+        self.scalar.update(probs[:, 1] if self.binary else probs, target)
+        self.per_class.update(probs, target)
+        self.loss.update(loss.detach(), weight=target.numel())
+        self.ce.update(F.cross_entropy(logits, target, reduction="none"))  # (B,) exact mean
+
+    def compute(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: float(v) for k, v in self.scalar.compute().items()}
+        out.update({k: v.tolist() for k, v in self.per_class.compute().items()})
+        out["loss"] = float(self.loss.compute())
+        out["ce"] = float(self.ce.compute())
+        return out
+
+    def reset(self) -> None:
+        for m in (self.scalar, self.per_class, self.loss, self.ce):
+            m.reset()
+
+
+def _as_config(cls: type, value: Any) -> Any:
+    return value if isinstance(value, cls) else config_from_dict(cls, dict(value), source=cls.__name__)
+
+
+class TrendClassifier(pl.LightningModule):
+    def __init__(
+        self,
+        model_cfg: ModelConfig | dict[str, Any],
+        train_cfg: TrainConfig | dict[str, Any],
+        class_counts: Sequence[int],
+        steps_per_epoch: int | None = None,
+    ):
+        """``class_counts``: training-label counts (for "auto" class weights).
+        ``steps_per_epoch``: training *batches* per epoch, only used to size the LR
+        schedule when no Trainer is attached (the Trainer's own estimate wins)."""
+        super().__init__()
+        self.model_cfg = _as_config(ModelConfig, model_cfg)
+        self.train_cfg = _as_config(TrainConfig, train_cfg)
+        self.class_counts = [int(c) for c in class_counts]
+        self.steps_per_epoch = steps_per_epoch
+        self.save_hyperparameters({
+            "model_cfg": config_to_dict(self.model_cfg),
+            "train_cfg": config_to_dict(self.train_cfg),
+            "class_counts": self.class_counts,
+            "steps_per_epoch": steps_per_epoch,
+        })
+        self.model = TrendNet(self.model_cfg)
+        self.loss_fn = build_loss(self.train_cfg.class_weights, self.class_counts, self.train_cfg.label_smoothing)
+        self.train_metrics = StageMetrics(self.model_cfg.n_classes)
+        self.val_metrics = StageMetrics(self.model_cfg.n_classes)
+        self.history: list[dict[str, Any]] = []
+        self._last_val: dict[str, Any] = {}
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):  # x: (B, L, F)
+        return self.model(x, return_attention=return_attention)
+
+    # -- steps ---------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch  # (B, L, F), (B,)
+        logits = self.model(x)  # (B, C)
+        loss = self.loss_fn(logits, y)
+        self.train_metrics.update(logits, y, loss)
+        self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)  # (B, C)
+        self.val_metrics.update(logits, y, self.loss_fn(logits, y))
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.model(x).softmax(dim=-1)  # (B, C) class probabilities
+
+    # -- epoch ends ----------------------------------------------------------
+    def _log_stage(self, stage: str, values: dict[str, Any]) -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for k, v in values.items():
+            if k == "confmat":
+                flat[f"{stage}_{k}"] = v  # history only; not a scalar to log
+            elif isinstance(v, list):
+                for c, x in enumerate(v):
+                    flat[f"{stage}_{k}_c{c}"] = float(x)
+            else:
+                flat[f"{stage}_{k}"] = v
+        scalars = {k: v for k, v in flat.items() if not isinstance(v, list)}
+        self.log_dict(scalars, prog_bar=False)
+        return flat
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        if self.trainer.sanity_checking:
+            return  # the pre-fit sanity pass is not an epoch
+        self._last_val = self._log_stage("val", values)
+        self.log_dict({"val_ce": values["ce"], "val_acc": values["acc"]}, prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        # Lightning runs the epoch's validation before this hook, so _last_val is current.
+        values = self.train_metrics.compute()
+        self.train_metrics.reset()
+        entry = {"epoch": int(self.current_epoch), "lr": float(self.trainer.optimizers[0].param_groups[0]["lr"])}
+        entry.update(self._log_stage("train", values))
+        entry.update(self._last_val)
+        self._last_val = {}
+        self.history.append(entry)
+        logger.info(
+            "epoch %d: train_loss %.4f val_ce %s val_acc %s lr %.2e",
+            entry["epoch"], entry["train_loss"], entry.get("val_ce"), entry.get("val_acc"), entry["lr"],
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("history", []))
+
+    # -- optimizer -----------------------------------------------------------
+    def total_optimizer_steps(self) -> int:
+        """Optimizer steps in the whole run = ceil(batches / accumulate) * epochs.
+
+        The reference hard-coded steps per epoch and ignored accumulation, so its
+        OneCycle ran ~27% of the cycle. The Trainer knows the real number (it also
+        accounts for DDP sharding, limit_train_batches and max_steps).
+        """
+        if self._trainer is not None:
+            est = self.trainer.estimated_stepping_batches
+            if math.isfinite(est) and est > 0:
+                return int(est)
+        if not self.steps_per_epoch:
+            raise ValueError("no Trainer attached and steps_per_epoch not given: cannot size the LR schedule")
+        tc = self.train_cfg
+        return math.ceil(self.steps_per_epoch / tc.accumulate_grad_batches) * tc.max_epochs
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        tc = self.train_cfg
+        optimizer = torch.optim.AdamW(self.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+        total = self.total_optimizer_steps()
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=tc.max_lr,
+            total_steps=total,
+            pct_start=tc.pct_start,
+            div_factor=tc.max_lr / tc.lr,  # start the cycle at lr, as the recipe states
+            final_div_factor=FINAL_DIV_FACTOR,
+            cycle_momentum=False,  # keep AdamW's betas as configured instead of cycling beta1
+        )
+        logger.info("OneCycleLR over %d optimizer steps (peak %.1e)", total, tc.max_lr)
+        # interval "step": Lightning steps it once per optimizer step, i.e. after accumulation.
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}

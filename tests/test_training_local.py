@@ -1,0 +1,144 @@
+"""Local (no Ray) training: config, loss weights, data module, one Lightning run, LR schedule."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+
+from stocktrend.config_io import ConfigError, config_from_dict
+from stocktrend.models.config import model_config_from_metadata
+from stocktrend.training.callbacks import build_trainer
+from stocktrend.training.config import TrainConfig, selection_mode
+from stocktrend.training.datamodule import TrendDataModule, read_metadata
+from stocktrend.training.fit_local import fit_local
+from stocktrend.training.loss import build_loss, resolve_class_weights
+from stocktrend.training.module import TrendClassifier
+
+from conftest import TINY_SPLITS, write_synthetic_dataset
+
+
+@pytest.mark.timeout(10)
+def test_class_weights_resolution():
+    assert torch.equal(resolve_class_weights("auto", [100, 100]), torch.tensor([1.0, 1.0]))
+    w = resolve_class_weights("auto", [30, 70])  # N / (C * n_c)
+    assert torch.allclose(w, torch.tensor([100 / 60, 100 / 140]))
+    assert resolve_class_weights("none", [30, 70]) is None
+    # An explicit list is used as given (this one reproduces the reference).
+    assert torch.allclose(resolve_class_weights([1.15, 0.87], [50, 50]), torch.tensor([1.15, 0.87]))
+    with pytest.raises(ValueError, match="entries"):
+        resolve_class_weights([1.0, 1.0, 1.0], [50, 50])
+    with pytest.raises(ValueError, match="no training labels"):
+        resolve_class_weights("auto", [0, 50])
+    loss = build_loss("auto", [30, 70], label_smoothing=0.1)
+    assert loss.label_smoothing == 0.1 and torch.allclose(loss.weight, w)
+
+
+@pytest.mark.timeout(10)
+def test_train_config_validation():
+    cfg = TrainConfig()
+    assert (cfg.batch_size, cfg.accumulate_grad_batches, cfg.max_lr, cfg.selection_metric) == (16, 4, 1e-3, "val_ce")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        config_from_dict(TrainConfig, {"learning_rate": 1e-3})
+    with pytest.raises(ConfigError, match="selection_metric"):
+        config_from_dict(TrainConfig, {"selection_metric": "test_acc"})
+    with pytest.raises(ConfigError, match="class_weights"):
+        config_from_dict(TrainConfig, {"class_weights": "balanced"})
+    assert selection_mode("val_ce") == "min" and selection_mode("val_auroc") == "max"
+
+
+@pytest.mark.timeout(20)
+def test_datamodule_train_and_val_only(tiny_dataset_dir, monkeypatch):
+    opened: list[str] = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda f, *a, **k: (opened.append(Path(f).name), real_load(f, *a, **k))[1])
+
+    dm = TrendDataModule(str(tiny_dataset_dir), batch_size=16, seed=7)
+    counts = dm.class_counts_train()
+    assert sum(counts) == TINY_SPLITS["train"] and len(counts) == 2 and min(counts) > 0
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (16, 20, 8) and x.dtype == torch.float32 and y.dtype == torch.long
+    assert dm.train_batches_per_epoch() == len(dm.train_dataloader()) == math.ceil(200 / 16)
+    # Seeded shuffling: a fresh module with the same seed yields the same first batch.
+    x2, _ = next(iter(TrendDataModule(tiny_dataset_dir, 16, seed=7).train_dataloader()))
+    assert torch.equal(x, x2)
+    # Validation in order.
+    xv, yv = next(iter(dm.val_dataloader()))
+    val_x = real_load(tiny_dataset_dir / "val_X.npy")
+    assert torch.equal(xv, torch.from_numpy(val_x[:16]))
+    assert torch.equal(yv, torch.from_numpy(real_load(tiny_dataset_dir / "val_y.npy")[:16].argmax(1)))
+    assert not any(name.startswith("test_") for name in opened)
+    assert not hasattr(dm, "test_dataloader") or "test" not in dm.datasets
+
+
+@pytest.mark.timeout(20)
+def test_datamodule_refuses_a_non_chronological_split(tmp_path):
+    root = write_synthetic_dataset(tmp_path / "ds", sizes={"train": 40, "val": 20, "test": 20})
+    np.save(root / "val_dates.npy", np.load(root / "train_dates.npy")[:20])  # val inside train
+    with pytest.raises(ValueError, match="chronological"):
+        TrendDataModule(root).setup("fit")
+
+
+@pytest.mark.timeout(60)
+def test_one_epoch_fit_local(tiny_dataset_dir, tmp_path):
+    model_cfg = model_config_from_metadata("tiny", read_metadata(tiny_dataset_dir))
+    train_cfg = TrainConfig(batch_size=16, accumulate_grad_batches=2, max_epochs=50)
+    result = fit_local(tiny_dataset_dir, model_cfg, train_cfg, tmp_path / "run", max_epochs=1,
+                       progress=False, accelerator="cpu")
+    assert len(result["history"]) == 1
+    epoch = result["history"][0]
+    for key in ("train_loss", "train_acc", "val_ce", "val_loss", "val_acc", "val_f1", "val_auroc", "val_mcc",
+                "val_precision_c0", "val_recall_c1", "lr"):
+        assert isinstance(epoch[key], float) and math.isfinite(epoch[key]), key
+    assert np.array(epoch["val_confmat"]).sum() == TINY_SPLITS["val"]
+    assert result["best_score"] == pytest.approx(epoch["val_ce"], rel=1e-5)
+    assert result["val_metrics"]["val_ce"] == epoch["val_ce"]
+    ckpt = Path(result["best_checkpoint"])
+    assert ckpt.is_file() and "=" not in ckpt.name
+    assert json.loads((tmp_path / "run" / "fit_summary.json").read_text())["train_config"]["max_epochs"] == 1
+
+    # The checkpoint alone rebuilds the model (hyperparameters are plain dicts).
+    restored = TrendClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    assert restored.model_cfg == model_cfg and restored.history == result["history"]
+    x = torch.from_numpy(np.load(tiny_dataset_dir / "val_X.npy")[:4])
+    logits, attn = restored(x, return_attention=True)
+    assert logits.shape == (4, 2) and attn.shape == (4, 20)
+
+
+class LrRecorder(pl.Callback):
+    """The LR each real optimizer step used (this hook fires only on stepping batches)."""
+
+    def __init__(self):
+        self.lrs: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+
+
+@pytest.mark.timeout(60)
+def test_one_cycle_spans_the_optimizer_steps_taken(tiny_dataset_dir, tmp_path):
+    train_cfg = TrainConfig(batch_size=16, accumulate_grad_batches=3, max_epochs=2, lr=2e-4, max_lr=1e-3)
+    dm = TrendDataModule(tiny_dataset_dir, train_cfg.batch_size, seed=train_cfg.seed)
+    model_cfg = model_config_from_metadata("tiny", dm.metadata)
+    module = TrendClassifier(model_cfg, train_cfg, dm.class_counts_train(), dm.train_batches_per_epoch())
+    recorder = LrRecorder()
+    trainer = build_trainer(train_cfg, tmp_path, accelerator="cpu", callbacks=[recorder], logger=False,
+                            with_progress=False, enable_checkpointing=False, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=dm)
+
+    batches = math.ceil(TINY_SPLITS["train"] / 16)  # 13 batches, 3 accumulated per step
+    expected = math.ceil(batches / 3) * 2  # 5 steps per epoch (the last one partial)
+    scheduler = module.lr_schedulers()
+    assert scheduler.total_steps == trainer.global_step == len(recorder.lrs) == expected
+    assert module.total_optimizer_steps() == expected  # also without a trainer's help:
+    assert TrendClassifier(model_cfg, train_cfg, [1, 1], batches).total_optimizer_steps() == expected
+    # The cycle starts at lr, peaks at max_lr and its last step uses the final LR.
+    assert recorder.lrs[0] == pytest.approx(2e-4)
+    assert max(recorder.lrs) == pytest.approx(1e-3)
+    assert recorder.lrs[-1] == pytest.approx(2e-4 / 1e4)
+    assert len(module.history) == 2
