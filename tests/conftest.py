@@ -65,3 +65,44 @@ def tiny_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def write_dataset():
+    """The writer itself, for tests that need a variant (other sizes, broken files)."""
+    return write_synthetic_dataset
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the whole test session (starting one costs ~10 s).
+
+    ``address="local"`` always starts a fresh instance, so the suite never attaches to a
+    head a user left running; 2 CPUs like the CI machine.
+    """
+    import os
+
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def small_real_dataset(tmp_path_factory, repo_root) -> Path:
+    """A small dataset built by the real builder from the committed CSVs (2008-2017)."""
+    import datetime as dt
+
+    from stocktrend.config_io import with_overrides
+    from stocktrend.data.build import build_dataset
+    from stocktrend.data.config import load_data_config
+
+    cfg = load_data_config(repo_root / "datasets" / "msft_v2.yaml")
+    cfg = with_overrides(cfg, {"start": dt.date(2008, 1, 2), "seq_len": 10, "n_features": 8})
+    out = tmp_path_factory.mktemp("small_real") / "npy"
+    build_dataset(cfg, out)
+    return out

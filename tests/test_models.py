@@ -19,7 +19,7 @@ def _forward(cfg: ModelConfig, batch: int = 3, seed: int = 0):
         return model, model(x, return_attention=True)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     "name, shape",
     [("tiny", {}), ("v2", {}), ("v1", dict(n_features=224, seq_len=120, n_classes=5))],
@@ -124,7 +124,7 @@ def test_positional_encoding_changes_forward_without_parameters():
     assert torch.isfinite(out_pe).all() and not torch.allclose(out_base, out_pe)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_tiny_model_overfits_a_fixed_batch():
     torch.manual_seed(0)
     cfg = preset("tiny", n_features=6, seq_len=12, cnn_dropout=0.0, lstm_dropout=0.0,
@@ -148,7 +148,7 @@ def test_tiny_model_overfits_a_fixed_batch():
         assert (model(x).argmax(1) == y).all()
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_cli_prints_table(capsys):
     assert models_main(["--preset", "v2"]) == 0
     out = capsys.readouterr().out

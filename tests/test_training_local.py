@@ -20,7 +20,7 @@ from stocktrend.training.fit_local import fit_local
 from stocktrend.training.loss import build_loss, resolve_class_weights
 from stocktrend.training.module import TrendClassifier
 
-from conftest import TINY_SPLITS, write_synthetic_dataset
+TINY_SPLITS = {"train": 200, "val": 64, "test": 64}  # what conftest's tiny_dataset_dir writes
 
 
 @pytest.mark.timeout(10)
@@ -59,6 +59,7 @@ def test_datamodule_train_and_val_only(tiny_dataset_dir, monkeypatch):
     monkeypatch.setattr(np, "load", lambda f, *a, **k: (opened.append(Path(f).name), real_load(f, *a, **k))[1])
 
     dm = TrendDataModule(str(tiny_dataset_dir), batch_size=16, seed=7)
+    assert {k: v["n"] for k, v in dm.metadata["splits"].items()} == TINY_SPLITS
     counts = dm.class_counts_train()
     assert sum(counts) == TINY_SPLITS["train"] and len(counts) == 2 and min(counts) > 0
     x, y = next(iter(dm.train_dataloader()))
@@ -77,17 +78,17 @@ def test_datamodule_train_and_val_only(tiny_dataset_dir, monkeypatch):
 
 
 @pytest.mark.timeout(20)
-def test_datamodule_refuses_a_non_chronological_split(tmp_path):
-    root = write_synthetic_dataset(tmp_path / "ds", sizes={"train": 40, "val": 20, "test": 20})
+def test_datamodule_refuses_a_non_chronological_split(tmp_path, write_dataset):
+    root = write_dataset(tmp_path / "ds", sizes={"train": 40, "val": 20, "test": 20})
     np.save(root / "val_dates.npy", np.load(root / "train_dates.npy")[:20])  # val inside train
     with pytest.raises(ValueError, match="chronological"):
         TrendDataModule(root).setup("fit")
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_one_epoch_fit_local(tiny_dataset_dir, tmp_path):
     model_cfg = model_config_from_metadata("tiny", read_metadata(tiny_dataset_dir))
-    train_cfg = TrainConfig(batch_size=16, accumulate_grad_batches=2, max_epochs=50)
+    train_cfg = TrainConfig(batch_size=16, accumulate_grad_batches=2, max_epochs=50, milestone_every=1)
     result = fit_local(tiny_dataset_dir, model_cfg, train_cfg, tmp_path / "run", max_epochs=1,
                        progress=False, accelerator="cpu")
     assert len(result["history"]) == 1
@@ -100,6 +101,7 @@ def test_one_epoch_fit_local(tiny_dataset_dir, tmp_path):
     assert result["val_metrics"]["val_ce"] == epoch["val_ce"]
     ckpt = Path(result["best_checkpoint"])
     assert ckpt.is_file() and "=" not in ckpt.name
+    assert [p.name for p in (ckpt.parent / "milestones").iterdir()] == ["epoch000.ckpt"]
     assert json.loads((tmp_path / "run" / "fit_summary.json").read_text())["train_config"]["max_epochs"] == 1
 
     # The checkpoint alone rebuilds the model (hyperparameters are plain dicts).
@@ -120,7 +122,7 @@ class LrRecorder(pl.Callback):
         self.lrs.append(optimizer.param_groups[0]["lr"])
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 def test_one_cycle_spans_the_optimizer_steps_taken(tiny_dataset_dir, tmp_path):
     train_cfg = TrainConfig(batch_size=16, accumulate_grad_batches=3, max_epochs=2, lr=2e-4, max_lr=1e-3)
     dm = TrendDataModule(tiny_dataset_dir, train_cfg.batch_size, seed=train_cfg.seed)

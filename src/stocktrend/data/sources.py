@@ -32,7 +32,7 @@ def _line(pos: int) -> int:
     return pos + 2
 
 
-def _parse_dates(raw: pd.Series, spec: SourceConfig, path: Path) -> pd.DatetimeIndex:
+def _parse_dates(raw: pd.Series, spec: SourceConfig, path: str) -> pd.DatetimeIndex:
     col = spec.columns["date"]
     parsed = pd.to_datetime(raw, format=spec.date_format, errors="coerce")
     bad = parsed.isna().to_numpy()
@@ -57,7 +57,7 @@ def _parse_dates(raw: pd.Series, spec: SourceConfig, path: Path) -> pd.DatetimeI
     return dates
 
 
-def _numeric(frame: pd.DataFrame, path: Path, na_values: list[str]) -> pd.DataFrame:
+def _numeric(frame: pd.DataFrame, path: str, na_values: list[str]) -> pd.DataFrame:
     out = {}
     for col in frame.columns:
         raw = frame[col]
@@ -76,7 +76,7 @@ def _numeric(frame: pd.DataFrame, path: Path, na_values: list[str]) -> pd.DataFr
 
 
 def read_source(spec: SourceConfig, path: Path, name: str = "") -> pd.DataFrame:
-    """Return the source as a frame indexed by day, columns renamed to canonical names.
+    """Read a source file into a frame indexed by day, columns renamed to canonical names.
 
     ohlcv/close sources get canonical columns (close, adj_close, ...); panels and rates
     keep their series names, prefixed with the source name by the feature code.
@@ -87,26 +87,37 @@ def read_source(spec: SourceConfig, path: Path, name: str = "") -> pd.DataFrame:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot parse as CSV: {err}") from None
+    return parse_table(spec, frame, str(path), name)
+
+
+def parse_table(spec: SourceConfig, frame: pd.DataFrame, where: str, name: str = "") -> pd.DataFrame:
+    """Validate and convert a table laid out like the source file (same column names).
+
+    Shared by files and by raw bars sent to the prediction service, so both get the
+    same checks and the same messages; ``where`` names the file or request field.
+    """
     if frame.empty:
-        raise DataError(f"{path}: no data rows")
-    frame.columns = [c.strip() for c in frame.columns]
+        raise DataError(f"{where}: no data rows")
+    frame = frame.astype(object).where(frame.notna(), "")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = frame.map(lambda v: v.strip() if isinstance(v, str) else v)
     frame = frame.replace(spec.na_values, np.nan)
 
     for col, value in spec.filter.items():
         if col not in frame.columns:
-            raise DataError(f"{path}: filter column '{col}' not found; columns are {list(frame.columns)}")
+            raise DataError(f"{where}: filter column '{col}' not found; columns are {list(frame.columns)}")
         frame = frame[frame[col] == value].reset_index(drop=True)
         if frame.empty:
-            raise DataError(f"{path}: no rows with {col} == {value!r}")
+            raise DataError(f"{where}: no rows with {col} == {value!r}")
 
     missing = [f"{key} -> '{col}'" for key, col in spec.columns.items() if col not in frame.columns]
     if missing:
         raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)} (source '{name}'); "
-            f"the file has {list(frame.columns)}; fix the file or the config's columns mapping"
+            f"{where}: missing column(s) {', '.join(missing)} (source '{name}'); "
+            f"the data has {list(frame.columns)}; fix the data or the config's columns mapping"
         )
-
-    dates = _parse_dates(frame[spec.columns["date"]], spec, path)
+    path = where
+    dates = _parse_dates(frame[spec.columns["date"]].astype(str), spec, path)
 
     if spec.kind in ("ohlcv", "close"):
         picked = frame[[c for k, c in spec.columns.items() if k != "date"]]
@@ -117,20 +128,20 @@ def read_source(spec: SourceConfig, path: Path, name: str = "") -> pd.DataFrame:
         names = spec.include or [c for c in frame.columns if c not in skip]
         absent = [c for c in names if c not in frame.columns]
         if absent:
-            raise DataError(f"{path}: include lists column(s) {absent} not in the file; it has {list(frame.columns)}")
+            raise DataError(f"{where}: include lists column(s) {absent} not in the data; it has {list(frame.columns)}")
         numeric = _numeric(frame[names], path, spec.na_values)
 
     numeric.index = dates
     numeric.index.name = "date"
     for col in numeric.columns:
         if numeric[col].isna().all():
-            raise DataError(f"{path}: column '{col}' has no numeric values")
+            raise DataError(f"{where}: column '{col}' has no numeric values")
     if spec.kind in ("ohlcv", "close"):
         price = "adj_close" if "adj_close" in numeric else "close"
         nonpos = (numeric[price] <= 0).to_numpy()
         if nonpos.any():
             pos = int(np.argmax(nonpos))
-            raise DataError(f"{path}: column '{spec.columns[price]}', line {_line(pos)}: price must be positive")
+            raise DataError(f"{where}: column '{spec.columns[price]}', line {_line(pos)}: price must be positive")
     return numeric
 
 

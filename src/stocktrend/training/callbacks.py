@@ -51,7 +51,8 @@ def build_callbacks(
         ),
         ModelCheckpoint(
             dirpath=checkpoint_dir / "milestones",
-            filename="e{epoch:03d}",
+            filename="epoch{epoch:03d}",
+            auto_insert_metric_name=False,
             every_n_epochs=train_cfg.milestone_every,
             save_top_k=-1,
             monitor=None,

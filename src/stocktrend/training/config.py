@@ -10,7 +10,7 @@ Differences from the reference, on purpose (shared/notes/seed-audit.md):
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import pydantic
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
@@ -38,7 +38,7 @@ class TrainConfig:
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     # "auto": inverse class frequency of the training labels (neutral when balanced);
     # "none": unweighted; a list: used as given, one weight per class.
-    class_weights: Union[Literal["auto", "none"], list[PositiveFloat]] = "auto"
+    class_weights: Literal["auto", "none"] | list[PositiveFloat] = "auto"
     gradient_clip_val: NonNegativeFloat | None = 1.0  # None or 0 disables clipping
 
     early_stopping_patience: PositiveInt = 15  # validation epochs without improvement

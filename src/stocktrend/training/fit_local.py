@@ -80,5 +80,7 @@ def fit_local(
         "train_config": config_to_dict(train_cfg),
     }
     (out_dir / "fit_summary.json").write_text(json.dumps(result, indent=2))
-    logger.info("best %s %.4f at epoch %s: %s", metric, result["best_score"], result["best_epoch"], result["best_checkpoint"])
+    logger.info(
+        "best %s %.4f at epoch %s: %s", metric, result["best_score"], result["best_epoch"], result["best_checkpoint"]
+    )
     return result

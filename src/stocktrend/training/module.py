@@ -28,6 +28,7 @@ from stocktrend.training.loss import build_loss
 logger = logging.getLogger(__name__)
 
 FINAL_DIV_FACTOR = 1e4  # OneCycleLR default: the cycle ends at lr / 1e4
+PROGRESS_BAR_KEYS = {"val_ce", "val_acc", "train_loss"}
 
 
 class StageMetrics(nn.Module):
@@ -143,8 +144,9 @@ class TrendClassifier(pl.LightningModule):
                     flat[f"{stage}_{k}_c{c}"] = float(x)
             else:
                 flat[f"{stage}_{k}"] = v
-        scalars = {k: v for k, v in flat.items() if not isinstance(v, list)}
-        self.log_dict(scalars, prog_bar=False)
+        for k, v in flat.items():
+            if not isinstance(v, list):
+                self.log(k, v, prog_bar=k in PROGRESS_BAR_KEYS)
         return flat
 
     def on_validation_epoch_end(self) -> None:
@@ -153,7 +155,6 @@ class TrendClassifier(pl.LightningModule):
         if self.trainer.sanity_checking:
             return  # the pre-fit sanity pass is not an epoch
         self._last_val = self._log_stage("val", values)
-        self.log_dict({"val_ce": values["ce"], "val_acc": values["acc"]}, prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
         # Lightning runs the epoch's validation before this hook, so _last_val is current.
@@ -165,8 +166,9 @@ class TrendClassifier(pl.LightningModule):
         self._last_val = {}
         self.history.append(entry)
         logger.info(
-            "epoch %d: train_loss %.4f val_ce %s val_acc %s lr %.2e",
-            entry["epoch"], entry["train_loss"], entry.get("val_ce"), entry.get("val_acc"), entry["lr"],
+            "epoch %d: train_loss %.4f val_ce %.4f val_acc %.4f lr %.2e",
+            entry["epoch"], entry["train_loss"], entry.get("val_ce", math.nan), entry.get("val_acc", math.nan),
+            entry["lr"],
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,0 +1,99 @@
+"""Train a TrendNet preset on Ray Train workers and export the best epoch as a model artifact.
+
+    python ray_jobs/train.py [--preset v2|v1|tiny] [--epochs N] [--num-workers N] [--use-gpu]
+                             [--cpus-per-worker N] [--storage-path PATH] [--no-ray]
+
+The dataset comes from --config (built once and cached under datasets/cache/<fingerprint>,
+so a stale dataset is never trained on) or from an existing --dataset folder. Standalone,
+a local Ray is started; under `ray job submit` it joins the cluster. --no-ray runs the same
+LightningModule with plain Lightning (debugging; measuring Ray's overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="v2", choices=["v2", "v1", "tiny"])
+    ap.add_argument("--config", default=None, help="dataset YAML (default: datasets/msft_v2.yaml; msft_v1.yaml for --preset v1)")
+    ap.add_argument("--dataset", help="use this built dataset folder instead of --config")
+    ap.add_argument("--epochs", type=int, help="max epochs (default: the recipe's 150)")
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--accumulate", type=int, help="gradient accumulation batches (recipe: 4)")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--precision", choices=["32-true", "bf16-mixed"])
+    ap.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (DDP when > 1)")
+    ap.add_argument("--use-gpu", action="store_true")
+    ap.add_argument("--cpus-per-worker", type=float, default=1)
+    ap.add_argument("--storage-path", default=str(ROOT / "runs"), help="Ray Train storage (absolute or relative)")
+    ap.add_argument("--models", default=str(ROOT / "models"), help="where model artifacts go")
+    ap.add_argument("--name", help="artifact name (default: <ticker>_<preset>)")
+    ap.add_argument("--no-ray", action="store_true", help="plain Lightning, no Ray")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from stocktrend.config_io import config_to_dict
+    from stocktrend.data.config import load_data_config
+    from stocktrend.data.store import build_cached, read_metadata
+    from stocktrend.models.config import model_config_from_metadata
+    from stocktrend.training.config import TrainConfig
+    from stocktrend.training.export import export_artifact
+
+    if args.dataset:
+        dataset = Path(args.dataset).resolve()
+    else:
+        default = "msft_v1.yaml" if args.preset == "v1" else "msft_v2.yaml"
+        cfg = load_data_config(args.config or ROOT / "datasets" / default)
+        dataset = build_cached(cfg, ROOT / "datasets" / "cache")
+    meta = read_metadata(dataset)
+    model_cfg = model_config_from_metadata(args.preset, meta)
+    overrides = {"max_epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+                 "accumulate_grad_batches": args.accumulate, "precision": args.precision}
+    train_cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    name = args.name or f"{meta['ticker'].lower()}_{args.preset}"
+    run_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = Path(args.storage_path).resolve()
+
+    t0 = time.perf_counter()
+    if args.no_ray:
+        from stocktrend.training.fit_local import fit_local
+
+        res = fit_local(dataset, model_cfg, train_cfg, storage / run_name)
+        checkpoint, history, engine = res["best_checkpoint"], res["history"], "lightning"
+    else:
+        from stocktrend.ray_session import connect
+        from stocktrend.training.ray_train import ray_train
+
+        connect()
+        res = ray_train(dataset, model_cfg, train_cfg, storage, run_name, num_workers=args.num_workers,
+                        use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker)
+        checkpoint, history, engine = res["checkpoint"], res["history"], f"ray-train x{args.num_workers}"
+    seconds = time.perf_counter() - t0
+
+    artifact = export_artifact(checkpoint, dataset, args.models, name, history=history,
+                               extra={"engine": engine, "train_seconds": round(seconds, 1), "run": run_name})
+    from stocktrend.inference.artifact import load_parts
+
+    _, _, parts = load_parts(artifact)
+    val = parts["training"]["val_metrics"]
+    print(f"\ntrained {args.preset} ({engine}) in {seconds:.0f} s on {dataset}")
+    print(f"model artifact: {artifact}")
+    print(f"best epoch {parts['training']['best_epoch']} by {train_cfg.selection_metric}: "
+          + ", ".join(f"{k}={val[k]:.4f}" for k in ("val_ce", "val_acc", "val_auroc", "val_mcc", "val_f1") if k in val))
+    print(f"model config: {config_to_dict(model_cfg)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

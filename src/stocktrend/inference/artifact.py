@@ -1,0 +1,84 @@
+"""The model artifact on disk: layout, sha256 manifest, and verified loading.
+
+    models/<name>/<version>/   weights.pt, model.json, preprocessing.json, training.json,
+                               feature_distribution.json, manifest.json
+    models/<name>/latest       a text file naming the current version (no symlinks:
+                               artifacts may live on object storage)
+
+Reports written later go in ``<version>/evaluation/``, outside the manifest. Loading
+checks every manifest entry's sha256 and refuses a tampered or incomplete artifact;
+weights load with ``torch.load(weights_only=True)``, which executes no pickled code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+LATEST = "latest"
+WEIGHTS = "weights.pt"
+JSON_PARTS = ("model", "preprocessing", "training", "feature_distribution")
+REQUIRED = (WEIGHTS, *(f"{p}.json" for p in JSON_PARTS))
+
+
+class ArtifactError(ValueError):
+    """The artifact is missing, incomplete, tampered with, or not an artifact."""
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_version_dir(path: str | Path) -> Path:
+    """Accept a version folder, or ``models/<name>`` (then follow its ``latest`` file)."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    if path.is_file() and path.name == LATEST:
+        path = path.parent
+    latest = path / LATEST
+    if latest.is_file():
+        version = latest.read_text().strip()
+        if not version or "/" in version or version.startswith("."):
+            raise ArtifactError(f"{latest}: does not name a version folder (got {version!r})")
+        target = path / version
+        if not (target / MANIFEST).is_file():
+            raise ArtifactError(f"{latest} names version {version!r}, but {target / MANIFEST} is missing")
+        return target
+    if not path.exists():
+        raise ArtifactError(f"no model artifact at {path}")
+    raise ArtifactError(f"{path} is neither a model version folder (no {MANIFEST}) nor a model folder (no {LATEST})")
+
+
+def verify(version_dir: Path) -> dict[str, Any]:
+    """Check the manifest against the files; return the manifest."""
+    try:
+        manifest = json.loads((version_dir / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{version_dir / MANIFEST}: unreadable manifest ({err})") from None
+    files = manifest.get("files", {})
+    missing = [f for f in REQUIRED if f not in files]
+    if missing:
+        raise ArtifactError(f"{version_dir}: manifest lacks required file(s) {missing}")
+    for name, digest in files.items():
+        path = version_dir / name
+        if not path.is_file():
+            raise ArtifactError(f"{version_dir}: file {name} listed in the manifest is missing")
+        if file_sha256(path) != digest:
+            raise ArtifactError(f"{path}: sha256 does not match the manifest (tampered or corrupted)")
+    return manifest
+
+
+def load_parts(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Verified (version_dir, manifest, {part: parsed json}) of an artifact."""
+    version_dir = resolve_version_dir(path)
+    manifest = verify(version_dir)
+    parts = {p: json.loads((version_dir / f"{p}.json").read_text()) for p in JSON_PARTS}
+    return version_dir, manifest, parts

@@ -1,0 +1,144 @@
+"""Predictor: a model artifact turned back into predictions, with no training code and no Ray.
+
+Two entry points: ``predict_windows`` takes feature windows already scaled and ordered
+as the artifact's ``features``; ``predict_bars`` takes raw daily bars for each source and
+runs the very same feature code as the dataset builder (``stocktrend.data.features``),
+then the artifact's scaler and feature selection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from stocktrend.config_io import config_from_dict
+from stocktrend.data.config import DataConfig
+from stocktrend.data.errors import DataError
+from stocktrend.data.features import build_features
+from stocktrend.data.sources import parse_table
+from stocktrend.inference.artifact import WEIGHTS, ArtifactError, load_parts
+from stocktrend.models.config import ModelConfig
+from stocktrend.models.network import TrendNet
+
+log = logging.getLogger(__name__)
+
+
+class InputError(ValueError):
+    """A prediction request is unusable; ``field`` names the part of the input at fault."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+@dataclasses.dataclass
+class Prediction:
+    probs: np.ndarray  # (N, C)
+    attention: np.ndarray  # (N, L)
+    as_of: list[str] | None = None  # window end date per row, when known
+
+
+class Predictor:
+    def __init__(self, version_dir: Path, manifest: dict, parts: dict[str, Any]):
+        self.version_dir = version_dir
+        self.name, self.version = manifest["name"], manifest["version"]
+        self.model_cfg = config_from_dict(ModelConfig, parts["model"], f"{version_dir}/model.json")
+        pre = parts["preprocessing"]
+        self.preprocessing, self.training = pre, parts["training"]
+        self.feature_distribution = parts["feature_distribution"]
+        self.features: list[str] = pre["features"]
+        self.seq_len, self.horizon = int(pre["seq_len"]), int(pre["horizon"])
+        self.bars_needed = int(pre["bars_needed"])
+        self.mean = np.asarray(pre["scaler"]["mean"], dtype=np.float64)
+        self.std = np.asarray(pre["scaler"]["std"], dtype=np.float64)
+        self.data_cfg = config_from_dict(DataConfig, {**pre["data_config"], "base_dir": "."}, "preprocessing.json")
+        self.model = TrendNet(self.model_cfg)
+        state = torch.load(version_dir / WEIGHTS, map_location="cpu", weights_only=True)
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ArtifactError(f"{version_dir / WEIGHTS}: weights do not fit model.json ({err})") from None
+        self.model.eval()
+
+    @classmethod
+    def from_artifact(cls, path: str | Path) -> Predictor:
+        """Load ``models/<name>`` (its latest version) or a version folder, verified."""
+        return cls(*load_parts(path))
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    # -- windows -------------------------------------------------------------
+    def check_windows(self, x: Any, field: str = "windows") -> np.ndarray:
+        try:
+            arr = np.asarray(x, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InputError(field, "must be a numeric array of shape (n, seq_len, features)") from None
+        if arr.ndim != 3 or arr.shape[0] == 0:
+            raise InputError(field, f"expected shape (n>=1, {self.seq_len}, {self.n_features}), got {arr.shape}")
+        if arr.shape[1] != self.seq_len:
+            raise InputError(field, f"each window needs {self.seq_len} days, got {arr.shape[1]}")
+        if arr.shape[2] != self.n_features:
+            raise InputError(field, f"each day needs {self.n_features} features, got {arr.shape[2]}")
+        if not np.isfinite(arr).all():
+            n, day, k = np.argwhere(~np.isfinite(arr))[0]
+            raise InputError(f"{field}[{n}][{day}][{k}]", f"NaN or infinite value for feature {self.features[k]}")
+        return arr
+
+    @torch.inference_mode()
+    def predict_windows(self, x: Any) -> Prediction:
+        arr = self.check_windows(x)
+        logits, attention = self.model(torch.from_numpy(arr), return_attention=True)  # (N, C), (N, L)
+        return Prediction(logits.softmax(dim=-1).numpy(), attention.numpy())
+
+    # -- raw bars ------------------------------------------------------------
+    def parse_bars(self, bars: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+        """Validate raw bars laid out like each source's file (same column names)."""
+        frames = {}
+        for name, spec in self.data_cfg.sources.items():
+            if name not in bars:
+                raise InputError(f"bars.{name}", f"missing source; the model needs {sorted(self.data_cfg.sources)}")
+            try:
+                frames[name] = parse_table(spec, pd.DataFrame(bars[name]), f"bars.{name}", name)
+            except DataError as err:
+                raise InputError(f"bars.{name}", str(err).removeprefix(f"bars.{name}: ")) from None
+        return frames
+
+    def windows_from_bars(self, bars: dict[str, pd.DataFrame], last: int = 1) -> tuple[np.ndarray, list[str]]:
+        """The scaled windows ending on the last ``last`` target days of the bars."""
+        frames = self.parse_bars(bars)
+        target = frames[self.data_cfg.target]
+        if len(target) < self.bars_needed:
+            raise InputError(
+                f"bars.{self.data_cfg.target}",
+                f"too little history: {len(target)} bars, the model needs {self.bars_needed}",
+            )
+        try:
+            feats = build_features(dataclasses.replace(self.data_cfg, start=None), frames)
+        except DataError as err:
+            raise InputError("bars", str(err)) from None
+        values = (feats[self.features].to_numpy() - self.mean) / self.std
+        n = len(values)
+        ends = np.arange(n - last, n)
+        windows = values[ends[:, None] + np.arange(-self.seq_len + 1, 1)]
+        if not np.isfinite(windows).all():
+            bad = feats.index[ends[np.flatnonzero(~np.isfinite(windows).all(axis=(1, 2)))[0]]].date()
+            raise InputError("bars", f"features incomplete for the window ending {bad}: a context source has gaps")
+        return windows.astype(np.float32), [str(d.date()) for d in feats.index[ends]]
+
+    def predict_bars(self, bars: dict[str, pd.DataFrame], last: int = 1) -> Prediction:
+        windows, dates = self.windows_from_bars(bars, last)
+        pred = self.predict_windows(windows)
+        pred.as_of = dates
+        return pred
+
+    def staleness_days(self, as_of: str, today: dt.date | None = None) -> int:
+        return ((today or dt.date.today()) - dt.date.fromisoformat(as_of)).days

@@ -1,0 +1,35 @@
+"""Connecting to Ray the way a user expects: a cluster when there is one, else a local head.
+
+Under ``ray job submit`` (RAY_ADDRESS set) a plain ``ray.init()`` is required: passing
+resources while connecting to an existing cluster raises. Standalone we start a local
+Ray on loopback with the dashboard (without it Train V2 logs repeated controller-state
+warnings) and no usage stats (there is no internet).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def connect(num_cpus: int | None = None, dashboard: bool = True) -> bool:
+    """Ensure a Ray connection; return True when this call started a local instance."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        log.info("connecting to the Ray cluster at %s", os.environ["RAY_ADDRESS"])
+        ray.init()
+        return False
+    ctx = ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=dashboard,
+        dashboard_host="127.0.0.1",
+        log_to_driver=True,
+    )
+    log.info("started a local Ray; dashboard: %s", ctx.dashboard_url or "off")
+    return True

@@ -1,0 +1,141 @@
+"""Turn the best training checkpoint into a self-contained model artifact.
+
+The artifact holds everything serving and evaluation need (see
+``stocktrend.inference.artifact``), so they never import training code or Ray.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stocktrend.data.store import atomic_write_text, read_metadata
+from stocktrend.inference.artifact import LATEST, MANIFEST, WEIGHTS, file_sha256
+
+log = logging.getLogger(__name__)
+DRIFT_BINS = 10
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def feature_distribution(dataset_dir: Path, names: list[str]) -> dict[str, Any]:
+    """Training distribution of each selected feature (its value on each window's last day,
+    each window once): decile edges and bin shares, the reference for drift (PSI)."""
+    x = np.load(dataset_dir / "train_X.npy", mmap_mode="r")
+    dates = np.load(dataset_dir / "train_dates.npy")
+    _, first = np.unique(dates, return_index=True)  # oversampling duplicated some windows
+    last_day = np.asarray(x[np.sort(first), -1, :], dtype=np.float64)  # (N, K)
+    features = []
+    for k, name in enumerate(names):
+        col = last_day[:, k]
+        edges = np.unique(np.quantile(col, np.linspace(0, 1, DRIFT_BINS + 1)[1:-1]))
+        counts = np.bincount(np.searchsorted(edges, col, side="right"), minlength=len(edges) + 1)
+        features.append({
+            "name": name, "mean": float(col.mean()), "std": float(col.std()),
+            "edges": edges.tolist(), "shares": (counts / counts.sum()).tolist(),
+        })
+    return {"source": "train split, last day of each window, scaled", "n": int(len(last_day)), "features": features}
+
+
+def _state_dict_of_network(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+
+
+def export_artifact(
+    checkpoint_path: str | Path,
+    dataset_dir: str | Path,
+    models_root: str | Path,
+    name: str,
+    history: list[dict[str, Any]] | None = None,
+    version: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``models_root/name/version/`` atomically and point ``latest`` at it."""
+    dataset_dir = Path(dataset_dir).resolve()
+    # Our own checkpoint, just written by our training run: full unpickling is safe here;
+    # the artifact's weights file is then loadable with weights_only=True.
+    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    hp = ckpt["hyper_parameters"]
+    meta = read_metadata(dataset_dir)
+    history = history if history is not None else ckpt.get("history", [])
+    metric = hp["train_cfg"]["selection_metric"]
+    best_epoch = int(ckpt["epoch"])
+    best = next((h for h in history if h.get("epoch") == best_epoch), {})
+    version = version or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    selected = meta["features"]["selected"]
+
+    parts = {
+        "model": hp["model_cfg"],
+        "preprocessing": {
+            "data_config": meta["config"],
+            "features": selected,
+            "scaler": {"mean": meta["scaler"]["mean"], "std": meta["scaler"]["std"]},
+            "seq_len": meta["seq_len"],
+            "horizon": meta["horizon"],
+            "n_classes": meta["n_classes"],
+            "class_edges": meta["class_edges"],
+            "bars_needed": meta["bars_needed"],
+            "label_rule": meta["label_rule"],
+        },
+        "training": {
+            "name": name,
+            "version": version,
+            "created": created,
+            "git_commit": git_commit(),
+            "train_config": hp["train_cfg"],
+            "class_counts": hp["class_counts"],
+            "selection_metric": metric,
+            "best_epoch": best_epoch,
+            "val_metrics": {k: v for k, v in best.items() if k.startswith("val_")},
+            "history": history,
+            "dataset": {
+                "fingerprint": meta["fingerprint"],
+                "protocol": meta["protocol"],
+                "splits": meta["splits"],
+                "boundaries": meta["boundaries"],
+                "sources": {k: {"sha256": v["sha256"], "start": v["start"], "end": v["end"]}
+                            for k, v in meta["sources"].items()},
+            },
+            **(extra or {}),
+        },
+        "feature_distribution": feature_distribution(dataset_dir, selected),
+    }
+
+    model_dir = Path(models_root).resolve() / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    final = model_dir / version
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; artifacts are immutable, pick another version")
+    tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".{version}.tmp-"))
+    tmp.chmod(0o755)
+    try:
+        torch.save(_state_dict_of_network(ckpt), tmp / WEIGHTS)
+        for part, content in parts.items():
+            (tmp / f"{part}.json").write_text(json.dumps(content, indent=2, default=float))
+        files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
+        (tmp / MANIFEST).write_text(json.dumps({"name": name, "version": version, "files": files}, indent=2))
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(model_dir / LATEST, version + "\n")
+    log.info("exported model artifact %s", final)
+    return final

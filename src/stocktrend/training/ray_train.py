@@ -1,0 +1,120 @@
+"""Training on Ray Train workers: the per-worker loop and the driver call.
+
+The same TrendDataModule/TrendClassifier as a plain Lightning run; the Trainer gets
+Ray's DDP strategy and cluster environment, and RayTrainReportCallback reports every
+epoch's metrics with a checkpoint, of which Ray keeps the best by the selection metric.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import ray.train
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback, prepare_trainer
+from ray.train.torch import TorchTrainer
+
+from stocktrend.config_io import config_from_dict, config_to_dict
+from stocktrend.data.store import atomic_write_text
+from stocktrend.models.config import ModelConfig
+from stocktrend.training.callbacks import build_trainer
+from stocktrend.training.config import TrainConfig, selection_mode
+from stocktrend.training.datamodule import TrendDataModule
+from stocktrend.training.module import TrendClassifier
+
+log = logging.getLogger(__name__)
+HISTORY = "history.json"
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs in every Ray Train worker; config holds plain dicts (it crosses processes)."""
+    model_cfg = config_from_dict(ModelConfig, config["model"], "model")
+    train_cfg = config_from_dict(TrainConfig, config["train"], "train")
+    metric, mode = train_cfg.selection_metric, selection_mode(train_cfg.selection_metric)
+    dm = TrendDataModule(config["dataset_dir"], train_cfg.batch_size, train_cfg.num_workers, train_cfg.seed)
+    pl.seed_everything(train_cfg.seed, workers=True)  # before the model: weight init is seeded too
+    module = TrendClassifier(model_cfg, train_cfg, dm.class_counts_train(), dm.train_batches_per_epoch())
+    out_dir = Path(config["out_dir"])
+    callbacks = [
+        EarlyStopping(monitor=metric, mode=mode, patience=train_cfg.early_stopping_patience, check_finite=True),
+        ModelCheckpoint(  # milestones every N epochs, beside Ray's best checkpoint
+            dirpath=out_dir / "milestones", filename="e{epoch:03d}", every_n_epochs=train_cfg.milestone_every,
+            save_top_k=-1, monitor=None,
+        ),
+        LearningRateMonitor(logging_interval="step"),
+        RayTrainReportCallback(),
+    ]
+    trainer = build_trainer(
+        train_cfg,
+        out_dir,
+        accelerator=config.get("accelerator", "auto"),
+        devices="auto",
+        callbacks=callbacks,
+        with_progress=config.get("progress", False),
+        strategy=RayDDPStrategy(),
+        plugins=[RayLightningEnvironment()],
+        enable_checkpointing=True,
+    )
+    trainer = prepare_trainer(trainer)
+    trainer.fit(module, datamodule=dm)
+    if trainer.global_rank == 0:  # the per-epoch history, for the artifact (storage is shared)
+        atomic_write_text(out_dir / HISTORY, json.dumps(module.history, default=float))
+
+
+def ray_train(
+    dataset_dir: str | Path,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    storage_path: str | Path,
+    name: str,
+    num_workers: int = 1,
+    use_gpu: bool = False,
+    cpus_per_worker: float = 1,
+    callbacks: list | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Fit through a TorchTrainer; return the best checkpoint's directory and metrics."""
+    storage_path = Path(storage_path).resolve()  # Ray requires an absolute storage path
+    metric, mode = train_cfg.selection_metric, selection_mode(train_cfg.selection_metric)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "dataset_dir": str(Path(dataset_dir).resolve()),
+            "model": config_to_dict(model_cfg),
+            "train": config_to_dict(train_cfg),
+            "out_dir": str(storage_path / name),
+            "progress": progress,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(storage_path),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode
+            ),
+            callbacks=callbacks or [],
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    best = result.get_best_checkpoint(metric=metric, mode=mode) if result.best_checkpoints else None
+    if best is None:
+        raise RuntimeError(f"Ray Train run {name} reported no checkpoint")
+    metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
+    log.info("best %s %.4f at epoch %s", metric, metrics[metric], metrics.get("epoch"))
+    # The worker's full per-epoch history: the checkpoint's own copy stops before its epoch
+    # (Ray's callback saves it before the module's epoch-end hook appends the entry), and
+    # Ray's metrics_dataframe only keeps the retained checkpoints' reports.
+    history = json.loads((storage_path / name / HISTORY).read_text())
+    return {
+        "checkpoint": str(Path(best.path) / RayTrainReportCallback.CHECKPOINT_NAME),
+        "metrics": metrics,
+        "history": history,
+    }
