@@ -30,6 +30,8 @@ def _format_errors(err: pydantic.ValidationError, source: str) -> str:
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "unexpected_keyword_argument" or e["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}'")
+        elif key == "<root>":  # a cross-field check: its message names the fields
+            lines.append(f"{source}: {e['msg'].removeprefix('Value error, ')}")
         elif e["type"] == "missing":
             lines.append(f"{source}: key '{key}' is required")
         else:

@@ -21,15 +21,26 @@ def connect(num_cpus: int | None = None, dashboard: bool = True) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return False
-    if os.environ.get("RAY_ADDRESS"):
-        log.info("connecting to the Ray cluster at %s", os.environ["RAY_ADDRESS"])
+    address = os.environ.get("RAY_ADDRESS")
+    if address and address != "local":
+        log.info("connecting to the Ray cluster at %s", address)
         ray.init()
         return False
+    if not address:
+        # Ray's convention: join a head started on this machine (`make ray-up`), else
+        # start a local instance. RAY_ADDRESS=local forces a fresh local instance.
+        try:
+            ray.init(address="auto")
+            log.info("joined the Ray head running on this machine")
+            return False
+        except ConnectionError:
+            pass
     ctx = ray.init(
+        address="local",
         num_cpus=num_cpus,
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
         log_to_driver=True,
     )
-    log.info("started a local Ray; dashboard: %s", ctx.dashboard_url or "off")
+    log.info("Ray at %s; dashboard: http://%s", ctx.address_info.get("gcs_address"), ctx.dashboard_url or "off")
     return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,9 @@ from stocktrend.training.config import TrainConfig
 from stocktrend.training.loss import build_loss
 
 logger = logging.getLogger(__name__)
+# Epoch metrics are logged as plain floats computed by torchmetrics, whose compute()
+# already reduces across DDP processes; Lightning cannot know that and warns per key.
+warnings.filterwarnings("ignore", message=r".*sync_dist=True.*", category=UserWarning)
 
 FINAL_DIV_FACTOR = 1e4  # OneCycleLR default: the cycle ends at lr / 1e4
 PROGRESS_BAR_KEYS = {"val_ce", "val_acc", "train_loss"}

@@ -14,7 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import ray.train
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback, prepare_trainer
 from ray.train.torch import TorchTrainer
 
@@ -24,10 +24,27 @@ from stocktrend.models.config import ModelConfig
 from stocktrend.training.callbacks import build_trainer
 from stocktrend.training.config import TrainConfig, selection_mode
 from stocktrend.training.datamodule import TrendDataModule
+from stocktrend.training.faults import KillOnce
 from stocktrend.training.module import TrendClassifier
 
 log = logging.getLogger(__name__)
 HISTORY = "history.json"
+
+
+class ReportToRay(RayTrainReportCallback, Checkpoint):
+    """Ray's report callback, made a Lightning ``Checkpoint`` so Lightning runs it after the
+    module's ``on_train_epoch_end`` (checkpoint callbacks go last): the reported checkpoint's
+    history then includes its own epoch. Rank 0 also keeps ``history.json`` current, so a
+    trial stopped early by ASHA still leaves its full per-epoch history."""
+
+    def __init__(self, history_path: Path):
+        super().__init__()
+        self.history_path = history_path
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank == 0:
+            atomic_write_text(self.history_path, json.dumps(pl_module.history, default=float))
+        super().on_train_epoch_end(trainer, pl_module)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -46,8 +63,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             save_top_k=-1, monitor=None,
         ),
         LearningRateMonitor(logging_interval="step"),
-        RayTrainReportCallback(),
+        ReportToRay(out_dir / HISTORY),
     ]
+    if config.get("kill_worker_at_epoch") is not None:
+        callbacks.append(KillOnce(config["kill_worker_at_epoch"], out_dir / "fault-injected"))
     trainer = build_trainer(
         train_cfg,
         out_dir,
@@ -60,9 +79,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         enable_checkpointing=True,
     )
     trainer = prepare_trainer(trainer)
-    trainer.fit(module, datamodule=dm)
-    if trainer.global_rank == 0:  # the per-epoch history, for the artifact (storage is shared)
-        atomic_write_text(out_dir / HISTORY, json.dumps(module.history, default=float))
+    # After a worker failure Ray restarts the group; continue from the last report.
+    resume = ray.train.get_checkpoint()
+    ckpt_path = str(Path(resume.path) / ReportToRay.CHECKPOINT_NAME) if resume else None
+    if ckpt_path:
+        log.warning("resuming from %s", ckpt_path)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
 
 
 def ray_train(
@@ -74,10 +96,17 @@ def ray_train(
     num_workers: int = 1,
     use_gpu: bool = False,
     cpus_per_worker: float = 1,
+    gpus_per_worker: float | None = None,
     callbacks: list | None = None,
     progress: bool = False,
+    max_failures: int = 1,
+    kill_worker_at_epoch: int | None = None,
 ) -> dict[str, Any]:
-    """Fit through a TorchTrainer; return the best checkpoint's directory and metrics."""
+    """Fit through a TorchTrainer; return the best checkpoint, its metrics and the history.
+
+    ``max_failures``: times Ray restarts a failed worker group, resuming from the last
+    reported checkpoint. ``gpus_per_worker`` may be fractional to pack trials on a GPU.
+    """
     storage_path = Path(storage_path).resolve()  # Ray requires an absolute storage path
     metric, mode = train_cfg.selection_metric, selection_mode(train_cfg.selection_metric)
     trainer = TorchTrainer(
@@ -88,9 +117,12 @@ def ray_train(
             "train": config_to_dict(train_cfg),
             "out_dir": str(storage_path / name),
             "progress": progress,
+            "kill_worker_at_epoch": kill_worker_at_epoch,
         },
         scaling_config=ray.train.ScalingConfig(
-            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker}
+            num_workers=num_workers,
+            use_gpu=use_gpu or bool(gpus_per_worker),
+            resources_per_worker={"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})},
         ),
         run_config=ray.train.RunConfig(
             name=name,
@@ -99,6 +131,7 @@ def ray_train(
                 num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode
             ),
             callbacks=callbacks or [],
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
         ),
     )
     result = trainer.fit()
@@ -109,9 +142,7 @@ def ray_train(
         raise RuntimeError(f"Ray Train run {name} reported no checkpoint")
     metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
     log.info("best %s %.4f at epoch %s", metric, metrics[metric], metrics.get("epoch"))
-    # The worker's full per-epoch history: the checkpoint's own copy stops before its epoch
-    # (Ray's callback saves it before the module's epoch-end hook appends the entry), and
-    # Ray's metrics_dataframe only keeps the retained checkpoints' reports.
+    # Ray's metrics_dataframe keeps only the retained checkpoints' reports.
     history = json.loads((storage_path / name / HISTORY).read_text())
     return {
         "checkpoint": str(Path(best.path) / RayTrainReportCallback.CHECKPOINT_NAME),

@@ -1,0 +1,108 @@
+"""Search data, architecture and regularisation with Ray Tune + Optuna (ASHA early stopping),
+then export the best trial as a model artifact and evaluate it once on the test split.
+
+    python ray_jobs/tune.py --space search_spaces/quick.yaml [--num-samples N] [--max-concurrent N]
+        [--search optuna|random] [--scheduler asha|fifo] [--metric val_ce|val_auroc --mode min|max]
+        [--cpus-per-trial N] [--gpus-per-trial F] [--storage-path PATH] [--name NAME] [--resume]
+
+Standalone it starts a local Ray (dashboard on 127.0.0.1:8265); under
+`ray job submit -- python ray_jobs/tune.py ...` it joins the cluster. Trials are chosen on
+the validation split only; the test split is scored once, after the choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--space", default=str(ROOT / "search_spaces" / "quick.yaml"), help="search space YAML")
+    ap.add_argument("--num-samples", type=int, help="trials (default: the space file's)")
+    ap.add_argument("--max-concurrent", type=int, help="trials at once (default: the space file's)")
+    ap.add_argument("--search", choices=["optuna", "random"], default="optuna")
+    ap.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
+    ap.add_argument("--metric", choices=["val_ce", "val_auroc"], default="val_ce",
+                    help="the one selection metric (checkpointing, early stopping, search, export)")
+    ap.add_argument("--mode", choices=["min", "max"], help="must agree with --metric (val_ce: min)")
+    ap.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs of each trial's training worker")
+    ap.add_argument("--gpus-per-trial", type=float, default=0, help="fractional GPUs pack trials on a card")
+    ap.add_argument("--max-failures", type=int, default=1, help="retries of a failed trial / worker group")
+    ap.add_argument("--seed", type=int, help="searcher seed (default: the space file's)")
+    ap.add_argument("--storage-path", default=str(ROOT / "runs" / "tune"),
+                    help="experiment storage (shared storage such as s3:// or NFS on a multi-node cluster)")
+    ap.add_argument("--cache-root", default=str(ROOT / "datasets" / "cache"), help="dataset cache (shared on a cluster)")
+    ap.add_argument("--models", default=str(ROOT / "models"), help="where the best model artifact goes")
+    ap.add_argument("--model-name", help="artifact name (default: <ticker>_<space>)")
+    ap.add_argument("--name", help="experiment name (required with --resume)")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted experiment --name")
+    ap.add_argument("--no-evaluate", action="store_true", help="skip the test-split report")
+    ap.add_argument("--kill-worker-at-epoch", type=int, help=argparse.SUPPRESS)  # fault injection (tests)
+    args = ap.parse_args(argv)
+    if args.resume and not args.name:
+        ap.error("--resume needs --name of the experiment to continue")
+    if args.mode and args.mode != {"val_ce": "min", "val_auroc": "max"}[args.metric]:
+        ap.error(f"--mode {args.mode} contradicts --metric {args.metric}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from stocktrend.config_io import ConfigError, with_overrides
+    from stocktrend.ray_session import connect
+    from stocktrend.tuning.run import SearchOptions, best_trial, export_best, run_search
+    from stocktrend.tuning.space import load_space
+    from stocktrend.tuning.summary import write_summary
+
+    try:
+        space = load_space(args.space)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    space = dataclasses.replace(space, train=with_overrides(space.train, {"selection_metric": args.metric}))
+    opts = SearchOptions(search=args.search, scheduler=args.scheduler, num_samples=args.num_samples,
+                         max_concurrent=args.max_concurrent, metric=args.metric, cpus_per_trial=args.cpus_per_trial,
+                         gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures, seed=args.seed,
+                         kill_worker_at_epoch=args.kill_worker_at_epoch)
+    name = args.name or f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = Path(args.storage_path).resolve()
+    cache = Path(args.cache_root).resolve()
+
+    connect()
+    t0 = time.perf_counter()
+    results = run_search(space, opts, storage, name, cache, resume=args.resume)
+    minutes = (time.perf_counter() - t0) / 60
+    table = write_summary(results, space, args.metric, storage / name / "summary")
+    if results.num_errors == len(results):
+        print(f"error: all {len(results)} trials failed; see {storage / name}", file=sys.stderr)
+        return 1
+
+    best = best_trial(results, args.metric)
+    model_name = args.model_name or f"{space.data.ticker.lower()}_{space.path.stem}"
+    artifact = export_best(results, space, args.metric, storage / name, cache, Path(args.models), model_name)
+    print(f"\nsearch {name}: {len(results)} trials ({results.num_errors} failed) in {minutes:.1f} min "
+          f"[{args.search} + {args.scheduler}]")
+    cols = [c for c in ("trial_id", "status", "epochs", f"best_{args.metric}", "val_auroc@best", "val_acc@best")
+            if c in table]
+    print(table[cols].head(8).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"best trial {best['trial_id']} (epoch {best['epoch']}, {args.metric}={best['score']:.4f}): {best['config']}")
+    print(f"summary: {storage / name / 'summary'}")
+    print(f"model artifact: {artifact}")
+    if not args.no_evaluate:
+        from stocktrend.evaluation.report import evaluate_artifact, summary_lines
+
+        report = evaluate_artifact(artifact, dataset_dir=None)
+        print("\n".join(summary_lines(report)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

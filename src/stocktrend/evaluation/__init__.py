@@ -1,0 +1,2 @@
+"""Honest evaluation of a model artifact: test metrics with block-bootstrap intervals,
+baselines, a backtest from prices, plots and a report (see ``report.evaluate_artifact``)."""

@@ -1,0 +1,476 @@
+"""The evaluation report of a model artifact on the TEST split of the dataset it was trained on.
+
+What is honest about it, and why:
+- the dataset is the one the model was trained on: a given folder must carry the
+  fingerprint recorded in ``training.json``, and without one the dataset is rebuilt from
+  the artifact's own data config; anything else is refused;
+- only the test split is scored here, and its results feed no choice: the epoch was
+  chosen on validation (``training.json``), the 0.5 threshold is fixed, baselines have
+  fixed hyperparameters. Nothing in this module writes back into the artifact's manifest;
+- every metric has a 95% block-bootstrap interval (test windows overlap in time), and a
+  baseline is "beaten" only when the paired interval of model minus baseline is above 0;
+- the backtest trades on prices, with costs and a risk-free rate.
+
+``evaluate_predictions`` is the pure core (arrays in, dict out) so that seeds and
+walk-forward folds can be scored one by one and pooled (``pool_runs``, or by
+concatenating their predictions); ``evaluate_artifact`` adds the I/O.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stocktrend.config_io import ConfigError, config_from_dict
+from stocktrend.data.config import DataConfig
+from stocktrend.data.sources import sha256_of
+from stocktrend.data.store import atomic_write_text, build_cached, fingerprint, read_metadata
+from stocktrend.evaluation import backtest as bt
+from stocktrend.evaluation import baselines as bl
+from stocktrend.evaluation import plots
+from stocktrend.evaluation.bootstrap import block_indices, default_block_length, interval, replicates
+from stocktrend.evaluation.metrics import HEADLINE, SCALARS, THRESHOLD, all_metrics, scalar_metrics
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[3]  # the repository (src/stocktrend/evaluation/report.py)
+SCHEMA = 1
+ALPHA = 0.05
+PREDICT_BATCH = 512
+TEST_POLICY = ("Scored on the test split only. The checkpoint was chosen on validation; the 0.5 threshold and the "
+               "baselines' settings are fixed in code. No selection, promotion or threshold is based on these "
+               "test results.")
+
+
+class EvaluationError(ValueError):
+    """The artifact cannot be evaluated honestly as asked (wrong dataset, unsupported model)."""
+
+
+# -- the dataset the model was trained on ----------------------------------------
+def artifact_data_config(preprocessing: dict, data_root: Path) -> DataConfig:
+    """The artifact's dataset config, with relative source paths resolved under ``data_root``."""
+    try:
+        return config_from_dict(DataConfig, {**preprocessing["data_config"], "base_dir": str(data_root)},
+                                "preprocessing.json data_config")
+    except ConfigError as err:
+        raise EvaluationError(str(err)) from None
+
+
+def resolve_dataset(training: dict, cfg: DataConfig, dataset_dir: str | Path | None = None,
+                    cache_root: str | Path | None = None) -> Path:
+    """``dataset_dir`` if its fingerprint is the training one, else the rebuilt dataset."""
+    want = training.get("dataset", {}).get("fingerprint")
+    if not want:
+        raise EvaluationError("training.json records no dataset fingerprint: cannot tell which data the model saw")
+    if dataset_dir is not None:
+        dataset_dir = Path(dataset_dir).resolve()
+        got = read_metadata(dataset_dir).get("fingerprint")
+        if got != want:
+            raise EvaluationError(
+                f"{dataset_dir} is not the dataset this model was trained on: its fingerprint {str(got)[:12]} "
+                f"differs from training.json's {want[:12]}. Evaluating on other data would mix up test and "
+                "training days; omit --dataset to rebuild the right one."
+            )
+        return dataset_dir
+    try:
+        got = fingerprint(cfg)
+    except OSError as err:
+        raise EvaluationError(f"cannot rebuild the training dataset: {err}") from None
+    if got != want:
+        raise EvaluationError(
+            f"the dataset this model was trained on cannot be rebuilt: its config now gives fingerprint {got[:12]}, "
+            f"training.json records {want[:12]} (a source file under {cfg.base_dir} or the feature code changed). "
+            "Pass --dataset with the original dataset folder, or retrain."
+        )
+    return build_cached(cfg, cache_root or ROOT / "datasets" / "cache")
+
+
+def check_price_sources(training: dict, cfg: DataConfig, names: list[str]) -> None:
+    """The backtest reads raw files: they must be the very files the dataset was built from."""
+    recorded = training.get("dataset", {}).get("sources", {})
+    for name in names:
+        if name in recorded and name in cfg.sources:
+            path = cfg.source_path(name)
+            if not path.is_file() or sha256_of(path) != recorded[name]["sha256"]:
+                raise EvaluationError(f"{path} is not the '{name}' file the model's dataset was built from "
+                                      "(missing or its sha256 differs); the backtest would use other prices")
+
+
+def _load_split(dataset_dir: Path, split: str) -> dict[str, np.ndarray]:
+    return {k: np.load(dataset_dir / f"{split}_{k}.npy") for k in ("X", "y", "dates")}
+
+
+# -- scoring -----------------------------------------------------------------------
+def verdict(diff: dict) -> str:
+    if diff["low"] is None or diff["high"] is None or math.isnan(diff["low"]) or math.isnan(diff["high"]):
+        return "undetermined"
+    if diff["low"] > 0:
+        return "beats"
+    if diff["high"] < 0:
+        return "worse"
+    return "no clear difference"
+
+
+def _verdict_text(metric: str, d: dict, v: str) -> str:
+    span = f"model - baseline = {d['point']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+    return {
+        "beats": f"beats it on {metric} ({span}, interval above 0)",
+        "worse": f"is WORSE on {metric} ({span}, interval below 0)",
+        "no clear difference": f"does not beat it on {metric} ({span}, interval includes 0)",
+        "undetermined": f"cannot be compared on {metric} (undefined on this sample)",
+    }[v]
+
+
+def evaluate_predictions(
+    y_true: np.ndarray,
+    p_up: np.ndarray,
+    dates: np.ndarray,
+    horizon: int,
+    baselines: dict[str, np.ndarray] | None = None,
+    market: bt.Market | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    cost_bps: float = 5.0,
+    staggered: bool = False,
+    block: int | None = None,
+    alpha: float = ALPHA,
+) -> tuple[dict, dict[str, pd.Series]]:
+    """Metrics with intervals, paired baseline comparisons and the backtest, from arrays.
+
+    Returns (JSON-able sections, equity curves). One resample index matrix serves the
+    model and every baseline, so all intervals, and the paired differences, are on the
+    same resampled days.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    p_up = np.asarray(p_up, dtype=float)
+    n = len(y_true)
+    block = block or default_block_length(n, horizon)
+    idx = block_indices(n, n_boot, block, seed)
+    point = scalar_metrics(y_true, p_up)
+    reps = replicates(scalar_metrics, (y_true, p_up), idx)
+    test = all_metrics(y_true, p_up)
+    out: dict[str, Any] = {
+        "bootstrap": {
+            "method": "circular block bootstrap, percentile intervals",
+            "n_boot": n_boot, "block": block, "alpha": alpha, "seed": seed,
+            "block_rule": "max(ceil(n ** (1/3)), 2 * horizon)",
+        },
+        "test": {
+            "threshold": THRESHOLD,
+            "n": n,
+            "confusion_matrix": test["confusion_matrix"],
+            "share_up_true": test["share_up_true"],
+            "share_up_predicted": test["share_up_predicted"],
+            "metrics": {k: interval(point[k], reps[k], alpha).to_dict() for k in SCALARS},
+        },
+        "baselines": {},
+    }
+    for name, pb in (baselines or {}).items():
+        b_point = scalar_metrics(y_true, pb)
+        b_reps = replicates(scalar_metrics, (y_true, np.asarray(pb, dtype=float)), idx)
+        diffs, verdicts = {}, {}
+        for k in HEADLINE:
+            d = interval(point[k] - b_point[k], reps[k] - b_reps[k], alpha).to_dict()
+            v = verdict(d)
+            diffs[k] = {**d, "verdict": v, "text": _verdict_text(k, d, v)}
+            verdicts[k] = v
+        beaten = [k for k, v in verdicts.items() if v == "beats"]
+        out["baselines"][name] = {
+            "description": bl.DESCRIPTIONS.get(name, name),
+            "metrics": {k: interval(b_point[k], b_reps[k], alpha).to_dict() for k in HEADLINE},
+            "confusion_matrix": all_metrics(y_true, pb)["confusion_matrix"],
+            "difference": diffs,
+            "beats_on": beaten,
+            "summary": (f"The model beats {name} on {', '.join(beaten)}." if beaten
+                        else f"The model does not beat {name} on any metric."),
+        }
+    curves: dict[str, pd.Series] = {}
+    if market is not None:
+        out["backtest"], curves = bt.backtest_report(market.close, dates, p_up, horizon, cost_bps, staggered,
+                                                     market.rf_daily, market.rf_note, market.rf_span)
+    return out, curves
+
+
+def pool_runs(reports: list[dict]) -> dict:
+    """Mean, spread (std, ddof=1), min and max of every test metric and backtest figure
+    over several runs (seeds or folds) evaluated separately."""
+    def collect(getter) -> dict:
+        values: dict[str, list[float]] = {}
+        for r in reports:
+            for k, v in getter(r).items():
+                if isinstance(v, int | float) and v is not None:
+                    values.setdefault(k, []).append(float(v))
+        return {k: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v, ddof=1)) if len(v) > 1 else math.nan,
+                    "min": float(np.nanmin(v)), "max": float(np.nanmax(v)), "n": len(v)} for k, v in values.items()}
+
+    out = {"n_runs": len(reports),
+           "test": collect(lambda r: {k: m["point"] for k, m in r["test"]["metrics"].items()})}
+    for strat in ("long_flat", "long_short", "buy_and_hold"):
+        if all("backtest" in r for r in reports):
+            out[f"backtest_{strat}"] = collect(lambda r, s=strat: r["backtest"][s])
+    return out
+
+
+# -- the artifact ----------------------------------------------------------------
+def _validation_section(training: dict) -> dict:
+    metrics, note = training.get("val_metrics") or {}, "training.json val_metrics (the selected epoch)"
+    if not metrics:
+        history, best = training.get("history", []), training.get("best_epoch")
+        entry = next((h for h in history if h.get("epoch") == best), None)
+        note = f"training.json history, epoch {best} (val_metrics was empty)"
+        if entry is None and history:
+            entry = history[-1]
+            note = (f"training.json val_metrics is empty and best_epoch={best} is not in the history; "
+                    f"showing the last recorded epoch ({entry.get('epoch')})")
+        metrics = {k: v for k, v in (entry or {}).items() if k.startswith("val_")}
+    return {"source": note, "selection_metric": training.get("selection_metric"),
+            "best_epoch": training.get("best_epoch"), "metrics": metrics}
+
+
+def _predict(predictor, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probs, attn = [], []
+    for start in range(0, len(x), PREDICT_BATCH):
+        pred = predictor.predict_windows(x[start : start + PREDICT_BATCH])
+        probs.append(pred.probs)
+        attn.append(pred.attention)
+    return np.concatenate(probs), np.concatenate(attn)
+
+
+def _clean(obj: Any) -> Any:
+    """JSON has no NaN: undefined numbers become null."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _interpretation(r: dict) -> list[str]:
+    t, ds = r["test"], r["dataset"]
+    m = t["metrics"]
+    h = ds["horizon"]
+    lines = [
+        f"{t['n']} test windows from {ds['test']['start']} to {ds['test']['end']}; {t['share_up_true']:.0%} of them "
+        f"went up. One window ends every trading day and labels span {h} days, so there are only about "
+        f"{t['n'] // h} non-overlapping labels: intervals are wide for a reason.",
+        f"Accuracy {m['accuracy']['point']:.3f} [{m['accuracy']['low']:.3f}, {m['accuracy']['high']:.3f}]; "
+        f"always predicting up would have scored {t['share_up_true']:.3f}. AUROC {_fmt(m['auroc']['point'])} and "
+        f"MCC {_fmt(m['mcc']['point'])} measure skill independent of the class balance (0.5 and 0 = none).",
+    ]
+    beaten = {name: b["beats_on"] for name, b in r["baselines"].items()}
+    worse = {name: [k for k, d in b["difference"].items() if d["verdict"] == "worse"]
+             for name, b in r["baselines"].items()}
+    if not any(beaten.values()):
+        lines.append("The model beats none of the baselines on any metric with 95% confidence: on this test period "
+                     "its skill cannot be told apart from theirs.")
+    else:
+        lines.append("With 95% confidence the model beats: " + "; ".join(
+            f"{n} on {', '.join(v)}" for n, v in beaten.items() if v) + ".")
+    if any(worse.values()):
+        lines.append("It is worse than: " + "; ".join(f"{n} on {', '.join(v)}" for n, v in worse.items() if v) + ".")
+    if "backtest" in r:
+        b = r["backtest"]
+        lines.append(
+            f"Trading the signals after {b['settings']['cost_bps_per_side']:g} bps costs: long/flat "
+            f"{b['long_flat']['total_return']:+.1%} (Sharpe {_fmt(b['long_flat']['sharpe'], '.2f')}), long/short "
+            f"{b['long_short']['total_return']:+.1%} (Sharpe {_fmt(b['long_short']['sharpe'], '.2f')}), against "
+            f"buy-and-hold {b['buy_and_hold']['total_return']:+.1%} (Sharpe {_fmt(b['buy_and_hold']['sharpe'], '.2f')})"
+            " over the same days. A backtest over one period is one draw, not an expectation."
+        )
+    val = r["validation"]["metrics"].get("val_acc")
+    if val is not None:
+        lines.append(f"Validation accuracy (used for choosing) was {val:.3f}; "
+                     f"test accuracy is {m['accuracy']['point']:.3f}.")
+    lines.append("This is one training run on one test period; retraining with other seeds and walk-forward folds "
+                 "tells how much of any difference is luck.")
+    if ds.get("leaky"):
+        lines.insert(0, "WARNING: this dataset uses the LEAKY 'seed' protocol (test windows overlap training): "
+                        "these numbers are NOT an estimate of out-of-sample performance.")
+    return lines
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def evaluate_artifact(
+    artifact_path: str | Path,
+    dataset_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    cost_bps: float = 5.0,
+    staggered: bool = False,
+    *,
+    data_root: str | Path | None = None,
+    cache_root: str | Path | None = None,
+) -> dict:
+    """Evaluate an artifact on its test split; write report.json, report.md, predictions.csv
+    and PNGs into ``out_dir`` (default ``<version_dir>/evaluation/``); return the report."""
+    from stocktrend.inference.artifact import load_parts
+    from stocktrend.inference.predictor import Predictor
+
+    version_dir, manifest, parts = load_parts(artifact_path)
+    training, pre = parts["training"], parts["preprocessing"]
+    if int(pre.get("n_classes", 2)) != 2:
+        raise EvaluationError(f"{version_dir}: only binary (up/down) models can be evaluated, "
+                              f"this one has {pre['n_classes']} classes")
+    cfg = artifact_data_config(pre, Path(data_root or ROOT / "datasets"))
+    dataset = resolve_dataset(training, cfg, dataset_dir, cache_root)
+    meta = read_metadata(dataset)
+    if meta["features"]["selected"] != pre["features"]:
+        raise EvaluationError(f"{dataset}: its features differ from the artifact's preprocessing.json")
+    horizon = int(meta["horizon"])
+
+    test, train = _load_split(dataset, "test"), _load_split(dataset, "train")
+    y_true = test["y"].argmax(axis=1)
+    predictor = Predictor(version_dir, manifest, parts)
+    probs, attention = _predict(predictor, test["X"])
+    p_up = probs[:, 1]
+
+    check_price_sources(training, cfg, [cfg.target, "ust"])
+    market = bt.load_market(cfg)
+    counts_before = meta["splits"]["train"]["class_counts_before_balancing"]
+    baselines = bl.all_baselines(train, test, counts_before, market.close, horizon, seed)
+    sections, curves = evaluate_predictions(y_true, p_up, test["dates"], horizon, baselines, market,
+                                            n_boot, seed, cost_bps, staggered)
+    test_facts = meta["splits"]["test"]
+    report = {
+        "schema": SCHEMA,
+        "policy": TEST_POLICY,
+        "model": {"name": manifest["name"], "version": manifest["version"], "path": str(version_dir),
+                  "created": training.get("created"), "git_commit": training.get("git_commit")},
+        "dataset": {"dir": str(dataset), "fingerprint": meta["fingerprint"], "fingerprint_matches_training": True,
+                    "protocol": meta.get("protocol"), "leaky": bool(meta.get("leaky")), "horizon": horizon,
+                    "seq_len": meta["seq_len"], "label_rule": meta.get("label_rule"),
+                    "test": {k: test_facts[k] for k in ("start", "end", "n") if k in test_facts},
+                    "train_class_counts_before_balancing": counts_before},
+        "validation": _validation_section(training),
+        **sections,
+    }
+    report["interpretation"] = _interpretation(report)
+
+    out = Path(out_dir) if out_dir else version_dir / "evaluation"
+    names = {"learning_curves": "learning_curves.png", "confusion_matrix": "confusion_matrix.png",
+             "roc": "roc.png", "calibration": "calibration.png", "equity": "equity.png",
+             "attention": "attention_by_class.png"}
+    plots.learning_curves(training.get("history", []), out / names["learning_curves"])
+    plots.confusion(np.array(report["test"]["confusion_matrix"]), out / names["confusion_matrix"])
+    plots.roc(y_true, {"model": p_up, **baselines}, out / names["roc"])
+    plots.calibration(y_true, p_up, out / names["calibration"])
+    plots.equity_curves(curves, out / names["equity"])
+    plots.attention_by_class(attention, p_up, out / names["attention"])
+    report["plots"] = names
+    report["files"] = {"json": str(out / "report.json"), "markdown": str(out / "report.md"),
+                       "predictions": str(out / "predictions.csv")}
+    report = _clean(report)
+    atomic_write_text(out / "predictions.csv", _predictions_csv(test["dates"], y_true, p_up, baselines))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    atomic_write_text(out / "report.md", render_markdown(report))
+    log.info("evaluation report written to %s", out)
+    return report
+
+
+def _predictions_csv(dates, y_true, p_up, baselines) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["date", "y_true", "p_up_model", *(f"p_up_{k}" for k in baselines)])
+    for i, d in enumerate(dates):
+        w.writerow([str(d), int(y_true[i]), f"{p_up[i]:.6f}", *(f"{v[i]:.6f}" for v in baselines.values())])
+    return buf.getvalue()
+
+
+# -- text ---------------------------------------------------------------------------
+def _ci(m: dict, spec: str = ".3f") -> str:
+    return f"{_fmt(m['point'], spec)} [{_fmt(m['low'], spec)}, {_fmt(m['high'], spec)}]"
+
+
+def render_markdown(r: dict) -> str:
+    m, ds, b = r["model"], r["dataset"], r["bootstrap"]
+    L = [f"# Evaluation: {m['name']} / {m['version']}", "", f"> {r['policy']}", ""]
+    if ds["leaky"]:
+        L += ["> **LEAKY DATASET ('seed' protocol): not an out-of-sample estimate.**", ""]
+    L += ["## Data", "",
+          f"- dataset `{ds['dir']}`, fingerprint `{ds['fingerprint'][:12]}` (matches training.json), "
+          f"protocol `{ds['protocol']}`",
+          f"- test split {ds['test'].get('start')} .. {ds['test'].get('end')}: {r['test']['n']} windows, "
+          f"{_fmt(r['test']['share_up_true'], '.1%')} up; horizon {ds['horizon']} days, window {ds['seq_len']} days",
+          f"- intervals: 95% {b['method']}, {b['n_boot']} resamples, block {b['block']} windows "
+          f"(rule {b['block_rule']}), seed {b['seed']}", ""]
+    val = r["validation"]
+    L += ["## Validation (from training, used for choosing the epoch)", "", f"Source: {val['source']}.", ""]
+    if val["metrics"]:
+        L += ["| metric | value |", "|---|---|"]
+        L += [f"| {k} | {_fmt(v) if not isinstance(v, list) else v} |" for k, v in val["metrics"].items()]
+        L.append("")
+    L += ["## Test metrics", "", "| metric | model [95% CI] | undefined resamples |", "|---|---|---|"]
+    L += [f"| {k} | {_ci(v)} | {v['n_nan']} |" for k, v in r["test"]["metrics"].items()]
+    cm = r["test"]["confusion_matrix"]
+    L += ["", f"Confusion matrix (rows true down/up, columns predicted down/up): {cm}", "",
+          "![confusion matrix](confusion_matrix.png) ![ROC](roc.png) ![calibration](calibration.png)", ""]
+    L += ["## Baselines (same test windows)", "",
+          "\"beats\" = the 95% paired block-bootstrap interval of model minus baseline lies above 0.", "",
+          "| baseline | metric | baseline [95% CI] | model - baseline [95% CI] | verdict |", "|---|---|---|---|---|"]
+    for name, bb in r["baselines"].items():
+        for k, d in bb["difference"].items():
+            L.append(f"| {name} | {k} | {_ci(bb['metrics'][k])} | {_ci(d, '+.3f')} | {d['verdict']} |")
+    L.append("")
+    L += [f"- **{name}** ({bb['description']}): {bb['summary']}" for name, bb in r["baselines"].items()]
+    L.append("")
+    if "backtest" in r:
+        bk = r["backtest"]
+        s = bk["settings"]
+        L += ["## Backtest from prices", "",
+              f"{s['start']} .. {s['end']}; {s['timing']}; {s['holds']}; {s['cost_bps_per_side']:g} bps per side; "
+              f"{s['risk_free']}.", "",
+              "| strategy | total | annualised | Sharpe (net of rf) | max drawdown | win rate | holds | "
+              "turnover/yr | exposure |", "|---|---|---|---|---|---|---|---|---|"]
+        for name in ("long_flat", "long_short", "buy_and_hold"):
+            x = bk[name]
+            L.append(f"| {name} | {_fmt(x['total_return'], '+.1%')} | {_fmt(x['annualised_return'], '+.1%')} | "
+                     f"{_fmt(x['sharpe'], '.2f')} | {_fmt(x['max_drawdown'], '.1%')} | {_fmt(x['win_rate'], '.0%')} | "
+                     f"{x['n_holds']} | {_fmt(x['turnover_per_year'], '.1f')} | {_fmt(x['exposure'], '.0%')} |")
+        L += ["", "![equity curves](equity.png)", ""]
+    L += ["## Training and attention", "", "![learning curves](learning_curves.png)", "",
+          "![attention by predicted class](attention_by_class.png)", ""]
+    L += ["## Interpretation", ""] + [f"- {line}" for line in r["interpretation"]] + [""]
+    return "\n".join(L)
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A short console summary of a report."""
+    t, m = report["test"], report["test"]["metrics"]
+    ds = report["dataset"]
+    lines = [f"{report['model']['name']}/{report['model']['version']} on the test split "
+             f"{ds['test'].get('start')}..{ds['test'].get('end')}: {t['n']} windows, "
+             f"{_fmt(t['share_up_true'], '.0%')} up (95% block-bootstrap intervals)"]
+    if ds.get("leaky"):
+        lines.insert(0, "WARNING: leaky 'seed' protocol dataset: not an out-of-sample estimate")
+    lines.append("  " + "  ".join(f"{k} {_ci(m[k])}" for k in ("accuracy", "balanced_accuracy", "f1")))
+    lines.append("  " + "  ".join(f"{k} {_ci(m[k])}" for k in ("auroc", "mcc")))
+    for name, b in report["baselines"].items():
+        acc = b["difference"]["accuracy"]
+        lines.append(f"  vs {name}: accuracy {_fmt(b['metrics']['accuracy']['point'])}, model-baseline "
+                     f"{_ci(acc, '+.3f')}; beats on: {', '.join(b['beats_on']) or 'nothing'}")
+    if "backtest" in report:
+        bk = report["backtest"]
+        lines.append("  backtest " + ", ".join(
+            f"{k} {_fmt(bk[k]['total_return'], '+.1%')} (Sharpe {_fmt(bk[k]['sharpe'], '.2f')}, "
+            f"max DD {_fmt(bk[k]['max_drawdown'], '.1%')})" for k in ("long_flat", "long_short", "buy_and_hold")))
+    lines.append("  test results are reported only; they feed no choice")
+    return lines
+
+
+__all__ = ["EvaluationError", "TEST_POLICY", "artifact_data_config", "resolve_dataset", "check_price_sources",
+           "evaluate_predictions", "evaluate_artifact", "pool_runs", "verdict", "render_markdown", "summary_lines"]

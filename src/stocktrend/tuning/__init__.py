@@ -1,0 +1,1 @@
+"""stocktrend.tuning: Ray Tune + Optuna/ASHA search over data, model and training configs."""

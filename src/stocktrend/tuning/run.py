@@ -1,0 +1,122 @@
+"""The search: Tuner set-up (Optuna/random, ASHA/FIFO), resume, and the best trial's export."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.tune.search.optuna import OptunaSearch
+
+from stocktrend.training.config import selection_mode
+from stocktrend.tuning.space import SearchSpace
+from stocktrend.tuning.trial import TRAIN_RUNS, run_trial, trial_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class SearchOptions:
+    search: str = "optuna"  # or "random"
+    scheduler: str = "asha"  # or "fifo"
+    num_samples: int | None = None  # default: the space file's
+    max_concurrent: int | None = None
+    metric: str = "val_ce"
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    max_failures: int = 1
+    seed: int | None = None
+    kill_worker_at_epoch: int | None = None  # fault injection (reliability tests)
+
+
+def _searcher(space: SearchSpace, opts: SearchOptions, mode: str):
+    seed = space.seed if opts.seed is None else opts.seed
+    points = space.points_to_evaluate
+    if opts.search == "optuna":
+        alg = OptunaSearch(points_to_evaluate=points or None, seed=seed)  # metric/mode come from TuneConfig
+        return ConcurrencyLimiter(alg, max_concurrent=opts.max_concurrent or space.max_concurrent)
+    if opts.search == "random":
+        return BasicVariantGenerator(points_to_evaluate=points or None, random_state=seed,
+                                     max_concurrent=opts.max_concurrent or space.max_concurrent)
+    raise ValueError(f"unknown search {opts.search!r}: optuna or random")
+
+
+def _scheduler(space: SearchSpace, opts: SearchOptions, mode: str):
+    if opts.scheduler == "asha":
+        # One report per epoch, so training_iteration counts epochs.
+        return ASHAScheduler(time_attr="training_iteration", max_t=space.max_epochs,
+                             grace_period=space.grace_period, reduction_factor=space.reduction_factor)
+    if opts.scheduler == "fifo":
+        return FIFOScheduler()
+    raise ValueError(f"unknown scheduler {opts.scheduler!r}: asha or fifo")
+
+
+def _trainable(space: SearchSpace, opts: SearchOptions, experiment_dir: Path, cache_root: Path):
+    fn = tune.with_parameters(
+        run_trial, space_path=str(space.path), cache_root=str(cache_root), experiment_dir=str(experiment_dir),
+        cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
+        max_failures=opts.max_failures, kill_worker_at_epoch=opts.kill_worker_at_epoch,
+    )
+    # The driver only waits on its TorchTrainer: it reserves no CPU, so two trials on a
+    # 2-CPU machine don't hold both CPUs while their workers wait forever (Ray 2.60's
+    # classic deadlock). An all-zero bundle is rejected, hence the token memory request.
+    return tune.with_resources(fn, {"CPU": 0, "memory": 1})
+
+
+def run_search(space: SearchSpace, opts: SearchOptions, storage_path: Path, name: str,
+               cache_root: Path, resume: bool = False) -> tune.ResultGrid:
+    mode = selection_mode(opts.metric)
+    storage_path = Path(storage_path).resolve()
+    experiment_dir = storage_path / name
+    trainable = _trainable(space, opts, experiment_dir, cache_root)
+    if resume:
+        if not tune.Tuner.can_restore(str(experiment_dir)):
+            raise FileNotFoundError(f"nothing to resume at {experiment_dir}")
+        log.info("resuming %s: finished trials are kept, unfinished and errored ones rerun", experiment_dir)
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space.tune_space(),
+            tune_config=tune.TuneConfig(
+                metric=opts.metric, mode=mode, search_alg=_searcher(space, opts, mode),
+                scheduler=_scheduler(space, opts, mode), num_samples=opts.num_samples or space.num_samples,
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(storage_path),
+                failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            ),
+        )
+    return tuner.fit()
+
+
+def best_trial(results: tune.ResultGrid, metric: str) -> dict[str, Any]:
+    """The trial and epoch with the best validation metric over all epochs (never test)."""
+    mode = selection_mode(metric)
+    best = results.get_best_result(metric=metric, mode=mode, scope="all")
+    frame = best.metrics_dataframe.dropna(subset=[metric])
+    row = frame.loc[frame[metric].idxmin() if mode == "min" else frame[metric].idxmax()]
+    trial_id = best.metrics["trial_id"]
+    return {"result": best, "trial_id": trial_id, "config": best.config, "epoch": int(row["epoch"]),
+            "score": float(row[metric]), "checkpoint": str(Path(row["checkpoint_path"]) / "checkpoint.ckpt")}
+
+
+def export_best(results: tune.ResultGrid, space: SearchSpace, metric: str, experiment_dir: Path,
+                cache_root: Path, models_root: Path, name: str) -> Path:
+    from stocktrend.training.export import export_artifact
+
+    best = best_trial(results, metric)
+    dataset = trial_dataset(str(space.path), best["config"], str(cache_root))
+    run_dir = Path(experiment_dir) / TRAIN_RUNS / best["trial_id"]
+    history = json.loads((run_dir / "history.json").read_text())
+    return export_artifact(best["checkpoint"], dataset, models_root, name, history=history, extra={
+        "tune": {"experiment": str(experiment_dir), "trial_id": best["trial_id"], "config": best["config"],
+                 "space": str(space.path), "selection": f"best {metric} over all trials and epochs (validation)"},
+    })

@@ -1,0 +1,62 @@
+"""One Tune trial: resolve its configs, get its (cached) dataset, train through Ray Train.
+
+Ray 2.60 no longer accepts a TorchTrainer as a Tune trainable, so each trial is a small
+function ("driver") that builds and fits a TorchTrainer, forwarding every epoch's report
+to Tune with TuneReportCallback (which is what ASHA acts on).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from stocktrend.config_io import with_overrides
+from stocktrend.data.store import build_cached, read_metadata
+from stocktrend.models.config import model_config_from_metadata
+from stocktrend.training.ray_train import ray_train
+from stocktrend.tuning.space import load_space, resolve
+
+log = logging.getLogger(__name__)
+TRAIN_RUNS = "train_runs"
+
+
+def trial_dataset(space_path: str, values: dict[str, Any], cache_root: str) -> Path:
+    data_cfg, _, _ = resolve(load_space(space_path), values)
+    return build_cached(data_cfg, cache_root)
+
+
+def run_trial(
+    values: dict[str, Any],
+    *,
+    space_path: str,
+    cache_root: str,
+    experiment_dir: str,
+    cpus_per_trial: float = 1,
+    gpus_per_trial: float = 0,
+    max_failures: int = 1,
+    kill_worker_at_epoch: int | None = None,
+) -> None:
+    space = load_space(space_path)
+    data_cfg, model_overrides, train_cfg = resolve(space, values)
+    train_cfg = with_overrides(train_cfg, {"max_epochs": space.max_epochs})
+    dataset = build_cached(data_cfg, cache_root)  # shared by trials with the same data config
+    model_cfg = model_config_from_metadata(space.preset, read_metadata(dataset), **model_overrides)
+    trial_id = tune.get_context().get_trial_id()
+    log.info("trial %s: %s", trial_id, values)
+    ray_train(
+        dataset,
+        model_cfg,
+        train_cfg,
+        Path(experiment_dir) / TRAIN_RUNS,
+        trial_id,
+        num_workers=1,
+        cpus_per_worker=cpus_per_trial,
+        gpus_per_worker=gpus_per_trial or None,
+        callbacks=[TuneReportCallback()],
+        max_failures=max_failures,
+        kill_worker_at_epoch=kill_worker_at_epoch,
+    )

@@ -1,0 +1,344 @@
+"""Evaluation: metrics, block bootstrap, baselines, backtest (hand-computed), and the full report."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stocktrend.evaluation import backtest as bt
+from stocktrend.evaluation import baselines as bl
+from stocktrend.evaluation.bootstrap import (
+    block_bootstrap_ci,
+    block_indices,
+    default_block_length,
+    paired_block_bootstrap_ci,
+)
+from stocktrend.evaluation.metrics import SCALARS, agree, scalar_metrics, sklearn_metrics
+from stocktrend.evaluation.report import EvaluationError, evaluate_artifact, resolve_dataset, summary_lines, verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+C = 0.001  # 10 bps per side, the cost used in the hand-computed backtests
+
+
+def accuracy(y, p):
+    return float(np.mean((p > 0.5) == y))
+
+
+# -- metrics -------------------------------------------------------------------------
+@pytest.mark.timeout(30)
+def test_metrics_equal_sklearn_including_degenerate_samples():
+    rng = np.random.default_rng(1)
+    for i in range(150):
+        n = int(rng.integers(1, 15))
+        y = rng.integers(0, 2, n) if i % 3 else np.full(n, i % 2)  # every third sample: one class only
+        p = rng.choice([0.0, 0.2, 0.5, 0.7, 1.0], n) if i % 2 else rng.random(n)  # ties and the 0.5 edge
+        assert agree(scalar_metrics(y, p), sklearn_metrics(y, p)), (y, p)
+    one_class = scalar_metrics(np.ones(5, int), np.array([0.9, 0.2, 0.7, 0.6, 0.1]))
+    assert math.isnan(one_class["auroc"]) and math.isnan(one_class["mcc"]) and one_class["accuracy"] == 0.6
+    # p_up = 0.5 is "down" (argmax picks the first of two equal outputs).
+    assert scalar_metrics(np.array([0, 1]), np.array([0.5, 0.51]))["accuracy"] == 1.0
+
+
+# -- bootstrap -----------------------------------------------------------------------
+@pytest.mark.timeout(20)
+def test_block_indices_are_circular_blocks():
+    idx = block_indices(10, 50, 4, seed=3)
+    assert idx.shape == (50, 10) and idx.min() >= 0 and idx.max() <= 9
+    steps = np.diff(idx, axis=1)[:, :3]  # inside the first block: consecutive, wrapping 9 -> 0
+    assert np.all((steps == 1) | (steps == -9))
+    assert np.array_equal(idx, block_indices(10, 50, 4, seed=3))  # seeded
+    moving = block_indices(10, 200, 4, seed=3, circular=False)
+    assert moving[:, 0].max() <= 6 and np.all(np.diff(moving, axis=1)[:, :3] == 1)
+    assert default_block_length(662, horizon=5) == 10 and default_block_length(5000) == 18
+    assert default_block_length(3, horizon=5) == 3
+
+
+@pytest.mark.timeout(30)
+def test_interval_contains_point_and_widens_with_fewer_samples():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    p = np.where(rng.random(2000) < 0.7, y, 1 - y) * 0.8 + 0.1  # right 70% of the time
+    big = block_bootstrap_ci(accuracy, y, p, n_boot=300, seed=1, horizon=5)
+    small = block_bootstrap_ci(accuracy, y[:100], p[:100], n_boot=300, seed=1, horizon=5)
+    for ci in (big, small):
+        assert ci.low < ci.point < ci.high and ci.n_nan == 0
+    assert small.high - small.low > 2 * (big.high - big.low)  # ~sqrt(20) wider in theory
+    # Dict-valued metrics: every key from the same resamples.
+    many = block_bootstrap_ci(scalar_metrics, y[:300], p[:300], n_boot=100, seed=1)
+    assert set(many) == set(SCALARS) and all(m.contains(m.point) for m in many.values())
+
+
+@pytest.mark.timeout(30)
+def test_block_bootstrap_is_wider_than_iid_on_autocorrelated_data():
+    rng = np.random.default_rng(5)
+    n, run = 1000, 25
+    correct = np.repeat(rng.integers(0, 2, n // run), run).astype(bool)  # right/wrong in runs of 25 days
+    y = rng.integers(0, 2, n)
+    p = np.where(correct, y, 1 - y).astype(float)
+    iid = block_bootstrap_ci(accuracy, y, p, n_boot=400, block=1, seed=2)
+    blocked = block_bootstrap_ci(accuracy, y, p, n_boot=400, seed=2, horizon=12)  # default block 24
+    assert blocked.point == iid.point
+    assert blocked.high - blocked.low > 2.5 * (iid.high - iid.low)  # theory: ~sqrt(25) = 5x
+
+
+@pytest.mark.timeout(30)
+def test_paired_bootstrap_uses_the_same_rows_and_counts_undefined_resamples():
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, 300)
+    p = rng.random(300)
+    same = paired_block_bootstrap_ci(accuracy, (y, p), (y, p.copy()), n_boot=200, seed=0, horizon=5)
+    assert (same.point, same.low, same.high) == (0.0, 0.0, 0.0)  # unpaired resampling would not give 0
+    better = np.where(np.arange(300) % 3 == 0, y, (p > 0.5)).astype(float)  # 1/3 of days fixed to the truth
+    diff = paired_block_bootstrap_ci(accuracy, (y, better), (y, p), n_boot=200, seed=0, horizon=5)
+    assert diff.low > 0 and verdict(diff.to_dict()) == "beats"
+    assert verdict({"point": -0.1, "low": -0.2, "high": -0.01}) == "worse"
+    assert verdict({"point": 0.1, "low": -0.01, "high": 0.2}) == "no clear difference"
+    assert verdict({"point": math.nan, "low": math.nan, "high": math.nan}) == "undetermined"
+    # Three "up" days out of 100: many resamples miss them all; AUROC is NaN there, never a crash.
+    y2 = np.zeros(100, int)
+    y2[-3:] = 1
+    ci = block_bootstrap_ci(scalar_metrics, y2, rng.random(100), n_boot=200, block=5, seed=0)["auroc"]
+    assert ci.n_nan > 0 and ci.n_valid + ci.n_nan == 200 and not math.isnan(ci.low)
+
+
+# -- baselines -----------------------------------------------------------------------
+@pytest.mark.timeout(20)
+def test_majority_and_previous_direction_by_hand():
+    assert bl.majority_class([30, 70], 3).tolist() == [1.0, 1.0, 1.0]
+    assert bl.majority_class([70, 30], 2).tolist() == [0.0, 0.0]
+    assert bl.majority_class([50, 50], 2).tolist() == [0.0, 0.0]  # a tie goes to down
+    days = pd.bdate_range("2021-01-04", periods=8)
+    close = pd.Series([10, 11, 12, 11, 10, 10, 12, 9], index=days, dtype=float)
+    # close[t] / close[t-2] - 1 for t = 2..7: 12/10, 11/11, 10/12, 10/11, 12/10, 9/10
+    got = bl.previous_direction(close, days[2:].to_numpy(), horizon=2)
+    assert got.tolist() == [1, 0, 0, 0, 1, 0]
+    with pytest.raises(ValueError, match="fewer than"):
+        bl.previous_direction(close, days[1:3].to_numpy(), horizon=2)
+
+
+def _windows(last_day: list[float], earlier: float = 0.0) -> np.ndarray:
+    x = np.full((len(last_day), 3, 1), earlier)
+    x[:, -1, 0] = last_day
+    return x
+
+
+@pytest.mark.timeout(30)
+def test_fitted_baselines_use_last_day_and_drop_oversampled_duplicates():
+    # Symmetric training set: x = -2, -1 down, 1, 2 up -> the fitted intercept is 0, so
+    # p_up(0) = 0.5 and p_up(x) + p_up(-x) = 1. An oversampled copy of (x=1, up) with the
+    # same date would break the symmetry unless it is dropped; huge values on earlier days
+    # would break it unless only the last day is used.
+    dates = np.array(["2020-01-01", "2020-01-02", "2020-01-03", "2020-01-03", "2020-01-06"], dtype="datetime64[D]")
+    train_x = _windows([-2, -1, 1, 1, 2])
+    train_x[:, 0, 0] = [50, -9, 30, 30, 7]
+    train_y = np.eye(2)[[0, 0, 1, 1, 1]]
+    fx, fy = bl.last_day_features(train_x, train_y, dates)
+    assert fx[:, 0].tolist() == [-2, -1, 1, 2] and fy.tolist() == [0, 0, 1, 1]
+    p = bl.logistic_regression(train_x, train_y, dates, _windows([0, 2, -2, 1.5]), seed=0)
+    assert p[0] == pytest.approx(0.5, abs=1e-6) and p[1] + p[2] == pytest.approx(1, abs=1e-6)
+    assert p[1] > 0.5 and p[3] > 0.5
+
+    # Gradient boosting: up iff the last day is positive, 200 distinct days.
+    rng = np.random.default_rng(0)
+    last = rng.normal(size=200)
+    days = np.arange(200).astype("datetime64[D]")
+    gx, gy = _windows(list(last), earlier=3.0), np.eye(2)[(last > 0).astype(int)]
+    test_x = _windows([-2.0, -1.0, 1.0, 2.0])
+    p_gb = bl.gradient_boosting(gx, gy, days, test_x, seed=0)
+    assert (p_gb > 0.5).tolist() == [False, False, True, True]
+    assert np.array_equal(p_gb, bl.gradient_boosting(gx, gy, days, test_x, seed=0))  # seeded, repeatable
+
+
+# -- backtest ------------------------------------------------------------------------
+# 7 trading days; h = 2; signals on days 0..5: up, -, up, -, down, - (only days 0, 2, 4 trade).
+DAYS = pd.bdate_range("2021-01-04", periods=7)
+CLOSE = pd.Series([100, 105, 110, 104.5, 99, 103.95, 108.9], index=DAYS)
+P_UP = np.array([0.9, 0.1, 0.8, 0.3, 0.2, 0.6])
+# The three holds move the price +10% (100 -> 110), -10% (110 -> 99), +10% (99 -> 108.9).
+
+
+def _sharpe(daily, rf=0.0):
+    ex = np.asarray(daily) - rf
+    return ex.mean() / ex.std(ddof=1) * math.sqrt(252)
+
+
+@pytest.mark.timeout(20)
+def test_backtest_long_flat_by_hand():
+    r = bt.run_backtest(CLOSE, DAYS[:6], bt.positions_from_p_up(P_UP, "long_flat"), 2, cost_bps=10)
+    s = r.stats
+    # long on days 1-4, flat on 5-6; one entry (close 0) and one exit (close 4): 2 sides.
+    final = 1.1 * 0.9 * (1 - C) ** 2
+    assert s["final_equity"] == pytest.approx(final, rel=1e-12)
+    assert s["total_return"] == pytest.approx(final - 1, rel=1e-12)
+    assert s["total_return_before_costs"] == pytest.approx(0.99 - 1, rel=1e-12)
+    assert s["annualised_return"] == pytest.approx(final ** (252 / 6) - 1, rel=1e-9)
+    # Peak after day 2 (1.1 * (1 - C)), trough after the exit: 0.9 * (1 - C) of the peak.
+    assert s["max_drawdown"] == pytest.approx(0.9 * (1 - C) - 1, rel=1e-12)
+    daily = [(1 - C) * 1.05 - 1, 110 / 105 - 1, -0.05, 99 / 104.5 - 1, -C, 0.0]  # exit cost booked day 5
+    assert np.allclose(np.diff(r.equity.to_numpy()) / r.equity.to_numpy()[:-1], daily)
+    assert s["sharpe"] == pytest.approx(_sharpe(daily), rel=1e-9)
+    assert (s["win_rate"], s["n_holds"], s["n_flat_holds"]) == (0.5, 2, 1)
+    assert s["turnover"] == 2 and s["turnover_per_year"] == pytest.approx(2 * 252 / 6)
+    assert s["exposure"] == pytest.approx(4 / 6) and s["days"] == 6
+    assert [h.entry for h in r.holds] == [DAYS[0], DAYS[2], DAYS[4]]
+
+
+@pytest.mark.timeout(20)
+def test_backtest_long_short_and_buy_and_hold_by_hand():
+    r = bt.run_backtest(CLOSE, DAYS[:6], bt.positions_from_p_up(P_UP, "long_short"), 2, cost_bps=10)
+    s = r.stats
+    # +1 (days 1-2), +1 (3-4), -1 (5-6). Sides: enter 1, flip long->short 2, close the short 1.
+    short_leg = (1 - 0.05) * (1 - 4.95 / 103.95)  # daily -5% and -4.76% on the way to 108.9
+    final = 1.1 * 0.9 * short_leg * (1 - C) ** 2 * (1 - 2 * C)
+    assert s["final_equity"] == pytest.approx(final, rel=1e-12)
+    assert s["max_drawdown"] == pytest.approx(final / (1.1 * (1 - C)) - 1, rel=1e-12)  # from day 2 to the end
+    assert s["win_rate"] == pytest.approx(1 / 3) and s["turnover"] == 4 and s["exposure"] == 1.0
+
+    bh = bt.buy_and_hold(CLOSE, DAYS[0], DAYS[6], cost_bps=10).stats
+    assert bh["final_equity"] == pytest.approx(1.089 * (1 - C) ** 2, rel=1e-12)
+    assert bh["max_drawdown"] == pytest.approx(99 / 110 - 1, rel=1e-12)
+    assert (bh["n_holds"], bh["turnover"]) == (1, 2)
+
+    report, curves = bt.backtest_report(CLOSE, DAYS[:6], P_UP, 2, cost_bps=10)
+    assert report["long_short"] == s and report["buy_and_hold"] == bh
+    assert set(curves) == {"long_flat", "long_short", "buy_and_hold"} and report["settings"]["end"] == "2021-01-12"
+
+
+@pytest.mark.timeout(20)
+def test_backtest_risk_free_rate_and_staggered_tranches_by_hand():
+    rf_annual = pd.Series([0.0252, 0.0252], index=[DAYS[0] - pd.Timedelta(days=3), DAYS[3]])
+    rf = bt.rf_daily_from_yield(rf_annual, DAYS)
+    assert np.allclose(rf.to_numpy(), 0.0001)  # 2.52% a year / 252, carried forward
+    r = bt.run_backtest(CLOSE, DAYS[:6], bt.positions_from_p_up(P_UP, "long_flat"), 2, 10, rf_daily=rf)
+    daily = [(1 - C) * 1.05 - 1, 110 / 105 - 1, -0.05, 99 / 104.5 - 1, (1 - C) * 1.0001 - 1, 0.0001]
+    assert r.stats["final_equity"] == pytest.approx(0.99 * (1 - C) ** 2 * 1.0001**2, rel=1e-12)
+    assert r.stats["sharpe"] == pytest.approx(_sharpe(daily, 0.0001), rel=1e-9)
+
+    # Staggered, h = 2, all signals up on days 0..3: tranche A holds 0->2->4, tranche B 1->3->5,
+    # each with half the capital; each pays one entry and one exit.
+    days = pd.bdate_range("2021-01-04", periods=6)
+    close = pd.Series([100, 102, 104, 103, 105, 107], index=days, dtype=float)
+    st = bt.run_backtest(close, days[:4], np.ones(4, int), 2, cost_bps=10, staggered=True)
+    assert st.stats["final_equity"] == pytest.approx(0.5 * (1 - C) ** 2 * (105 / 100 + 107 / 102), rel=1e-12)
+    assert st.equity.iloc[1] == pytest.approx(0.5 * ((1 - C) * 1.02 + 1), rel=1e-12)  # B still in cash
+    assert (st.stats["n_holds"], st.stats["turnover"]) == (4, 2)
+
+
+# -- the report on a real (small) artifact ------------------------------------------------
+@pytest.fixture(scope="module")
+def small_artifact(small_real_dataset, tmp_path_factory):
+    """A one-epoch tiny model on the small real dataset, exported as an artifact (no Ray)."""
+    import torch
+
+    from stocktrend.data.store import read_metadata
+    from stocktrend.models.config import model_config_from_metadata
+    from stocktrend.training.config import TrainConfig
+    from stocktrend.training.export import export_artifact
+    from stocktrend.training.fit_local import fit_local
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("eval_artifact")
+    model_cfg = model_config_from_metadata("tiny", read_metadata(small_real_dataset))
+    train_cfg = TrainConfig(batch_size=64, accumulate_grad_batches=1, max_epochs=1)
+    res = fit_local(small_real_dataset, model_cfg, train_cfg, root / "run", max_epochs=1, progress=False,
+                    accelerator="cpu", enable_model_summary=False)
+    return export_artifact(res["best_checkpoint"], small_real_dataset, root / "models", "small",
+                           history=res["history"])
+
+
+@pytest.mark.timeout(120)
+def test_report_has_every_field_and_leaves_the_artifact_intact(small_artifact, small_real_dataset):
+    from stocktrend.inference.artifact import verify
+
+    manifest_before = (small_artifact / "manifest.json").read_text()
+    report = evaluate_artifact(small_artifact, dataset_dir=small_real_dataset, n_boot=60, seed=0, cost_bps=5)
+    out = small_artifact / "evaluation"
+    on_disk = json.loads((out / "report.json").read_text())  # strict JSON: NaN would be written as null
+    assert on_disk == report
+    for key in ("schema", "policy", "model", "dataset", "validation", "bootstrap", "test", "baselines",
+                "backtest", "plots", "files", "interpretation"):
+        assert key in report, key
+    assert "test" in report["policy"] and report["dataset"]["fingerprint_matches_training"]
+    assert report["validation"]["metrics"]["val_acc"] is not None
+    meta = json.loads((small_real_dataset / "metadata.json").read_text())
+    n_test = meta["splits"]["test"]["n"]
+    assert report["test"]["n"] == n_test and np.sum(report["test"]["confusion_matrix"]) == n_test
+    for name, m in report["test"]["metrics"].items():
+        assert set(m) == {"point", "low", "high", "n_valid", "n_nan"}, name
+        assert m["n_valid"] + m["n_nan"] == 60 and (m["low"] is None or m["low"] <= m["high"]), name
+    assert set(report["baselines"]) == {"majority", "previous_direction", "logistic_regression", "gradient_boosting"}
+    for b in report["baselines"].values():
+        assert set(b["difference"]) == {"accuracy", "balanced_accuracy", "f1", "auroc", "mcc"}
+        for d in b["difference"].values():
+            assert d["verdict"] in ("beats", "worse", "no clear difference", "undetermined") and d["text"]
+    # The majority baseline on the test windows scores exactly the test share of the training majority.
+    counts = meta["splits"]["train"]["class_counts_before_balancing"]
+    share_up = report["test"]["share_up_true"]
+    want = share_up if counts[1] > counts[0] else 1 - share_up
+    assert report["baselines"]["majority"]["metrics"]["accuracy"]["point"] == pytest.approx(want)
+    for strat in ("long_flat", "long_short", "buy_and_hold"):
+        for key in ("total_return", "annualised_return", "sharpe", "max_drawdown", "win_rate", "turnover"):
+            assert key in report["backtest"][strat], (strat, key)
+    assert "3month" in report["backtest"]["settings"]["risk_free"]
+    for png in report["plots"].values():
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "## Baselines" in md and "## Backtest" in md and "](equity.png)" in md and "## Interpretation" in md
+    assert len((out / "predictions.csv").read_text().splitlines()) == n_test + 1
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left behind
+    verify(small_artifact)  # the manifest still matches: the report lives outside it
+    assert (small_artifact / "manifest.json").read_text() == manifest_before
+    lines = summary_lines(report)
+    assert any("accuracy" in line for line in lines) and any("majority" in line for line in lines)
+
+
+@pytest.mark.timeout(60)
+def test_refuses_a_dataset_the_model_was_not_trained_on(small_artifact, small_real_dataset, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(small_real_dataset, other)
+    meta = json.loads((other / "metadata.json").read_text())
+    meta["fingerprint"] = "f" * 64
+    (other / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(EvaluationError, match="not the dataset this model was trained on"):
+        evaluate_artifact(small_artifact, dataset_dir=other, out_dir=tmp_path / "out", n_boot=20)
+    assert not (tmp_path / "out").exists()
+    # Without --dataset it rebuilds; a config that no longer gives the recorded fingerprint is refused
+    # before anything is built.
+    from stocktrend.evaluation.report import artifact_data_config
+
+    parts = json.loads((small_artifact / "preprocessing.json").read_text())
+    cfg = artifact_data_config(parts, ROOT / "datasets")
+    with pytest.raises(EvaluationError, match="cannot be rebuilt"):
+        resolve_dataset({"dataset": {"fingerprint": "0" * 64}}, cfg, None, cache_root=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.timeout(90)
+def test_cli_runs_without_ray_and_rebuilds_the_dataset(small_artifact, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    import stocktrend.evaluation.report as report_mod
+
+    # The default cache is the repo's datasets/cache; keep the test's rebuild in tmp.
+    real = report_mod.build_cached
+    monkeypatch.setattr(report_mod, "build_cached", lambda cfg, root: real(cfg, tmp_path / "cache"))
+    spec = importlib.util.spec_from_file_location("evaluate_cli", ROOT / "ray_jobs" / "evaluate.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    with pytest.raises(SystemExit) as help_exit:
+        cli.main(["--help"])
+    assert help_exit.value.code == 0 and "--cost-bps" in capsys.readouterr().out
+    ray_loaded_before = "ray" in sys.modules
+    rc = cli.main(["--model", str(small_artifact), "--boot", "20", "--staggered", "--out", str(tmp_path / "rep")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "accuracy" in out and str(tmp_path / "rep") in out
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["backtest"]["settings"]["staggered"] is True
+    assert list((tmp_path / "cache").iterdir())  # the dataset was rebuilt from the artifact's config
+    assert ray_loaded_before or "ray" not in sys.modules  # evaluation never imports Ray
