@@ -1,0 +1,112 @@
+"""Real searches on Ray: in-process with a worker killed, through `ray job submit` with an
+interrupt and --resume, and the standalone command that starts its own local Ray."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stocktrend.inference.predictor import Predictor
+from stocktrend.tuning.run import SearchOptions, export_best, run_search
+from stocktrend.tuning.space import load_space
+from stocktrend.tuning.summary import write_summary
+from stocktrend.tuning.trial import TRAIN_RUNS
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _histories(experiment: Path) -> dict[str, list]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (experiment / TRAIN_RUNS).glob("*/history.json")}
+
+
+@pytest.mark.timeout(420)
+def test_search_survives_a_killed_training_worker(ray_local, repo_root, tmp_path):
+    space = load_space(repo_root / "search_spaces" / "smoke.yaml")
+    opts = SearchOptions(num_samples=2, kill_worker_at_epoch=1, max_failures=2)
+    cache = tmp_path / "cache"
+    results = run_search(space, opts, tmp_path / "runs", "killed", cache)
+    assert results.num_errors == 0 and len(results) == 2
+    experiment = tmp_path / "runs" / "killed"
+    for trial_id, history in _histories(experiment).items():
+        # the worker really died once at epoch 1 and the run resumed to the last epoch
+        assert (experiment / TRAIN_RUNS / trial_id / "fault-injected").is_file()
+        assert [h["epoch"] for h in history] == [0, 1, 2], trial_id
+    table = write_summary(results, space, "val_ce", experiment / "summary")
+    assert set(table["status"]) == {"TERMINATED"} and (experiment / "summary" / "trials.png").is_file()
+    # trials sharing a data config share one cached dataset
+    seq_lens = {r.config["data.seq_len"] for r in results}
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == len(seq_lens)
+    artifact = export_best(results, space, "val_ce", experiment, cache, tmp_path / "models", "smoke")
+    best = min(min(h["val_ce"] for h in hist) for hist in _histories(experiment).values())
+    p = Predictor.from_artifact(artifact)
+    assert p.training["val_metrics"]["val_ce"] == pytest.approx(best)
+
+
+def _job(head, *args, timeout=120):
+    cmd = [str(Path(sys.executable).parent / "ray"), "job", *args]
+    return subprocess.run(cmd, env=head.env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _wait_job(head, job_id, states, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        res = _job(head, "status", "--address", head.dashboard, job_id)
+        out = (res.stdout + res.stderr).lower()  # "Job 'x' succeeded" / "... was stopped"
+        for s in states:
+            if s.lower() in out:
+                return s
+        time.sleep(3)
+    raise AssertionError(f"job {job_id} not in {states} after {timeout}s:\n" + _job(head, "logs", "--address", head.dashboard, job_id).stdout[-3000:])
+
+
+@pytest.mark.timeout(600)
+def test_job_submit_interrupt_and_resume(ray_local, ray_head, repo_root, tmp_path):
+    tune_py = repo_root / "ray_jobs" / "tune.py"
+    common = ["--space", str(repo_root / "search_spaces" / "smoke.yaml"), "--num-samples", "3", "--max-concurrent", "1",
+              "--storage-path", str(tmp_path / "runs"), "--cache-root", str(tmp_path / "cache"),
+              "--models", str(tmp_path / "models"), "--name", "interrupted", "--no-evaluate"]
+    sub = _job(ray_head, "submit", "--address", ray_head.dashboard, "--no-wait", "--submission-id", "tune-first",
+               "--", "python", str(tune_py), *common)
+    assert sub.returncode == 0, sub.stderr
+    experiment = tmp_path / "runs" / "interrupted"
+    deadline = time.monotonic() + 300
+    while not any(len(h) == 3 for h in _histories(experiment).values()):  # one trial finished
+        assert time.monotonic() < deadline, _job(ray_head, "logs", "--address", ray_head.dashboard, "tune-first").stdout
+        time.sleep(2)
+    time.sleep(8)  # let Tune record the finished trial in its experiment state
+    finished = {k: (experiment / TRAIN_RUNS / k / "history.json").stat().st_mtime
+                for k, h in _histories(experiment).items() if len(h) == 3}
+    assert _job(ray_head, "stop", "--address", ray_head.dashboard, "tune-first").returncode == 0
+    _wait_job(ray_head, "tune-first", ["stopped", "failed"], 120)
+
+    sub = _job(ray_head, "submit", "--address", ray_head.dashboard, "--no-wait", "--submission-id", "tune-resume",
+               "--", "python", str(tune_py), *common, "--resume")
+    assert sub.returncode == 0, sub.stderr
+    assert _wait_job(ray_head, "tune-resume", ["succeeded", "failed"], 420) == "succeeded"
+    for trial_id, mtime in finished.items():  # finished trials were not trained again
+        assert (experiment / TRAIN_RUNS / trial_id / "history.json").stat().st_mtime == mtime
+    table = (experiment / "summary" / "trials.csv").read_text()
+    assert table.count("TERMINATED") == 3
+    # both jobs are visible to the dashboard's job API
+    listed = _job(ray_head, "list", "--address", ray_head.dashboard)
+    listed = listed.stdout + listed.stderr
+    assert "tune-first" in listed and "tune-resume" in listed
+
+
+@pytest.mark.timeout(420)
+def test_standalone_command_starts_its_own_ray_and_reports(no_ray_cluster, repo_root, tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(repo_root / "ray_jobs" / "tune.py"), "--space", str(repo_root / "search_spaces" / "smoke.yaml"),
+         "--num-samples", "1", "--storage-path", str(tmp_path / "runs"), "--cache-root", str(tmp_path / "cache"),
+         "--models", str(tmp_path / "models"), "--name", "standalone"],
+        capture_output=True, text=True, timeout=400,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "model artifact:" in out.stdout and "1 trials (0 failed)" in out.stdout
+    versions = [p for p in (tmp_path / "models" / "msft_smoke").iterdir() if p.is_dir()]
+    assert len(versions) == 1 and (versions[0] / "evaluation" / "report.json").is_file()
