@@ -9,8 +9,13 @@ STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/src
 # Keep Ray's and Lightning's temporary files inside the project, and stay offline.
 export RAY_USAGE_STATS_ENABLED := 0
+# Ray 2.60 turns token authentication on; the CLI (ray job submit/status) needs this to use it.
+export RAY_AUTH_MODE := token
+# Jobs started on a head launched from here find the project's Python first.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+DASHBOARD_PORT ?= 8265
 
-.PHONY: help venv quickstart dataset train test test-fast lint extract-data lock clean
+.PHONY: help venv quickstart dataset train tune test test-fast lint extract-data lock clean ray-up ray-down stop smoke-job
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,9 +29,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)  ## create or refresh the virtual environment
 
-quickstart: $(STAMP)  ## main job on embedded defaults: build the dataset, train a model through Ray Train
-	$(BIN)/python ray_jobs/build_dataset.py
-	$(BIN)/python ray_jobs/train.py --preset tiny --epochs 5
+quickstart: $(STAMP)  ## main job on embedded defaults: dataset, quick search on Ray Tune, best model, test report
+	$(BIN)/python ray_jobs/build_dataset.py --quiet
+	$(BIN)/python ray_jobs/tune.py --space search_spaces/quick.yaml
+
+tune: $(STAMP)  ## a search: make tune SPACE=search_spaces/v2.yaml
+	$(BIN)/python ray_jobs/tune.py --space $${SPACE:-search_spaces/quick.yaml}
 
 dataset: $(STAMP)  ## build datasets/npy from datasets/msft_v2.yaml
 	$(BIN)/python ray_jobs/build_dataset.py
@@ -39,6 +47,18 @@ test: $(STAMP)  ## the whole test suite (what CI runs)
 
 test-fast: $(STAMP)  ## tests not marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
+
+ray-up: $(STAMP)  ## start a local Ray head on loopback with the dashboard (http://127.0.0.1:8265)
+	$(BIN)/ray start --head --dashboard-host 127.0.0.1 --dashboard-port $(DASHBOARD_PORT)
+	@echo "dashboard: http://127.0.0.1:$(DASHBOARD_PORT)   submit: make smoke-job   stop: make ray-down"
+
+smoke-job: $(STAMP)  ## submit the smoke search to the local head as a Ray job
+	$(BIN)/ray job submit --address http://127.0.0.1:$(DASHBOARD_PORT) -- python ray_jobs/tune.py --space search_spaces/smoke.yaml
+
+ray-down:  ## stop the local Ray head (all Ray processes of this machine)
+	$(BIN)/ray stop
+
+stop: ray-down  ## stop everything `make quickstart`/`make ray-up` left running
 
 lint: $(STAMP)
 	$(BIN)/ruff check src ray_jobs tests

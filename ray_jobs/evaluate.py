@@ -2,6 +2,12 @@
 
     python ray_jobs/evaluate.py --model models/<name>[/<version>] [--dataset DIR] [--boot N]
                                 [--cost-bps X] [--staggered] [--seed S] [--out DIR]
+                                [--seeds N] [--walk-forward K] [--epochs E]
+
+--seeds N retrains the artifact's model and recipe with N seeds, --walk-forward K on K
+expanding windows (each fold's dataset built and fitted on its own training window),
+through Ray Train, several at once where CPUs allow; the report gives every run's test
+metrics, their mean and spread, and for walk-forward the pooled out-of-sample figures.
 
 Writes report.json, report.md, predictions.csv and PNG plots into
 <version>/evaluation/ (or --out) and prints a short summary. Test metrics carry 95%
@@ -28,6 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--staggered", action="store_true", help="h overlapping tranches instead of non-overlapping holds")
     ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the fitted baselines")
     ap.add_argument("--out", help="report folder (default: <version>/evaluation)")
+    ap.add_argument("--seeds", type=int, help="retrain with N seeds (Ray Train) and report mean and spread")
+    ap.add_argument("--walk-forward", type=int, metavar="K", help="retrain on K expanding windows (Ray Train)")
+    ap.add_argument("--epochs", type=int, help="max epochs of retraining (default: the artifact's recipe)")
+    ap.add_argument("--storage-path", default=str(Path(__file__).resolve().parents[1] / "runs" / "evaluate"))
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress")
     args = ap.parse_args(argv)
     if args.boot < 10:
@@ -53,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("\n".join(summary_lines(report)))
     print(f"report: {report['files']['markdown']} (and report.json, plots) in {Path(report['files']['json']).parent}")
+    if args.seeds or args.walk_forward:
+        from stocktrend.evaluation.retrain_report import retrain_and_report
+
+        for line in retrain_and_report(Path(args.model), args, Path(report["files"]["json"]).parent):
+            print(line)
     return 0
 
 

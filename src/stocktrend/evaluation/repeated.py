@@ -1,0 +1,80 @@
+"""Evaluation across several training runs: seeds of one model, or walk-forward folds.
+
+A single run of a noisy model says little; these report every run's test metrics, their
+mean and spread, and for walk-forward also the pooled out-of-sample metrics and backtest
+over all folds' test blocks (each fold built, scaled, selected and balanced on its own
+training window by the dataset builder).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from stocktrend.config_io import with_overrides
+from stocktrend.data.build import build_dataset, prepare
+from stocktrend.data.config import DataConfig
+from stocktrend.data.splits import walk_forward_plans
+from stocktrend.data.store import fingerprint, read_metadata
+from stocktrend.evaluation import backtest as bt
+from stocktrend.evaluation import baselines as bl
+from stocktrend.evaluation.report import evaluate_predictions, pool_runs
+
+log = logging.getLogger(__name__)
+
+
+def _split(dataset: Path, split: str) -> dict[str, np.ndarray]:
+    return {k: np.load(dataset / f"{split}_{k}.npy") for k in ("X", "y", "dates")}
+
+
+def evaluate_seeds(runs: list[dict], dataset: Path, market: bt.Market, n_boot: int, cost_bps: float) -> dict:
+    meta, test = read_metadata(dataset), _split(dataset, "test")
+    y = test["y"].argmax(axis=1)
+    reports = []
+    for run in runs:
+        sections, _ = evaluate_predictions(y, run["probs"][:, 1], test["dates"], meta["horizon"], None, market,
+                                           n_boot=n_boot, cost_bps=cost_bps)
+        reports.append({"seed": run["train"]["seed"], "best_val_ce": run["metrics"].get("val_ce"), **sections})
+    return {"kind": "seeds", "runs": reports, "pooled_spread": pool_runs(reports)}
+
+
+def fold_datasets(cfg: DataConfig, folds: int, cache_root: Path) -> list[Path]:
+    """Build (once, cached) one dataset per expanding-window fold, all fits inside the fold."""
+    plans = walk_forward_plans(prepare(cfg).labelled_rows, folds)
+    out = []
+    for i, plan in enumerate(plans):
+        fold_cfg = with_overrides(cfg, {"split": {"val_start": plan.val_start, "test_start": plan.test_start,
+                                                   "end": plan.end, "purge_rows": cfg.split.purge_rows}})
+        path = Path(cache_root) / f"walkforward-{fingerprint(fold_cfg)[:16]}"
+        if not (path / "metadata.json").is_file():
+            build_dataset(fold_cfg, path, plan=plan)
+        out.append(path)
+    return out
+
+
+def evaluate_walk_forward(runs: list[dict], datasets: list[Path], market: bt.Market, n_boot: int,
+                          cost_bps: float, seed: int = 0) -> dict:
+    folds, pooled = [], {"y": [], "p": [], "dates": [], "base": {}}
+    for run, dataset in zip(runs, datasets):
+        meta, train, test = read_metadata(dataset), _split(dataset, "train"), _split(dataset, "test")
+        y, p = test["y"].argmax(axis=1), run["probs"][:, 1]
+        base = bl.all_baselines(train, test, meta["splits"]["train"]["class_counts_before_balancing"], market.close,
+                                meta["horizon"], seed)
+        sections, _ = evaluate_predictions(y, p, test["dates"], meta["horizon"], base, market, n_boot=n_boot,
+                                           cost_bps=cost_bps)
+        folds.append({"fold": len(folds), "train": meta["splits"]["train"], "val": meta["splits"]["val"],
+                      "test": meta["splits"]["test"], "best_val_ce": run["metrics"].get("val_ce"), **sections})
+        pooled["y"].append(y)
+        pooled["p"].append(p)
+        pooled["dates"].append(test["dates"])
+        for k, v in base.items():
+            pooled["base"].setdefault(k, []).append(v)
+    horizon = read_metadata(datasets[0])["horizon"]
+    order = np.argsort(np.concatenate(pooled["dates"]), kind="stable")
+    pooled_sections, curves = evaluate_predictions(
+        np.concatenate(pooled["y"])[order], np.concatenate(pooled["p"])[order],
+        np.concatenate(pooled["dates"])[order], horizon,
+        {k: np.concatenate(v)[order] for k, v in pooled["base"].items()}, market, n_boot=n_boot, cost_bps=cost_bps)
+    return {"kind": "walk_forward", "folds": folds, "pooled": pooled_sections, "spread": pool_runs(folds)}

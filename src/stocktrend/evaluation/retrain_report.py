@@ -1,0 +1,69 @@
+"""--seeds / --walk-forward of the evaluate command: retrain through Ray Train, then report."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from stocktrend.config_io import config_from_dict, with_overrides
+from stocktrend.data.store import atomic_write_text
+from stocktrend.evaluation import backtest as bt
+from stocktrend.evaluation.report import ROOT, artifact_data_config, resolve_dataset
+from stocktrend.evaluation.repeated import evaluate_seeds, evaluate_walk_forward, fold_datasets
+from stocktrend.inference.artifact import load_parts
+from stocktrend.models.config import ModelConfig, model_config_from_metadata
+
+
+def _spread_lines(title: str, spread: dict) -> list[str]:
+    lines = [title]
+    for k in ("accuracy", "balanced_accuracy", "auroc", "mcc"):
+        if k in spread["test"]:
+            s = spread["test"][k]
+            lines.append(f"  {k:18s} mean {s['mean']:.3f}  std {s['std']:.3f}  [{s['min']:.3f}, {s['max']:.3f}]  n={s['n']}")
+    return lines
+
+
+def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
+    from stocktrend.data.store import read_metadata
+    from stocktrend.ray_session import connect
+    from stocktrend.training.config import TrainConfig
+    from stocktrend.training.repeat import train_many
+
+    version_dir, _, parts = load_parts(model)
+    training, pre = parts["training"], parts["preprocessing"]
+    cfg = artifact_data_config(pre, ROOT / "datasets")
+    train_cfg = config_from_dict(TrainConfig, training["train_config"], "training.json train_config")
+    if args.epochs:
+        train_cfg = with_overrides(train_cfg, {"max_epochs": args.epochs})
+    model_cfg = config_from_dict(ModelConfig, parts["model"], "model.json")
+    market = bt.load_market(cfg)
+    storage = Path(args.storage_path) / f"{version_dir.parent.name}-{version_dir.name}-{time.strftime('%H%M%S')}"
+    connect()
+    lines: list[str] = []
+    if args.seeds:
+        dataset = resolve_dataset(training, cfg, args.dataset)
+        jobs = [{"name": f"seed{s}", "dataset": dataset, "model": model_cfg,
+                 "train": with_overrides(train_cfg, {"seed": s})} for s in range(args.seeds)]
+        result = evaluate_seeds(train_many(jobs, storage), Path(dataset), market, args.boot, args.cost_bps)
+        atomic_write_text(out_dir / "seeds.json", json.dumps(result, indent=2, default=float))
+        lines += _spread_lines(f"\n{args.seeds} seeds, test split (mean and spread):", result["pooled_spread"])
+        lines.append(f"  -> {out_dir / 'seeds.json'}")
+    if args.walk_forward:
+        datasets = fold_datasets(cfg, args.walk_forward, ROOT / "datasets" / "cache")
+        # The architecture is the artifact's; shapes come from each fold's own dataset.
+        shape_free = {k: v for k, v in parts["model"].items() if k not in ("n_features", "seq_len", "n_classes")}
+        jobs = [{"name": f"fold{i}", "dataset": d, "train": train_cfg,
+                 "model": model_config_from_metadata("v2", read_metadata(d), **shape_free)}
+                for i, d in enumerate(datasets)]
+        result = evaluate_walk_forward(train_many(jobs, storage), datasets, market, args.boot, args.cost_bps)
+        atomic_write_text(out_dir / "walk_forward.json", json.dumps(result, indent=2, default=float))
+        lines += _spread_lines(f"\nwalk-forward, {args.walk_forward} folds (per-fold spread):", result["spread"])
+        pooled = result["pooled"]["test"]["metrics"]
+        lines.append("  pooled out-of-sample: " + ", ".join(
+            f"{k} {pooled[k]['point']:.3f} [{pooled[k]['low']:.3f}, {pooled[k]['high']:.3f}]"
+            for k in ("accuracy", "auroc", "mcc") if k in pooled))
+        for name, b in result["pooled"]["baselines"].items():
+            lines.append(f"  vs {name}: {b['summary']}")
+        lines.append(f"  -> {out_dir / 'walk_forward.json'}")
+    return lines

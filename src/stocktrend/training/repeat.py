@@ -1,0 +1,70 @@
+"""Many training runs through Ray Train at once: seeds of one model, walk-forward folds.
+
+Each run is a zero-CPU Ray task driving its own TorchTrainer (the same pattern as a Tune
+trial), at most as many at a time as the cluster has CPUs for their workers, so folds
+train in parallel where resources allow and never deadlock on a small machine. Returns,
+per run, the test-split probabilities and attention of the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from stocktrend.config_io import config_from_dict, config_to_dict
+from stocktrend.models.config import ModelConfig
+from stocktrend.training.config import TrainConfig
+from stocktrend.training.module import TrendClassifier
+from stocktrend.training.ray_train import ray_train
+
+log = logging.getLogger(__name__)
+
+
+def predict_split(checkpoint: str, dataset_dir: Path, split: str = "test") -> dict[str, np.ndarray]:
+    module = TrendClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
+    x = np.load(Path(dataset_dir) / f"{split}_X.npy")
+    probs, attention = [], []
+    with torch.inference_mode():
+        for start in range(0, len(x), 512):
+            logits, attn = module(torch.from_numpy(x[start : start + 512]), return_attention=True)
+            probs.append(logits.softmax(-1).numpy())
+            attention.append(attn.numpy())
+    return {"probs": np.concatenate(probs), "attention": np.concatenate(attention)}
+
+
+@ray.remote(num_cpus=0)
+def _run(job: dict[str, Any]) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO)
+    model_cfg = config_from_dict(ModelConfig, job["model"], "model")
+    train_cfg = config_from_dict(TrainConfig, job["train"], "train")
+    res = ray_train(job["dataset"], model_cfg, train_cfg, job["storage"], job["name"],
+                    cpus_per_worker=job["cpus_per_worker"])
+    out = {**job, **res, **predict_split(res["checkpoint"], Path(job["dataset"]))}
+    for split in job.get("also_predict", ()):
+        out[f"{split}_probs"] = predict_split(res["checkpoint"], Path(job["dataset"]), split)["probs"]
+    return out
+
+
+def train_many(jobs: list[dict[str, Any]], storage: str | Path, cpus_per_worker: float = 1) -> list[dict[str, Any]]:
+    """Train every job ({"name", "dataset", "model": ModelConfig, "train": TrainConfig, ...});
+    results come back in the jobs' order."""
+    storage = str(Path(storage).resolve())
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker))
+    payloads = [{**j, "model": config_to_dict(j["model"]), "train": config_to_dict(j["train"]),
+                 "dataset": str(Path(j["dataset"]).resolve()), "storage": storage, "cpus_per_worker": cpus_per_worker}
+                for j in jobs]
+    pending, running, done = list(enumerate(payloads)), {}, {}
+    while pending or running:
+        while pending and len(running) < slots:
+            i, job = pending.pop(0)
+            running[_run.remote(job)] = i
+            log.info("training %s (%d/%d)", job["name"], i + 1, len(jobs))
+        ready, _ = ray.wait(list(running), num_returns=1)
+        for ref in ready:
+            done[running.pop(ref)] = ray.get(ref)
+    return [done[i] for i in range(len(jobs))]
