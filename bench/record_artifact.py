@@ -29,9 +29,9 @@ def main() -> int:
            "seconds_per_epoch": (t.get("train_seconds") or 0) / max(1, epochs), "best_epoch": t["best_epoch"],
            "selection_metric": t["selection_metric"], "val_metrics": t["val_metrics"],
            "params": None, "machine": machine_info()}
+    from stocktrend.config_io import config_from_dict
     from stocktrend.models.config import ModelConfig  # noqa: F401
     from stocktrend.models.network import TrendNet, parameter_counts
-    from stocktrend.config_io import config_from_dict
 
     out["params"] = parameter_counts(TrendNet(config_from_dict(ModelConfig, parts["model"])))["total"]
     path = ROOT / "bench" / "results" / f"{sys.argv[2]}.json"

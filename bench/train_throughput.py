@@ -84,10 +84,11 @@ def lightning_fit(dataset, model_cfg, train_cfg, warmup, n, out_dir, extra_callb
 
 
 def ray_worker(config):
+    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer  # noqa: F401
+
     from stocktrend.config_io import config_from_dict
     from stocktrend.models.config import ModelConfig
     from stocktrend.training.config import TrainConfig
-    from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer  # noqa: F401
 
     torch.set_num_threads(config["threads"])
     timer = lightning_fit(config["dataset"], config_from_dict(ModelConfig, config["model"]),

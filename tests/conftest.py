@@ -146,7 +146,7 @@ class RayHead:
                     break
                 except Exception:  # not up yet
                     if time.monotonic() > deadline or self.proc.poll() is not None:
-                        raise RuntimeError(f"Ray head did not start; see {self.log}:\n{self.log.read_text()[-2000:]}")
+                        raise RuntimeError(f"Ray head did not start; see {self.log}:\n{self.log.read_text()[-2000:]}") from None
                     time.sleep(1)
         return self
 

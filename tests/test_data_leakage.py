@@ -128,3 +128,25 @@ def test_walk_forward_folds_never_train_on_a_test_day(small):
         if last_test_end is not None:  # expanding: consecutive, non-overlapping test blocks
             assert pd.Timestamp(plan.test_start) > last_test_end
         last_test_end = pd.Timestamp(plan.end)
+
+
+def test_walk_forward_fold_datasets_fit_inside_each_fold(tmp_path, repo_root):
+    from stocktrend.data.build import prepare
+    from stocktrend.data.store import read_metadata
+    from stocktrend.evaluation.repeated import fold_datasets
+
+    cfg = load_data_config(repo_root / "datasets" / "msft_v2.yaml")
+    calendar = prepare(cfg).calendar
+    folds = fold_datasets(cfg, 3, tmp_path)
+    tests = []
+    for fold in folds:
+        meta = read_metadata(fold)
+        spans = {}
+        for s in ("train", "val", "test"):
+            rows = calendar.get_indexer(pd.DatetimeIndex(np.load(fold / f"{s}_dates.npy").astype("datetime64[ns]")))
+            spans[s] = day_span(calendar, np.unique(rows), cfg.seq_len, cfg.horizon)
+        assert not spans["train"] & spans["test"] and not spans["val"] & spans["test"]
+        assert not spans["train"] & spans["val"]
+        assert meta["scaler"]["fit_end"] < meta["splits"]["val"]["start"]  # fitted inside the fold's training window
+        tests.append((meta["splits"]["test"]["start"], meta["splits"]["test"]["end"]))
+    assert all(a[1] < b[0] for a, b in zip(tests, tests[1:]))  # consecutive test blocks, no overlap

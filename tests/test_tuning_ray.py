@@ -61,7 +61,8 @@ def _wait_job(head, job_id, states, timeout):
             if s.lower() in out:
                 return s
         time.sleep(3)
-    raise AssertionError(f"job {job_id} not in {states} after {timeout}s:\n" + _job(head, "logs", "--address", head.dashboard, job_id).stdout[-3000:])
+    logs = _job(head, "logs", "--address", head.dashboard, job_id).stdout[-3000:]
+    raise AssertionError(f"job {job_id} not in {states} after {timeout}s:\n{logs}")
 
 
 @pytest.mark.timeout(600)

@@ -20,8 +20,8 @@ from stocktrend.data import fitting, labels
 from stocktrend.data.config import DataConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.features import adjusted_ohlc, build_features
-from stocktrend.data.splits import SplitPlan, assign_splits, plan_from_fractions
 from stocktrend.data.sources import read_all_sources
+from stocktrend.data.splits import SplitPlan, assign_splits, plan_from_fractions
 from stocktrend.data.store import fingerprint, write_dataset
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ def describe(meta: dict, out: Path, seconds: float | None = None) -> str:
         )
     top = ", ".join(meta["features"]["selected"][:8])
     lines.append(f"  top features: {top}, ...")
-    lines.append(f"  scaler fitted on {meta['scaler']['fit_start']}..{meta['scaler']['fit_end']}; fingerprint {meta['fingerprint'][:12]}")
+    sc = meta["scaler"]
+    lines.append(f"  scaler fitted on {sc['fit_start']}..{sc['fit_end']}; fingerprint {meta['fingerprint'][:12]}")
     if seconds is not None:
         lines.append(f"  built in {seconds:.1f} s")
     return "\n".join(lines)

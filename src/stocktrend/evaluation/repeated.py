@@ -44,7 +44,7 @@ def fold_datasets(cfg: DataConfig, folds: int, cache_root: Path) -> list[Path]:
     """Build (once, cached) one dataset per expanding-window fold, all fits inside the fold."""
     plans = walk_forward_plans(prepare(cfg).labelled_rows, folds)
     out = []
-    for i, plan in enumerate(plans):
+    for plan in plans:
         fold_cfg = with_overrides(cfg, {"split": {"val_start": plan.val_start, "test_start": plan.test_start,
                                                    "end": plan.end, "purge_rows": cfg.split.purge_rows}})
         path = Path(cache_root) / f"walkforward-{fingerprint(fold_cfg)[:16]}"

@@ -9,8 +9,8 @@ from pathlib import Path
 from stocktrend.config_io import config_from_dict, with_overrides
 from stocktrend.data.store import atomic_write_text
 from stocktrend.evaluation import backtest as bt
-from stocktrend.evaluation.report import ROOT, artifact_data_config, resolve_dataset
 from stocktrend.evaluation.repeated import evaluate_seeds, evaluate_walk_forward, fold_datasets
+from stocktrend.evaluation.report import ROOT, artifact_data_config, resolve_dataset
 from stocktrend.inference.artifact import load_parts
 from stocktrend.models.config import ModelConfig, model_config_from_metadata
 

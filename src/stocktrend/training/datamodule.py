@@ -10,7 +10,6 @@ command only (the reference picked models on test - seed-audit leak 6).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from stocktrend.data.store import read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +54,6 @@ class WindowDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_x": None}  # never pickle the mapped array
-
-
-def read_metadata(dataset_dir: str | Path) -> dict[str, Any]:
-    path = Path(dataset_dir) / "metadata.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no metadata.json in dataset folder {dataset_dir}")
-    return json.loads(path.read_text())
 
 
 class TrendDataModule(pl.LightningDataModule):
@@ -104,8 +98,12 @@ class TrendDataModule(pl.LightningDataModule):
             if split not in self.datasets:
                 self._load_split(split)
         # A chronological split is the first defence against leakage (seed-audit leak 1):
-        # refuse a validation window that ends on or before the last training window.
-        if len(self.dates["train"]) and len(self.dates["val"]):
+        # refuse a validation window that ends on or before the last training window,
+        # unless the dataset says it reproduces the reference's leaky protocol on purpose
+        # (the leakage audit trains on it to measure the inflation).
+        if self.metadata.get("leaky"):
+            logger.warning("training on a dataset marked LEAKY (%s protocol)", self.metadata.get("protocol"))
+        elif len(self.dates["train"]) and len(self.dates["val"]):
             last_train, first_val = self.dates["train"].max(), self.dates["val"].min()
             if first_val <= last_train:
                 raise ValueError(

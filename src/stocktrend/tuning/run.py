@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import os
 import logging
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,19 @@ def _trainable(space: SearchSpace, opts: SearchOptions, experiment_dir: Path, ca
     return tune.with_resources(fn, {"CPU": 0, "memory": 1})
 
 
+def _tracking_callbacks(storage_path: Path, name: str) -> list:
+    """MLflow tracking through Ray's callback when the optional `mlflow` extra is installed
+    (every trial a run, its config as params, every epoch's metrics); TensorBoard logs are
+    written per trial by Lightning regardless."""
+    if importlib.util.find_spec("mlflow") is None:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI", (storage_path / "mlruns").as_uri())
+    log.info("MLflow tracking to %s (experiment %s)", uri, name)
+    return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=name, save_artifact=False)]
+
+
 def run_search(space: SearchSpace, opts: SearchOptions, storage_path: Path, name: str,
                cache_root: Path, resume: bool = False) -> tune.ResultGrid:
     mode = selection_mode(opts.metric)
@@ -92,6 +107,7 @@ def run_search(space: SearchSpace, opts: SearchOptions, storage_path: Path, name
             run_config=tune.RunConfig(
                 name=name, storage_path=str(storage_path),
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+                callbacks=_tracking_callbacks(storage_path, name),
             ),
         )
     return tuner.fit()
