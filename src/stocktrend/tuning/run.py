@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import os
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
