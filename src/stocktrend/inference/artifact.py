@@ -12,10 +12,11 @@ weights load with ``torch.load(weights_only=True)``, which executes no pickled c
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from stocktrend.data.sources import sha256_of as file_sha256
 
 MANIFEST = "manifest.json"
 LATEST = "latest"
@@ -26,14 +27,6 @@ REQUIRED = (WEIGHTS, *(f"{p}.json" for p in JSON_PARTS))
 
 class ArtifactError(ValueError):
     """The artifact is missing, incomplete, tampered with, or not an artifact."""
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve_version_dir(path: str | Path) -> Path:

@@ -1,0 +1,135 @@
+"""The report as text: the markdown page, the console summary and the plain-words reading."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _interpretation(r: dict) -> list[str]:
+    t, ds = r["test"], r["dataset"]
+    m = t["metrics"]
+    h = ds["horizon"]
+    lines = [
+        f"{t['n']} test windows from {ds['test']['start']} to {ds['test']['end']}; {t['share_up_true']:.0%} of them "
+        f"went up. One window ends every trading day and labels span {h} days, so there are only about "
+        f"{t['n'] // h} non-overlapping labels: intervals are wide for a reason.",
+        f"Accuracy {m['accuracy']['point']:.3f} [{m['accuracy']['low']:.3f}, {m['accuracy']['high']:.3f}]; "
+        f"always predicting up would have scored {t['share_up_true']:.3f}. AUROC {_fmt(m['auroc']['point'])} and "
+        f"MCC {_fmt(m['mcc']['point'])} measure skill independent of the class balance (0.5 and 0 = none).",
+    ]
+    beaten = {name: b["beats_on"] for name, b in r["baselines"].items()}
+    worse = {name: [k for k, d in b["difference"].items() if d["verdict"] == "worse"]
+             for name, b in r["baselines"].items()}
+    if not any(beaten.values()):
+        lines.append("The model beats none of the baselines on any metric with 95% confidence: on this test period "
+                     "its skill cannot be told apart from theirs.")
+    else:
+        lines.append("With 95% confidence the model beats: " + "; ".join(
+            f"{n} on {', '.join(v)}" for n, v in beaten.items() if v) + ".")
+    if any(worse.values()):
+        lines.append("It is worse than: " + "; ".join(f"{n} on {', '.join(v)}" for n, v in worse.items() if v) + ".")
+    if "backtest" in r:
+        b = r["backtest"]
+        lines.append(
+            f"Trading the signals after {b['settings']['cost_bps_per_side']:g} bps costs: long/flat "
+            f"{b['long_flat']['total_return']:+.1%} (Sharpe {_fmt(b['long_flat']['sharpe'], '.2f')}), long/short "
+            f"{b['long_short']['total_return']:+.1%} (Sharpe {_fmt(b['long_short']['sharpe'], '.2f')}), against "
+            f"buy-and-hold {b['buy_and_hold']['total_return']:+.1%} (Sharpe {_fmt(b['buy_and_hold']['sharpe'], '.2f')})"
+            " over the same days. A backtest over one period is one draw, not an expectation."
+        )
+    val = r["validation"]["metrics"].get("val_acc")
+    if val is not None:
+        lines.append(f"Validation accuracy (used for choosing) was {val:.3f}; "
+                     f"test accuracy is {m['accuracy']['point']:.3f}.")
+    lines.append("This is one training run on one test period; retraining with other seeds and walk-forward folds "
+                 "tells how much of any difference is luck.")
+    if ds.get("leaky"):
+        lines.insert(0, "WARNING: this dataset uses the LEAKY 'seed' protocol (test windows overlap training): "
+                        "these numbers are NOT an estimate of out-of-sample performance.")
+    return lines
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+# -- text ---------------------------------------------------------------------------
+def _ci(m: dict, spec: str = ".3f") -> str:
+    return f"{_fmt(m['point'], spec)} [{_fmt(m['low'], spec)}, {_fmt(m['high'], spec)}]"
+
+
+def render_markdown(r: dict) -> str:
+    m, ds, b = r["model"], r["dataset"], r["bootstrap"]
+    L = [f"# Evaluation: {m['name']} / {m['version']}", "", f"> {r['policy']}", ""]
+    if ds["leaky"]:
+        L += ["> **LEAKY DATASET ('seed' protocol): not an out-of-sample estimate.**", ""]
+    L += ["## Data", "",
+          f"- dataset `{ds['dir']}`, fingerprint `{ds['fingerprint'][:12]}` (matches training.json), "
+          f"protocol `{ds['protocol']}`",
+          f"- test split {ds['test'].get('start')} .. {ds['test'].get('end')}: {r['test']['n']} windows, "
+          f"{_fmt(r['test']['share_up_true'], '.1%')} up; horizon {ds['horizon']} days, window {ds['seq_len']} days",
+          f"- intervals: 95% {b['method']}, {b['n_boot']} resamples, block {b['block']} windows "
+          f"(rule {b['block_rule']}), seed {b['seed']}", ""]
+    val = r["validation"]
+    L += ["## Validation (from training, used for choosing the epoch)", "", f"Source: {val['source']}.", ""]
+    if val["metrics"]:
+        L += ["| metric | value |", "|---|---|"]
+        L += [f"| {k} | {_fmt(v) if not isinstance(v, list) else v} |" for k, v in val["metrics"].items()]
+        L.append("")
+    L += ["## Test metrics", "", "| metric | model [95% CI] | undefined resamples |", "|---|---|---|"]
+    L += [f"| {k} | {_ci(v)} | {v['n_nan']} |" for k, v in r["test"]["metrics"].items()]
+    cm = r["test"]["confusion_matrix"]
+    L += ["", f"Confusion matrix (rows true down/up, columns predicted down/up): {cm}", "",
+          "![confusion matrix](confusion_matrix.png) ![ROC](roc.png) ![calibration](calibration.png)", ""]
+    L += ["## Baselines (same test windows)", "",
+          "\"beats\" = the 95% paired block-bootstrap interval of model minus baseline lies above 0.", "",
+          "| baseline | metric | baseline [95% CI] | model - baseline [95% CI] | verdict |", "|---|---|---|---|---|"]
+    for name, bb in r["baselines"].items():
+        for k, d in bb["difference"].items():
+            L.append(f"| {name} | {k} | {_ci(bb['metrics'][k])} | {_ci(d, '+.3f')} | {d['verdict']} |")
+    L.append("")
+    L += [f"- **{name}** ({bb['description']}): {bb['summary']}" for name, bb in r["baselines"].items()]
+    L.append("")
+    if "backtest" in r:
+        bk = r["backtest"]
+        s = bk["settings"]
+        L += ["## Backtest from prices", "",
+              f"{s['start']} .. {s['end']}; {s['timing']}; {s['holds']}; {s['cost_bps_per_side']:g} bps per side; "
+              f"{s['risk_free']}.", "",
+              "| strategy | total | annualised | Sharpe (net of rf) | max drawdown | win rate | holds | "
+              "turnover/yr | exposure |", "|---|---|---|---|---|---|---|---|---|"]
+        for name in ("long_flat", "long_short", "buy_and_hold"):
+            x = bk[name]
+            L.append(f"| {name} | {_fmt(x['total_return'], '+.1%')} | {_fmt(x['annualised_return'], '+.1%')} | "
+                     f"{_fmt(x['sharpe'], '.2f')} | {_fmt(x['max_drawdown'], '.1%')} | {_fmt(x['win_rate'], '.0%')} | "
+                     f"{x['n_holds']} | {_fmt(x['turnover_per_year'], '.1f')} | {_fmt(x['exposure'], '.0%')} |")
+        L += ["", "![equity curves](equity.png)", ""]
+    L += ["## Training and attention", "", "![learning curves](learning_curves.png)", "",
+          "![attention by predicted class](attention_by_class.png)", ""]
+    L += ["## Interpretation", ""] + [f"- {line}" for line in r["interpretation"]] + [""]
+    return "\n".join(L)
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A short console summary of a report."""
+    t, m = report["test"], report["test"]["metrics"]
+    ds = report["dataset"]
+    lines = [f"{report['model']['name']}/{report['model']['version']} on the test split "
+             f"{ds['test'].get('start')}..{ds['test'].get('end')}: {t['n']} windows, "
+             f"{_fmt(t['share_up_true'], '.0%')} up (95% block-bootstrap intervals)"]
+    if ds.get("leaky"):
+        lines.insert(0, "WARNING: leaky 'seed' protocol dataset: not an out-of-sample estimate")
+    lines.append("  " + "  ".join(f"{k} {_ci(m[k])}" for k in ("accuracy", "balanced_accuracy", "f1")))
+    lines.append("  " + "  ".join(f"{k} {_ci(m[k])}" for k in ("auroc", "mcc")))
+    for name, b in report["baselines"].items():
+        acc = b["difference"]["accuracy"]
+        lines.append(f"  vs {name}: accuracy {_fmt(b['metrics']['accuracy']['point'])}, model-baseline "
+                     f"{_ci(acc, '+.3f')}; beats on: {', '.join(b['beats_on']) or 'nothing'}")
+    if "backtest" in report:
+        bk = report["backtest"]
+        lines.append("  backtest " + ", ".join(
+            f"{k} {_fmt(bk[k]['total_return'], '+.1%')} (Sharpe {_fmt(bk[k]['sharpe'], '.2f')}, "
+            f"max DD {_fmt(bk[k]['max_drawdown'], '.1%')})" for k in ("long_flat", "long_short", "buy_and_hold")))
+    lines.append("  test results are reported only; they feed no choice")
+    return lines
