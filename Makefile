@@ -15,7 +15,7 @@ export RAY_AUTH_MODE := token
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DASHBOARD_PORT ?= 8265
 
-.PHONY: help venv quickstart dataset train tune test test-fast lint extract-data lock clean ray-up ray-down stop smoke-job
+.PHONY: help venv quickstart dataset train tune test test-fast lint extract-data lock clean ray-up ray-down stop smoke-job bench bench-tune
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -72,3 +72,12 @@ lock: $(STAMP)  ## re-pin constraints.txt from the current venv
 
 clean:
 	rm -rf datasets/npy datasets/cache datasets/analysis runs .pytest_cache
+
+bench-tune: $(STAMP)  ## ASHA + Optuna against random search + FIFO under equal trial-epochs (~10 min)
+	$(BIN)/python bench/tune_efficiency.py
+	$(BIN)/python bench/report.py
+
+bench: $(STAMP)  ## dataset build and training throughput benchmarks, then docs/BENCHMARKS.md
+	$(BIN)/python bench/data_build.py
+	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/report.py

@@ -55,7 +55,10 @@ def trained(r: dict, title: str) -> list[str]:
             f"{r['train_seconds']:.0f} s ({r['seconds_per_epoch']:.0f} s/epoch, start-up included), best epoch "
             f"{r['best_epoch']} by {r['selection_metric']}.", "",
             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys), "| " + " | ".join(f"{v[k]:.4f}" for k in keys) + " |",
-            "", "Validation figures (the test split is only scored by `ray_jobs/evaluate.py`).", ""]
+            "", "Validation figures (the test split is only scored by `ray_jobs/evaluate.py`)."
+            + (" A validation AUROC below 0.5 means no skill: the recipe's v2 network does not learn a usable signal "
+               "from these features in 10 epochs on this data, and the earliest epoch wins on val_ce."
+               if v.get("val_auroc", 1) < 0.5 else ""), ""]
 
 
 def tune_efficiency(r: dict) -> list[str]:

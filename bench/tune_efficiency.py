@@ -2,7 +2,7 @@
 counted in trial-epochs, over several seeds: the best validation loss reached against the
 trial-epochs spent. Writes bench/results/tune_efficiency.json (+ a plot).
 
-    python bench/tune_efficiency.py [--seeds 2] [--asha-samples 8] [--max-epochs 6]
+    python bench/tune_efficiency.py [--seeds 2] [--asha-samples 6] [--max-epochs 5]
 
 Budget: ASHA + Optuna runs first with --asha-samples trials; random + FIFO then gets as
 many full-length trials as fit in the trial-epochs ASHA spent (rounded up).
@@ -37,8 +37,8 @@ def trajectory(results) -> pd.DataFrame:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--asha-samples", type=int, default=8)
-    ap.add_argument("--max-epochs", type=int, default=6)
+    ap.add_argument("--asha-samples", type=int, default=6)
+    ap.add_argument("--max-epochs", type=int, default=5)
     args = ap.parse_args()
     from stocktrend.ray_session import connect
     from stocktrend.tuning.run import SearchOptions, run_search

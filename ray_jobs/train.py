@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--precision", choices=["32-true", "bf16-mixed"])
     ap.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (DDP when > 1)")
     ap.add_argument("--use-gpu", action="store_true")
-    ap.add_argument("--cpus-per-worker", type=float, default=1)
+    ap.add_argument("--cpus-per-worker", type=float,
+                    help="CPUs (and torch threads) per worker (default: this machine's CPUs / workers)")
     ap.add_argument("--storage-path", default=str(ROOT / "runs"), help="Ray Train storage (absolute or relative)")
     ap.add_argument("--models", default=str(ROOT / "models"), help="where model artifacts go")
     ap.add_argument("--name", help="artifact name (default: <ticker>_<preset>)")
@@ -76,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         from stocktrend.training.ray_train import ray_train
 
         connect()
+        cpus = args.cpus_per_worker or max(1, (os.cpu_count() or 1) // args.num_workers)
         res = ray_train(dataset, model_cfg, train_cfg, storage, run_name, num_workers=args.num_workers,
-                        use_gpu=args.use_gpu, cpus_per_worker=args.cpus_per_worker)
+                        use_gpu=args.use_gpu, cpus_per_worker=cpus)
         checkpoint, history, engine = res["checkpoint"], res["history"], f"ray-train x{args.num_workers}"
     seconds = time.perf_counter() - t0
 
