@@ -27,8 +27,12 @@ from machine import machine_info  # noqa: E402
 
 def trajectory(results) -> pd.DataFrame:
     """Every epoch report of every trial in time order: cumulative trial-epochs, best so far."""
-    frames = [r.metrics_dataframe[["timestamp", "val_ce"]] for r in results if r.metrics_dataframe is not None]
-    reports = pd.concat(frames).sort_values("timestamp", kind="stable").reset_index(drop=True)
+    frames = [r.metrics_dataframe[["trial_id", "training_iteration", "timestamp", "val_ce"]]
+              for r in results if r.metrics_dataframe is not None]
+    # One row per (trial, epoch): Tune may record a trial's last report again when it ends,
+    # and a restarted worker group re-reports epochs; neither is extra training budget.
+    reports = pd.concat(frames).drop_duplicates(["trial_id", "training_iteration"], keep="first")
+    reports = reports.sort_values("timestamp", kind="stable").reset_index(drop=True)
     reports["trial_epochs"] = range(1, len(reports) + 1)
     reports["best_val_ce"] = reports["val_ce"].cummin()
     return reports
