@@ -24,6 +24,7 @@ from stocktrend.data.errors import DataError
 from stocktrend.data.features import build_features
 from stocktrend.data.sources import parse_table
 from stocktrend.inference.artifact import WEIGHTS, ArtifactError, load_parts
+from stocktrend.inference.backends import make_backend
 from stocktrend.models.config import ModelConfig
 from stocktrend.models.network import TrendNet
 
@@ -46,7 +47,8 @@ class Prediction:
 
 
 class Predictor:
-    def __init__(self, version_dir: Path, manifest: dict, parts: dict[str, Any]):
+    def __init__(self, version_dir: Path, manifest: dict, parts: dict[str, Any], backend: str = "torch",
+                 threads: int | None = None):
         self.version_dir = version_dir
         self.name, self.version = manifest["name"], manifest["version"]
         self.model_cfg = config_from_dict(ModelConfig, parts["model"], f"{version_dir}/model.json")
@@ -66,11 +68,19 @@ class Predictor:
         except RuntimeError as err:
             raise ArtifactError(f"{version_dir / WEIGHTS}: weights do not fit model.json ({err})") from None
         self.model.eval()
+        self.training_dates = (self.training["dataset"]["splits"]["train"]["start"],
+                               self.training["dataset"]["splits"]["train"]["end"])
+        try:
+            self.backend = make_backend(backend, self.model, self.seq_len, self.n_features,
+                                        threads or torch.get_num_threads(), version_dir, manifest["files"][WEIGHTS])
+        except ValueError as err:
+            raise ArtifactError(str(err)) from None
 
     @classmethod
-    def from_artifact(cls, path: str | Path) -> Predictor:
-        """Load ``models/<name>`` (its latest version) or a version folder, verified."""
-        return cls(*load_parts(path))
+    def from_artifact(cls, path: str | Path, backend: str = "torch", threads: int | None = None) -> Predictor:
+        """Load ``models/<name>`` (its latest version) or a version folder, verified,
+        to run on ``backend`` (see ``inference/backends.py``)."""
+        return cls(*load_parts(path), backend=backend, threads=threads)
 
     @property
     def n_features(self) -> int:
@@ -93,11 +103,8 @@ class Predictor:
             raise InputError(f"{field}[{n}][{day}][{k}]", f"NaN or infinite value for feature {self.features[k]}")
         return arr
 
-    @torch.inference_mode()
     def predict_windows(self, x: Any) -> Prediction:
-        arr = self.check_windows(x)
-        logits, attention = self.model(torch.from_numpy(arr), return_attention=True)  # (N, C), (N, L)
-        return Prediction(logits.softmax(dim=-1).numpy(), attention.numpy())
+        return Prediction(*self.backend(self.check_windows(x)))  # (N, C), (N, L)
 
     # -- raw bars ------------------------------------------------------------
     def parse_bars(self, bars: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -112,8 +119,8 @@ class Predictor:
                 raise InputError(f"bars.{name}", str(err).removeprefix(f"bars.{name}: ")) from None
         return frames
 
-    def windows_from_bars(self, bars: dict[str, pd.DataFrame], last: int = 1) -> tuple[np.ndarray, list[str]]:
-        """The scaled windows ending on the last ``last`` target days of the bars."""
+    def scaled_features(self, bars: dict[str, pd.DataFrame]) -> tuple[np.ndarray, pd.DatetimeIndex]:
+        """Every target day's selected features, scaled: (n_days, features), and the days."""
         frames = self.parse_bars(bars)
         target = frames[self.data_cfg.target]
         if len(target) < self.bars_needed:
@@ -125,14 +132,27 @@ class Predictor:
             feats = build_features(dataclasses.replace(self.data_cfg, start=None), frames)
         except DataError as err:
             raise InputError("bars", str(err)) from None
-        values = (feats[self.features].to_numpy() - self.mean) / self.std
+        return (feats[self.features].to_numpy() - self.mean) / self.std, feats.index
+
+    def window_ends(self, values: np.ndarray) -> np.ndarray:
+        """Indices of the days whose whole window of features is defined (after warm-up)."""
+        ok = np.isfinite(values).all(axis=1)
+        complete = np.convolve(ok, np.ones(self.seq_len, dtype=int), mode="full")[: len(ok)] == self.seq_len
+        return np.flatnonzero(complete)
+
+    def windows_at(self, values: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        return values[ends[:, None] + np.arange(-self.seq_len + 1, 1)].astype(np.float32)
+
+    def windows_from_bars(self, bars: dict[str, pd.DataFrame], last: int = 1) -> tuple[np.ndarray, list[str]]:
+        """The scaled windows ending on the last ``last`` target days of the bars."""
+        values, days = self.scaled_features(bars)
         n = len(values)
         ends = np.arange(n - last, n)
-        windows = values[ends[:, None] + np.arange(-self.seq_len + 1, 1)]
+        windows = self.windows_at(values, ends)
         if not np.isfinite(windows).all():
-            bad = feats.index[ends[np.flatnonzero(~np.isfinite(windows).all(axis=(1, 2)))[0]]].date()
+            bad = days[ends[np.flatnonzero(~np.isfinite(windows).all(axis=(1, 2)))[0]]].date()
             raise InputError("bars", f"features incomplete for the window ending {bad}: a context source has gaps")
-        return windows.astype(np.float32), [str(d.date()) for d in feats.index[ends]]
+        return windows, [str(d.date()) for d in days[ends]]
 
     def predict_bars(self, bars: dict[str, pd.DataFrame], last: int = 1) -> Prediction:
         windows, dates = self.windows_from_bars(bars, last)

@@ -54,6 +54,26 @@ def feature_distribution(dataset_dir: Path, names: list[str]) -> dict[str, Any]:
     return {"source": "train split, last day of each window, scaled", "n": int(len(last_day)), "features": features}
 
 
+def validation_outputs(dataset_dir: Path, model_cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """How the exported model answers on its validation split: the reference levels that
+    serving's monitoring compares live traffic against (share predicted up, confidence)."""
+    from stocktrend.config_io import config_from_dict
+    from stocktrend.models.config import ModelConfig
+    from stocktrend.models.network import TrendNet
+
+    x = np.load(dataset_dir / "val_X.npy", mmap_mode="r")
+    if len(x) == 0:
+        return {}
+    model = TrendNet(config_from_dict(ModelConfig, model_cfg, "model config"))
+    model.load_state_dict(state)
+    model.eval()
+    with torch.inference_mode():
+        probs = torch.cat([model(torch.from_numpy(np.asarray(x[i:i + 256]))).softmax(-1)
+                           for i in range(0, len(x), 256)]).numpy()
+    return {"n": int(len(x)), "share_up": float((probs.argmax(1) == 1).mean()),
+            "mean_confidence": float(probs.max(1).mean())}
+
+
 def _state_dict_of_network(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
 
@@ -105,6 +125,7 @@ def export_artifact(
             "selection_metric": metric,
             "best_epoch": best_epoch,
             "val_metrics": {k: v for k, v in best.items() if k.startswith("val_")},
+            "val_outputs": validation_outputs(dataset_dir, hp["model_cfg"], _state_dict_of_network(ckpt)),
             "history": history,
             "dataset": {
                 "fingerprint": meta["fingerprint"],

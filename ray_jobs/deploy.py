@@ -1,0 +1,128 @@
+"""Deploy a model artifact on Ray Serve (HTTP on 127.0.0.1 unless told otherwise).
+
+    python ray_jobs/deploy.py [--model models/<name>] [--backend onnx|onnx-int8|torch|...]
+                              [--replicas N] [--num-cpus F] [--port P] [--host H]
+                              [--config serve/config.yaml] [--dashboard URL] [--predict-latest]
+
+Starts from serve/config.yaml, overrides what is given, validates the builder arguments,
+and deploys declaratively through the Ray dashboard (as `serve deploy` does), so that
+`ray_jobs/promote.py` can later swap the model in place. Without a Ray head on this
+machine it starts one (`ray start --head`) that keeps running after this script ends:
+`make stop` (or `ray stop`) ends it and the deployment. Under `ray job submit` it uses the
+job's cluster. With --predict-latest it sends the latest day's bars from the model's own
+source files to /v1/predict/bars, prints the answer and the equivalent curl line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "serve" / "config.yaml"), help="Serve config to start from")
+    ap.add_argument("--app", help="application of the config to deploy (default: its first)")
+    ap.add_argument("--model", help="models/<name> (follows 'latest') or a version folder")
+    ap.add_argument("--backend", help="torch | bf16 | torch-int8 | onnx | onnx-int8")
+    ap.add_argument("--replicas", type=int, help="fixed number of replicas (instead of the config's autoscaling)")
+    ap.add_argument("--num-cpus", type=float, help="CPU share per replica")
+    ap.add_argument("--max-batch-size", type=int)
+    ap.add_argument("--host", help="HTTP host (default 127.0.0.1; 0.0.0.0 exposes the service)")
+    ap.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    ap.add_argument("--dashboard", help="Ray dashboard URL (default $RAY_DASHBOARD_ADDRESS or http://127.0.0.1:8265)")
+    ap.add_argument("--no-start-head", action="store_true", help="fail instead of starting a local Ray head")
+    ap.add_argument("--predict-latest", action="store_true", help="then predict the latest day over HTTP")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds to wait for the deployment")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    return ap.parse_args(argv)
+
+
+def predict_latest(base_url: str, model_path: str, api_key: str | None) -> None:
+    from stocktrend.inference.bars import bars_until
+    from stocktrend.inference.predictor import Predictor
+    from stocktrend.serving.config import ROOT as PROJECT
+
+    body = {"bars": bars_until(Predictor.from_artifact(model_path), PROJECT / "datasets")}
+    request_file = PROJECT / "runs" / "serve" / "latest_bars.json"
+    request_file.parent.mkdir(parents=True, exist_ok=True)
+    request_file.write_text(json.dumps(body))
+    headers = {"Content-Type": "application/json", **({"X-API-Key": api_key} if api_key else {})}
+    req = urllib.request.Request(f"{base_url}/v1/predict/bars", data=json.dumps(body).encode(), headers=headers)
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        answer = json.loads(resp.read())
+    p = answer["predictions"][0]
+    print(f"prediction for the {answer['horizon_days']} trading days after {answer['as_of']} "
+          f"(last bar {answer['staleness_days']} days old): {p['direction']} "
+          f"(p_up {p['p_up']:.3f}, confidence {p['confidence']:.3f}), model {answer['model_version']}")
+    key = " -H 'X-API-Key: $STOCKTREND_API_KEY'" if api_key else ""
+    print("the same request with curl:")
+    print(f"  curl -s -X POST {base_url}/v1/predict/bars -H 'Content-Type: application/json'{key} "
+          f"-d @{request_file.relative_to(Path.cwd()) if request_file.is_relative_to(Path.cwd()) else request_file}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    import os
+
+    from pydantic import ValidationError
+
+    from stocktrend.serving import control
+
+    dashboard = control.dashboard_address(args.dashboard)
+    try:
+        config = control.load_config(args.config)
+        config = control.with_overrides(
+            config, args.app,
+            {"model": args.model, "backend": args.backend, "num_replicas": args.replicas,
+             "num_cpus": args.num_cpus, "max_batch_size": args.max_batch_size},
+            {"host": args.host, "port": args.port},
+        )
+        target = control.app_config(config, args.app)
+        # Deploy only the chosen application; a config may hold several.
+        config["applications"] = [target]
+        from stocktrend.inference.artifact import load_parts
+
+        version_dir, manifest, _ = load_parts(target["args"]["model"])  # verified before anything starts
+        if not control.head_reachable(dashboard):
+            if args.no_start_head or os.environ.get("RAY_ADDRESS"):
+                print(f"error: no Ray dashboard at {dashboard}", file=sys.stderr)
+                return 2
+            control.start_head(dashboard)
+        print(f"deploying {manifest['name']}/{manifest['version']} on {target['args'].get('backend', 'onnx')} "
+              f"through {dashboard} ...", flush=True)
+        control.deploy(dashboard, config, timeout=args.timeout)
+    except ValidationError as err:
+        print(f"error: {args.config} args: {err}", file=sys.stderr)
+        return 2
+    except (control.ServeControlError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    http = config["http_options"]
+    host = http.get("host", "127.0.0.1")
+    base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{http.get('port', 8000)}"
+    print(f"serving {manifest['name']}/{manifest['version']} at {base_url} (OpenAPI: {base_url}/docs, "
+          f"monitoring: {base_url}/v1/monitoring)")
+    if args.predict_latest:
+        try:
+            predict_latest(base_url, str(version_dir), os.environ.get(target["args"].get("api_key_env")
+                                                                      or "STOCKTREND_API_KEY"))
+        except (urllib.error.URLError, OSError) as err:
+            print(f"error: the deployment did not answer: {err}", file=sys.stderr)
+            return 1
+    print("the Ray head and the deployment keep running; stop both with `make stop` (or `ray stop`), "
+          f"the deployment alone with `serve shutdown -a {dashboard} -y`")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

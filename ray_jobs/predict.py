@@ -1,0 +1,124 @@
+"""Offline batch scoring with Ray Data: a prediction for every day of a CSV of daily bars.
+
+    python ray_jobs/predict.py --model models/<name> --input bars.csv --output predictions.csv
+                               [--source NAME=PATH ...] [--backend onnx] [--batch-size 256]
+                               [--concurrency N] [--start YYYY-MM-DD] [--end YYYY-MM-DD]
+
+--input holds the target's bars laid out like the model's target source file (same
+columns). The model's context sources (index, other stocks, rates, oil) come from the
+files its dataset config names, or from --source NAME=PATH. Features are computed once
+by the same code as training and serving (causal: a day's features use rows up to that
+day only, so scoring all days at once equals scoring each day alone); windows are then
+scored in parallel by a pool of Ray Data actors, each holding one Predictor. Writes
+date, p_down, p_up, direction, confidence per day with a full window (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Scorer:
+    """One Ray Data actor: a Predictor and the shared feature matrix."""
+
+    def __init__(self, model: str, backend: str, threads: int, values: np.ndarray):
+        import ray
+
+        from stocktrend.inference.predictor import Predictor
+
+        self.predictor = Predictor.from_artifact(model, backend, threads)
+        self.values = ray.get(values) if isinstance(values, ray.ObjectRef) else values
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ends = batch["end"]
+        probs, _ = self.predictor.backend(self.predictor.windows_at(self.values, ends))
+        return {"end": ends, "p_down": probs[:, 0], "p_up": probs[:, 1]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="models/<name> (follows 'latest') or a version folder")
+    ap.add_argument("--input", required=True, help="CSV of the target's daily bars (the target source's layout)")
+    ap.add_argument("--output", required=True, help="predictions CSV to write")
+    ap.add_argument("--source", action="append", default=[], metavar="NAME=PATH", help="replace a context source's file")
+    ap.add_argument("--backend", default="torch", help="torch | bf16 | torch-int8 | onnx | onnx-int8")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--concurrency", type=int, default=2, help="scoring actors")
+    ap.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per scoring actor")
+    ap.add_argument("--start", help="first day to score")
+    ap.add_argument("--end", help="last day to score")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    import pandas as pd
+
+    from stocktrend.data.errors import DataError
+    from stocktrend.data.store import atomic_write_text
+    from stocktrend.inference.artifact import ArtifactError
+    from stocktrend.inference.predictor import InputError, Predictor
+
+    try:
+        predictor = Predictor.from_artifact(args.model)
+        cfg = predictor.data_cfg
+        paths = {name: ROOT / "datasets" / spec.path for name, spec in cfg.sources.items()}
+        paths[cfg.target] = Path(args.input)
+        for item in args.source:
+            name, _, path = item.partition("=")
+            if name not in cfg.sources or not path:
+                raise InputError("--source", f"{item!r}: expected NAME=PATH with NAME one of {sorted(cfg.sources)}")
+            paths[name] = Path(path)
+        raw = {}
+        for name, path in paths.items():
+            if not path.is_file():
+                raise InputError(name, f"file not found: {path}")
+            raw[name] = pd.read_csv(path, dtype=str, keep_default_na=False)
+        values, days = predictor.scaled_features(raw)
+    except (ArtifactError, InputError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    ends = predictor.window_ends(values)
+    keep = np.ones(len(ends), bool)
+    if args.start:
+        keep &= days[ends] >= pd.Timestamp(args.start)
+    if args.end:
+        keep &= days[ends] <= pd.Timestamp(args.end)
+    ends = ends[keep]
+    if len(ends) == 0:
+        print("error: no day in range has a full window of features", file=sys.stderr)
+        return 2
+
+    import ray
+
+    from stocktrend.ray_session import connect
+
+    connect()
+    ds = ray.data.from_items([{"end": int(e)} for e in ends])
+    scored = ds.map_batches(
+        Scorer, batch_size=args.batch_size, concurrency=args.concurrency, num_cpus=args.num_cpus,
+        fn_constructor_kwargs={"model": str(predictor.version_dir), "backend": args.backend,
+                               "threads": max(1, int(args.num_cpus)), "values": ray.put(values)},
+    ).to_pandas().sort_values("end")
+    out = pd.DataFrame({
+        "date": [str(d.date()) for d in days[scored["end"].to_numpy()]],
+        "p_down": scored["p_down"].to_numpy(), "p_up": scored["p_up"].to_numpy(),
+    })
+    out["direction"] = np.where(out["p_up"] > out["p_down"], "up", "down")
+    out["confidence"] = out[["p_up", "p_down"]].max(axis=1)
+    out["model_version"] = predictor.version
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(args.output), out.to_csv(index=False))
+    print(f"{len(out)} days scored ({out['date'].iloc[0]} to {out['date'].iloc[-1]}) with "
+          f"{predictor.name}/{predictor.version}: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

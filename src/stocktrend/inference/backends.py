@@ -1,0 +1,205 @@
+"""Inference back-ends for a loaded TrendNet: one interface, several runtimes.
+
+Every back-end maps float32 windows (N, L, F) to (probabilities (N, C), attention (N, L)).
+
+- ``torch``: eager PyTorch under ``inference_mode`` (the reference; always available).
+- ``bf16``: eager PyTorch under bfloat16 autocast (pays only where the CPU has bf16 dot
+  products; the benchmark says whether it does here).
+- ``torch-int8``: ``torch.ao`` dynamic quantization of Linear and LSTM weights.
+- ``onnx``: the network exported to ONNX (dynamic batch axis) run by ONNX Runtime.
+- ``onnx-int8``: that file with ONNX Runtime's dynamic INT8 weight quantization.
+
+ONNX files come from ``ray_jobs/export.py`` (``<version>/backends/``, each file's sha256
+recorded next to the sha256 of the weights it was exported from, and checked on load);
+when the artifact has none, the file is exported into a private temporary folder at load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from stocktrend.data.sources import sha256_of
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "bf16", "torch-int8", "onnx", "onnx-int8")
+ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+EXPORT_DIR = "backends"
+EXPORT_RECORD = "exports.json"
+ONNX_OPSET = 17
+
+
+class Backend(Protocol):
+    name: str
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class _ProbsAndAttention(nn.Module):
+    """What every back-end computes: softmax probabilities and the pooling weights."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, attention = self.model(x, return_attention=True)
+        return logits.softmax(dim=-1), attention
+
+
+@contextlib.contextmanager
+def mha_fastpath(enabled: bool):
+    """The TransformerEncoder fast path inspects ``weight.device`` of its Linear layers,
+    which dynamically quantized layers lack, and it cannot be traced to ONNX: both need
+    it off. It is a process-wide switch, so restore it afterwards."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
+class TorchBackend:
+    def __init__(self, model: nn.Module, name: str = "torch", autocast_dtype: torch.dtype | None = None):
+        self.name, self.net, self.dtype = name, _ProbsAndAttention(model).eval(), autocast_dtype
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype is not None):
+            probs, attention = self.net(torch.from_numpy(x))
+        return probs.float().numpy(), attention.float().numpy()
+
+
+class TorchInt8Backend(TorchBackend):
+    def __init__(self, model: nn.Module):
+        import copy
+
+        quantized = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model).eval(), {nn.Linear, nn.LSTM}, dtype=torch.qint8
+        )
+        super().__init__(quantized, name="torch-int8")
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with mha_fastpath(False):
+            return super().__call__(x)
+
+
+class OnnxBackend:
+    def __init__(self, path: Path, name: str, threads: int):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # ORT warns about every unused initializer otherwise
+        self.name = name
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probs, attention = self.session.run(["probs", "attention"], {"windows": np.ascontiguousarray(x, np.float32)})
+        return probs, attention
+
+
+def export_onnx(model: nn.Module, seq_len: int, n_features: int, path: Path) -> Path:
+    """Export probabilities and attention with a dynamic batch axis."""
+    net = _ProbsAndAttention(model).eval()
+    dummy = torch.zeros(2, seq_len, n_features)
+    with mha_fastpath(False), torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # The tracer's notes on shape checks and on LSTM batch sizes do not apply: the batch
+        # axis is declared dynamic and the parity check runs on other batch sizes.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net, (dummy,), str(path), dynamo=False, opset_version=ONNX_OPSET,
+            input_names=["windows"], output_names=["probs", "attention"],
+            dynamic_axes={"windows": {0: "batch"}, "probs": {0: "batch"}, "attention": {0: "batch"}},
+        )
+    return path
+
+
+def cpu_has_vnni() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def quantize_onnx_int8(src: Path, dst: Path) -> Path:
+    """Dynamic INT8 (weights quantized once, activations per call).
+
+    Signed weights (u8 x s8) are the fast path with VNNI; without VNNI that kernel can
+    saturate its 16-bit intermediate sums, which on this project's 2-core CPU flipped 6% of
+    a small model's predicted classes, so there the weights are unsigned (u8 x u8).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    weight_type = QuantType.QInt8 if cpu_has_vnni() else QuantType.QUInt8
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs a generic "consider pre-processing" on the root logger
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=weight_type)
+    finally:
+        root.setLevel(level)
+    return dst
+
+
+def write_onnx_files(model: nn.Module, seq_len: int, n_features: int, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fp32 = export_onnx(model, seq_len, n_features, out_dir / ONNX_FILES["onnx"])
+    int8 = quantize_onnx_int8(fp32, out_dir / ONNX_FILES["onnx-int8"])
+    return {"onnx": fp32, "onnx-int8": int8}
+
+
+def exported_file(version_dir: Path, backend: str, weights_sha256: str) -> Path | None:
+    """The verified exported file for ``backend``, or None when the artifact has none.
+
+    Raises ValueError when a file is there but does not match its record or was exported
+    from other weights: serving it would silently serve another model.
+    """
+    record_path = version_dir / EXPORT_DIR / EXPORT_RECORD
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    entry = record.get("files", {}).get(backend)
+    if entry is None:
+        return None
+    path = version_dir / EXPORT_DIR / entry["file"]
+    if record.get("weights_sha256") != weights_sha256:
+        raise ValueError(f"{path}: exported from other weights than {version_dir}'s; rerun ray_jobs/export.py")
+    if not path.is_file() or sha256_of(path) != entry["sha256"]:
+        raise ValueError(f"{path}: missing or sha256 differs from {record_path} (tampered or corrupted)")
+    return path
+
+
+def make_backend(
+    name: str, model: nn.Module, seq_len: int, n_features: int, threads: int,
+    version_dir: Path | None = None, weights_sha256: str | None = None,
+) -> Backend:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")
+    if name == "torch":
+        return TorchBackend(model)
+    if name == "bf16":
+        return TorchBackend(model, name="bf16", autocast_dtype=torch.bfloat16)
+    if name == "torch-int8":
+        return TorchInt8Backend(model)
+    path = exported_file(version_dir, name, weights_sha256) if version_dir is not None else None
+    if path is None:
+        # No exported file: export now into a folder of our own (kept for the life of
+        # the process; ONNX Runtime has read it by the time the session exists).
+        tmp = Path(tempfile.mkdtemp(prefix="stocktrend-onnx-"))
+        log.info("no exported %s file in the artifact; exporting to %s", name, tmp)
+        path = write_onnx_files(model, seq_len, n_features, tmp)[name]
+    return OnnxBackend(path, name, threads)

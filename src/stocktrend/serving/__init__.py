@@ -1,0 +1,1 @@
+"""stocktrend.serving: the Ray Serve application (HTTP API, batching, monitoring)."""

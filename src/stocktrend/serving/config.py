@@ -1,0 +1,74 @@
+"""The typed arguments of the Serve application: the one place its settings are defined.
+
+``serve/config.yaml`` passes them as the application's ``args``; Serve validates them
+against ``ServeArgs`` (pydantic) before building, so a typo fails the deploy with the key
+named. ``ray_jobs/deploy.py`` starts from the same file and overrides fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from stocktrend.inference.backends import BACKENDS
+
+ROOT = Path(__file__).resolve().parents[3]
+PREDICTOR_DEPLOYMENT = "Predictor"
+MONITOR_DEPLOYMENT = "Monitor"
+
+
+class Autoscaling(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(8, gt=0)
+    upscale_delay_s: float = Field(5, ge=0)
+    downscale_delay_s: float = Field(60, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("autoscaling.max_replicas must be >= min_replicas")
+        return self
+
+
+class Alerts(BaseModel):
+    """Alert thresholds, relative to the artifact's own validation figures where one exists:
+    an honest model's confidence sits near 55%, so an absolute 60% floor would always fire."""
+
+    model_config = ConfigDict(extra="forbid")
+    share_shift_points: float = Field(10.0, gt=0, description="|live share predicted up - validation share| in points")
+    confidence_drop: float = Field(0.03, gt=0, description="alert when mean confidence < validation mean - this")
+    p99_latency_ms: float = Field(250.0, gt=0, description="latency SLO for the p99 of /v1/predict* requests")
+    psi_threshold: float = Field(0.25, gt=0, description="a feature drifts when its PSI exceeds this")
+    min_samples: int = Field(200, ge=1, description="predictions needed before distribution alerts are judged")
+
+
+class ServeArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field("models/msft_quick", description="models/<name> (follows 'latest') or a version folder")
+    backend: Literal[BACKENDS] = "onnx"  # type: ignore[valid-type]
+    num_replicas: int = Field(1, ge=1)
+    autoscaling: Autoscaling | None = None
+    num_cpus: float = Field(0.5, gt=0, description="CPU share reserved by each replica (fractional)")
+    threads: int | None = Field(None, ge=1, description="torch/ONNX threads per replica (default: ceil(num_cpus))")
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_timeout_s: float = Field(0.002, ge=0)
+    max_ongoing_requests: int = Field(64, ge=1, description="raised to max_batch_size if lower: it caps batches")
+    max_windows_per_request: int = Field(256, ge=1, description="more windows in one request answer 413")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="larger bodies answer 413")
+    api_key_env: str = Field("STOCKTREND_API_KEY", description="when this variable is set, X-API-Key must match it")
+    monitoring_window: int = Field(5000, ge=10, description="predictions kept for /v1/monitoring")
+    monitoring_flush_s: float = Field(0.25, gt=0, description="how often replicas send records to the monitor")
+    alerts: Alerts = Field(default_factory=Alerts)
+    health_check_period_s: float = Field(5.0, gt=0)
+
+    def resolved_model(self) -> Path:
+        """Relative paths are tried from the working folder, then from the project root
+        (Serve builds applications in a worker whose folder is not the user's)."""
+        path = Path(self.model).expanduser()
+        if path.is_absolute() or path.exists():
+            return path.resolve()
+        return ROOT / path

@@ -1,0 +1,168 @@
+"""Deploying, inspecting and promoting the Serve application through the Ray dashboard's REST
+API (what `serve deploy` uses): the deployment is declarative, so changing only the model
+version in a deployment's user config is applied in place by ``reconfigure``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stocktrend.serving.config import PREDICTOR_DEPLOYMENT, ROOT, ServeArgs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = ROOT / "serve" / "config.yaml"
+DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
+
+
+class ServeControlError(RuntimeError):
+    pass
+
+
+def dashboard_address(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("RAY_DASHBOARD_ADDRESS") or DEFAULT_DASHBOARD
+
+
+def head_reachable(dashboard: str) -> bool:
+    try:
+        urllib.request.urlopen(f"{dashboard}/api/version", timeout=3)
+        return True
+    except urllib.error.HTTPError:  # 401 without a token: something answers
+        return True
+    except OSError:
+        return False
+
+
+def start_head(dashboard: str) -> None:
+    """A persistent local head (it outlives this process; `make stop` or `ray stop` ends it)."""
+    port = dashboard.rsplit(":", 1)[-1].strip("/")
+    ray = Path(sys.executable).parent / "ray"
+    cmd = [str(ray if ray.exists() else "ray"), "start", "--head", "--dashboard-host", "127.0.0.1",
+           "--dashboard-port", port, "--disable-usage-stats"]
+    log.info("no Ray head at %s: starting one (%s)", dashboard, " ".join(cmd))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    if out.returncode != 0:
+        raise ServeControlError(f"`ray start --head` failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+
+
+def client(dashboard: str):
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    return ServeSubmissionClient(dashboard)
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def app_config(config: dict[str, Any], app: str | None = None) -> dict[str, Any]:
+    apps = config.get("applications") or []
+    for a in apps:
+        if app is None or a.get("name") == app:
+            return a
+    raise ServeControlError(f"no application {app!r} in the Serve config (has {[a.get('name') for a in apps]})")
+
+
+def with_overrides(config: dict[str, Any], app: str | None, args: dict[str, Any], http: dict[str, Any],
+                   name: str | None = None, route_prefix: str | None = None) -> dict[str, Any]:
+    """A copy of ``config`` with builder args and HTTP options overridden; args validated here
+    (the same pydantic model Serve validates with), and the model path made absolute, since
+    Serve builds the application in a worker whose folder is not ours."""
+    config = copy.deepcopy(config)
+    target = app_config(config, app)
+    merged = {**(target.get("args") or {}), **{k: v for k, v in args.items() if v is not None}}
+    if merged.get("num_replicas") is not None:
+        merged.pop("autoscaling", None)  # fixed replicas asked for: not both
+    parsed = ServeArgs(**merged)
+    merged["model"] = str(parsed.resolved_model())
+    target["args"] = merged
+    if name:
+        target["name"] = name
+    if route_prefix:
+        target["route_prefix"] = route_prefix
+    config["http_options"] = {**(config.get("http_options") or {}), **{k: v for k, v in http.items() if v is not None}}
+    return config
+
+
+def app_details(dashboard: str, app: str) -> dict[str, Any] | None:
+    return (client(dashboard).get_serve_details().get("applications") or {}).get(app)
+
+
+def wait_running(dashboard: str, app: str, timeout: float = 300, version: str | None = None) -> dict[str, Any]:
+    """Until the application is RUNNING (and, with ``version``, its Predictor's user config
+    names it); raise with Serve's own message when it fails."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        details = app_details(dashboard, app)
+        if details:
+            last = details
+            status = details.get("status")
+            if status == "DEPLOY_FAILED":
+                raise ServeControlError(f"application {app!r} failed to deploy: {details.get('message')}")
+            dep = (details.get("deployments") or {}).get(PREDICTOR_DEPLOYMENT, {})
+            pinned = ((dep.get("deployment_config") or {}).get("user_config") or {}).get("model_version")
+            if status == "RUNNING" and dep.get("status") == "HEALTHY" and (version is None or pinned == version):
+                return details
+            if dep.get("status") == "DEPLOY_FAILED" or dep.get("status") == "UNHEALTHY":
+                log.warning("deployment %s: %s %s", PREDICTOR_DEPLOYMENT, dep.get("status"), dep.get("message"))
+        time.sleep(1)
+    message = json.dumps({k: (last or {}).get(k) for k in ("status", "message")})
+    raise ServeControlError(f"application {app!r} not running after {timeout:.0f} s: {message}")
+
+
+def deploy(dashboard: str, config: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
+    """Deploy every application of ``config`` (replacing what the head serves) and wait."""
+    client(dashboard).deploy_applications(config)
+    return {a["name"]: wait_running(dashboard, a["name"], timeout) for a in config["applications"]}
+
+
+def deployed_config(dashboard: str) -> dict[str, Any]:
+    """The declarative config the head is serving now (every application)."""
+    details = client(dashboard).get_serve_details()
+    apps = details.get("applications") or {}
+    configs = [a["deployed_app_config"] for a in apps.values() if a.get("deployed_app_config")]
+    if not configs:
+        raise ServeControlError(f"no application deployed from a config on the head at {dashboard}; "
+                                "deploy with ray_jobs/deploy.py or `serve deploy` first")
+    http = details.get("http_options") or {}
+    return {"proxy_location": details.get("proxy_location") or "HeadOnly",
+            "http_options": {k: http[k] for k in ("host", "port") if k in http}, "applications": configs}
+
+
+def apps_serving(config: dict[str, Any], model_dir: Path) -> list[str]:
+    """Names of the applications whose builder ``model`` is ``model_dir`` or one of its versions."""
+    model_dir = model_dir.resolve()
+    names = []
+    for a in config["applications"]:
+        path = Path((a.get("args") or {}).get("model", ""))
+        if path == model_dir or path.parent == model_dir:
+            names.append(a["name"])
+    return names
+
+
+def set_model_version(dashboard: str, app: str, version: str, timeout: float = 300) -> None:
+    """Pin ``version`` in the Predictor's user config: a lightweight in-place update."""
+    config = deployed_config(dashboard)
+    target = app_config(config, app)
+    deployments = target.setdefault("deployments", [])
+    entry = next((d for d in deployments if d.get("name") == PREDICTOR_DEPLOYMENT), None)
+    if entry is None:
+        entry = {"name": PREDICTOR_DEPLOYMENT}
+        deployments.append(entry)
+    entry["user_config"] = {"model_version": version}
+    client(dashboard).deploy_applications(config)
+    wait_running(dashboard, app, timeout, version=version)
