@@ -10,7 +10,8 @@ files its dataset config names, or from --source NAME=PATH. Features are compute
 by the same code as training and serving (causal: a day's features use rows up to that
 day only, so scoring all days at once equals scoring each day alone); windows are then
 scored in parallel by a pool of Ray Data actors, each holding one Predictor. Writes
-date, p_down, p_up, direction, confidence per day with a full window (atomically).
+date, p_down, p_up, direction, confidence for every day with the history the model
+needs (its bars_needed rows up to that day), atomically.
 """
 
 from __future__ import annotations
@@ -23,23 +24,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Scorer:
-    """One Ray Data actor: a Predictor and the shared feature matrix."""
-
-    def __init__(self, model: str, backend: str, threads: int, values: np.ndarray):
-        import ray
-
-        from stocktrend.inference.predictor import Predictor
-
-        self.predictor = Predictor.from_artifact(model, backend, threads)
-        self.values = ray.get(values) if isinstance(values, ray.ObjectRef) else values
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ends = batch["end"]
-        probs, _ = self.predictor.backend(self.predictor.windows_at(self.values, ends))
-        return {"end": ends, "p_down": probs[:, 0], "p_up": probs[:, 1]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from stocktrend.data.errors import DataError
     from stocktrend.data.store import atomic_write_text
     from stocktrend.inference.artifact import ArtifactError
+    from stocktrend.inference.batch import WindowScorer
     from stocktrend.inference.predictor import InputError, Predictor
 
     try:
@@ -84,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ArtifactError, InputError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    # A day is scored only with the model's full history behind it (the long moving averages
+    # and EWM burn-in it was trained with); earlier days would get features it never saw.
     ends = predictor.window_ends(values)
+    ends = ends[ends >= predictor.bars_needed - 1]
     keep = np.ones(len(ends), bool)
     if args.start:
         keep &= days[ends] >= pd.Timestamp(args.start)
@@ -92,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         keep &= days[ends] <= pd.Timestamp(args.end)
     ends = ends[keep]
     if len(ends) == 0:
-        print("error: no day in range has a full window of features", file=sys.stderr)
+        print(f"error: no day in range has a full window of features and {predictor.bars_needed} bars of history "
+              f"({args.input} has {len(days)} usable days)", file=sys.stderr)
         return 2
 
     import ray
@@ -102,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     connect()
     ds = ray.data.from_items([{"end": int(e)} for e in ends])
     scored = ds.map_batches(
-        Scorer, batch_size=args.batch_size, concurrency=args.concurrency, num_cpus=args.num_cpus,
+        WindowScorer, batch_size=args.batch_size, num_cpus=args.num_cpus,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=args.concurrency),
         fn_constructor_kwargs={"model": str(predictor.version_dir), "backend": args.backend,
                                "threads": max(1, int(args.num_cpus)), "values": ray.put(values)},
     ).to_pandas().sort_values("end")

@@ -219,3 +219,87 @@ def small_real_dataset(tmp_path_factory, repo_root) -> Path:
     out = tmp_path_factory.mktemp("small_real") / "npy"
     build_dataset(cfg, out)
     return out
+
+
+def load_job(name: str):
+    """A ray_jobs/<name>.py entry point as a module (they are scripts, not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "ray_jobs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"ray_jobs_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- model artifacts and Serve deployments -----------------------------------------------
+def train_small_artifact(dataset: Path, models_root: Path, name: str, version: str, seed: int, workdir: Path) -> Path:
+    """A one-epoch tiny model on the small real dataset, exported as an artifact (no Ray)."""
+    from stocktrend.data.store import read_metadata
+    from stocktrend.models.config import model_config_from_metadata
+    from stocktrend.training.config import TrainConfig
+    from stocktrend.training.export import export_artifact
+    from stocktrend.training.fit_local import fit_local
+
+    model_cfg = model_config_from_metadata("tiny", read_metadata(dataset))
+    train_cfg = TrainConfig(batch_size=64, accumulate_grad_batches=1, max_epochs=1, seed=seed)
+    res = fit_local(dataset, model_cfg, train_cfg, workdir, max_epochs=1, progress=False,
+                    accelerator="cpu", enable_model_summary=False)
+    return export_artifact(res["best_checkpoint"], dataset, models_root, name, history=res["history"], version=version)
+
+
+@pytest.fixture(scope="session")
+def two_versions(small_real_dataset, tmp_path_factory) -> tuple[Path, Path]:
+    """models/small/{v1,v2} trained with different seeds; `latest` names v2."""
+    root = tmp_path_factory.mktemp("serve_models")
+    v1 = train_small_artifact(small_real_dataset, root / "models", "small", "v1", 1, root / "run1")
+    v2 = train_small_artifact(small_real_dataset, root / "models", "small", "v2", 2, root / "run2")
+    return v1, v2
+
+
+class ServeDeployment:
+    """Applications deployed from serve/config.yaml on the session's Ray head (HTTP on its
+    private loopback port), through the same control code as ray_jobs/deploy.py."""
+
+    def __init__(self, head: RayHead, apps: list[dict]):
+        from stocktrend.serving import control
+
+        self.head, self.control = head, control
+        base = control.load_config(control.DEFAULT_CONFIG)
+        template = base["applications"][0]
+        config = {**base, "http_options": {"host": "127.0.0.1", "port": head.ports["serve"]}, "applications": []}
+        for app in apps:
+            one = control.with_overrides({"applications": [template]}, None, app["args"], {},
+                                         name=app["name"], route_prefix=app["route_prefix"])["applications"][0]
+            if "runtime_env" in app:
+                one["runtime_env"] = app["runtime_env"]
+            config["applications"].append(one)
+        self.config = config
+        control.deploy(head.dashboard, config, timeout=180)
+        self.base_url = f"http://127.0.0.1:{head.ports['serve']}"
+
+    def url(self, path: str, app: int = 0) -> str:
+        prefix = self.config["applications"][app]["route_prefix"].rstrip("/")
+        return f"{self.base_url}{prefix}{path}"
+
+    def delete(self) -> None:
+        self.control.client(self.head.dashboard).delete_applications()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.control.client(self.head.dashboard).get_serve_details().get(
+                "applications"):
+            time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def serve_deploy(ray_local, ray_head):
+    """A factory: deploy applications for this module; all are deleted at its end."""
+    made: list[ServeDeployment] = []
+
+    def deploy(apps: list[dict]) -> ServeDeployment:
+        d = ServeDeployment(ray_head, apps)
+        made.append(d)
+        return d
+
+    yield deploy
+    if made:
+        made[-1].delete()

@@ -234,23 +234,10 @@ def test_backtest_risk_free_rate_and_staggered_tranches_by_hand():
 # -- the report on a real (small) artifact ------------------------------------------------
 @pytest.fixture(scope="module")
 def small_artifact(small_real_dataset, tmp_path_factory):
-    """A one-epoch tiny model on the small real dataset, exported as an artifact (no Ray)."""
-    import torch
+    from conftest import train_small_artifact
 
-    from stocktrend.data.store import read_metadata
-    from stocktrend.models.config import model_config_from_metadata
-    from stocktrend.training.config import TrainConfig
-    from stocktrend.training.export import export_artifact
-    from stocktrend.training.fit_local import fit_local
-
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("eval_artifact")
-    model_cfg = model_config_from_metadata("tiny", read_metadata(small_real_dataset))
-    train_cfg = TrainConfig(batch_size=64, accumulate_grad_batches=1, max_epochs=1)
-    res = fit_local(small_real_dataset, model_cfg, train_cfg, root / "run", max_epochs=1, progress=False,
-                    accelerator="cpu", enable_model_summary=False)
-    return export_artifact(res["best_checkpoint"], small_real_dataset, root / "models", "small",
-                           history=res["history"])
+    return train_small_artifact(small_real_dataset, root / "models", "small", None, 42, root / "run")
 
 
 @pytest.mark.timeout(120)

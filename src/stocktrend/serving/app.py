@@ -40,9 +40,6 @@ from stocktrend.serving.monitoring import RollingStats
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = {"/healthz", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
-
-
 class ApiError(Exception):
     def __init__(self, status: int, field: str, message: str):
         super().__init__(f"{field}: {message}")
@@ -207,7 +204,8 @@ class PredictorDeployment:
 
     # -- request plumbing -------------------------------------------------------------------
     def _authorize(self, request: Request) -> None:
-        if self.api_key is None or request.url.path in OPEN_PATHS:
+        """Every /v1 endpoint calls this; /healthz and the OpenAPI pages stay open."""
+        if self.api_key is None:
             return
         given = request.headers.get("x-api-key")
         if given is None:

@@ -68,7 +68,7 @@ def validation_outputs(dataset_dir: Path, model_cfg: dict[str, Any], state: dict
     model.load_state_dict(state)
     model.eval()
     with torch.inference_mode():
-        probs = torch.cat([model(torch.from_numpy(np.asarray(x[i:i + 256]))).softmax(-1)
+        probs = torch.cat([model(torch.from_numpy(np.array(x[i:i + 256]))).softmax(-1)
                            for i in range(0, len(x), 256)]).numpy()
     return {"n": int(len(x)), "share_up": float((probs.argmax(1) == 1).mean()),
             "mean_confidence": float(probs.max(1).mean())}

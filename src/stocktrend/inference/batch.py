@@ -1,0 +1,24 @@
+"""Ray Data batch scorer: one actor holds a Predictor and the shared feature matrix.
+
+Windows are cut inside the actor from the matrix (put once in the object store), so a
+batch of day indices, not a batch of windows, travels through Ray Data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stocktrend.inference.predictor import Predictor
+
+
+class WindowScorer:
+    def __init__(self, model: str, backend: str, threads: int, values):
+        import ray
+
+        self.predictor = Predictor.from_artifact(model, backend, threads)
+        self.values = ray.get(values) if isinstance(values, ray.ObjectRef) else values
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ends = batch["end"]
+        probs, _ = self.predictor.backend(self.predictor.windows_at(self.values, ends))
+        return {"end": ends, "p_down": probs[:, 0], "p_up": probs[:, 1]}

@@ -1,0 +1,102 @@
+"""Inference back-ends: ONNX parity, INT8 agreement, verified exported files; batch scoring with Ray Data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stocktrend.evaluation.backend_export import export_backends
+from stocktrend.inference.artifact import ArtifactError
+from stocktrend.inference.backends import EXPORT_DIR, EXPORT_RECORD
+from stocktrend.inference.predictor import Predictor
+
+
+@pytest.fixture(scope="module")
+def exported(two_versions, small_real_dataset, tmp_path_factory):
+    """A private copy of v1 with its ONNX and INT8 files exported."""
+    v1, _ = two_versions
+    copy = tmp_path_factory.mktemp("exported") / "small" / "v1"
+    shutil.copytree(v1, copy)
+    report = export_backends(copy, "int8", dataset_dir=small_real_dataset, threads=1)
+    return copy, report
+
+
+def test_onnx_matches_torch_and_int8_agrees_on_validation(exported, small_real_dataset):
+    version_dir, report = exported
+    onnx, int8 = report["backends"]["onnx"], report["backends"]["onnx-int8"]
+    assert report["split"] == "val" and report["n_windows"] == len(np.load(small_real_dataset / "val_X.npy"))
+    assert onnx["max_abs_prob_diff"] <= 1e-4 and onnx["within_tolerance"] and onnx["class_agreement"] == 1.0
+    assert int8["meets_agreement_goal"] == (int8["class_agreement"] >= 0.99)
+    assert int8["class_agreement"] >= 0.95 and int8["max_abs_prob_diff"] < 0.05
+    assert abs(int8["accuracy_backend"] - int8["accuracy_float"]) <= 1 - int8["class_agreement"] + 1e-9
+    # Served from the exported files, the back-ends give what the report says.
+    x = np.load(small_real_dataset / "val_X.npy")
+    ref = Predictor.from_artifact(version_dir).predict_windows(x)
+    for name, facts in (("onnx", onnx), ("onnx-int8", int8)):
+        got = Predictor.from_artifact(version_dir, backend=name, threads=1).predict_windows(x)
+        assert np.abs(got.probs - ref.probs).max() == pytest.approx(facts["max_abs_prob_diff"], abs=1e-6)
+        assert got.attention.shape == ref.attention.shape
+
+
+@pytest.mark.parametrize("backend", ["bf16", "torch-int8"])
+def test_torch_reduced_precision_backends_stay_close(two_versions, small_real_dataset, backend):
+    x = np.load(small_real_dataset / "val_X.npy")
+    ref = Predictor.from_artifact(two_versions[0]).predict_windows(x).probs
+    got = Predictor.from_artifact(two_versions[0], backend=backend).predict_windows(x).probs
+    assert np.abs(got - ref).max() < 0.05 and (got.argmax(1) == ref.argmax(1)).mean() >= 0.9
+
+
+def test_tampered_or_foreign_exported_file_is_refused(exported, tmp_path):
+    version_dir, _ = exported
+    bad = tmp_path / "v1"
+    shutil.copytree(version_dir, bad)
+    onnx = bad / EXPORT_DIR / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-10])
+    with pytest.raises(ArtifactError, match="sha256"):
+        Predictor.from_artifact(bad, backend="onnx")
+    shutil.rmtree(bad)
+    shutil.copytree(version_dir, bad)
+    record = json.loads((bad / EXPORT_DIR / EXPORT_RECORD).read_text())
+    record["weights_sha256"] = "0" * 64
+    (bad / EXPORT_DIR / EXPORT_RECORD).write_text(json.dumps(record))
+    with pytest.raises(ArtifactError, match="other weights"):
+        Predictor.from_artifact(bad, backend="onnx-int8")
+    with pytest.raises(ArtifactError, match="unknown backend"):
+        Predictor.from_artifact(bad, backend="tensorrt")
+
+
+@pytest.mark.ray
+def test_batch_scoring_of_a_small_csv_with_ray_data(ray_local, two_versions, repo_root, tmp_path, capsys):
+    from conftest import load_job
+    from stocktrend.inference.bars import bars_until
+
+    v1, _ = two_versions
+    p = Predictor.from_artifact(v1)
+    src = repo_root / "datasets" / p.data_cfg.sources[p.data_cfg.target].path
+    lines = src.read_text().splitlines()
+    small = tmp_path / "bars.csv"
+    small.write_text("\n".join([lines[0], *lines[-(p.bars_needed + 40):]]) + "\n")
+    out = tmp_path / "out" / "predictions.csv"
+    code = load_job("predict").main(["--model", str(v1), "--input", str(small), "--output", str(out),
+                                     "--concurrency", "1", "--num-cpus", "0.5", "--batch-size", "16"])
+    assert code == 0, capsys.readouterr()
+    pred = pd.read_csv(out)
+    assert len(pred) >= 40 and pred["date"].is_monotonic_increasing and pred["date"].is_unique
+    assert set(pred["direction"]) <= {"up", "down"} and (pred["model_version"] == "v1").all()
+    # Each day equals the bars pipeline for that day alone (features are causal).
+    for i in (0, len(pred) - 1):
+        day = pred["date"].iloc[i]
+        bars = bars_until(p, repo_root / "datasets", day=day)
+        bars[p.data_cfg.target] = pd.read_csv(small, dtype=str, keep_default_na=False).pipe(
+            lambda f: f[pd.to_datetime(f.iloc[:, 0]) <= pd.Timestamp(day)]).to_dict(orient="records")
+        one = p.predict_bars(bars)
+        assert one.as_of == [day]
+        assert pred["p_up"].iloc[i] == pytest.approx(float(one.probs[0, 1]), abs=1e-5)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(lines[0] + "\n" + lines[-1] + "\n")
+    assert load_job("predict").main(["--model", str(v1), "--input", str(bad), "--output", str(tmp_path / "x.csv")]) == 2
+    assert "history" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()

@@ -1,0 +1,262 @@
+"""The Serve application on a real Ray head: HTTP on 127.0.0.1, real artifacts, real traffic."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import threading
+import time
+import urllib.request
+
+import httpx
+import numpy as np
+import pytest
+
+from stocktrend.inference.bars import bars_until
+from stocktrend.inference.predictor import Predictor
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+API_KEY = "correct horse battery staple"
+MAX_WINDOWS = 64
+MAX_BODY = 4 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def app(serve_deploy, two_versions):
+    _, v2 = two_versions
+    common = {"model": str(v2.parent), "backend": "onnx", "num_cpus": 0.25, "max_batch_size": 16,
+              "batch_wait_timeout_s": 0.01, "max_windows_per_request": MAX_WINDOWS, "max_body_bytes": MAX_BODY,
+              "monitoring_flush_s": 0.1, "health_check_period_s": 1}
+    return serve_deploy([
+        {"name": "stocktrend", "route_prefix": "/", "args": {**common, "num_replicas": 2}},
+        {"name": "secured", "route_prefix": "/secure", "args": {**common, "num_replicas": 1, "api_key_env": "ST_KEY"},
+         "runtime_env": {"env_vars": {"ST_KEY": API_KEY}}},
+    ])
+
+
+@pytest.fixture(scope="module")
+def http():
+    with httpx.Client(timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def val(small_real_dataset):
+    return np.load(small_real_dataset / "val_X.npy"), np.load(small_real_dataset / "val_dates.npy")
+
+
+def _ok(http, app, windows) -> dict:
+    r = http.post(app.url("/v1/predict"), json={"windows": np.asarray(windows).tolist()})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_health_model_and_openapi(app, http, two_versions):
+    _, v2 = two_versions
+    assert http.get(app.url("/healthz")).json() == {"status": "ok", "model_version": "v2"}
+    info = http.get(app.url("/v1/model")).json()
+    p = Predictor.from_artifact(v2)
+    assert info["model_version"] == "v2" and info["backend"] == "onnx"
+    assert info["features"] == p.features and info["preprocessing"]["seq_len"] == p.seq_len
+    assert info["training_dates"]["train"]["start"] and "val_ce" in info["validation_metrics"]
+    assert info["validation_outputs"]["n"] > 0 and set(info["sources"]) == set(p.data_cfg.sources)
+    assert "/v1/predict/bars" in http.get(app.url("/openapi.json")).json()["paths"]
+
+
+def test_single_and_batched_predictions_match_the_offline_predictor(app, http, val, two_versions):
+    x, _ = val
+    offline = Predictor.from_artifact(two_versions[1])
+    for windows in (x[:1], x[10:17]):
+        got = _ok(http, app, windows)
+        want = offline.predict_windows(windows)
+        assert got["model_version"] == "v2" and len(got["predictions"]) == len(windows)
+        for pred, probs, att in zip(got["predictions"], want.probs, want.attention):
+            assert pred["p_up"] == pytest.approx(float(probs[1]), abs=1e-4)
+            assert pred["p_down"] + pred["p_up"] == pytest.approx(1, abs=1e-5)
+            assert pred["confidence"] == max(pred["p_up"], pred["p_down"])
+            assert pred["direction"] == ("up" if probs[1] > probs[0] else "down")
+            np.testing.assert_allclose(pred["attention"], att, atol=1e-4)
+
+
+def test_bars_endpoint_agrees_with_the_offline_pipeline(app, http, val, two_versions, repo_root):
+    x, dates = val
+    offline = Predictor.from_artifact(two_versions[1])
+    i = len(x) - 1
+    bars = bars_until(offline, repo_root / "datasets", day=str(dates[i]))
+    r = http.post(app.url("/v1/predict/bars"), json={"bars": bars})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["as_of"] == str(dates[i]) and body["horizon_days"] == offline.horizon
+    assert body["staleness_days"] == offline.staleness_days(str(dates[i]))
+    want = offline.predict_windows(x[i : i + 1]).probs[0]
+    assert body["predictions"][0]["p_up"] == pytest.approx(float(want[1]), abs=1e-4)
+
+
+def _bars(two_versions, repo_root, **kw):
+    return bars_until(Predictor.from_artifact(two_versions[1]), repo_root / "datasets", **kw)
+
+
+def _bad_cases(x, two_versions, repo_root):
+    """(name, path, body bytes, status, field or None): each names its problem."""
+    w = x[:1].tolist()
+    bars = _bars(two_versions, repo_root)
+    target = next(iter(bars))  # msft: the target comes first in the config
+    nan = json.dumps({"windows": w}).replace(str(w[0][0][0]), "NaN", 1)
+    inf = json.dumps({"windows": w}).replace(str(w[0][0][0]), "Infinity", 1)
+    no_col = {k: [{c: v for c, v in row.items() if c != "Close"} for row in rows] if k == target else rows
+              for k, rows in bars.items()}
+    unsorted = {**bars, target: bars[target][::-1]}
+    dup = {**bars, target: bars[target] + bars[target][-1:]}
+    short = {k: rows[-50:] for k, rows in bars.items()}
+    missing = {k: v for k, v in bars.items() if k != target}
+    text = {**bars, target: [{**r, "Close": "n/a?"} if i == 5 else r for i, r in enumerate(bars[target])]}
+    J = lambda o: json.dumps(o).encode()
+    return [
+        ("empty body", "/v1/predict", b"", 400, "body"),
+        ("not json", "/v1/predict", b"{windows:", 400, "body"),
+        ("not an object", "/v1/predict", J([1, 2]), 422, "body"),
+        ("unknown field", "/v1/predict", J({"windows": w, "x": 1}), 422, "x"),
+        ("missing field", "/v1/predict", J({}), 422, "windows"),
+        ("empty windows", "/v1/predict", J({"windows": []}), 422, "windows"),
+        ("wrong shape", "/v1/predict", J({"windows": w[0]}), 422, "windows"),
+        ("wrong days", "/v1/predict", J({"windows": [w[0][:-1]]}), 422, "windows"),
+        ("wrong feature count", "/v1/predict", J({"windows": [[d[:-1] for d in w[0]]]}), 422, "windows"),
+        ("ragged", "/v1/predict", J({"windows": [[w[0][0], w[0][1][:-1]]]}), 422, "windows"),
+        ("nan", "/v1/predict", nan.encode(), 422, "windows[0][0][0]"),
+        ("inf", "/v1/predict", inf.encode(), 422, "windows[0][0][0]"),
+        ("strings", "/v1/predict", J({"windows": [[[str(v) for v in d] for d in w[0]]]}), 422, "windows"),
+        ("booleans", "/v1/predict", J({"windows": [[[True] * len(d) for d in w[0]]]}), 422, "windows"),
+        ("too many windows", "/v1/predict", J({"windows": x[: MAX_WINDOWS + 1].tolist()}), 413, "windows"),
+        ("oversized body", "/v1/predict", b" " * (MAX_BODY + 10) + J({"windows": w}), 413, "body"),
+        ("bars not an object", "/v1/predict/bars", J({"bars": [1]}), 422, "bars"),
+        ("bars rows not objects", "/v1/predict/bars", J({"bars": {target: [1, 2]}}), 422, f"bars.{target}"),
+        ("missing source", "/v1/predict/bars", J({"bars": missing}), 422, f"bars.{target}"),
+        ("missing column", "/v1/predict/bars", J({"bars": no_col}), 422, f"bars.{target}"),
+        ("non-numeric bar", "/v1/predict/bars", J({"bars": text}), 422, f"bars.{target}"),
+        ("unsorted dates", "/v1/predict/bars", J({"bars": unsorted}), 422, f"bars.{target}"),
+        ("duplicate dates", "/v1/predict/bars", J({"bars": dup}), 422, f"bars.{target}"),
+        ("too little history", "/v1/predict/bars", J({"bars": short}), 422, f"bars.{target}"),
+    ]
+
+
+def test_every_bad_input_gets_a_4xx_naming_the_problem(app, http, val, two_versions, repo_root):
+    x, _ = val
+    failures = []
+    for name, path, body, status, field in _bad_cases(x, two_versions, repo_root):
+        r = http.post(app.url(path), content=body, headers={"Content-Type": "application/json"})
+        got = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        err = got.get("error", {})
+        if r.status_code != status or (field and err.get("field") != field) or not err.get("message"):
+            failures.append(f"{name}: {r.status_code} {r.text[:300]}")
+        assert got.get("model_version") == "v2", name
+    assert not failures, "\n".join(failures)
+    assert _ok(http, app, x[:1])["model_version"] == "v2"  # still answering
+    assert http.get(app.url("/healthz")).status_code == 200
+
+
+def test_concurrent_requests_are_batched(app, http, val):
+    x, _ = val
+    with cf.ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(lambda i: _ok(http, app, x[i : i + 1]), range(64)))
+    assert all(len(r["predictions"]) == 1 for r in results)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        batching = http.get(app.url("/v1/monitoring")).json()["batching"]
+        if batching["max_batch"] and batching["max_batch"] > 1:
+            break
+        time.sleep(0.2)
+    assert batching["max_batch"] > 1, batching
+
+
+def _totals(http, app) -> dict:
+    return http.get(app.url("/v1/monitoring")).json()["totals"]
+
+
+def test_monitoring_counts_equal_the_traffic_sent(app, http, val, ray_head):
+    x, _ = val
+    before = _totals(http, app)
+    sent_predictions = 0
+    for i in range(20):
+        n = 1 + i % 3
+        _ok(http, app, x[i : i + n])
+        sent_predictions += n
+    http.post(app.url("/v1/predict"), json={"windows": []})  # one 4xx
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = _totals(http, app)
+        if now["predictions"] - before["predictions"] >= sent_predictions and now["errors_4xx"] > before["errors_4xx"]:
+            break
+        time.sleep(0.2)
+    assert now["predictions"] - before["predictions"] == sent_predictions
+    assert now["requests"] - before["requests"] == 20
+    assert now["errors_4xx"] - before["errors_4xx"] == 1
+    m = http.get(app.url("/v1/monitoring")).json()
+    assert 0 <= m["distribution"]["up"] <= 1 and m["confidence"]["mean"] >= 0.5
+    assert m["latency_ms"]["p50"] > 0 and m["latency_ms"]["p99"] >= m["latency_ms"]["p50"]
+    assert m["drift"]["metric"] == "psi" and m["drift"]["max_psi"] >= 0
+    assert isinstance(m["alerts"], list)
+    # The same counts reach Ray's Prometheus endpoint (exported every few seconds).
+    metrics_url = f"http://127.0.0.1:{ray_head.ports['metrics']}/metrics"
+    deadline = time.monotonic() + 40
+    text = ""
+    while time.monotonic() < deadline and "stocktrend_predictions" not in text:
+        time.sleep(2)
+        text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    assert "stocktrend_predictions" in text and "stocktrend_request_latency_ms" in text
+
+
+def test_api_key_is_required_when_set(app, http, val):
+    x, _ = val
+    body = {"windows": x[:1].tolist()}
+    assert http.get(app.url("/healthz", app=1)).status_code == 200  # liveness stays open
+    for headers in ({}, {"X-API-Key": "wrong"}):
+        r = http.post(app.url("/v1/predict", app=1), json=body, headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["field"] == "X-API-Key"
+    assert http.get(app.url("/v1/model", app=1)).status_code == 401
+    r = http.post(app.url("/v1/predict", app=1), json=body, headers={"X-API-Key": API_KEY})
+    assert r.status_code == 200 and r.json()["predictions"]
+    assert http.post(app.url("/v1/predict"), json=body).status_code == 200  # the other app has no key
+
+
+@pytest.mark.timeout(300)
+def test_promotion_and_rollback_under_traffic_fail_no_request(app, http, val, two_versions, ray_head, capsys):
+    from conftest import load_job
+
+    promote = load_job("promote")
+
+    x, _ = val
+    v1, v2 = two_versions
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def traffic():
+        with httpx.Client(timeout=60) as c:
+            while not stop.is_set():
+                r = c.post(app.url("/v1/predict"), json={"windows": x[:2].tolist()})
+                seen.append((r.status_code, r.json().get("model_version") if r.status_code == 200 else r.text))
+
+    threads = [threading.Thread(target=traffic) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        assert promote.main(["--model", str(v1.parent), "--version", "v1", "--dashboard", ray_head.dashboard]) == 0
+        assert (v1.parent / "latest").read_text().strip() == "v1"
+        assert http.get(app.url("/v1/model")).json()["model_version"] == "v1"
+        time.sleep(1)
+        assert promote.main(["--model", str(v1.parent), "--rollback", "--dashboard", ray_head.dashboard]) == 0
+        assert http.get(app.url("/v1/model")).json()["model_version"] == "v2"
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    failed = [s for s in seen if s[0] != 200]
+    versions = [v for _, v in seen]
+    assert not failed, failed[:5]
+    assert "v1" in versions and versions[-1] == "v2" and len(seen) > 20
+    # The switch is clean: once v1 answers, v2 does not come back until the rollback.
+    first_v1, last_v1 = versions.index("v1"), len(versions) - 1 - versions[::-1].index("v1")
+    assert versions[first_v1 : last_v1 + 1].count("v2") <= 8  # requests in flight on other replicas
+    print(f"promotion under traffic: {len(seen)} requests, 0 failed")
