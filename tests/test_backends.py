@@ -91,8 +91,8 @@ def test_batch_scoring_of_a_small_csv_with_ray_data(ray_local, two_versions, rep
     for i in (0, len(pred) - 1):
         day = pred["date"].iloc[i]
         bars = bars_until(p, repo_root / "datasets", day=day)
-        bars[p.data_cfg.target] = pd.read_csv(small, dtype=str, keep_default_na=False).pipe(
-            lambda f: f[pd.to_datetime(f.iloc[:, 0]) <= pd.Timestamp(day)]).to_dict(orient="records")
+        mine = pd.read_csv(small, dtype=str, keep_default_na=False)
+        bars[p.data_cfg.target] = mine[pd.to_datetime(mine.iloc[:, 0]) <= pd.Timestamp(day)].to_dict(orient="records")
         one = p.predict_bars(bars)
         assert one.as_of == [day]
         assert pred["p_up"].iloc[i] == pytest.approx(float(one.probs[0, 1]), abs=1e-5)
