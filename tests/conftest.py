@@ -26,6 +26,9 @@ import torch
 # Ray reads these when it is imported: set them before any test imports it. Token auth
 # stays on (Ray 2.60's default), as on a user's head; no usage stats (no internet here).
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+# The head runs Serve's HTTP ingress the way the project's own heads do (ray_session.SERVE_ENV).
+from stocktrend.ray_session import SERVE_ENV  # noqa: E402
+
 os.environ.update(RAY_ENV)
 os.environ.pop("RAY_ADDRESS", None)
 
@@ -115,13 +118,16 @@ class RayHead:
     def env(self) -> dict[str, str]:
         """Environment for CLI calls and jobs: the venv first on PATH, token auth on."""
         venv_bin = str(Path(sys.executable).parent)
-        return {**os.environ, **RAY_ENV, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
+        haproxy = {"RAY_SERVE_HAPROXY_METRICS_PORT": str(self.ports["haproxy_metrics"]),
+                   "RAY_SERVE_HAPROXY_STATS_PORT": str(self.ports["haproxy_stats"])} if self.ports else {}
+        return {**os.environ, **RAY_ENV, **SERVE_ENV, **haproxy, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
 
     def up(self):
         import ray
 
         if self.proc is None or self.proc.poll() is not None:
-            names = ("gcs", "dashboard", "client", "agent_http", "agent_grpc", "metrics", "runtime_env", "serve")
+            names = ("gcs", "dashboard", "client", "agent_http", "agent_grpc", "metrics", "runtime_env", "serve",
+                     "haproxy_metrics", "haproxy_stats")
             self.ports = dict(zip(names, free_ports(len(names))))
             cmd = [
                 str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",

@@ -13,6 +13,12 @@ import os
 
 log = logging.getLogger(__name__)
 
+# Environment of every Ray head this project starts (make ray-up, deploy.py, the tests).
+# Ray 2.60's HAProxy ingress: HTTP goes from HAProxy straight to the replicas instead of
+# through the Python proxy actor; measured here it halves latency and quadruples
+# throughput (docs/BENCHMARKS.md), and the reliability suite runs with it.
+SERVE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+
 
 def connect(num_cpus: int | None = None, dashboard: bool = True) -> bool:
     """Ensure a Ray connection; return True when this call started a local instance."""

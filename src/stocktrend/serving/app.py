@@ -161,7 +161,7 @@ class PredictorDeployment:
     @staticmethod
     def _empty_buffer() -> dict[str, Any]:
         return {"classes": [], "confidence": [], "last_day": [], "latency_ms": [], "batch_sizes": [],
-                "errors_4xx": 0, "version": None}
+                "endpoints": [], "errors_4xx": 0, "version": None}
 
     def _observe(self, endpoint: str, t0: float, windows: np.ndarray, probs: np.ndarray, version: str,
                  batch: int) -> None:
@@ -171,17 +171,15 @@ class PredictorDeployment:
             self._start_flush()
         b = self.buffer
         b["version"] = version
-        classes = probs.argmax(1)
-        b["classes"].extend(classes.tolist())
+        b["classes"].extend(probs.argmax(1).tolist())
         b["confidence"].extend(probs.max(1).tolist())
         b["last_day"].extend(windows[:, -1, :].tolist())
         b["latency_ms"].append(ms)
         b["batch_sizes"].append(batch)
-        for c in classes:
-            self.metrics["predictions"].inc(tags={"direction": "up" if c == 1 else "down", "model_version": version})
-        for conf in probs.max(1):
-            self.metrics["confidence"].observe(float(conf), tags={"model_version": version})
-        self.metrics["latency"].observe(ms, tags={"endpoint": endpoint})
+        b["endpoints"].append(endpoint)
+        self._ensure_flusher()
+
+    def _ensure_flusher(self) -> None:
         if self.flusher is None:
             self.flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
@@ -190,7 +188,20 @@ class PredictorDeployment:
         if not b["latency_ms"] and not b["errors_4xx"]:
             return None
         version = b.pop("version") or (self.predictor.version if self.predictor else "")
+        self._export_metrics(version, b)
         return self.monitor.record.remote(version, b)
+
+    def _export_metrics(self, version: str, b: dict[str, Any]) -> None:
+        """Prometheus metrics, recorded per flush rather than per request: each Ray metric call
+        costs about as much as parsing a request, so it stays off the request path."""
+        ups = sum(b["classes"])
+        for direction, n in (("up", ups), ("down", len(b["classes"]) - ups)):
+            if n:
+                self.metrics["predictions"].inc(n, tags={"direction": direction, "model_version": version})
+        for conf in b["confidence"]:
+            self.metrics["confidence"].observe(conf, tags={"model_version": version})
+        for ms, endpoint in zip(b["latency_ms"], b.pop("endpoints")):
+            self.metrics["latency"].observe(ms, tags={"endpoint": endpoint})
 
     async def _flush_loop(self) -> None:
         while True:
@@ -231,7 +242,7 @@ class PredictorDeployment:
             raise ApiError(422, "body", f"expected a JSON object, got {type(body).__name__}")
         unknown = sorted(set(body) - allowed)
         if unknown:
-            raise ApiError(422, unknown[0], f"unknown field; this endpoint takes {sorted(allowed)}")
+            raise ApiError(422, unknown[0] or '""', f"unknown field; this endpoint takes {sorted(allowed)}")
         missing = sorted(allowed - set(body))
         if missing:
             raise ApiError(422, missing[0], "required field is missing")
@@ -240,6 +251,7 @@ class PredictorDeployment:
     def _error(self, endpoint: str, err: ApiError | InputError, status: int | None = None) -> JSONResponse:
         status = status or getattr(err, "status", 422)
         self.buffer["errors_4xx"] += 1
+        self._ensure_flusher()
         self.metrics["errors"].inc(tags={"endpoint": endpoint, "status": str(status)})
         return JSONResponse({"error": {"field": err.field, "message": err.message}, "model_version": self._version()},
                             status_code=status)
@@ -353,6 +365,7 @@ def build(args: ServeArgs) -> serve.Application:
         "max_ongoing_requests": max(args.max_ongoing_requests, args.max_batch_size),
         "user_config": {"model_version": version},
         "health_check_period_s": args.health_check_period_s,
+        "logging_config": {"enable_access_log": args.access_log},
     }
     if args.autoscaling is not None:
         options["autoscaling_config"] = args.autoscaling.model_dump()

@@ -52,7 +52,9 @@ def start_head(dashboard: str) -> None:
     cmd = [str(ray if ray.exists() else "ray"), "start", "--head", "--dashboard-host", "127.0.0.1",
            "--dashboard-port", port, "--disable-usage-stats"]
     log.info("no Ray head at %s: starting one (%s)", dashboard, " ".join(cmd))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    from stocktrend.ray_session import SERVE_ENV
+
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **SERVE_ENV}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     if out.returncode != 0:
         raise ServeControlError(f"`ray start --head` failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")

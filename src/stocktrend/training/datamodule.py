@@ -26,6 +26,16 @@ logger = logging.getLogger(__name__)
 TRAINING_SPLITS = ("train", "val")
 
 
+def _load_npy(path: Path, **kw) -> np.ndarray:
+    """np.load with the file named in the error: a truncated or foreign file says which."""
+    try:
+        return np.load(path, allow_pickle=False, **kw)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing; rebuild the dataset") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npy array (truncated or corrupted?): {err}") from None
+
+
 class WindowDataset(Dataset):
     """Windows from a memory-mapped ``{split}_X.npy``; labels as int64 class indices.
 
@@ -74,9 +84,9 @@ class TrendDataModule(pl.LightningDataModule):
     def _load_split(self, split: str) -> None:
         assert split in TRAINING_SPLITS, "the test split is for evaluation only"
         d = self.dataset_dir
-        x = np.load(d / f"{split}_X.npy", mmap_mode="r")
-        y = np.load(d / f"{split}_y.npy", mmap_mode="r")
-        dates = np.load(d / f"{split}_dates.npy")
+        x = _load_npy(d / f"{split}_X.npy", mmap_mode="r")
+        y = _load_npy(d / f"{split}_y.npy", mmap_mode="r")
+        dates = _load_npy(d / f"{split}_dates.npy")
         expected = (self.seq_len, self.n_features)
         if x.ndim != 3 or x.shape[1:] != expected:
             raise ValueError(f"{split}_X.npy has shape {x.shape}; metadata says (N, {expected[0]}, {expected[1]})")

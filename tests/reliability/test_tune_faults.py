@@ -4,12 +4,14 @@ interrupt and --resume, and the standalone command that starts its own local Ray
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from figures import record
 
 from stocktrend.inference.predictor import Predictor
 from stocktrend.tuning.run import SearchOptions, export_best, run_search
@@ -46,6 +48,8 @@ def test_search_survives_a_killed_training_worker(ray_local, repo_root, tmp_path
     best = min(min(h["val_ce"] for h in hist) for hist in _histories(experiment).values())
     p = Predictor.from_artifact(artifact)
     assert p.training["val_metrics"]["val_ce"] == pytest.approx(best)
+    record("train_worker_killed", trials=len(results), trial_errors=results.num_errors,
+           workers_killed=len(results), epochs_completed=sum(len(h) for h in _histories(experiment).values()))
 
 
 def _job(head, *args, timeout=120):
@@ -98,6 +102,7 @@ def test_job_submit_interrupt_and_resume(ray_local, ray_head, repo_root, tmp_pat
     listed = _job(ray_head, "list", "--address", ray_head.dashboard)
     listed = listed.stdout + listed.stderr
     assert "tune-first" in listed and "tune-resume" in listed
+    record("search_interrupted_and_resumed", trials=3, finished_before_stop=len(finished), retrained_after_resume=0)
 
 
 @pytest.mark.timeout(420)
@@ -106,7 +111,8 @@ def test_standalone_command_starts_its_own_ray_and_reports(no_ray_cluster, repo_
         [sys.executable, str(repo_root / "ray_jobs" / "tune.py"), "--space", str(repo_root / "search_spaces" / "smoke.yaml"),
          "--num-samples", "1", "--storage-path", str(tmp_path / "runs"), "--cache-root", str(tmp_path / "cache"),
          "--models", str(tmp_path / "models"), "--name", "standalone"],
-        capture_output=True, text=True, timeout=400,
+        # RAY_ADDRESS=local: never join a head the user left running on this machine.
+        capture_output=True, text=True, timeout=400, env={**os.environ, "RAY_ADDRESS": "local"},
     )
     assert out.returncode == 0, out.stderr[-4000:]
     assert "model artifact:" in out.stdout and "1 trials (0 failed)" in out.stdout

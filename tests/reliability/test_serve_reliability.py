@@ -1,0 +1,195 @@
+"""The Serve deployment under load, fuzzed input and a killed replica (loopback only)."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import ray
+from figures import record
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stocktrend.serving.config import PREDICTOR_DEPLOYMENT
+from stocktrend.serving.loadgen import Response, load
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+LOAD_REQUESTS = 10_000
+LOAD_CONCURRENCY = 64
+FUZZ_CASES = 500
+
+
+@pytest.fixture(scope="module")
+def app(serve_deploy, two_versions):
+    _, v2 = two_versions
+    return serve_deploy([{"name": "reliability", "route_prefix": "/", "args": {
+        "model": str(v2.parent), "backend": "onnx", "num_replicas": 2, "num_cpus": 0.25, "max_batch_size": 32,
+        "max_ongoing_requests": 64, "batch_wait_timeout_s": 0.005, "health_check_period_s": 1,
+        "max_windows_per_request": 16}}])
+
+
+@pytest.fixture(scope="module")
+def val(small_real_dataset):
+    return np.load(small_real_dataset / "val_X.npy")
+
+
+def _well_formed(body: dict, n: int, seq_len: int) -> bool:
+    preds = body.get("predictions", [])
+    return body.get("model_version") == "v2" and len(preds) == n and all(
+        p["direction"] in ("up", "down") and abs(p["p_up"] + p["p_down"] - 1) < 1e-4
+        and p["confidence"] == max(p["p_up"], p["p_down"]) and len(p["attention"]) == seq_len
+        for p in preds
+    )
+
+
+@pytest.mark.timeout(600)
+def test_ten_thousand_requests_at_concurrency_64(app, val):
+    seq_len = val.shape[1]
+    bodies = [json.dumps({"windows": val[i : i + 1].tolist()}).encode() for i in range(min(256, len(val)))]
+    malformed = []
+
+    def check(r: Response) -> None:
+        if r.status == 200 and not _well_formed(json.loads(r.body), 1, seq_len):
+            malformed.append(r.body[:200])
+
+    result = load(app.url("/v1/predict"), bodies, LOAD_REQUESTS, LOAD_CONCURRENCY, check=check)
+    s = result.summary()
+    record("serve_load", concurrency=LOAD_CONCURRENCY, failures=s["requests"] - s["ok"] + len(malformed),
+           malformed=len(malformed), **s)
+    assert s["requests"] == LOAD_REQUESTS and s["ok"] == LOAD_REQUESTS, (s, result.exceptions[:3])
+    assert s["errors_5xx"] == 0 and not malformed
+
+
+# -- fuzzing --------------------------------------------------------------------------------
+finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+bad_scalar = st.one_of(st.just(math.nan), st.just(math.inf), st.just(-math.inf), st.text(max_size=3), st.booleans(),
+                       st.none(), st.just([]), st.just({}))
+json_value = st.recursive(st.one_of(st.none(), st.booleans(), finite, st.text(max_size=5)),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                          max_leaves=10)
+
+
+@st.composite
+def windows_request(draw, seq_len: int, n_features: int):
+    """(body, expected number of predictions or None when the request is invalid)."""
+    n = draw(st.integers(0, 3))
+    days = draw(st.sampled_from([seq_len] * 4 + [seq_len - 1, seq_len + 1, 1]))
+    feats = draw(st.sampled_from([n_features] * 4 + [n_features - 1, n_features + 1]))
+    base = draw(st.sampled_from([0.0, 1.0, -2.5]))
+    windows = [[[base + 0.01 * (i + d + k) for k in range(feats)] for d in range(days)] for i in range(n)]
+    corrupt = n > 0 and draw(st.booleans()) and draw(st.booleans())  # about a quarter of the non-empty ones
+    if corrupt:
+        i, d, k = draw(st.integers(0, n - 1)), draw(st.integers(0, days - 1)), draw(st.integers(0, feats - 1))
+        windows[i][d][k] = draw(bad_scalar)
+    valid = n > 0 and days == seq_len and feats == n_features and not corrupt
+    body = {"windows": windows}
+    if draw(st.integers(0, 9)) == 0:  # an extra field: always invalid
+        body[draw(st.text(min_size=1, max_size=4).filter(lambda s: s != "windows"))] = 1
+        valid = False
+    return body, (n if valid else None)
+
+
+@pytest.mark.timeout(600)
+def test_fuzzed_requests_get_200_or_4xx_never_5xx(app, val):
+    seq_len, n_features = val.shape[1], val.shape[2]
+    client = httpx.Client(timeout=60)
+    counts = {"valid": 0, "invalid": 0, "arbitrary": 0}
+
+    def post(content: bytes) -> httpx.Response:
+        return client.post(app.url("/v1/predict"), content=content, headers={"Content-Type": "application/json"})
+
+    requests = windows_request(seq_len, n_features)
+
+    @settings(max_examples=FUZZ_CASES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(case=st.one_of(requests, requests, json_value.map(lambda v: (v, None))),
+           raw=st.booleans())
+    def check(case, raw):
+        body, expected = case
+        content = json.dumps(body, allow_nan=True).encode()
+        if raw and expected is None:  # sometimes not even JSON
+            content = content[: max(1, len(content) // 2)]
+        r = post(content)
+        assert r.status_code < 500, (r.status_code, r.text[:300])
+        if expected is not None:
+            counts["valid"] += 1
+            assert r.status_code == 200, r.text[:300]
+            assert _well_formed(r.json(), expected, seq_len)
+        else:
+            counts["arbitrary" if not isinstance(body, dict) or "windows" not in body else "invalid"] += 1
+            assert 400 <= r.status_code < 500, (r.status_code, content[:200])
+            err = r.json()["error"]
+            assert err["field"] and err["message"]
+
+    try:
+        check()
+        after = post(json.dumps({"windows": val[:1].tolist()}).encode())
+        assert after.status_code == 200 and _well_formed(after.json(), 1, seq_len)
+    finally:
+        client.close()
+    total = sum(counts.values())
+    record("serve_fuzz", cases=total, valid=counts["valid"], invalid=counts["invalid"] + counts["arbitrary"],
+           errors_5xx=0)
+    assert total >= FUZZ_CASES and counts["valid"] >= 40 and counts["invalid"] + counts["arbitrary"] >= 100
+
+
+# -- a replica killed under load ------------------------------------------------------------
+def _replicas(app) -> list[dict]:
+    details = app.control.app_details(app.head.dashboard, "reliability")
+    return details["deployments"][PREDICTOR_DEPLOYMENT]["replicas"]
+
+
+@pytest.mark.timeout(300)
+def test_killed_replica_is_replaced_and_traffic_recovers(app, val):
+    body = json.dumps({"windows": val[:1].tolist()}).encode()
+    log: list[tuple[float, bool]] = []
+    stop = threading.Event()
+
+    def traffic():
+        with httpx.Client(timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    ok = c.post(app.url("/v1/predict"), content=body,
+                                headers={"Content-Type": "application/json"}).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                log.append((time.monotonic(), ok))
+
+    running = [r for r in _replicas(app) if r["state"] == "RUNNING"]
+    assert len(running) == 2
+    threads = [threading.Thread(target=traffic) for _ in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(3)
+        victim = running[0]
+        killed_at = time.monotonic()
+        ray.kill(ray.get_actor(victim["actor_name"], namespace="serve"), no_restart=True)
+        deadline = killed_at + 120
+        replaced_at = None
+        while time.monotonic() < deadline:
+            now = [r for r in _replicas(app) if r["state"] == "RUNNING"]
+            if len(now) == 2 and victim["replica_id"] not in {r["replica_id"] for r in now}:
+                replaced_at = time.monotonic()
+                break
+            time.sleep(0.5)
+        assert replaced_at is not None, "Serve did not replace the killed replica within 120 s"
+        time.sleep(3)  # traffic on the full set again
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    failures = [t for t, ok in log if not ok]
+    after = [ok for t, ok in log if t > replaced_at]
+    last_failure = max(failures) - killed_at if failures else 0.0
+    record("serve_replica_killed", requests=len(log), failed=len(failures),
+           failed_share=round(len(failures) / len(log), 5), replaced_after_s=round(replaced_at - killed_at, 1),
+           last_failure_after_kill_s=round(last_failure, 2))
+    assert len(log) > 200 and len(failures) / len(log) < 0.01
+    assert all(after) and len(after) > 20  # every request succeeds once the replacement runs
