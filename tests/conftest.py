@@ -9,10 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,9 +21,8 @@ import torch
 # threads spin-wait for each other (measured 5x slower than one thread under load).
 # Ray reads these when it is imported: set them before any test imports it. Token auth
 # stays on (Ray 2.60's default), as on a user's head; no usage stats (no internet here).
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
-# The head runs Serve's HTTP ingress the way the project's own heads do (ray_session.SERVE_ENV).
-from stocktrend.ray_session import SERVE_ENV  # noqa: E402
+from stocktrend.ray_head import RAY_ENV  # noqa: E402
+from stocktrend.ray_head import PrivateRayHead as RayHead  # noqa: E402
 
 os.environ.update(RAY_ENV)
 os.environ.pop("RAY_ADDRESS", None)
@@ -90,98 +85,6 @@ def repo_root() -> Path:
 def write_dataset():
     """The writer itself, for tests that need a variant (other sizes, broken files)."""
     return write_synthetic_dataset
-
-
-class RayHead:
-    """A real Ray head for the test session, on loopback and on ports of its own.
-
-    Started lazily with ``ray start --head --block`` (killing that process stops the whole
-    cluster it started), so the suite never attaches to, nor stops, a head a user left
-    running on the default ports; ``down()`` lets a test exercise the standalone path
-    (a script starting its own local Ray) with no cluster alive: one cluster at a time.
-    """
-
-    def __init__(self, temp_dir: Path):
-        self.temp_dir = temp_dir
-        self.proc: subprocess.Popen | None = None
-        self.ports: dict[str, int] = {}
-        self.log = temp_dir / "head.log"
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.ports['gcs']}"
-
-    @property
-    def dashboard(self) -> str:
-        return f"http://127.0.0.1:{self.ports['dashboard']}"
-
-    def env(self) -> dict[str, str]:
-        """Environment for CLI calls and jobs: the venv first on PATH, token auth on."""
-        venv_bin = str(Path(sys.executable).parent)
-        haproxy = {"RAY_SERVE_HAPROXY_METRICS_PORT": str(self.ports["haproxy_metrics"]),
-                   "RAY_SERVE_HAPROXY_STATS_PORT": str(self.ports["haproxy_stats"])} if self.ports else {}
-        return {**os.environ, **RAY_ENV, **SERVE_ENV, **haproxy, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
-
-    def up(self):
-        import ray
-
-        if self.proc is None or self.proc.poll() is not None:
-            names = ("gcs", "dashboard", "client", "agent_http", "agent_grpc", "metrics", "runtime_env", "serve",
-                     "haproxy_metrics", "haproxy_stats")
-            self.ports = dict(zip(names, free_ports(len(names))))
-            cmd = [
-                str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-                "--node-ip-address", "127.0.0.1", "--port", str(self.ports["gcs"]),
-                "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.ports["dashboard"]),
-                "--ray-client-server-port", str(self.ports["client"]),
-                "--dashboard-agent-listen-port", str(self.ports["agent_http"]),
-                "--dashboard-agent-grpc-port", str(self.ports["agent_grpc"]),
-                "--metrics-export-port", str(self.ports["metrics"]),
-                "--runtime-env-agent-port", str(self.ports["runtime_env"]),
-                "--num-cpus", "2", "--temp-dir", str(self.temp_dir / "ray"),
-            ]
-            self.proc = subprocess.Popen(cmd, env=self.env(), stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        if not ray.is_initialized():
-            os.environ.update(RAY_ENV)
-            os.environ.pop("RAY_ADDRESS", None)
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    ray.init(address=self.address, log_to_driver=False)
-                    break
-                except Exception:  # not up yet
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        raise RuntimeError(f"Ray head did not start; see {self.log}:\n{self.log.read_text()[-2000:]}") from None
-                    time.sleep(1)
-        return self
-
-    def down(self) -> None:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:  # a graceful stop drains for up to 30 s; nothing here needs draining
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        self.proc = None
-
-
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @pytest.fixture(scope="session")

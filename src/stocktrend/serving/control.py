@@ -115,12 +115,15 @@ def wait_running(dashboard: str, app: str, timeout: float = 300, version: str | 
             status = details.get("status")
             if status == "DEPLOY_FAILED":
                 raise ServeControlError(f"application {app!r} failed to deploy: {details.get('message')}")
-            dep = (details.get("deployments") or {}).get(PREDICTOR_DEPLOYMENT, {})
+            deployments = details.get("deployments") or {}
+            dep = deployments.get(PREDICTOR_DEPLOYMENT, {})
             pinned = ((dep.get("deployment_config") or {}).get("user_config") or {}).get("model_version")
-            if status == "RUNNING" and dep.get("status") == "HEALTHY" and (version is None or pinned == version):
+            healthy = bool(deployments) and all(d.get("status") == "HEALTHY" for d in deployments.values())
+            if status == "RUNNING" and healthy and (version is None or pinned == version):
                 return details
-            if dep.get("status") == "DEPLOY_FAILED" or dep.get("status") == "UNHEALTHY":
-                log.warning("deployment %s: %s %s", PREDICTOR_DEPLOYMENT, dep.get("status"), dep.get("message"))
+            for name, d in deployments.items():
+                if d.get("status") in ("DEPLOY_FAILED", "UNHEALTHY"):
+                    log.warning("deployment %s: %s %s", name, d.get("status"), d.get("message"))
         time.sleep(1)
     message = json.dumps({k: (last or {}).get(k) for k in ("status", "message")})
     raise ServeControlError(f"application {app!r} not running after {timeout:.0f} s: {message}")
