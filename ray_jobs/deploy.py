@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         from stocktrend.inference.artifact import load_parts
 
         version_dir, manifest, _ = load_parts(target["args"]["model"])  # verified before anything starts
+        control.pin_version(target, version_dir.name)
         if not control.head_reachable(dashboard):
             if args.no_start_head or os.environ.get("RAY_ADDRESS"):
                 print(f"error: no Ray dashboard at {dashboard}", file=sys.stderr)

@@ -159,15 +159,21 @@ def apps_serving(config: dict[str, Any], model_dir: Path) -> list[str]:
     return names
 
 
-def set_model_version(dashboard: str, app: str, version: str, timeout: float = 300) -> None:
-    """Pin ``version`` in the Predictor's user config: a lightweight in-place update."""
-    config = deployed_config(dashboard)
-    target = app_config(config, app)
+def pin_version(target: dict[str, Any], version: str) -> None:
+    """Name the model version in the application's Predictor user config. Serve re-runs the
+    builder only when the code, its args or the runtime env change; the user config is what a
+    redeploy of the same model folder, or a promotion, changes in place."""
     deployments = target.setdefault("deployments", [])
     entry = next((d for d in deployments if d.get("name") == PREDICTOR_DEPLOYMENT), None)
     if entry is None:
         entry = {"name": PREDICTOR_DEPLOYMENT}
         deployments.append(entry)
     entry["user_config"] = {"model_version": version}
+
+
+def set_model_version(dashboard: str, app: str, version: str, timeout: float = 300) -> None:
+    """Pin ``version`` in the Predictor's user config: a lightweight in-place update."""
+    config = deployed_config(dashboard)
+    pin_version(app_config(config, app), version)
     client(dashboard).deploy_applications(config)
     wait_running(dashboard, app, timeout, version=version)
