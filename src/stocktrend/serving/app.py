@@ -150,12 +150,19 @@ class PredictorDeployment:
 
     # -- batching -----------------------------------------------------------------------
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _infer(self, requests: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, str, int]]:
-        predictor = self.predictor  # one model for the whole batch, even mid-promotion
-        sizes = np.cumsum([len(r) for r in requests])[:-1]
-        probs, attention = await asyncio.to_thread(predictor.backend, np.concatenate(requests))
-        return [(p, a, predictor.version, len(requests))
-                for p, a in zip(np.split(probs, sizes), np.split(attention, sizes))]
+    async def _infer(self, items: list[tuple[Predictor, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray, str, int]]:
+        """Each request runs on the Predictor it was validated (or featurised) with: during a
+        promotion one batch may hold requests for the old and the new model, each is answered
+        by its own, so a swap can neither fail a request nor feed one model's windows to another."""
+        out: list = [None] * len(items)
+        for predictor in {id(p): p for p, _ in items}.values():
+            idx = [i for i, (p, _) in enumerate(items) if p is predictor]
+            sizes = np.cumsum([len(items[i][1]) for i in idx])[:-1]
+            x = np.concatenate([items[i][1] for i in idx])
+            probs, attention = await asyncio.to_thread(predictor.backend, x)
+            for i, p, a in zip(idx, np.split(probs, sizes), np.split(attention, sizes)):
+                out[i] = (p, a, predictor.version, len(items))
+        return out
 
     # -- monitoring records -----------------------------------------------------------------
     @staticmethod
@@ -224,7 +231,7 @@ class PredictorDeployment:
         if not hmac.compare_digest(given.encode(), self.api_key.encode()):
             raise ApiError(401, "X-API-Key", "wrong API key")
 
-    async def _json_body(self, request: Request, allowed: set[str]) -> dict[str, Any]:
+    async def _json_body(self, request: Request, allowed: set[str]) -> tuple[dict[str, Any], bytes]:
         limit = self.args.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -240,13 +247,14 @@ class PredictorDeployment:
             raise ApiError(400, "body", f"not valid JSON ({err})") from None
         if not isinstance(body, dict):
             raise ApiError(422, "body", f"expected a JSON object, got {type(body).__name__}")
+
         unknown = sorted(set(body) - allowed)
         if unknown:
             raise ApiError(422, unknown[0] or '""', f"unknown field; this endpoint takes {sorted(allowed)}")
         missing = sorted(allowed - set(body))
         if missing:
             raise ApiError(422, missing[0], "required field is missing")
-        return body
+        return body, raw
 
     def _error(self, endpoint: str, err: ApiError | InputError, status: int | None = None) -> JSONResponse:
         status = status or getattr(err, "status", 422)
@@ -299,14 +307,19 @@ class PredictorDeployment:
         t0 = time.perf_counter()
         try:
             self._authorize(request)
-            body = await self._json_body(request, {"windows"})
-            windows = self.predictor.check_windows(_windows_array(body["windows"]))
+            body, raw = await self._json_body(request, {"windows"})
+            if b"true" in raw or b"false" in raw:
+                # numpy turns a boolean among numbers into 0.0/1.0; the body has one field, so a
+                # JSON boolean token anywhere in it is inside the windows (or in a string, refused too).
+                raise ApiError(422, "windows", "values must be numbers (got a JSON boolean)")
+            predictor = self.predictor
+            windows = predictor.check_windows(_windows_array(body["windows"]))
             if len(windows) > self.args.max_windows_per_request:
                 raise ApiError(413, "windows", f"{len(windows)} windows in one request; the limit is "
                                                f"{self.args.max_windows_per_request}")
         except (ApiError, InputError) as err:
             return self._error("predict", err)
-        probs, attention, version, batch = await self._infer(windows)
+        probs, attention, version, batch = await self._infer((predictor, windows))
         self._observe("predict", t0, windows, probs, version, batch)
         return {"model_version": version, "predictions": [self._prediction(p, a) for p, a in zip(probs, attention)]}
 
@@ -315,7 +328,7 @@ class PredictorDeployment:
         t0 = time.perf_counter()
         try:
             self._authorize(request)
-            body = await self._json_body(request, {"bars"})
+            body, _ = await self._json_body(request, {"bars"})
             bars = body["bars"]
             if not isinstance(bars, dict) or not bars:
                 raise ApiError(422, "bars", "must be an object mapping each source name to a list of daily rows")
@@ -326,7 +339,7 @@ class PredictorDeployment:
             windows, dates = await asyncio.to_thread(predictor.windows_from_bars, bars)
         except (ApiError, InputError) as err:
             return self._error("predict_bars", err)
-        probs, attention, version, batch = await self._infer(windows)
+        probs, attention, version, batch = await self._infer((predictor, windows))
         self._observe("predict_bars", t0, windows, probs, version, batch)
         as_of = dates[-1]
         return {
