@@ -66,6 +66,7 @@ def main() -> int:
     ap.add_argument("--backend", default="onnx")
     ap.add_argument("--replicas", type=int, default=2)
     ap.add_argument("--num-cpus", type=float, default=0.5, help="CPU share per replica (threads: ceil of it)")
+    ap.add_argument("--name", default="serve_load", help="results file name (bench/results/NAME.json)")
     args = ap.parse_args()
     import os
 
@@ -129,7 +130,7 @@ def main() -> int:
            "replicas": args.replicas, "num_cpus_per_replica": args.num_cpus, "ingress": "HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1)",
            "raw_model_predictions_per_s": raw, "raw_threads": threads * args.replicas, "rows": rows}
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "serve_load.json").write_text(json.dumps(out, indent=2))
+    (ROOT / "bench" / "results" / f"{args.name}.json").write_text(json.dumps(out, indent=2))
     print(f"raw model: {raw:.0f} predictions/s")
     return 0
 
