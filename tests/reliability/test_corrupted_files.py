@@ -35,7 +35,7 @@ def test_corrupted_csv_fails_the_build_and_keeps_the_previous_dataset(tmp_path, 
         build_dataset(load_data_config(data / "msft_v2.yaml"), out)
     assert "msft.csv" in str(err.value)
     assert _snapshot(out) == before
-    record("corrupted_csv", error=str(err.value).splitlines()[0][:120], previous_dataset_intact=True)
+    record("corrupted_csv", error=str(err.value).splitlines()[0].rsplit("/", 1)[-1][:100], previous_dataset_intact=True)
 
 
 def test_truncated_npy_is_named_and_the_other_splits_are_untouched(small_real_dataset, tmp_path):
@@ -49,7 +49,7 @@ def test_truncated_npy_is_named_and_the_other_splits_are_untouched(small_real_da
         dm.setup("fit")
     assert {p.name: p.read_bytes() for p in copy.iterdir() if p.name != "train_X.npy"} == before
     TrendDataModule(small_real_dataset, batch_size=16).setup("fit")  # the original still loads
-    record("corrupted_npy", error=str(err.value)[:120], other_files_intact=True)
+    record("corrupted_npy", error=str(err.value).rsplit("/", 1)[-1][:100], other_files_intact=True)
 
 
 def test_corrupted_artifact_is_refused_and_the_good_version_stays_current(two_versions, tmp_path):
@@ -69,4 +69,5 @@ def test_corrupted_artifact_is_refused_and_the_good_version_stays_current(two_ve
     assert promote.main(["--model", str(models), "--version", "v2", "--no-serve"]) == 2
     assert (models / "latest").read_text().strip() == "v1"
     assert Predictor.from_artifact(models).version == "v1"  # the good version still loads
-    record("corrupted_artifact", error=str(err.value)[-90:], promotion_refused=True, current_version="v1")
+    record("corrupted_artifact", error="v2/" + str(err.value).rsplit("/", 1)[-1][:100], promotion_refused=True,
+           current_version="v1")
