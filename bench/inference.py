@@ -35,6 +35,7 @@ from stocktrend.inference.backends import (  # noqa: E402
     TorchBackend,
     TorchInt8Backend,
     _ProbsAndAttention,
+    cpu_flags,
     cpu_has_vnni,
     mha_fastpath,
     write_onnx_files,
@@ -100,10 +101,10 @@ def load_network(model_path: str | None, threads: int):
 
     path = Path(model_path) if model_path else ROOT / "models" / "msft_v2"
     if (path / "latest").is_file() or (path / "manifest.json").is_file():
-        from stocktrend.evaluation.report import artifact_data_config, resolve_dataset
+        from stocktrend.evaluation.report import artifact_dataset
 
         p = Predictor.from_artifact(path, threads=threads)
-        data = resolve_dataset(p.training, artifact_data_config(p.preprocessing, ROOT / "datasets"))
+        data = artifact_dataset(p.training, p.preprocessing)
         return p.model, np.load(data / "val_X.npy"), f"trained artifact {p.name}/{p.version}"
     from stocktrend.data.config import load_data_config
     from stocktrend.data.store import build_cached, read_metadata
@@ -139,7 +140,7 @@ def main() -> int:
     backends["onnx-int8"] = OnnxBackend(files["onnx-int8"], "onnx-int8", args.threads)
 
     print(f"{source}: {params:,} parameters; timing {list(backends)}", flush=True)
-    native_bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else True
+    native_bf16 = "avx512_bf16" in cpu_flags()
     ref = backends["eager"](val)[0]
     results = {}
     for name, fn in backends.items():

@@ -73,7 +73,6 @@ def main() -> int:
     from stocktrend.ray_head import RAY_ENV
 
     os.environ.update(RAY_ENV)  # before anything imports Ray
-    from stocktrend.inference.bars import bars_until  # noqa: F401  (import check before Ray starts)
     from stocktrend.inference.predictor import Predictor
     from stocktrend.ray_head import PrivateRayHead
     from stocktrend.serving import control
@@ -85,9 +84,9 @@ def main() -> int:
         print(f"no model at {model}: training a one-epoch tiny model for the benchmark", flush=True)
         model = fallback_model(work)
     p = Predictor.from_artifact(model)
-    from stocktrend.evaluation.report import artifact_data_config, resolve_dataset
+    from stocktrend.evaluation.report import artifact_dataset
 
-    val = np.load(resolve_dataset(p.training, artifact_data_config(p.preprocessing, ROOT / "datasets")) / "val_X.npy")
+    val = np.load(artifact_dataset(p.training, p.preprocessing) / "val_X.npy")
     starts = np.linspace(0, len(val) - 16, 64).astype(int)
     single = [json.dumps({"windows": val[i : i + 1].tolist()}).encode() for i in starts]
     batched = [json.dumps({"windows": val[i : i + 16].tolist()}).encode() for i in starts]

@@ -12,6 +12,7 @@ import torch
 
 from stocktrend.data.store import read_metadata
 from stocktrend.inference.artifact import ArtifactError
+from stocktrend.inference.bars import bars_until
 from stocktrend.inference.predictor import Predictor
 from stocktrend.models.config import model_config_from_metadata
 from stocktrend.training.config import TrainConfig
@@ -109,25 +110,13 @@ def test_tampered_or_incomplete_artifact_is_refused(one_worker_run, tmp_path):
         Predictor.from_artifact(tmp_path / "m")
 
 
-def _bars_until(repo_root, predictor, day, keep):
-    """Raw bars of every source, laid out as in the source files, up to ``day`` inclusive."""
-    import pandas as pd
-
-    bars = {}
-    for name, spec in predictor.data_cfg.sources.items():
-        raw = pd.read_csv(repo_root / "datasets" / spec.path, dtype=str, keep_default_na=False)
-        raw = raw[pd.to_datetime(raw[spec.columns["date"]]) <= pd.Timestamp(day)]
-        bars[name] = raw.tail(keep).to_dict(orient="records")  # what an HTTP client would send
-    return bars
-
-
 def test_bars_path_and_window_path_agree_for_the_same_day(one_worker_run, small_real_dataset, repo_root):
     _, artifact = one_worker_run
     p = Predictor.from_artifact(artifact)
     x = np.load(small_real_dataset / "test_X.npy")
     dates = np.load(small_real_dataset / "test_dates.npy")
     for i in (0, len(x) - 1):
-        bars = _bars_until(repo_root, p, dates[i], keep=p.bars_needed)
+        bars = bars_until(p, repo_root / "datasets", day=str(dates[i]), keep=p.bars_needed)
         windows, as_of = p.windows_from_bars(bars)
         assert as_of == [str(dates[i])]
         np.testing.assert_allclose(windows[0], x[i], rtol=1e-4, atol=1e-5)
@@ -140,7 +129,7 @@ def test_bars_with_too_little_history_are_refused(one_worker_run, repo_root):
 
     _, artifact = one_worker_run
     p = Predictor.from_artifact(artifact)
-    bars = _bars_until(repo_root, p, "2016-06-01", keep=p.bars_needed - 1)
+    bars = bars_until(p, repo_root / "datasets", day="2016-06-01", keep=p.bars_needed - 1)
     with pytest.raises(InputError, match="too little history"):
         p.predict_bars(bars)
     del bars["wti"]

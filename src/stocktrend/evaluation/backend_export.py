@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from stocktrend.data.sources import sha256_of
-from stocktrend.evaluation.report import ROOT, artifact_data_config, resolve_dataset
+from stocktrend.evaluation.report import artifact_dataset
 from stocktrend.inference.artifact import WEIGHTS
 from stocktrend.inference.backends import EXPORT_DIR, EXPORT_RECORD, ONNX_FILES, OnnxBackend, write_onnx_files
 from stocktrend.inference.predictor import Predictor
@@ -49,8 +49,7 @@ def export_backends(model: str | Path, fmt: str = "int8", dataset_dir: str | Pat
         raise ValueError(f"unknown format {fmt!r}; choose one of {sorted(FORMATS)}")
     predictor = Predictor.from_artifact(model)
     version_dir = predictor.version_dir
-    cfg = artifact_data_config(predictor.preprocessing, ROOT / "datasets")
-    data = resolve_dataset(predictor.training, cfg, dataset_dir)
+    data = artifact_dataset(predictor.training, predictor.preprocessing, dataset_dir)
     x = np.load(data / "val_X.npy")
     y = np.load(data / "val_y.npy").argmax(1)
     ref = predictor.predict_windows(x).probs

@@ -93,6 +93,11 @@ def resolve_dataset(training: dict, cfg: DataConfig, dataset_dir: str | Path | N
     return build_cached(cfg, cache_root or ROOT / "datasets" / "cache")
 
 
+def artifact_dataset(training: dict, preprocessing: dict, dataset_dir: str | Path | None = None) -> Path:
+    """The built dataset an artifact was trained on (``dataset_dir`` checked, or rebuilt/cached)."""
+    return resolve_dataset(training, artifact_data_config(preprocessing, ROOT / "datasets"), dataset_dir)
+
+
 def check_price_sources(training: dict, cfg: DataConfig, names: list[str]) -> None:
     """The backtest reads raw files: they must be the very files the dataset was built from."""
     recorded = training.get("dataset", {}).get("sources", {})

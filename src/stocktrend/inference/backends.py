@@ -127,12 +127,18 @@ def export_onnx(model: nn.Module, seq_len: int, n_features: int, path: Path) -> 
     return path
 
 
-def cpu_has_vnni() -> bool:
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux); empty where /proc/cpuinfo is not there."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def cpu_has_vnni() -> bool:
+    return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
 
 
 def quantize_onnx_int8(src: Path, dst: Path) -> Path:

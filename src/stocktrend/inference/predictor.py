@@ -68,8 +68,6 @@ class Predictor:
         except RuntimeError as err:
             raise ArtifactError(f"{version_dir / WEIGHTS}: weights do not fit model.json ({err})") from None
         self.model.eval()
-        self.training_dates = (self.training["dataset"]["splits"]["train"]["start"],
-                               self.training["dataset"]["splits"]["train"]["end"])
         try:
             self.backend = make_backend(backend, self.model, self.seq_len, self.n_features,
                                         threads or torch.get_num_threads(), version_dir, manifest["files"][WEIGHTS])

@@ -256,8 +256,8 @@ class PredictorDeployment:
             raise ApiError(422, missing[0], "required field is missing")
         return body, raw
 
-    def _error(self, endpoint: str, err: ApiError | InputError, status: int | None = None) -> JSONResponse:
-        status = status or getattr(err, "status", 422)
+    def _error(self, endpoint: str, err: ApiError | InputError) -> JSONResponse:
+        status = getattr(err, "status", 422)  # InputError: the Predictor refused the content
         self.buffer["errors_4xx"] += 1
         self._ensure_flusher()
         self.metrics["errors"].inc(tags={"endpoint": endpoint, "status": str(status)})
