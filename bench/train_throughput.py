@@ -101,8 +101,8 @@ def ray_fit(dataset, model_cfg, train_cfg, warmup, n, out_dir, threads) -> float
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from stocktrend.cluster.connect import connect
     from stocktrend.config_io import config_to_dict
-    from stocktrend.ray_session import connect
 
     connect(num_cpus=os.cpu_count())
     trainer = TorchTrainer(
@@ -123,8 +123,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    from stocktrend.data.cache import build_cached
     from stocktrend.data.config import load_data_config
-    from stocktrend.data.store import build_cached, read_metadata
+    from stocktrend.data.store import read_metadata
     from stocktrend.models.config import model_config_from_metadata
     from stocktrend.training.config import TrainConfig
 

@@ -44,7 +44,7 @@ def main() -> int:
     ap.add_argument("--asha-samples", type=int, default=6)
     ap.add_argument("--max-epochs", type=int, default=5)
     args = ap.parse_args()
-    from stocktrend.ray_session import connect
+    from stocktrend.cluster.connect import connect
     from stocktrend.tuning.run import SearchOptions, run_search
     from stocktrend.tuning.space import load_space
 

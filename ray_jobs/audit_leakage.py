@@ -26,16 +26,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--out", default=str(ROOT / "docs" / "LEAKAGE_AUDIT.md"))
     ap.add_argument("--storage-path", default=str(ROOT / "runs" / "audit"))
+    from stocktrend.cluster.resources import add_wait_flag
+
+    add_wait_flag(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from stocktrend.cluster.connect import connect
+    from stocktrend.cluster.resources import ResourcesUnavailable
     from stocktrend.data.build import prepare
+    from stocktrend.data.cache import build_cached
     from stocktrend.data.config import load_data_config
-    from stocktrend.data.store import atomic_write_text, build_cached, read_metadata
+    from stocktrend.data.store import atomic_write_text, read_metadata
     from stocktrend.evaluation.audit import nearest_neighbour_probe, positions, twin_counts
     from stocktrend.evaluation.metrics import scalar_metrics
     from stocktrend.models.config import model_config_from_metadata
-    from stocktrend.ray_session import connect
     from stocktrend.training.config import TrainConfig
     from stocktrend.training.repeat import train_many
 
@@ -55,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         jobs.append({"name": protocol, "dataset": dataset, "train": train_cfg, "also_predict": ("train", "val"),
                      "model": model_config_from_metadata(args.preset, meta)})
     connect()
-    runs = train_many(jobs, Path(args.storage_path).resolve() / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    try:
+        runs = train_many(jobs, Path(args.storage_path).resolve() / dt.datetime.now().strftime("%Y%m%d-%H%M%S"),
+                          wait_s=args.wait_for_resources)
+    except ResourcesUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     rows = {}
     for run in runs:

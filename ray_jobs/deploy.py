@@ -37,10 +37,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-batch-size", type=int)
     ap.add_argument("--host", help="HTTP host (default 127.0.0.1; 0.0.0.0 exposes the service)")
     ap.add_argument("--port", type=int, help="HTTP port (default 8000)")
-    ap.add_argument("--dashboard", help="Ray dashboard URL (default $RAY_DASHBOARD_ADDRESS or http://127.0.0.1:8265)")
+    ap.add_argument("--dashboard", help="Ray dashboard URL (default: $RAY_DASHBOARD_ADDRESS, else the running "
+                                        "head's, else a new local head's http://127.0.0.1:8265)")
     ap.add_argument("--no-start-head", action="store_true", help="fail instead of starting a local Ray head")
     ap.add_argument("--predict-latest", action="store_true", help="then predict the latest day over HTTP")
     ap.add_argument("--timeout", type=float, default=300, help="seconds to wait for the deployment")
+    from stocktrend.cluster.resources import add_wait_flag
+
+    add_wait_flag(ap)
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)
 
@@ -68,6 +72,28 @@ def predict_latest(base_url: str, model_path: str, api_key: str | None) -> None:
           f"-d @{request_file.relative_to(Path.cwd()) if request_file.is_relative_to(Path.cwd()) else request_file}")
 
 
+def find_dashboard(args) -> str:
+    """--dashboard, else $RAY_DASHBOARD_ADDRESS, else the running head's (as `ray job submit`
+    finds it), else a new persistent local head on the default port."""
+    import os
+
+    from stocktrend.cluster.connect import running_dashboard
+    from stocktrend.serving import control
+
+    explicit = args.dashboard or os.environ.get("RAY_DASHBOARD_ADDRESS")
+    if explicit:
+        if not control.head_reachable(explicit):
+            raise control.ServeControlError(f"no Ray dashboard answers at {explicit}")
+        return explicit.rstrip("/")
+    found = running_dashboard()
+    if found:
+        return found
+    if args.no_start_head or os.environ.get("RAY_ADDRESS"):
+        raise control.ServeControlError("no Ray cluster found (RAY_ADDRESS, or a head on this machine)")
+    control.start_head(control.DEFAULT_DASHBOARD)
+    return control.DEFAULT_DASHBOARD
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -76,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from pydantic import ValidationError
 
+    from stocktrend.cluster.connect import connect
+    from stocktrend.cluster.resources import ResourcesUnavailable
     from stocktrend.serving import control
 
-    dashboard = control.dashboard_address(args.dashboard)
     try:
         config = control.load_config(args.config)
         config = control.with_overrides(
@@ -94,18 +121,17 @@ def main(argv: list[str] | None = None) -> int:
 
         version_dir, manifest, _ = load_parts(target["args"]["model"])  # verified before anything starts
         control.pin_version(target, version_dir.name)
-        if not control.head_reachable(dashboard):
-            if args.no_start_head or os.environ.get("RAY_ADDRESS"):
-                print(f"error: no Ray dashboard at {dashboard}", file=sys.stderr)
-                return 2
-            control.start_head(dashboard)
+        dashboard = find_dashboard(args)
+        connect()  # joins the head found above, for the checks below
+        control.check_http_port(dashboard, config)
+        control.preflight(config, args.wait_for_resources)
         print(f"deploying {manifest['name']}/{manifest['version']} on {target['args'].get('backend', 'onnx')} "
               f"through {dashboard} ...", flush=True)
         control.deploy(dashboard, config, timeout=args.timeout)
     except ValidationError as err:
         print(f"error: {args.config} args: {err}", file=sys.stderr)
         return 2
-    except (control.ServeControlError, ValueError, OSError) as err:
+    except (control.ServeControlError, ResourcesUnavailable, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     http = config["http_options"]

@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, help="max epochs of retraining (default: the artifact's recipe)")
     ap.add_argument("--storage-path", default=str(Path(__file__).resolve().parents[1] / "runs" / "evaluate"))
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    from stocktrend.cluster.resources import add_wait_flag
+
+    add_wait_flag(ap)
     args = ap.parse_args(argv)
     if args.boot < 10:
         ap.error("--boot must be at least 10")
@@ -64,10 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(summary_lines(report)))
     print(f"report: {report['files']['markdown']} (and report.json, plots) in {Path(report['files']['json']).parent}")
     if args.seeds or args.walk_forward:
+        from stocktrend.cluster.resources import ResourcesUnavailable
         from stocktrend.evaluation.retrain_report import retrain_and_report
 
-        for line in retrain_and_report(Path(args.model), args, Path(report["files"]["json"]).parent):
-            print(line)
+        try:
+            lines = retrain_and_report(Path(args.model), args, Path(report["files"]["json"]).parent)
+        except ResourcesUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print("\n".join(lines))
     return 0
 
 

@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start", help="first day to score")
     ap.add_argument("--end", help="last day to score")
     ap.add_argument("-v", "--verbose", action="store_true")
+    from stocktrend.cluster.resources import add_wait_flag
+
+    add_wait_flag(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -47,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     from stocktrend.data.errors import DataError
     from stocktrend.data.store import atomic_write_text
     from stocktrend.inference.artifact import ArtifactError
-    from stocktrend.inference.batch import WindowScorer
     from stocktrend.inference.predictor import InputError, Predictor
+    from stocktrend.serving.batch import WindowScorer
 
     try:
         predictor = Predictor.from_artifact(args.model)
@@ -86,13 +89,22 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from stocktrend.ray_session import connect
+    from stocktrend.cluster.connect import connect
+    from stocktrend.cluster.resources import Ask, ResourcesUnavailable, require, units_that_fit
 
     connect()
+    per_actor = {"CPU": args.num_cpus}
+    try:
+        require(Ask("batch scoring", per_actor, 1, "scoring actor", hint="--num-cpus F, --concurrency N"),
+                args.wait_for_resources)
+    except ResourcesUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    actors = min(args.concurrency, units_that_fit(per_actor))
     ds = ray.data.from_items([{"end": int(e)} for e in ends])
     scored = ds.map_batches(
         WindowScorer, batch_size=args.batch_size, num_cpus=args.num_cpus,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=args.concurrency),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
         fn_constructor_kwargs={"model": str(predictor.version_dir), "backend": args.backend,
                                "threads": max(1, int(args.num_cpus)), "values": ray.put(values)},
     ).to_pandas().sort_values("end")

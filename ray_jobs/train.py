@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("train")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,11 +34,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--num-workers", type=int, default=1, help="Ray Train workers (DDP when > 1)")
     ap.add_argument("--use-gpu", action="store_true")
     ap.add_argument("--cpus-per-worker", type=float,
-                    help="CPUs (and torch threads) per worker (default: this machine's CPUs / workers)")
+                    help="CPUs (and torch threads) per worker (default: the free CPUs shared by the workers)")
     ap.add_argument("--storage-path", default=str(ROOT / "runs"), help="Ray Train storage (absolute or relative)")
     ap.add_argument("--models", default=str(ROOT / "models"), help="where model artifacts go")
     ap.add_argument("--name", help="artifact name (default: <ticker>_<preset>)")
     ap.add_argument("--no-ray", action="store_true", help="plain Lightning, no Ray")
+    from stocktrend.cluster.resources import add_wait_flag
+
+    add_wait_flag(ap)
     return ap.parse_args(argv)
 
 
@@ -46,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from stocktrend.config_io import config_to_dict
+    from stocktrend.data.cache import build_cached
     from stocktrend.data.config import load_data_config
-    from stocktrend.data.store import build_cached, read_metadata
+    from stocktrend.data.store import read_metadata
     from stocktrend.models.config import model_config_from_metadata
     from stocktrend.training.config import TrainConfig
     from stocktrend.training.export import export_artifact
@@ -74,11 +78,20 @@ def main(argv: list[str] | None = None) -> int:
         res = fit_local(dataset, model_cfg, train_cfg, storage / run_name)
         checkpoint, history, engine = res["best_checkpoint"], res["history"], "lightning"
     else:
-        from stocktrend.ray_session import connect
+        from stocktrend.cluster.connect import connect
+        from stocktrend.cluster.resources import Ask, ResourcesUnavailable, cpus_per_unit, require
         from stocktrend.training.ray_train import ray_train
 
         connect()
-        cpus = args.cpus_per_worker or max(1, (os.cpu_count() or 1) // args.num_workers)
+        cpus = args.cpus_per_worker or cpus_per_unit(args.num_workers)
+        ask = Ask("training", {"CPU": cpus, "GPU": 1.0 if args.use_gpu else 0.0}, args.num_workers,
+                  hint="--cpus-per-worker N, fewer --num-workers")
+        try:
+            require(ask, args.wait_for_resources)
+        except ResourcesUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        log.info("training on %s", ask.describe())
         res = ray_train(dataset, model_cfg, train_cfg, storage, run_name, num_workers=args.num_workers,
                         use_gpu=args.use_gpu, cpus_per_worker=cpus)
         checkpoint, history, engine = res["checkpoint"], res["history"], f"ray-train x{args.num_workers}"

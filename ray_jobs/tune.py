@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--name", help="experiment name (required with --resume)")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted experiment --name")
     ap.add_argument("--no-evaluate", action="store_true", help="skip the test-split report")
+    from stocktrend.cluster.resources import add_wait_flag
+
+    add_wait_flag(ap)
     ap.add_argument("--kill-worker-at-epoch", type=int, help=argparse.SUPPRESS)  # fault injection (tests)
     args = ap.parse_args(argv)
     if args.resume and not args.name:
@@ -56,9 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from stocktrend.cluster.connect import connect
+    from stocktrend.cluster.resources import ResourcesUnavailable
     from stocktrend.config_io import ConfigError, with_overrides
-    from stocktrend.ray_session import connect
-    from stocktrend.tuning.run import SearchOptions, best_trial, export_best, run_search
+    from stocktrend.tuning.run import SearchOptions, best_trial, export_best, fit_concurrency, run_search
     from stocktrend.tuning.space import load_space
     from stocktrend.tuning.summary import write_summary
 
@@ -77,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache_root).resolve()
 
     connect()
+    if not args.resume:
+        try:
+            opts = fit_concurrency(space, opts, args.wait_for_resources)
+        except ResourcesUnavailable as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     t0 = time.perf_counter()
     results = run_search(space, opts, storage, name, cache, resume=args.resume)
     minutes = (time.perf_counter() - t0) / 60

@@ -17,15 +17,22 @@ import numpy as np
 import pytest
 import torch
 
+from stocktrend.cluster.head import HEAD_ENV
+from stocktrend.cluster.head import PrivateRayHead as RayHead
+
+# The environment of the project's heads (token authentication on, as on a user's head; the
+# token is created by the head's start-up when missing; no usage stats: no internet here).
+# Ray reads it when it is imported: set it before any test imports Ray. A Ray temp folder of
+# the session's own (RAY_TMPDIR) holds the private head and every local Ray a standalone
+# script starts, so nothing is left in /tmp/ray and a head the user left running is never
+# found by a test. Short names: Ray's unix socket paths must stay under 108 bytes.
+os.environ.update(HEAD_ENV)
+os.environ.pop("RAY_ADDRESS", None)
+SESSION_TMP = Path(tempfile.mkdtemp(prefix="st", dir=os.environ.get("RAY_TMPDIR") or "/tmp"))
+os.environ["RAY_TMPDIR"] = str(SESSION_TMP)
+
 # One intra-op thread: these models are tiny, and on a busy 2-core machine two OpenMP
 # threads spin-wait for each other (measured 5x slower than one thread under load).
-# Ray reads these when it is imported: set them before any test imports it. Token auth
-# stays on (Ray 2.60's default), as on a user's head; no usage stats (no internet here).
-from stocktrend.ray_head import RAY_ENV  # noqa: E402
-from stocktrend.ray_head import PrivateRayHead as RayHead  # noqa: E402
-
-os.environ.update(RAY_ENV)
-os.environ.pop("RAY_ADDRESS", None)
 
 torch.set_num_threads(1)
 
@@ -88,13 +95,14 @@ def write_dataset():
 
 
 @pytest.fixture(scope="session")
-def ray_head(tmp_path_factory):
-    # A short path: Ray's unix sockets live under the temp dir (108-byte limit).
-    temp = Path(tempfile.mkdtemp(prefix="st-ray-", dir="/tmp"))
-    head = RayHead(temp)
+def ray_head():
+    head = RayHead(SESSION_TMP / "h")
     yield head
     head.down()
-    shutil.rmtree(temp, ignore_errors=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +184,7 @@ class ServeDeployment:
         self.head, self.control = head, control
         base = control.load_config(control.DEFAULT_CONFIG)
         template = base["applications"][0]
-        config = {**base, "http_options": {"host": "127.0.0.1", "port": head.ports["serve"]}, "applications": []}
+        config = {**base, "http_options": {"host": "127.0.0.1", "port": head.serve_port}, "applications": []}
         for app in apps:
             one = control.with_overrides({"applications": [template]}, None, app["args"], {},
                                          name=app["name"], route_prefix=app["route_prefix"])["applications"][0]
@@ -185,7 +193,7 @@ class ServeDeployment:
             config["applications"].append(one)
         self.config = config
         control.deploy(head.dashboard, config, timeout=180)
-        self.base_url = f"http://127.0.0.1:{head.ports['serve']}"
+        self.base_url = f"http://127.0.0.1:{head.serve_port}"
 
     def url(self, path: str, app: int = 0) -> str:
         prefix = self.config["applications"][app]["route_prefix"].rstrip("/")

@@ -197,7 +197,7 @@ def test_monitoring_counts_equal_the_traffic_sent(app, http, val, ray_head):
     assert m["drift"]["metric"] == "psi" and m["drift"]["max_psi"] >= 0
     assert isinstance(m["alerts"], list)
     # The same counts reach Ray's Prometheus endpoint (exported every few seconds).
-    metrics_url = f"http://127.0.0.1:{ray_head.ports['metrics']}/metrics"
+    metrics_url = f"http://127.0.0.1:{ray_head.ports.metrics}/metrics"
     deadline = time.monotonic() + 40
     text = ""
     while time.monotonic() < deadline and "stocktrend_predictions" not in text:

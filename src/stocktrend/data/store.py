@@ -1,9 +1,7 @@
-"""Writing dataset artifacts atomically, their metadata, fingerprints and the build cache."""
+"""Writing dataset artifacts atomically, their metadata and fingerprints (the build cache is ``cache``)."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -189,33 +187,3 @@ def read_metadata(dataset_dir: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no dataset at {dataset_dir}: {path} is missing (run ray_jobs/build_dataset.py)")
     return json.loads(path.read_text())
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path):
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def build_cached(cfg: DataConfig, cache_root: str | Path) -> Path:
-    """The dataset of ``cfg`` under ``cache_root/<fingerprint>/``, built once.
-
-    Concurrent callers (Tune trials sharing a data config) serialise on a file lock; the
-    first builds, the rest find the finished folder.
-    """
-    from stocktrend.data.build import build_dataset  # build imports this module
-
-    root = Path(cache_root).resolve()
-    out = root / fingerprint(cfg)
-    if (out / "metadata.json").is_file():
-        return out
-    with _locked(root / f".{out.name}.lock"):
-        if not (out / "metadata.json").is_file():
-            log.info("building dataset %s into the cache", out.name[:12])
-            build_dataset(cfg, out)
-    return out

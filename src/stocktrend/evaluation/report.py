@@ -30,9 +30,10 @@ import numpy as np
 import pandas as pd
 
 from stocktrend.config_io import ConfigError, config_from_dict
+from stocktrend.data.cache import build_cached
 from stocktrend.data.config import DataConfig
 from stocktrend.data.sources import sha256_of
-from stocktrend.data.store import atomic_write_text, build_cached, fingerprint, read_metadata
+from stocktrend.data.store import atomic_write_text, fingerprint, read_metadata
 from stocktrend.evaluation import backtest as bt
 from stocktrend.evaluation import baselines as bl
 from stocktrend.evaluation import plots

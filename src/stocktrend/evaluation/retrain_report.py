@@ -25,8 +25,8 @@ def _spread_lines(title: str, spread: dict) -> list[str]:
 
 
 def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
+    from stocktrend.cluster.connect import connect
     from stocktrend.data.store import read_metadata
-    from stocktrend.ray_session import connect
     from stocktrend.training.config import TrainConfig
     from stocktrend.training.repeat import train_many
 
@@ -45,7 +45,8 @@ def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
         dataset = resolve_dataset(training, cfg, args.dataset)
         jobs = [{"name": f"seed{s}", "dataset": dataset, "model": model_cfg,
                  "train": with_overrides(train_cfg, {"seed": s})} for s in range(args.seeds)]
-        result = evaluate_seeds(train_many(jobs, storage), Path(dataset), market, args.boot, args.cost_bps)
+        runs = train_many(jobs, storage, wait_s=args.wait_for_resources)
+        result = evaluate_seeds(runs, Path(dataset), market, args.boot, args.cost_bps)
         atomic_write_text(out_dir / "seeds.json", json.dumps(result, indent=2, default=float))
         lines += _spread_lines(f"\n{args.seeds} seeds, test split (mean and spread):", result["pooled_spread"])
         lines.append(f"  -> {out_dir / 'seeds.json'}")
@@ -56,7 +57,8 @@ def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
         jobs = [{"name": f"fold{i}", "dataset": d, "train": train_cfg,
                  "model": model_config_from_metadata("v2", read_metadata(d), **shape_free)}
                 for i, d in enumerate(datasets)]
-        result = evaluate_walk_forward(train_many(jobs, storage), datasets, market, args.boot, args.cost_bps)
+        runs = train_many(jobs, storage, wait_s=args.wait_for_resources)
+        result = evaluate_walk_forward(runs, datasets, market, args.boot, args.cost_bps)
         atomic_write_text(out_dir / "walk_forward.json", json.dumps(result, indent=2, default=float))
         lines += _spread_lines(f"\nwalk-forward, {args.walk_forward} folds (per-fold spread):", result["spread"])
         pooled = result["pooled"]["test"]["metrics"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -202,10 +203,13 @@ def make_backend(
     if name == "torch-int8":
         return TorchInt8Backend(model)
     path = exported_file(version_dir, name, weights_sha256) if version_dir is not None else None
-    if path is None:
-        # No exported file: export now into a folder of our own (kept for the life of
-        # the process; ONNX Runtime has read it by the time the session exists).
-        tmp = Path(tempfile.mkdtemp(prefix="stocktrend-onnx-"))
+    if path is not None:
+        return OnnxBackend(path, name, threads)
+    # No exported file: export now into a folder of our own, removed once ONNX Runtime's
+    # session holds the graph (it does not read the file again).
+    tmp = Path(tempfile.mkdtemp(prefix="stocktrend-onnx-"))
+    try:
         log.info("no exported %s file in the artifact; exporting to %s", name, tmp)
-        path = write_onnx_files(model, seq_len, n_features, tmp)[name]
-    return OnnxBackend(path, name, threads)
+        return OnnxBackend(write_onnx_files(model, seq_len, n_features, tmp)[name], name, threads)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -9,8 +9,6 @@ import copy
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -46,24 +44,82 @@ def head_reachable(dashboard: str) -> bool:
 
 
 def start_head(dashboard: str) -> None:
-    """A persistent local head (it outlives this process; `make stop` or `ray stop` ends it)."""
-    port = dashboard.rsplit(":", 1)[-1].strip("/")
-    ray = Path(sys.executable).parent / "ray"
-    cmd = [str(ray if ray.exists() else "ray"), "start", "--head", "--dashboard-host", "127.0.0.1",
-           "--dashboard-port", port, "--disable-usage-stats"]
-    log.info("no Ray head at %s: starting one (%s)", dashboard, " ".join(cmd))
-    from stocktrend.ray_session import SERVE_ENV
+    """A persistent local head whose dashboard is at ``dashboard`` (it outlives this process;
+    `make stop` or `ray stop` ends it): the same start-up as `make head`."""
+    from stocktrend.cluster.head import HeadError
+    from stocktrend.cluster.head import start_head as start
+    from stocktrend.cluster.ports import HeadPorts, PortInUse
 
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **SERVE_ENV}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    if out.returncode != 0:
-        raise ServeControlError(f"`ray start --head` failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    port = int(dashboard.rsplit(":", 1)[-1].strip("/"))
+    log.info("no Ray head at %s: starting one", dashboard)
+    try:
+        start(HeadPorts(dashboard=port))
+    except (HeadError, PortInUse) as err:
+        raise ServeControlError(str(err)) from err
 
 
 def client(dashboard: str):
+    """Serve's REST client, sending the Ray token itself (no RAY_AUTH_MODE needed in the shell)."""
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
-    return ServeSubmissionClient(dashboard)
+    from stocktrend.cluster.auth import auth_headers
+
+    return ServeSubmissionClient(dashboard, headers=auth_headers())
+
+
+def check_http_port(dashboard: str, config: dict[str, Any]) -> None:
+    """Serve's HTTP port: a head already serving keeps its port (Serve cannot move it while
+    running); on a head not serving yet, the port must be free."""
+    from stocktrend.cluster.ports import holder, port_taken
+
+    port = int((config.get("http_options") or {}).get("port", 8000))
+    details = client(dashboard).get_serve_details()
+    serving = details.get("applications") or details.get("proxies")  # Serve started on this head
+    running = (details.get("http_options") or {}).get("port") if serving else None
+    if running is not None and int(running) != port:
+        raise ServeControlError(f"Serve on this head already listens on port {running}; deploy with --port {running}, "
+                                "or remove the running applications first (`serve shutdown -y`)")
+    if running is None and port_taken(port):
+        who = holder(port)
+        raise ServeControlError(f"port {port} (Serve HTTP) is already in use{f' by {who}' if who else ''}: "
+                                "stop that program or deploy with --port <another port>")
+
+
+def replica_ask(config: dict[str, Any]):
+    """The resources the config's applications need to start, as a preflight Ask."""
+    from stocktrend.cluster.resources import Ask
+
+    units, cpus, names = 0, 0.0, []
+    for a in config["applications"]:
+        args = ServeArgs(**(a.get("args") or {}))
+        n = args.autoscaling.min_replicas if args.autoscaling else args.num_replicas
+        units, cpus = units + n, max(cpus, args.num_cpus)
+        names.append(a["name"])
+    return Ask(f"Serve deployment {', '.join(repr(n) for n in names)}", {"CPU": cpus}, units, "replica",
+               hint="--num-cpus F (a share of a CPU per replica) or --replicas N")
+
+
+def preflight(config: dict[str, Any], wait_s: float = 0.0) -> None:
+    """Fail before deploying when the replicas cannot be placed; the replicas of the
+    applications being replaced free their resources for the new ones, so they count as free."""
+    import ray
+    from ray.util.state import list_actors
+
+    from stocktrend.cluster import resources
+
+    ask = replica_ask(config)
+    if ask.units == 0:
+        return
+    replaced = {a["name"] for a in config["applications"]}
+    nodes = {node: dict(r) for node, r in ray._private.state.available_resources_per_node().items()}
+    for actor in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000,
+                             raise_on_missing_output=False):
+        cls = actor.class_name or ""
+        if cls.startswith("ServeReplica:") and cls.split(":")[1] in replaced and actor.node_id in nodes:
+            node = nodes[actor.node_id]
+            node["CPU"] = node.get("CPU", 0.0) + (actor.required_resources or {}).get("CPU", 0.0)
+    if resources.units_that_fit(ask.per_unit, list(nodes.values())) < ask.units:
+        resources.require(ask, wait_s)  # raises with the whole story unless it frees up meanwhile
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,25 @@ class ReportToRay(RayTrainReportCallback, Checkpoint):
         if trainer.global_rank == 0:
             atomic_write_text(self.history_path, json.dumps(pl_module.history, default=float))
         super().on_train_epoch_end(trainer, pl_module)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        prune_stale_run_folders(Path(self.tmpdir_prefix).parent)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Ray removes each epoch's local copy after reporting it, but never the per-run
+        # folder it made them in (system temp folder): one per run, forever, without this.
+        shutil.rmtree(self.tmpdir_prefix, ignore_errors=True)
+
+
+def prune_stale_run_folders(temp: Path, max_age_s: float = 6 * 3600) -> None:
+    """Ray's per-run Lightning folders of runs that never reached teardown (a trial ASHA
+    stopped, a killed worker): empty between epochs, so only empty ones idle for hours go."""
+    for folder in temp.glob("lightning_checkpoints-*"):
+        try:
+            if not any(folder.iterdir()) and time.time() - folder.stat().st_mtime > max_age_s:
+                folder.rmdir()
+        except OSError:
+            continue  # another worker's, just removed or just filled
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

@@ -50,11 +50,17 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_many(jobs: list[dict[str, Any]], storage: str | Path, cpus_per_worker: float = 1) -> list[dict[str, Any]]:
-    """Train every job ({"name", "dataset", "model": ModelConfig, "train": TrainConfig, ...});
-    results come back in the jobs' order."""
+def train_many(jobs: list[dict[str, Any]], storage: str | Path, cpus_per_worker: float = 1,
+               wait_s: float = 0.0) -> list[dict[str, Any]]:
+    """Train every job ({"name", "dataset", "model": ModelConfig, "train": TrainConfig, ...}),
+    as many at once as the free CPUs hold (ResourcesUnavailable when not one does); results
+    come back in the jobs' order."""
+    from stocktrend.cluster.resources import Ask, require, units_that_fit
+
     storage = str(Path(storage).resolve())
-    slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker))
+    per_run = {"CPU": cpus_per_worker}
+    require(Ask(f"retraining ({len(jobs)} runs)", per_run, 1, "training worker"), wait_s)
+    slots = min(len(jobs), units_that_fit(per_run))
     payloads = [{**j, "model": config_to_dict(j["model"]), "train": config_to_dict(j["train"]),
                  "dataset": str(Path(j["dataset"]).resolve()), "storage": storage, "cpus_per_worker": cpus_per_worker}
                 for j in jobs]

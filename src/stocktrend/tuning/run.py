@@ -37,6 +37,21 @@ class SearchOptions:
     kill_worker_at_epoch: int | None = None  # fault injection (reliability tests)
 
 
+def fit_concurrency(space: SearchSpace, opts: SearchOptions, wait_s: float = 0.0) -> SearchOptions:
+    """Trials at once: the space's (or --max-concurrent), but no more than the free resources
+    hold now. A trial's driver holds nothing; its one training worker holds cpus_per_trial
+    (and gpus_per_trial). Raises ResourcesUnavailable when not even one fits."""
+    from stocktrend.cluster.resources import Ask, require, units_that_fit
+
+    asked = opts.max_concurrent or space.max_concurrent
+    per_trial = {"CPU": opts.cpus_per_trial, "GPU": opts.gpus_per_trial}
+    require(Ask("the search", per_trial, 1, "trial", hint="--cpus-per-trial F, --gpus-per-trial F"), wait_s)
+    fits = units_that_fit(per_trial)
+    if fits < asked:
+        log.warning("%d trials at a time asked; the free resources hold %d: running %d at a time", asked, fits, fits)
+    return dataclasses.replace(opts, max_concurrent=min(asked, fits))
+
+
 def _searcher(space: SearchSpace, opts: SearchOptions, mode: str):
     seed = space.seed if opts.seed is None else opts.seed
     points = space.points_to_evaluate

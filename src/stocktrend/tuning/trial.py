@@ -15,7 +15,8 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from stocktrend.config_io import with_overrides
-from stocktrend.data.store import build_cached, read_metadata
+from stocktrend.data.cache import build_cached
+from stocktrend.data.store import read_metadata
 from stocktrend.models.config import model_config_from_metadata
 from stocktrend.training.ray_train import ray_train
 from stocktrend.tuning.space import load_space, resolve

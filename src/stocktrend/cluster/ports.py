@@ -1,0 +1,115 @@
+"""Ports a Ray head needs, checked before it starts: a port already taken gets a message that
+names the port, its role, who holds it (on Linux) and the flag that moves it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+
+
+class PortInUse(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadPorts:
+    """Every fixed port of a head. Defaults are Ray's own (the user's head); ``None`` lets Ray
+    pick. HAProxy (Serve's ingress on the project's heads) binds two more side ports, which
+    Ray moves only through environment variables."""
+
+    gcs: int | None = 6379
+    dashboard: int | None = 8265
+    client: int | None = 10001
+    agent_http: int | None = 52365
+    agent_grpc: int | None = None
+    metrics: int | None = None
+    runtime_env: int | None = None
+    haproxy_metrics: int | None = 9101
+    haproxy_stats: int | None = 8404
+
+    FLAGS = {  # role, `ray start` flag (or environment variable)
+        "gcs": ("Ray GCS", "--port"),
+        "dashboard": ("Ray dashboard", "--dashboard-port"),
+        "client": ("Ray client server", "--ray-client-server-port"),
+        "agent_http": ("dashboard agent", "--dashboard-agent-listen-port"),
+        "agent_grpc": ("dashboard agent gRPC", "--dashboard-agent-grpc-port"),
+        "metrics": ("metrics export", "--metrics-export-port"),
+        "runtime_env": ("runtime-env agent", "--runtime-env-agent-port"),
+        "haproxy_metrics": ("Serve HAProxy metrics", "RAY_SERVE_HAPROXY_METRICS_PORT"),
+        "haproxy_stats": ("Serve HAProxy stats", "RAY_SERVE_HAPROXY_STATS_PORT"),
+    }
+
+    @classmethod
+    def free(cls) -> HeadPorts:
+        """All on ports free right now (the tests' and benchmarks' private heads)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**dict(zip(names, free_ports(len(names)))))
+
+    def items(self) -> list[tuple[str, int]]:
+        return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if getattr(self, f.name)]
+
+    def start_args(self) -> list[str]:
+        return [arg for name, port in self.items() if self.FLAGS[name][1].startswith("--")
+                for arg in (self.FLAGS[name][1], str(port))]
+
+    def env(self) -> dict[str, str]:
+        return {self.FLAGS[name][1]: str(port) for name, port in self.items() if not self.FLAGS[name][1].startswith("--")}
+
+
+def port_taken(port: int) -> bool:
+    for host in ("0.0.0.0", "127.0.0.1"):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return True
+    return False
+
+
+def holder(port: int) -> str | None:
+    """The process listening on ``port`` ("pid 123: gcs_server ..."), on Linux; None elsewhere."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            return None
+        for line in lines:
+            cols = line.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(cols[9])
+    targets = {f"socket:[{i}]" for i in inodes}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if any(os.readlink(fd) in targets for fd in (proc / "fd").iterdir()):
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                return f"pid {proc.name}: {cmd[:120]}"
+        except OSError:
+            continue
+    return None
+
+
+def check_free(ports: HeadPorts, how_to_move: str) -> None:
+    """Raise PortInUse naming the first taken port; ``how_to_move`` says where flags go."""
+    for name, port in ports.items():
+        if port_taken(port):
+            role, flag = ports.FLAGS[name]
+            who = holder(port)
+            raise PortInUse(
+                f"port {port} ({role}) is already in use{f' by {who}' if who else ''}. "
+                f"Stop that program, or move the port: {how_to_move.format(flag=flag, port=port)}")
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free now. Another program may take one before Ray binds it: the
+    caller retries on a start that fails with a taken port (``PrivateRayHead.up``)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()

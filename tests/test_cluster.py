@@ -1,0 +1,153 @@
+"""The cluster helpers without a cluster: the token, ports, session pruning, resource sizing
+and the preflight's message (the real-head paths are in test_first_contact.py)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stocktrend.cluster import auth, resources
+from stocktrend.cluster.head import prune_sessions
+from stocktrend.cluster.ports import HeadPorts, PortInUse, check_free
+from stocktrend.training.ray_train import prune_stale_run_folders
+
+
+@pytest.fixture
+def empty_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in (auth.TOKEN_ENV, auth.TOKEN_PATH_ENV, auth.MODE_ENV):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def test_token_is_created_once_private_and_reused(empty_home):
+    assert auth.read_token() is None
+    token = auth.ensure_token()
+    path = empty_home / ".ray" / "auth_token"
+    assert len(token) == 64 and int(token, 16) >= 0
+    assert path.read_text() == token and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert auth.ensure_token() == token
+    assert auth.auth_headers() == {"Authorization": f"Bearer {token}"}
+    assert not [p for p in path.parent.iterdir() if p.name != "auth_token"]  # no temporary file left
+
+
+def test_token_sources_follow_rays_order(empty_home, monkeypatch):
+    monkeypatch.setenv(auth.TOKEN_PATH_ENV, str(empty_home / "elsewhere" / "token"))
+    token = auth.ensure_token()
+    assert (empty_home / "elsewhere" / "token").read_text() == token
+    assert not (empty_home / ".ray").exists()
+    monkeypatch.setenv(auth.TOKEN_ENV, "from-the-environment")
+    assert auth.ensure_token() == "from-the-environment"
+
+
+def _race(_):
+    return auth.ensure_token()
+
+
+def test_racing_processes_agree_on_one_token(empty_home):
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        tokens = set(pool.map(_race, range(24)))
+    assert tokens == {(empty_home / ".ray" / "auth_token").read_text()}
+
+
+def test_clients_turn_token_mode_on_only_when_a_token_exists_and_respect_an_explicit_mode(empty_home, monkeypatch):
+    assert auth.use_token_auth() is False and auth.MODE_ENV not in os.environ
+    auth.ensure_token()
+    assert auth.use_token_auth() is True and os.environ[auth.MODE_ENV] == "token"
+    monkeypatch.setenv(auth.MODE_ENV, "disabled")
+    assert auth.use_token_auth() is False and os.environ[auth.MODE_ENV] == "disabled"
+
+
+def test_head_ports_become_flags_and_haproxy_environment():
+    ports = HeadPorts(gcs=1, dashboard=2, client=3, agent_http=4, agent_grpc=None, metrics=None, runtime_env=None,
+                      haproxy_metrics=5, haproxy_stats=6)
+    assert ports.start_args() == ["--port", "1", "--dashboard-port", "2", "--ray-client-server-port", "3",
+                                  "--dashboard-agent-listen-port", "4"]
+    assert ports.env() == {"RAY_SERVE_HAPROXY_METRICS_PORT": "5", "RAY_SERVE_HAPROXY_STATS_PORT": "6"}
+    free = HeadPorts.free()
+    assert len({p for _, p in free.items()}) == len(free.items()) == 9
+
+
+def test_a_taken_port_names_its_role_holder_and_flag():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(PortInUse) as err:
+            check_free(HeadPorts(dashboard=port, gcs=None, client=None, agent_http=None, haproxy_metrics=None,
+                                 haproxy_stats=None), "make head HEAD_ARGS='{flag} N'")
+    message = str(err.value)
+    assert f"port {port} (Ray dashboard) is already in use by pid {os.getpid()}" in message
+    assert "make head HEAD_ARGS='--dashboard-port N'" in message
+
+
+def test_old_ray_sessions_are_pruned_but_never_the_current_one(tmp_path):
+    now = time.time()
+    sessions = []
+    for i in range(6):
+        p = tmp_path / f"session_2026-12-0{i + 1}_00-00-00_000000_{i}"
+        p.mkdir()
+        os.utime(p, (now - 1000 * (6 - i), now - 1000 * (6 - i)))  # session 5 is the newest
+        sessions.append(p)
+    (tmp_path / "session_latest").symlink_to(sessions[0])  # the running head's, the oldest
+    removed = prune_sessions(tmp_path, keep=3)
+    left = sorted(p.name for p in tmp_path.glob("session_2*"))
+    assert left == sorted([sessions[0].name, sessions[4].name, sessions[5].name])
+    assert len(removed) == 3
+
+
+def test_stale_empty_run_folders_go_and_live_ones_stay(tmp_path):
+    old_empty, old_full, new_empty = (tmp_path / f"lightning_checkpoints-job_id=0{i}-name=x-world_rank=0"
+                                      for i in range(3))
+    for p in (old_empty, old_full, new_empty):
+        p.mkdir()
+    (old_full / "3").mkdir()
+    for p in (old_empty, old_full):
+        os.utime(p, (time.time() - 7 * 3600, time.time() - 7 * 3600))
+    prune_stale_run_folders(tmp_path)
+    assert not old_empty.exists() and old_full.exists() and new_empty.exists()
+
+
+def test_units_fit_whole_on_a_node():
+    nodes = [{"CPU": 1.5}, {"CPU": 4.0, "GPU": 1.0}]
+    assert resources.units_that_fit({"CPU": 1}, nodes) == 5
+    assert resources.units_that_fit({"CPU": 2}, nodes) == 2  # 1.5 CPUs on the first node hold none
+    assert resources.units_that_fit({"CPU": 1, "GPU": 0.25}, nodes) == 4
+    assert resources.units_that_fit({"CPU": 0, "GPU": 0}, nodes) >= 10**6
+
+
+def test_cpus_per_unit_prefers_whole_cpus_then_quarters():
+    assert resources.cpus_per_unit(1, [{"CPU": 1.5}]) == 1.0  # beside a 0.5-CPU Serve replica on 2 cores
+    assert resources.cpus_per_unit(2, [{"CPU": 1.5}]) == 0.75
+    assert resources.cpus_per_unit(2, [{"CPU": 8.0}, {"CPU": 2.0}]) == 4.0
+    assert resources.cpus_per_unit(1, [{"CPU": 0.0}]) == 1.0  # does not fit: the preflight says so
+
+
+def test_the_message_says_what_was_asked_what_is_free_who_holds_it_and_what_to_do(monkeypatch):
+    monkeypatch.setattr(resources, "holders", lambda: ["0.5 CPU by Serve application 'stocktrend' (1 replica of Predictor)"])
+    ask = resources.Ask("training", {"CPU": 2.0, "GPU": 0.0}, 1, hint="--cpus-per-worker N")
+    text = resources.unavailable_message(ask, [{"CPU": 1.5}], {"CPU": 2.0}, {"CPU": 2.0})
+    assert text.startswith("training asks for 1 worker x 2 CPU; the cluster has 1.5 of 2 CPU free.")
+    assert "0.5 CPU by Serve application 'stocktrend'" in text
+    assert "--cpus-per-worker N" in text and "serve shutdown -y" in text and "--wait-for-resources" in text
+    assert "can never be met" not in text
+    gpu = resources.Ask("training", {"CPU": 1.0, "GPU": 1.0}, 1)
+    text = resources.unavailable_message(gpu, [{"CPU": 2.0}], {"CPU": 2.0}, {"CPU": 2.0})
+    assert "no node with that much GPU: it can never be met here" in text
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "ray_jobs").glob("*.py")))
+def test_every_entry_point_has_help_and_those_asking_for_resources_can_wait(name, repo_root):
+    out = subprocess.run([sys.executable, str(repo_root / "ray_jobs" / f"{name}.py"), "--help"], capture_output=True,
+                         text=True, timeout=120, cwd=repo_root)
+    assert out.returncode == 0 and out.stdout.startswith("usage:"), out.stderr[-2000:]
+    asks = name in ("audit_leakage", "train", "tune", "evaluate", "predict", "deploy")
+    assert ("--wait-for-resources" in out.stdout) == asks
