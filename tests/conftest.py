@@ -1,8 +1,10 @@
-# NOTE: `tiny_dataset_dir` writes a synthetic dataset folder in the layout of our
-# dataset builder (train/val/test X, y, dates .npy + metadata.json). It stands in
-# for the real builder in the training tests and may be replaced by a call to the
-# builder on a small fixture once that exists.
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures.
+
+Datasets: ``small_real_dataset`` is the real builder on the committed CSVs (2008-2017, short
+windows), for every test about training on market data. ``tiny_dataset_dir`` is a synthetic
+folder in the builder's layout whose label is learnable by construction (class 1 iff feature
+0's window mean > 0): for the tests that need to see a model learn, or data of a chosen size.
+"""
 
 from __future__ import annotations
 
@@ -46,8 +48,9 @@ def write_synthetic_dataset(root: Path, seed: int = 0, sizes: dict[str, int] = T
     """Random windows whose label is learnable: class 1 iff feature 0's window mean > 0."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    # Business days, one window ending per day; splits are chronological with a
-    # horizon-sized gap between them (as a purged builder would leave).
+    # Business days, one window ending per day; splits are chronological, purged as the
+    # builder purges: no day of [window start, label end] in two splits.
+    purge = TINY_SEQ_LEN + TINY_HORIZON - 1
     day = np.datetime64("2015-01-02")
     meta_splits = {}
     for split, n in sizes.items():
@@ -55,7 +58,7 @@ def write_synthetic_dataset(root: Path, seed: int = 0, sizes: dict[str, int] = T
         label = (x[:, :, 0].mean(axis=1) > 0).astype(np.int64)
         y = np.eye(2, dtype=np.float32)[label]  # one-hot (N, 2)
         dates = np.busday_offset(day, np.arange(n), roll="forward").astype("datetime64[D]")
-        day = np.busday_offset(dates[-1], TINY_HORIZON + 1)
+        day = np.busday_offset(dates[-1], purge + 1)
         np.save(root / f"{split}_X.npy", x)
         np.save(root / f"{split}_y.npy", y)
         np.save(root / f"{split}_dates.npy", dates)
@@ -72,6 +75,7 @@ def write_synthetic_dataset(root: Path, seed: int = 0, sizes: dict[str, int] = T
         "n_classes": 2,
         "classes": ["down", "up"],
         "features": {"selected": [f"f{i}" for i in range(TINY_FEATURES)]},
+        "boundaries": {"purge_rows": purge},
         "splits": meta_splits,
     }
     (root / "metadata.json").write_text(json.dumps(metadata, indent=2))
@@ -105,10 +109,19 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(SESSION_TMP, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ray_local(ray_head):
-    """The session's Ray head, up and connected in this process (per module: a module
-    using ``no_ray_cluster`` may have stopped it)."""
+    """The session's Ray head, up and connected in this process (per test: a test using
+    ``no_ray_cluster`` may have stopped it; up() is a no-op when it runs)."""
+    import ray
+
+    ray_head.up()
+    yield ray
+
+
+@pytest.fixture(scope="module")
+def ray_module(ray_head):
+    """The head for module-scoped fixtures (deployments, trained runs)."""
     import ray
 
     ray_head.up()
@@ -208,7 +221,7 @@ class ServeDeployment:
 
 
 @pytest.fixture(scope="module")
-def serve_deploy(ray_local, ray_head):
+def serve_deploy(ray_module, ray_head):
     """A factory: deploy applications for this module; all are deleted at its end."""
     made: list[ServeDeployment] = []
 

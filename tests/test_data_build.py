@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from stocktrend.config_io import with_overrides
 from stocktrend.data.build import build_dataset, prepare
+from stocktrend.data.cache import build_cached
 from stocktrend.data.config import load_data_config
 from stocktrend.data.splits import day_span
 from stocktrend.data.store import read_metadata
@@ -121,3 +126,25 @@ def test_build_is_deterministic(built, tmp_path):
 def test_read_metadata_roundtrip(built):
     _, out, meta, _, _ = built
     assert read_metadata(out) == meta
+
+
+def test_the_cache_never_serves_a_stale_dataset(tmp_path, repo_root):
+    """An edited source file or config builds a new dataset; an unchanged one reuses the build."""
+    base = load_data_config(repo_root / "datasets" / "msft_v2.yaml", start="2008-01-02", seq_len=10, n_features=8)
+    wti = tmp_path / "wti.csv"
+    shutil.copy(base.source_path("wti"), wti)
+    cfg = dataclasses.replace(base, sources={**base.sources, "wti": dataclasses.replace(base.sources["wti"], path=str(wti))})
+    cache = tmp_path / "cache"
+    first = build_cached(cfg, cache)
+    built_at = (first / "metadata.json").stat().st_mtime_ns
+    assert build_cached(cfg, cache) == first and (first / "metadata.json").stat().st_mtime_ns == built_at  # reused
+    lines = wti.read_text().splitlines()
+    date, value = lines[-300].split(",")
+    lines[-300] = f"{date},{float(value) * 1.5}"  # one oil price, in the test period
+    wti.write_text("\n".join(lines) + "\n")
+    edited = build_cached(cfg, cache)
+    assert edited != first
+    assert not np.array_equal(np.load(edited / "test_X.npy"), np.load(first / "test_X.npy")) or \
+        read_metadata(edited)["sources"] != read_metadata(first)["sources"]
+    reconfigured = build_cached(with_overrides(cfg, {"n_features": 9}), cache)
+    assert reconfigured not in (first, edited) and np.load(reconfigured / "train_X.npy").shape[2] == 9

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -307,25 +308,33 @@ def test_refuses_a_dataset_the_model_was_not_trained_on(small_artifact, small_re
     assert not (tmp_path / "cache").exists()
 
 
-@pytest.mark.timeout(90)
-def test_cli_runs_without_ray_and_rebuilds_the_dataset(small_artifact, tmp_path, capsys, monkeypatch):
+@pytest.mark.timeout(120)
+def test_cli_runs_without_ray_and_rebuilds_the_dataset(small_artifact, tmp_path, capsys):
     import importlib.util
 
-    import stocktrend.evaluation.report as report_mod
-
-    # The default cache is the repo's datasets/cache; keep the test's rebuild in tmp.
-    real = report_mod.build_cached
-    monkeypatch.setattr(report_mod, "build_cached", lambda cfg, root: real(cfg, tmp_path / "cache"))
     spec = importlib.util.spec_from_file_location("evaluate_cli", ROOT / "ray_jobs" / "evaluate.py")
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     with pytest.raises(SystemExit) as help_exit:
         cli.main(["--help"])
     assert help_exit.value.code == 0 and "--cost-bps" in capsys.readouterr().out
-    ray_loaded_before = "ray" in sys.modules
-    rc = cli.main(["--model", str(small_artifact), "--boot", "20", "--staggered", "--out", str(tmp_path / "rep")])
-    out = capsys.readouterr().out
-    assert rc == 0 and "accuracy" in out and str(tmp_path / "rep") in out
+    # In a fresh process (this one has long imported Ray through other test modules), with
+    # the default cache (the repo's datasets/cache) moved to tmp for the rebuild.
+    driver = f"""
+import json, runpy, sys
+import stocktrend.evaluation.report as report
+from stocktrend.data.cache import build_cached
+report.build_cached = lambda cfg, root: build_cached(cfg, {str(tmp_path / "cache")!r})
+sys.argv = ["evaluate.py", "--model", {str(small_artifact)!r}, "--boot", "20", "--staggered", "--out", {str(tmp_path / "rep")!r}]
+try:
+    runpy.run_path({str(ROOT / "ray_jobs" / "evaluate.py")!r}, run_name="__main__")
+except SystemExit as done:
+    rc = done.code
+print(json.dumps({{"rc": rc, "ray_imported": "ray" in sys.modules}}))
+"""
+    run = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=110)
+    facts = json.loads(run.stdout.strip().splitlines()[-1])
+    assert facts["rc"] == 0 and "accuracy" in run.stdout and str(tmp_path / "rep") in run.stdout, run.stderr[-2000:]
+    assert facts["ray_imported"] is False  # evaluation never imports Ray
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["backtest"]["settings"]["staggered"] is True
     assert list((tmp_path / "cache").iterdir())  # the dataset was rebuilt from the artifact's config
-    assert ray_loaded_before or "ray" not in sys.modules  # evaluation never imports Ray

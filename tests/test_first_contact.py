@@ -178,6 +178,7 @@ def test_dashboard_asks_for_the_token_and_its_login_shows_the_jobs_and_serve(mac
     assert any("ray_jobs/tune.py --space search_spaces/smoke.yaml" in (j.get("entrypoint") or "") for j in jobs)
     apps = json.loads(browser.open(f"{machine.dashboard}/api/serve/applications/", timeout=10).read())
     assert apps["applications"]["stocktrend"]["status"] == "RUNNING"
+    assert apps["http_options"]["host"] == "127.0.0.1"  # deploy.py's default: loopback only
 
 
 def test_a_taken_port_is_named_with_what_to_do(tmp_path, repo_root):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -32,9 +33,9 @@ def _train(ray_local, dataset, tmp, num_workers):
 
 
 @pytest.fixture(scope="module")
-def one_worker_run(ray_local, small_real_dataset, tmp_path_factory):
+def one_worker_run(ray_module, small_real_dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ray1")
-    res = _train(ray_local, small_real_dataset, tmp, 1)
+    res = _train(ray_module, small_real_dataset, tmp, 1)
     artifact = export_artifact(res["checkpoint"], small_real_dataset, tmp / "models", "msft_tiny", history=res["history"])
     return res, artifact
 
@@ -47,11 +48,24 @@ def test_one_worker_run_reports_every_epoch_and_keeps_the_best(one_worker_run):
     assert np.isfinite(res["metrics"]["val_auroc"])
 
 
+def _starts(run_dir) -> dict[int, list[dict]]:
+    return {int(p.stem.removeprefix("rank")): [json.loads(line) for line in p.read_text().splitlines()]
+            for p in sorted((run_dir / "starts").glob("rank*.jsonl"))}
+
+
 def test_two_worker_ddp_run(ray_local, small_real_dataset, tmp_path):
     res = _train(ray_local, small_real_dataset, tmp_path, 2)
     assert [h["epoch"] for h in res["history"]] == [0, 1]
     ckpt = torch.load(res["checkpoint"], map_location="cpu", weights_only=False)
     assert ckpt["hyper_parameters"]["model_cfg"]["n_features"] == 8
+    # Two ranks of one DDP group, each training on its half of the shuffled training set.
+    starts = _starts(tmp_path / "runs" / "w2")
+    assert sorted(starts) == [0, 1]
+    n_train = read_metadata(small_real_dataset)["splits"]["train"]["class_counts"]
+    per_rank_batches = math.ceil(math.ceil(sum(n_train) / 2) / FAST["batch_size"])  # DistributedSampler pads
+    for rank, (start, end) in starts.items():
+        assert start["world_size"] == 2 and start["rank"] == rank and start["resumed_from"] is None
+        assert end["train_batches"] == FAST["max_epochs"] * per_rank_batches, (rank, end)
 
 
 def test_artifact_round_trip_gives_identical_outputs(one_worker_run, small_real_dataset):

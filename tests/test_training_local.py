@@ -20,7 +20,7 @@ from stocktrend.training.fit_local import fit_local
 from stocktrend.training.loss import build_loss, resolve_class_weights
 from stocktrend.training.module import TrendClassifier
 
-TINY_SPLITS = {"train": 200, "val": 64, "test": 64}  # what conftest's tiny_dataset_dir writes
+TINY_SPLITS = {"train": 200, "val": 64, "test": 64}  # what conftest's tiny_dataset_dir writes (step counting)
 
 
 @pytest.mark.timeout(10)
@@ -52,27 +52,27 @@ def test_train_config_validation():
     assert selection_mode("val_ce") == "min" and selection_mode("val_auroc") == "max"
 
 
-@pytest.mark.timeout(20)
-def test_datamodule_train_and_val_only(tiny_dataset_dir, monkeypatch):
+@pytest.mark.timeout(60)
+def test_datamodule_train_and_val_only(small_real_dataset, monkeypatch):
     opened: list[str] = []
     real_load = np.load
     monkeypatch.setattr(np, "load", lambda f, *a, **k: (opened.append(Path(f).name), real_load(f, *a, **k))[1])
 
-    dm = TrendDataModule(str(tiny_dataset_dir), batch_size=16, seed=7)
-    assert {k: v["n"] for k, v in dm.metadata["splits"].items()} == TINY_SPLITS
+    dm = TrendDataModule(str(small_real_dataset), batch_size=16, seed=7)
+    n = {k: v["n"] for k, v in dm.metadata["splits"].items()}
     counts = dm.class_counts_train()
-    assert sum(counts) == TINY_SPLITS["train"] and len(counts) == 2 and min(counts) > 0
+    assert sum(counts) == n["train"] and len(counts) == 2 and min(counts) > 0
     x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == (16, 20, 8) and x.dtype == torch.float32 and y.dtype == torch.long
-    assert dm.train_batches_per_epoch() == len(dm.train_dataloader()) == math.ceil(200 / 16)
+    assert x.shape == (16, dm.seq_len, dm.n_features) and x.dtype == torch.float32 and y.dtype == torch.long
+    assert dm.train_batches_per_epoch() == len(dm.train_dataloader()) == math.ceil(n["train"] / 16)
     # Seeded shuffling: a fresh module with the same seed yields the same first batch.
-    x2, _ = next(iter(TrendDataModule(tiny_dataset_dir, 16, seed=7).train_dataloader()))
+    x2, _ = next(iter(TrendDataModule(small_real_dataset, 16, seed=7).train_dataloader()))
     assert torch.equal(x, x2)
     # Validation in order.
     xv, yv = next(iter(dm.val_dataloader()))
-    val_x = real_load(tiny_dataset_dir / "val_X.npy")
+    val_x = real_load(small_real_dataset / "val_X.npy")
     assert torch.equal(xv, torch.from_numpy(val_x[:16]))
-    assert torch.equal(yv, torch.from_numpy(real_load(tiny_dataset_dir / "val_y.npy")[:16].argmax(1)))
+    assert torch.equal(yv, torch.from_numpy(real_load(small_real_dataset / "val_y.npy")[:16].argmax(1)))
     assert not any(name.startswith("test_") for name in opened)
     assert not hasattr(dm, "test_dataloader") or "test" not in dm.datasets
 
@@ -85,18 +85,33 @@ def test_datamodule_refuses_a_non_chronological_split(tmp_path, write_dataset):
         TrendDataModule(root).setup("fit")
 
 
+@pytest.mark.timeout(20)
+def test_datamodule_refuses_splits_closer_than_the_purge_gap(tmp_path, write_dataset):
+    root = write_dataset(tmp_path / "ds", sizes={"train": 40, "val": 20, "test": 20})
+    TrendDataModule(root).setup("fit")  # as written: purged
+    train_end = np.load(root / "train_dates.npy").max()
+    purge = read_metadata(root)["boundaries"]["purge_rows"]
+    # Validation moved one row closer than the purge gap: its first window would share a day with training.
+    too_close = np.busday_offset(train_end, np.arange(20) + purge).astype("datetime64[D]")
+    np.save(root / "val_dates.npy", too_close)
+    with pytest.raises(ValueError, match=f"fewer than the purge gap of {purge} rows"):
+        TrendDataModule(root).setup("fit")
+    np.save(root / "val_dates.npy", np.busday_offset(too_close, 1).astype("datetime64[D]"))
+    TrendDataModule(root).setup("fit")  # one row more: accepted
+
+
 @pytest.mark.timeout(120)
-def test_one_epoch_fit_local(tiny_dataset_dir, tmp_path):
-    model_cfg = model_config_from_metadata("tiny", read_metadata(tiny_dataset_dir))
-    train_cfg = TrainConfig(batch_size=16, accumulate_grad_batches=2, max_epochs=50, milestone_every=1)
-    result = fit_local(tiny_dataset_dir, model_cfg, train_cfg, tmp_path / "run", max_epochs=1,
+def test_one_epoch_fit_local(small_real_dataset, tmp_path):
+    model_cfg = model_config_from_metadata("tiny", read_metadata(small_real_dataset))
+    train_cfg = TrainConfig(batch_size=64, accumulate_grad_batches=2, max_epochs=50, milestone_every=1)
+    result = fit_local(small_real_dataset, model_cfg, train_cfg, tmp_path / "run", max_epochs=1,
                        progress=False, accelerator="cpu")
     assert len(result["history"]) == 1
     epoch = result["history"][0]
     for key in ("train_loss", "train_acc", "val_ce", "val_loss", "val_acc", "val_f1", "val_auroc", "val_mcc",
                 "val_precision_c0", "val_recall_c1", "lr"):
         assert isinstance(epoch[key], float) and math.isfinite(epoch[key]), key
-    assert np.array(epoch["val_confmat"]).sum() == TINY_SPLITS["val"]
+    assert np.array(epoch["val_confmat"]).sum() == read_metadata(small_real_dataset)["splits"]["val"]["n"]
     assert result["best_score"] == pytest.approx(epoch["val_ce"], rel=1e-5)
     assert result["val_metrics"]["val_ce"] == epoch["val_ce"]
     ckpt = Path(result["best_checkpoint"])
@@ -107,9 +122,9 @@ def test_one_epoch_fit_local(tiny_dataset_dir, tmp_path):
     # The checkpoint alone rebuilds the model (hyperparameters are plain dicts).
     restored = TrendClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
     assert restored.model_cfg == model_cfg and restored.history == result["history"]
-    x = torch.from_numpy(np.load(tiny_dataset_dir / "val_X.npy")[:4])
+    x = torch.from_numpy(np.load(small_real_dataset / "val_X.npy")[:4])
     logits, attn = restored(x, return_attention=True)
-    assert logits.shape == (4, 2) and attn.shape == (4, 20)
+    assert logits.shape == (4, 2) and attn.shape == (4, model_cfg.seq_len)
 
 
 class LrRecorder(pl.Callback):

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import yaml
 
 from stocktrend.config_io import ConfigError
-from stocktrend.tuning.space import load_space, resolve
+from stocktrend.tuning.space import _values_to_check, load_space, resolve
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.mark.parametrize("name", ["smoke", "quick", "v2"])
-def test_every_shipped_space_loads_and_resolves(repo_root, name):
+def test_every_shipped_space_loads_and_every_drawable_window_is_purged(repo_root, name):
     space = load_space(repo_root / "search_spaces" / f"{name}.yaml")
     assert space.tune_space()
-    for point in space.points_to_evaluate:
-        data, model, train = resolve(space, point)
-        assert data.split.purge_rows >= data.seq_len + data.horizon - 1
+    # Every value a data key can take (its choices or bounds), not only the points to
+    # evaluate (smoke and quick have none): each trial's purge covers its own window.
+    data_keys = {k: _values_to_check(str(space.path), k, d) for k, d in space.distributions.items() if k.startswith("data.")}
+    assert data_keys, "each shipped space searches a data field"
+    draws = [dict(zip(data_keys, combo)) for combo in itertools.product(*data_keys.values())]
+    purges = set()
+    for values in [*draws, *space.points_to_evaluate]:
+        data, _, _ = resolve(space, {k: v for k, v in values.items() if k.startswith("data.")})
+        assert data.split.purge_rows >= data.seq_len + data.horizon - 1, values
+        purges.add(data.split.purge_rows)
+    assert len(purges) == 1  # one purge for the whole search: every trial validates on the same dates
 
 
 def test_v2_space_evaluates_the_reference_configuration_first(repo_root):

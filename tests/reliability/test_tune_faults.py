@@ -36,9 +36,16 @@ def test_search_survives_a_killed_training_worker(ray_local, repo_root, tmp_path
     assert results.num_errors == 0 and len(results) == 2
     experiment = tmp_path / "runs" / "killed"
     for trial_id, history in _histories(experiment).items():
-        # the worker really died once at epoch 1 and the run resumed to the last epoch
-        assert (experiment / TRAIN_RUNS / trial_id / "fault-injected").is_file()
+        # the worker really died once at epoch 1, and the new worker resumed from the epoch-0
+        # checkpoint (epoch 1, the optimizer steps of epoch 0 done), not from scratch
+        run = experiment / TRAIN_RUNS / trial_id
+        assert (run / "fault-injected").is_file()
         assert [h["epoch"] for h in history] == [0, 1, 2], trial_id
+        starts = [json.loads(line) for line in (run / "starts" / "rank0.jsonl").read_text().splitlines()]
+        first, again = [s for s in starts if s["event"] == "start"]
+        assert (first["epoch"], first["global_step"], first["resumed_from"]) == (0, 0, None)
+        assert again["epoch"] == 1 and again["global_step"] > 0 and again["resumed_from"].endswith("checkpoint.ckpt")
+        assert starts[-1]["event"] == "end" and starts[-1]["epoch"] == 3
     table = write_summary(results, space, "val_ce", experiment / "summary")
     assert set(table["status"]) == {"TERMINATED"} and (experiment / "summary" / "trials.png").is_file()
     # trials sharing a data config share one cached dataset
@@ -58,16 +65,30 @@ def _job(head, *args, timeout=120):
 
 
 def _wait_job(head, job_id, states, timeout):
+    """Until the job's status (from the job API, not a word in the CLI's output) is one of ``states``."""
+    from ray.job_submission import JobSubmissionClient
+
+    from stocktrend.cluster.auth import auth_headers
+
+    client = JobSubmissionClient(head.dashboard, headers=auth_headers())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        res = _job(head, "status", "--address", head.dashboard, job_id)
-        out = (res.stdout + res.stderr).lower()  # "Job 'x' succeeded" / "... was stopped"
-        for s in states:
-            if s.lower() in out:
-                return s
-        time.sleep(3)
-    logs = _job(head, "logs", "--address", head.dashboard, job_id).stdout[-3000:]
-    raise AssertionError(f"job {job_id} not in {states} after {timeout}s:\n{logs}")
+        status = client.get_job_status(job_id).value
+        if status in states:
+            return status
+        time.sleep(2)
+    logs = client.get_job_logs(job_id)[-3000:]
+    raise AssertionError(f"job {job_id} is {status}, not in {states}, after {timeout}s:\n{logs}")
+
+
+def _finished_in_experiment_state(experiment: Path) -> set[str]:
+    """Trials Tune's own experiment state records as finished (what --resume reads)."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        return {t.trial_id for t in ExperimentAnalysis(str(experiment)).trials if t.status == "TERMINATED"}
+    except Exception:  # not written yet, or being rewritten
+        return set()
 
 
 @pytest.mark.timeout(600)
@@ -84,16 +105,18 @@ def test_job_submit_interrupt_and_resume(ray_local, ray_head, repo_root, tmp_pat
     while not any(len(h) == 3 for h in _histories(experiment).values()):  # one trial finished
         assert time.monotonic() < deadline, _job(ray_head, "logs", "--address", ray_head.dashboard, "tune-first").stdout
         time.sleep(2)
-    time.sleep(8)  # let Tune record the finished trial in its experiment state
-    finished = {k: (experiment / TRAIN_RUNS / k / "history.json").stat().st_mtime
-                for k, h in _histories(experiment).items() if len(h) == 3}
+    done = {k for k, h in _histories(experiment).items() if len(h) == 3}
+    while not done <= _finished_in_experiment_state(experiment):  # Tune has recorded it as finished
+        assert time.monotonic() < deadline, "Tune never recorded the finished trial"
+        time.sleep(1)
+    finished = {k: (experiment / TRAIN_RUNS / k / "history.json").stat().st_mtime for k in done}
     assert _job(ray_head, "stop", "--address", ray_head.dashboard, "tune-first").returncode == 0
-    _wait_job(ray_head, "tune-first", ["stopped", "failed"], 120)
+    assert _wait_job(ray_head, "tune-first", ["STOPPED", "FAILED"], 120) == "STOPPED"
 
     sub = _job(ray_head, "submit", "--address", ray_head.dashboard, "--no-wait", "--submission-id", "tune-resume",
                "--", "python", str(tune_py), *common, "--resume")
     assert sub.returncode == 0, sub.stderr
-    assert _wait_job(ray_head, "tune-resume", ["succeeded", "failed"], 420) == "succeeded"
+    assert _wait_job(ray_head, "tune-resume", ["SUCCEEDED", "FAILED", "STOPPED"], 420) == "SUCCEEDED"
     for trial_id, mtime in finished.items():  # finished trials were not trained again
         assert (experiment / TRAIN_RUNS / trial_id / "history.json").stat().st_mtime == mtime
     table = (experiment / "summary" / "trials.csv").read_text()

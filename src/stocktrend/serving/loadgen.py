@@ -98,8 +98,11 @@ class Connection:
 
 
 async def run_load(url: str, bodies: Sequence[bytes], total: int, concurrency: int,
-                   check: Callable[[Response], None] | None = None, headers: dict[str, str] | None = None) -> LoadResult:
-    """POST ``total`` requests (cycling through ``bodies``) with ``concurrency`` connections."""
+                   check: Callable[[Response], None] | None = None, headers: dict[str, str] | None = None,
+                   timeout_s: float = 30.0) -> LoadResult:
+    """POST ``total`` requests (cycling through ``bodies``) with ``concurrency`` connections;
+    a request unanswered after ``timeout_s`` counts as an exception (TimeoutError) and its
+    connection is dropped, so a stuck server ends the load instead of hanging it."""
     parsed = urllib.parse.urlsplit(url)
     result = LoadResult()
     counter = iter(range(total))
@@ -108,8 +111,9 @@ async def run_load(url: str, bodies: Sequence[bytes], total: int, concurrency: i
         conn = Connection(parsed.hostname, parsed.port or 80)
         for i in counter:
             try:
-                r = await conn.request("POST", parsed.path or "/", bodies[i % len(bodies)], headers)
-            except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError) as err:
+                r = await asyncio.wait_for(conn.request("POST", parsed.path or "/", bodies[i % len(bodies)], headers),
+                                           timeout_s)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, TimeoutError) as err:
                 result.exceptions.append(f"{type(err).__name__}: {err}")
                 await conn.close()
                 continue

@@ -107,19 +107,35 @@ class TrendDataModule(pl.LightningDataModule):
         for split in TRAINING_SPLITS:
             if split not in self.datasets:
                 self._load_split(split)
-        # A chronological split is the first defence against leakage (seed-audit leak 1):
-        # refuse a validation window that ends on or before the last training window,
-        # unless the dataset says it reproduces the reference's leaky protocol on purpose
-        # (the leakage audit trains on it to measure the inflation).
+        # A chronological, purged split is the first defence against leakage (seed-audit
+        # leak 1): refuse windows of two splits closer than the purge gap the metadata
+        # states (at least seq_len + horizon - 1 rows), unless the dataset says it
+        # reproduces the reference's leaky protocol on purpose (the leakage audit trains on
+        # it to measure the inflation).
         if self.metadata.get("leaky"):
             logger.warning("training on a dataset marked LEAKY (%s protocol)", self.metadata.get("protocol"))
-        elif len(self.dates["train"]) and len(self.dates["val"]):
-            last_train, first_val = self.dates["train"].max(), self.dates["val"].min()
-            if first_val <= last_train:
-                raise ValueError(
-                    f"validation windows start {first_val}, on or before the last training window "
-                    f"{last_train}: the split is not chronological"
-                )
+            return
+        self.check_purge(("train", "val"))
+
+    def check_purge(self, order: tuple[str, ...]) -> None:
+        """Consecutive splits in ``order`` must be chronological with the purge gap between
+        their window end dates. Counted in business days, which are at least the trading
+        days: a gap short by rows is refused; one short only by holidays is the builder's
+        to refuse (it counts trading rows)."""
+        need = max(int((self.metadata.get("boundaries") or {}).get("purge_rows") or 0),
+                   self.seq_len + int(self.metadata.get("horizon", 1)) - 1)
+        for before, after in zip(order, order[1:]):
+            if not (len(self.dates.get(before, ())) and len(self.dates.get(after, ()))):
+                continue
+            last, first = self.dates[before].max(), self.dates[after].min()
+            if first <= last:
+                raise ValueError(f"{after} windows start {first}, on or before the last {before} window {last}: "
+                                 f"the split is not chronological")
+            gap = int(np.busday_count(last, first)) - 1  # rows strictly between the two end dates
+            if gap < need:
+                raise ValueError(f"{before} windows end {last} and {after} windows start {first}: {gap} rows between "
+                                 f"them, fewer than the purge gap of {need} rows (seq_len + horizon - 1) that keeps "
+                                 f"every day of a window and its label in one split")
 
     # -- facts the module needs ----------------------------------------------
     def class_counts_train(self) -> list[int]:

@@ -68,6 +68,33 @@ def prune_stale_run_folders(temp: Path, max_age_s: float = 6 * 3600) -> None:
             continue  # another worker's, just removed or just filled
 
 
+class RecordStarts(pl.Callback):
+    """One line per (re)start of every rank in ``starts/rank<r>.jsonl``: the world size, the
+    epoch and optimizer step training starts from, the checkpoint it resumed from, and (at
+    the end) the training batches this rank ran. What a person asks of a crashed and
+    restarted run, and what the tests check (a resume, not a restart from scratch)."""
+
+    def __init__(self, folder: Path, resumed_from: str | None):
+        self.folder, self.resumed_from, self.batches = folder, resumed_from, 0
+
+    def _append(self, trainer: pl.Trainer, record: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / f"rank{trainer.global_rank}.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._append(trainer, {"event": "start", "world_size": trainer.world_size, "rank": trainer.global_rank,
+                               "epoch": trainer.current_epoch, "global_step": trainer.global_step,
+                               "resumed_from": self.resumed_from})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._append(trainer, {"event": "end", "epoch": trainer.current_epoch, "global_step": trainer.global_step,
+                               "train_batches": self.batches})
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs in every Ray Train worker; config holds plain dicts (it crosses processes)."""
     model_cfg = config_from_dict(ModelConfig, config["model"], "model")
@@ -77,6 +104,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     pl.seed_everything(train_cfg.seed, workers=True)  # before the model: weight init is seeded too
     module = TrendClassifier(model_cfg, train_cfg, dm.class_counts_train(), dm.train_batches_per_epoch())
     out_dir = Path(config["out_dir"])
+    # After a worker failure Ray restarts the group; continue from the last report.
+    resume = ray.train.get_checkpoint()
+    ckpt_path = str(Path(resume.path) / ReportToRay.CHECKPOINT_NAME) if resume else None
+    if ckpt_path:
+        log.warning("resuming from %s", ckpt_path)
     callbacks = [
         EarlyStopping(monitor=metric, mode=mode, patience=train_cfg.early_stopping_patience, check_finite=True),
         ModelCheckpoint(  # milestones every N epochs, beside Ray's best checkpoint
@@ -85,6 +117,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ),
         LearningRateMonitor(logging_interval="step"),
         ReportToRay(out_dir / HISTORY),
+        RecordStarts(out_dir / "starts", ckpt_path),
     ]
     if config.get("kill_worker_at_epoch") is not None:
         callbacks.append(KillOnce(config["kill_worker_at_epoch"], out_dir / "fault-injected"))
@@ -100,11 +133,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         enable_checkpointing=True,
     )
     trainer = prepare_trainer(trainer)
-    # After a worker failure Ray restarts the group; continue from the last report.
-    resume = ray.train.get_checkpoint()
-    ckpt_path = str(Path(resume.path) / ReportToRay.CHECKPOINT_NAME) if resume else None
-    if ckpt_path:
-        log.warning("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
 
 
