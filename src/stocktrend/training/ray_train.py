@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import ray.train
+import torch
 from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback, prepare_trainer
 from ray.train.torch import TorchTrainer
@@ -95,6 +96,27 @@ class RecordStarts(pl.Callback):
                                "train_batches": self.batches})
 
 
+def resume_checkpoint(run_dir: Path) -> str | None:
+    """What a (re)started worker group continues from: Ray's latest registered checkpoint,
+    else the newest complete checkpoint in this run's folder. Ray registers a report only
+    when its controller polls the worker, so a worker killed within a second of reporting
+    loses that report, and the group would restart from scratch (seen in the fault test)."""
+    registered = ray.train.get_checkpoint()
+    if registered is not None:
+        return str(Path(registered.path) / ReportToRay.CHECKPOINT_NAME)
+    found = sorted(run_dir.glob(f"checkpoint_*/{ReportToRay.CHECKPOINT_NAME}"), key=lambda p: p.stat().st_mtime,
+                   reverse=True)
+    for path in found:
+        try:  # a worker killed mid-upload leaves a partial file: take the newest that loads
+            torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:
+            log.warning("skipping unreadable checkpoint %s (%s)", path, err)
+            continue
+        log.warning("Ray handed this restart no checkpoint; continuing from this run's newest: %s", path)
+        return str(path)
+    return None
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs in every Ray Train worker; config holds plain dicts (it crosses processes)."""
     model_cfg = config_from_dict(ModelConfig, config["model"], "model")
@@ -104,9 +126,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     pl.seed_everything(train_cfg.seed, workers=True)  # before the model: weight init is seeded too
     module = TrendClassifier(model_cfg, train_cfg, dm.class_counts_train(), dm.train_batches_per_epoch())
     out_dir = Path(config["out_dir"])
-    # After a worker failure Ray restarts the group; continue from the last report.
-    resume = ray.train.get_checkpoint()
-    ckpt_path = str(Path(resume.path) / ReportToRay.CHECKPOINT_NAME) if resume else None
+    ckpt_path = resume_checkpoint(out_dir)
     if ckpt_path:
         log.warning("resuming from %s", ckpt_path)
     callbacks = [

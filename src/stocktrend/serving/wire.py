@@ -1,0 +1,112 @@
+"""The wire format: request bodies in, answers out, with the error contract.
+
+Requests: JSON (parsed by orjson straight from the bytes, UTF-8 only) or, for clients that
+send many windows, one ``application/x-npy`` body (a NumPy ``.npy`` file of float32 or
+float64, shape (n, seq_len, features); never pickled objects). Both end in the same
+validation (``Predictor.check_windows``) and the same error contract:
+``{"error": {"field", "message"}, "model_version"}`` with a 4xx status. Answers are
+serialised by orjson from NumPy arrays (no per-float Python objects on the way out).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import orjson
+
+NPY_MEDIA_TYPE = "application/x-npy"
+JSON_MEDIA_TYPE = "application/json"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.status, self.field, self.message = status, field, message
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or JSON_MEDIA_TYPE).split(";", 1)[0].strip().lower()
+
+
+def check_size(declared: str | None, raw: bytes | None, limit: int) -> None:
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body", f"{int(declared)} bytes is over the limit of {limit}")
+    if raw is not None and len(raw) > limit:
+        raise ApiError(413, "body", f"{len(raw)} bytes is over the limit of {limit}")
+
+
+def json_object(raw: bytes, allowed: set[str], required: set[str]) -> dict[str, Any]:
+    """The body as a JSON object with only ``allowed`` fields and every ``required`` one.
+    Not UTF-8, not JSON, nested deeper than orjson's 1024 levels, an integer beyond 64 bits:
+    all a 400 naming the problem. Duplicate keys: the last one wins (as in most parsers)."""
+    if not raw:
+        raise ApiError(400, "body", "empty body; send a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise ApiError(400, "body", f"not valid UTF-8 JSON ({err})") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "body", f"expected a JSON object, got {type(body).__name__}")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(422, unknown[0] or '""', f"unknown field; this endpoint takes {sorted(allowed)}")
+    missing = sorted(required - set(body))
+    if missing:
+        raise ApiError(422, missing[0], "required field is missing")
+    return body
+
+
+def windows_from_json(value: Any, raw: bytes) -> np.ndarray:
+    """Numbers only: JSON strings such as "1.5", booleans and nulls are refused, not coerced.
+    NumPy would turn a boolean among numbers into 0.0/1.0; the body's one field is the
+    windows, so a ``true``/``false`` token anywhere in the raw bytes (a fast scan, no
+    walk of the nested lists) is a boolean in the windows, or in a string, refused too."""
+    if b"true" in raw or b"false" in raw:
+        raise ApiError(422, "windows", "values must be numbers (got a JSON boolean)")
+    if not isinstance(value, list) or not value:
+        raise ApiError(422, "windows", "must be a non-empty list of windows (n x seq_len x features numbers)")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, OverflowError):
+        raise ApiError(422, "windows", "ragged: every window needs the same number of days and features") from None
+    if arr.dtype.kind not in "iuf":
+        raise ApiError(422, "windows", f"values must be numbers (got JSON {arr.dtype.kind!r} data: strings, "
+                                       "nulls or a ragged nesting)")
+    return arr.astype(np.float32, copy=False)
+
+
+def windows_from_npy(raw: bytes) -> np.ndarray:
+    """One ``.npy`` array: float32/float64, 3-D. Pickled object arrays are refused."""
+    if not raw:
+        raise ApiError(400, "body", "empty body; send one .npy array")
+    try:
+        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ApiError(400, "body", f"not a .npy array ({err})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
+        raise ApiError(422, "windows", f"the .npy array must hold floats, got dtype {getattr(arr, 'dtype', '?')}")
+    return arr.astype(np.float32, copy=False)
+
+
+def error_body(err: ApiError, version: str | None) -> bytes:
+    return orjson.dumps({"error": {"field": err.field, "message": err.message}, "model_version": version})
+
+
+def predictions_body(probs: np.ndarray, attention: np.ndarray | None, **extra: Any) -> bytes:
+    """``{..extra, "predictions": [{"direction", "p_up", "p_down", "confidence"[, "attention"]}]}``,
+    built column-wise in NumPy and serialised by orjson."""
+    p_up, p_down = probs[:, 1].astype(np.float64), probs[:, 0].astype(np.float64)
+    direction = np.where(p_up > p_down, "up", "down")
+    confidence = np.maximum(p_up, p_down)
+    rows = [{"direction": d, "p_up": u, "p_down": w, "confidence": c}
+            for d, u, w, c in zip(direction.tolist(), p_up.tolist(), p_down.tolist(), confidence.tolist())]
+    if attention is not None:
+        for row, a in zip(rows, attention.astype(np.float64).tolist()):
+            row["attention"] = a
+    return orjson.dumps({**extra, "predictions": rows})
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
