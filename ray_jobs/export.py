@@ -1,12 +1,14 @@
-"""Export a model artifact to ONNX (fp32) or ONNX + dynamic INT8, checked on validation windows.
+"""Export a model artifact to ONNX (fp32) or ONNX + INT8, checked on validation windows.
 
     python ray_jobs/export.py --model models/<name>[/<version>] [--format onnx|int8]
 
 Writes <version>/backends/ (model.onnx, model.int8.onnx, exports.json with sha256s,
 export_report.json with parity against the float model on the validation split) and
-prints the parity. Serving then picks the file with `--backend onnx|onnx-int8`.
-Needs no Ray. Exit status 1 when fp32 parity is outside 1e-4 or INT8 agrees with the
-float model's class on fewer than 99% of validation windows (the files are still written).
+prints the parity. Serving then picks the file with `--backend onnx|onnx-int8`, or `auto`
+(INT8 where it met its fidelity goals). The INT8 graph is calibrated on training windows.
+Needs no Ray. Exit status 1 when fp32 parity is outside 1e-4 or INT8 misses its fidelity
+goals (largest probability difference 0.01; class agreement 99.9% on the validation
+windows whose float margin exceeds that difference); the files are still written.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(report, indent=2))
     ok = report["backends"]["onnx"]["within_tolerance"]
-    ok &= report["backends"].get("onnx-int8", {}).get("meets_agreement_goal", True)
+    ok &= report["backends"].get("onnx-int8", {}).get("meets_fidelity_goals", True)
     return 0 if ok else 1
 
 

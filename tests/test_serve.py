@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import io
 import json
+import re
 import shutil
 import threading
 import time
@@ -37,6 +39,9 @@ def app(serve_deploy, two_versions):
         # depend on how fast this machine happens to be.
         {"name": "batched", "route_prefix": "/batched", "args": {**common, "num_replicas": 1,
                                                                  "batch_wait_timeout_s": 1.0}},
+        # Monitoring judged on exactly the last 200 predictions (the minimum sample).
+        {"name": "watched", "route_prefix": "/watched", "args": {**common, "num_replicas": 1,
+                                                                 "monitoring_window": 200}},
     ])
 
 
@@ -51,8 +56,8 @@ def val(small_real_dataset):
     return np.load(small_real_dataset / "val_X.npy"), np.load(small_real_dataset / "val_dates.npy")
 
 
-def _ok(http, app, windows) -> dict:
-    r = http.post(app.url("/v1/predict"), json={"windows": np.asarray(windows).tolist()})
+def _ok(http, app, windows, path="/v1/predict", app_index=0) -> dict:
+    r = http.post(app.url(path, app=app_index), json={"windows": np.asarray(windows).tolist()})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -73,7 +78,7 @@ def test_single_and_batched_predictions_match_the_offline_predictor(app, http, v
     x, _ = val
     offline = Predictor.from_artifact(two_versions[1])
     for windows in (x[:1], x[10:17]):
-        got = _ok(http, app, windows)
+        got = _ok(http, app, windows, "/v1/predict?attention=true")
         want = offline.predict_windows(windows)
         assert got["model_version"] == "v2" and len(got["predictions"]) == len(windows)
         for pred, probs, att in zip(got["predictions"], want.probs, want.attention):
@@ -82,6 +87,41 @@ def test_single_and_batched_predictions_match_the_offline_predictor(app, http, v
             assert pred["confidence"] == max(pred["p_up"], pred["p_down"])
             assert pred["direction"] == ("up" if probs[1] > probs[0] else "down")
             np.testing.assert_allclose(pred["attention"], att, atol=1e-4)
+    assert "attention" not in _ok(http, app, x[:2])["predictions"][0]  # opt-in
+
+
+def test_a_npy_body_answers_as_the_json_body(app, http, val):
+    x, _ = val
+    buf = io.BytesIO()
+    np.save(buf, x[:16].astype(np.float32))
+    r = http.post(app.url("/v1/predict"), content=buf.getvalue(), headers={"Content-Type": "application/x-npy"})
+    assert r.status_code == 200, r.text
+    as_json = _ok(http, app, x[:16])
+    assert [p["p_up"] for p in r.json()["predictions"]] == pytest.approx([p["p_up"] for p in as_json["predictions"]],
+                                                                          abs=1e-6)
+
+
+def test_every_answer_carries_a_request_id_that_the_replica_logs(app, http, val, ray_head):
+    x, _ = val
+    given = http.post(app.url("/v1/predict"), json={"windows": x[:1].tolist()}, headers={"X-Request-Id": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    fresh = {http.post(app.url("/v1/predict"), json={"windows": x[:1].tolist()}).headers["x-request-id"]
+             for _ in range(3)}
+    assert len(fresh) == 3 and all(len(f) >= 16 for f in fresh)
+    error = http.post(app.url("/v1/predict"), content=b"{", headers={"X-Request-Id": "err-9"})
+    assert error.status_code == 400 and error.headers["x-request-id"] == "err-9"
+    # One JSON line per request in the replica's log, carrying the same id.
+    logs = ray_head.temp_dir / "ray" / "session_latest" / "logs" / "serve"
+    deadline, lines = time.monotonic() + 20, []
+    while time.monotonic() < deadline and not lines:
+        lines = [json.loads(line[line.index("{"):]) for f in logs.glob("replica_stocktrend_Predictor_*.log")
+                 for line in f.read_text(errors="replace").splitlines() if '"request_id": "err-9"' in line
+                 or '"request_id":"err-9"' in line]
+        time.sleep(0.5)
+    everywhere = [f"{f.name}: {line[:300]}" for f in logs.parent.rglob("*") if f.is_file()
+                  for line in f.read_text(errors="replace").splitlines() if "err-9" in line]
+    assert lines and lines[0]["status"] == 400 and lines[0]["endpoint"] == "predict", (
+        sorted(p.name for p in logs.glob("*"))[:20], everywhere[:5])
 
 
 def test_bars_endpoint_agrees_with_the_offline_pipeline(app, http, val, two_versions, repo_root):
@@ -109,6 +149,13 @@ def _bad_cases(x, two_versions, repo_root):
     target = next(iter(bars))  # msft: the target comes first in the config
     nan = json.dumps({"windows": w}).replace(str(w[0][0][0]), "NaN", 1)
     inf = json.dumps({"windows": w}).replace(str(w[0][0][0]), "Infinity", 1)
+    huge = json.dumps({"windows": w}).replace(str(w[0][0][0]), "1e39", 1)  # beyond float32
+    nan_npy = io.BytesIO()
+    bad = x[:1].astype(np.float32).copy()
+    bad[0, 0, 0] = np.nan
+    np.save(nan_npy, bad)
+    ints_npy = io.BytesIO()
+    np.save(ints_npy, np.zeros((1, 2, 2), np.int64))
     no_col = {k: [{c: v for c, v in row.items() if c != "Close"} for row in rows] if k == target else rows
               for k, rows in bars.items()}
     unsorted = {**bars, target: bars[target][::-1]}
@@ -128,8 +175,15 @@ def _bad_cases(x, two_versions, repo_root):
         ("wrong days", "/v1/predict", J({"windows": [w[0][:-1]]}), 422, "windows"),
         ("wrong feature count", "/v1/predict", J({"windows": [[d[:-1] for d in w[0]]]}), 422, "windows"),
         ("ragged", "/v1/predict", J({"windows": [[w[0][0], w[0][1][:-1]]]}), 422, "windows"),
-        ("nan", "/v1/predict", nan.encode(), 422, "windows[0][0][0]"),
-        ("inf", "/v1/predict", inf.encode(), 422, "windows[0][0][0]"),
+        ("NaN token (not JSON)", "/v1/predict", nan.encode(), 400, "body"),
+        ("Infinity token (not JSON)", "/v1/predict", inf.encode(), 400, "body"),
+        ("beyond float32", "/v1/predict", huge.encode(), 422, "windows[0][0][0]"),
+        ("not UTF-8", "/v1/predict", b'{"windows": "\xff"}', 400, "body"),
+        ("npy with a NaN", "/v1/predict", ("npy", nan_npy.getvalue()), 422, "windows[0][0][0]"),
+        ("npy of integers", "/v1/predict", ("npy", ints_npy.getvalue()), 422, "windows"),
+        ("npy garbage", "/v1/predict", ("npy", b"\x93NUMPY garbage"), 400, "body"),
+        ("unsupported content type", "/v1/predict", ("text/csv", b"1,2,3"), 415, "Content-Type"),
+        ("attention=maybe", "/v1/predict?attention=maybe", J({"windows": w}), 422, "attention"),
         ("strings", "/v1/predict", J({"windows": [[[str(v) for v in d] for d in w[0]]]}), 422, "windows"),
         ("booleans", "/v1/predict", J({"windows": [[[True] * len(d) for d in w[0]]]}), 422, "windows"),
         ("too many windows", "/v1/predict", J({"windows": x[: MAX_WINDOWS + 1].tolist()}), 413, "windows"),
@@ -148,8 +202,10 @@ def _bad_cases(x, two_versions, repo_root):
 def test_every_bad_input_gets_a_4xx_naming_the_problem(app, http, val, two_versions, repo_root):
     x, _ = val
     failures = []
+    types = {"npy": "application/x-npy"}
     for name, path, body, status, field in _bad_cases(x, two_versions, repo_root):
-        r = http.post(app.url(path), content=body, headers={"Content-Type": "application/json"})
+        kind, body = body if isinstance(body, tuple) else ("application/json", body)
+        r = http.post(app.url(path), content=body, headers={"Content-Type": types.get(kind, kind)})
         got = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
         err = got.get("error", {})
         if r.status_code != status or (field and err.get("field") != field) or not err.get("message"):
@@ -172,7 +228,7 @@ def test_concurrent_requests_are_batched(app, http, val):
     np.testing.assert_allclose(got, single.probs[:, 1], atol=1e-4)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        batching = http.get(app.url("/v1/monitoring", app=2)).json()["batching"]
+        batching = http.get(app.url("/v1/monitoring", app=2)).json()["windows"]["count"]["batching"]
         if batching["max_batch"] and batching["max_batch"] > 1:
             break
         time.sleep(0.2)
@@ -183,7 +239,7 @@ def _totals(http, app) -> dict:
     return http.get(app.url("/v1/monitoring")).json()["totals"]
 
 
-def test_monitoring_counts_equal_the_traffic_sent(app, http, val, ray_head):
+def test_monitoring_counts_equal_the_traffic_sent(app, http, val, ray_head, repo_root):
     x, _ = val
     before = _totals(http, app)
     sent_predictions = 0
@@ -202,18 +258,57 @@ def test_monitoring_counts_equal_the_traffic_sent(app, http, val, ray_head):
     assert now["requests"] - before["requests"] == 20
     assert now["errors_4xx"] - before["errors_4xx"] == 1
     m = http.get(app.url("/v1/monitoring")).json()
-    assert 0 <= m["distribution"]["up"] <= 1 and m["confidence"]["mean"] >= 0.5
-    assert m["latency_ms"]["p50"] > 0 and m["latency_ms"]["p99"] >= m["latency_ms"]["p50"]
-    assert m["drift"]["metric"] == "psi" and m["drift"]["max_psi"] >= 0
-    assert isinstance(m["alerts"], list)
+    assert m["model"] == "small" and m["model_version"] == "v2" and m["min_samples"] == 200
+    for window in m["windows"].values():
+        if window["predictions"] < 200:  # too few: no verdict, no figure
+            assert window["distribution"]["status"] == window["drift"]["status"] == "not enough data"
+            assert "up" not in window["distribution"] and "drifted_features" not in window["drift"]
+    assert m["reference"]["features"].startswith("train split") and not [a for a in m["alerts"] if a["name"] == "feature_drift"]
     # The same counts reach Ray's Prometheus endpoint (exported every few seconds).
+    # Every metric the shipped Grafana dashboard queries exists on Ray's metrics endpoint.
+    dashboard = json.loads((repo_root / "serve" / "grafana_dashboard.json").read_text())
+    queried = {name for p in dashboard["panels"] for t in p["targets"]
+               for name in re.findall(r"\b(ray_[a-z0-9_]+)", t["expr"])}
+    assert {"ray_stocktrend_predictions_total", "ray_stocktrend_request_latency_ms_bucket",
+            "ray_stocktrend_drifted_features", "ray_stocktrend_confidence_sum"} <= queried
     metrics_url = f"http://127.0.0.1:{ray_head.ports.metrics}/metrics"
-    deadline = time.monotonic() + 40
-    text = ""
-    while time.monotonic() < deadline and "stocktrend_predictions" not in text:
+    deadline, exported = time.monotonic() + 60, set()
+    while time.monotonic() < deadline and not queried <= exported:
         time.sleep(2)
         text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
-    assert "stocktrend_predictions" in text and "stocktrend_request_latency_ms" in text
+        exported = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", text, re.M))
+    assert queried <= exported, sorted(queried - exported)
+
+
+def _watched_drift(http, app) -> dict:
+    deadline = time.monotonic() + 10
+    while True:
+        m = http.get(app.url("/v1/monitoring", app=3)).json()
+        window = m["windows"]["count"]
+        if window["predictions"] >= 200 or time.monotonic() > deadline:
+            return m
+
+
+def test_drift_alerts_fire_on_shifted_windows_and_not_on_training_like_ones(app, http, small_real_dataset):
+    """200 distinct training days: within what any 200-day stretch of training shows, so no
+    alert. The same days shifted by 3 standard deviations: an alert naming features."""
+    x = np.load(small_real_dataset / "train_X.npy")
+    _, first = np.unique(np.load(small_real_dataset / "train_dates.npy"), return_index=True)
+    block = x[first[300:500]]  # 200 consecutive training days, one window each
+    for i in range(0, 200, 16):
+        _ok(http, app, block[i : i + 16], app_index=3)
+    quiet = _watched_drift(http, app)
+    drift = quiet["windows"]["count"]["drift"]
+    assert drift["status"] == "ok" and drift["samples"] == 200, drift
+    assert drift["null"] == "block bootstrap over contiguous training days" and drift["null_sample_size"] == 200
+    assert not [a for a in quiet["alerts"] if a["name"] == "feature_drift"]
+    for i in range(0, 200, 16):
+        _ok(http, app, block[i : i + 16] + 3.0, app_index=3)
+    loud = _watched_drift(http, app)
+    drift = loud["windows"]["count"]["drift"]
+    assert drift["status"] == "drift" and len(drift["drifted_features"]) >= 5, drift
+    assert all(d["psi"] > d["threshold"] for d in drift["drifted_features"])
+    assert [a for a in loud["alerts"] if a["name"] == "feature_drift"]
 
 
 def test_api_key_is_required_when_set(app, http, val):

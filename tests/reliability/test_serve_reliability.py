@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 LOAD_REQUESTS = 10_000
 LOAD_CONCURRENCY = 64
 FUZZ_CASES = 500
+ARBITRARY_CASES = 400
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +40,12 @@ def val(small_real_dataset):
     return np.load(small_real_dataset / "val_X.npy")
 
 
-def _well_formed(body: dict, n: int, seq_len: int) -> bool:
+def _well_formed(body: dict, n: int, seq_len: int, attention: bool = False) -> bool:
     preds = body.get("predictions", [])
     return body.get("model_version") == "v2" and len(preds) == n and all(
         p["direction"] in ("up", "down") and abs(p["p_up"] + p["p_down"] - 1) < 1e-4
-        and p["confidence"] == max(p["p_up"], p["p_down"]) and len(p["attention"]) == seq_len
+        and p["confidence"] == max(p["p_up"], p["p_down"])
+        and (len(p["attention"]) == seq_len if attention else "attention" not in p)
         for p in preds
     )
 
@@ -55,12 +57,13 @@ def test_ten_thousand_requests_at_concurrency_64(app, val):
     malformed = []
 
     def check(r: Response) -> None:
-        if r.status == 200 and not _well_formed(json.loads(r.body), 1, seq_len):
+        if r.status == 200 and not _well_formed(json.loads(r.body), 1, seq_len, attention=True):
             malformed.append(r.body[:200])
 
     # The budget: every request answered, well formed, within 30 s (Serve's request timeout);
     # a request that takes longer is a failure, not a hang of the test.
-    result = load(app.url("/v1/predict"), bodies, LOAD_REQUESTS, LOAD_CONCURRENCY, check=check, timeout_s=30)
+    result = load(app.url("/v1/predict?attention=true"), bodies, LOAD_REQUESTS, LOAD_CONCURRENCY, check=check,
+                  timeout_s=30)
     s = result.summary()
     record("serve_load", concurrency=LOAD_CONCURRENCY, failures=s["requests"] - s["ok"] + len(malformed),
            malformed=len(malformed), **s)
@@ -144,6 +147,76 @@ def test_fuzzed_requests_get_200_or_4xx_never_5xx(app, val):
     record("serve_fuzz", cases=total, valid=counts["valid"], invalid=counts["invalid"] + counts["arbitrary"],
            errors_5xx=0)
     assert total >= FUZZ_CASES and counts["valid"] >= 50 and counts["invalid"] + counts["arbitrary"] >= 100
+
+
+def _json_in(encoding: str, value) -> bytes:
+    return json.dumps(value, allow_nan=True).encode(encoding)
+
+
+arbitrary_bodies = st.one_of(
+    st.binary(max_size=3000),  # any bytes at all
+    st.integers(1, 20_000).map(lambda d: b"[" * d + b"1" + b"]" * d),  # nesting of any depth
+    st.integers(1, 20_000).map(lambda d: b'{"windows":' + b"[" * d + b"0.5" + b"]" * d + b"}"),
+    st.tuples(st.sampled_from(["utf-16", "utf-32", "latin-1", "utf-8-sig", "utf-16-be"]),
+              json_value).map(lambda t: _json_in(*t)),  # other encodings, BOMs
+    st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-10**40, 10**40), st.floats(), st.text(max_size=20)),
+                 lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=6),
+                 max_leaves=60).map(lambda v: json.dumps({"windows": v}, allow_nan=True).encode()),
+    st.tuples(json_value, json_value).map(  # duplicate keys: the last one wins
+        lambda t: b'{"windows": ' + json.dumps(t[0]).encode() + b', "windows": ' + json.dumps(t[1]).encode() + b"}"),
+    st.binary(max_size=400).map(lambda b: b"\x93NUMPY\x01\x00" + b),  # .npy-looking garbage
+)
+
+
+def _npy(arr) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    return buf.getvalue()
+
+
+npy_bodies = st.one_of(
+    st.sampled_from([np.zeros((1, 3), np.float32), np.zeros((2,), np.float64), np.array([["a"]]),
+                     np.array([{"x": 1}], dtype=object), np.zeros((1, 1, 1, 1), np.float32),
+                     np.full((1, 30, 8), np.inf, np.float32), np.zeros((0, 30, 8), np.float32)]).map(_npy),
+    st.binary(max_size=500),
+)
+
+
+@pytest.mark.timeout(600)
+def test_any_body_on_any_endpoint_gets_a_4xx_with_the_contract_never_5xx(app, val):
+    """Not only schema-shaped requests: arbitrary bytes and JSON of any nesting, size, type
+    and encoding, duplicate keys, huge numbers, and .npy bodies of every wrong kind."""
+    seq_len = val.shape[1]
+    client = httpx.Client(timeout=60)
+    seen = {"json": 0, "npy": 0}
+
+    @settings(max_examples=ARBITRARY_CASES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(body=st.one_of(arbitrary_bodies.map(lambda b: ("application/json", b)),
+                          npy_bodies.map(lambda b: ("application/x-npy", b))),
+           path=st.sampled_from(["/v1/predict", "/v1/predict/bars", "/v1/predict?attention=true"]))
+    def check(body, path):
+        kind, content = body
+        if path.startswith("/v1/predict/bars") and kind != "application/json":
+            kind = "application/json"
+        r = client.post(app.url(path), content=content, headers={"Content-Type": kind})
+        seen["npy" if kind.endswith("npy") else "json"] += 1
+        assert r.status_code < 500, (r.status_code, path, content[:200], r.text[:300])
+        if r.status_code != 200:
+            assert 400 <= r.status_code < 500
+            err = r.json()["error"]
+            assert err["field"] and err["message"] and "model_version" in r.json()
+
+    try:
+        check()
+        after = client.post(app.url("/v1/predict"), json={"windows": val[:1].tolist()})
+        assert after.status_code == 200 and _well_formed(after.json(), 1, seq_len)
+    finally:
+        client.close()
+    record("serve_fuzz_arbitrary", cases=sum(seen.values()), json_bodies=seen["json"], npy_bodies=seen["npy"],
+           errors_5xx=0)
 
 
 # -- a replica killed under load ------------------------------------------------------------

@@ -7,11 +7,13 @@ Every back-end maps float32 windows (N, L, F) to (probabilities (N, C), attentio
   products; the benchmark says whether it does here).
 - ``torch-int8``: ``torch.ao`` dynamic quantization of Linear and LSTM weights.
 - ``onnx``: the network exported to ONNX (dynamic batch axis) run by ONNX Runtime.
-- ``onnx-int8``: that file with ONNX Runtime's dynamic INT8 weight quantization.
+- ``onnx-int8``: that graph quantized to INT8 (``quantize.py`` has the recipe and why).
 
 ONNX files come from ``ray_jobs/export.py`` (``<version>/backends/``, each file's sha256
 recorded next to the sha256 of the weights it was exported from, and checked on load);
 when the artifact has none, the file is exported into a private temporary folder at load.
+The setting ``auto`` picks, on the node that serves, the fastest back-end whose recorded
+fidelity meets the goals on that node's CPU (``resolve_backend``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import json
 import logging
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +35,7 @@ from stocktrend.data.sources import sha256_of
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "bf16", "torch-int8", "onnx", "onnx-int8")
+SETTINGS = (*BACKENDS, "auto")  # `auto`: resolved on each serving node (resolve_backend)
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 EXPORT_DIR = "backends"
 EXPORT_RECORD = "exports.json"
@@ -112,22 +114,6 @@ class OnnxBackend:
         return probs, attention
 
 
-def export_onnx(model: nn.Module, seq_len: int, n_features: int, path: Path) -> Path:
-    """Export probabilities and attention with a dynamic batch axis."""
-    net = _ProbsAndAttention(model).eval()
-    dummy = torch.zeros(2, seq_len, n_features)
-    with mha_fastpath(False), torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-        # The tracer's notes on shape checks and on LSTM batch sizes do not apply: the batch
-        # axis is declared dynamic and the parity check runs on other batch sizes.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net, (dummy,), str(path), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=["windows"], output_names=["probs", "attention"],
-            dynamic_axes={"windows": {0: "batch"}, "probs": {0: "batch"}, "attention": {0: "batch"}},
-        )
-    return path
-
-
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (Linux); empty where /proc/cpuinfo is not there."""
     try:
@@ -140,33 +126,6 @@ def cpu_flags() -> set[str]:
 
 def cpu_has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni"} & cpu_flags())
-
-
-def quantize_onnx_int8(src: Path, dst: Path) -> Path:
-    """Dynamic INT8 (weights quantized once, activations per call).
-
-    Signed weights (u8 x s8) are the fast path with VNNI; without VNNI that kernel can
-    saturate its 16-bit intermediate sums, which on this project's 2-core CPU flipped 6% of
-    a small model's predicted classes, so there the weights are unsigned (u8 x u8).
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    weight_type = QuantType.QInt8 if cpu_has_vnni() else QuantType.QUInt8
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer logs a generic "consider pre-processing" on the root logger
-    try:
-        quantize_dynamic(str(src), str(dst), weight_type=weight_type)
-    finally:
-        root.setLevel(level)
-    return dst
-
-
-def write_onnx_files(model: nn.Module, seq_len: int, n_features: int, out_dir: Path) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fp32 = export_onnx(model, seq_len, n_features, out_dir / ONNX_FILES["onnx"])
-    int8 = quantize_onnx_int8(fp32, out_dir / ONNX_FILES["onnx-int8"])
-    return {"onnx": fp32, "onnx-int8": int8}
 
 
 def exported_file(version_dir: Path, backend: str, weights_sha256: str) -> Path | None:
@@ -210,6 +169,31 @@ def make_backend(
     tmp = Path(tempfile.mkdtemp(prefix="stocktrend-onnx-"))
     try:
         log.info("no exported %s file in the artifact; exporting to %s", name, tmp)
-        return OnnxBackend(write_onnx_files(model, seq_len, n_features, tmp)[name], name, threads)
+        from stocktrend.inference.quantize import write_onnx_files
+
+        return OnnxBackend(write_onnx_files(model, seq_len, n_features, tmp)[0][name], name, threads)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_backend(setting: str, version_dir: Path) -> tuple[str, str]:
+    """The back-end to load for ``setting`` on this node, and why. ``auto``: the exported
+    INT8 graph when its validation fidelity met the goals and, if it was quantized for VNNI
+    (signed weights), this CPU has VNNI too (without it those kernels can saturate); else
+    fp32 ONNX. (A GPU back-end will join here; none exists yet, so a GPU node gets ONNX on
+    its CPU.)"""
+    if setting != "auto":
+        return setting, f"{setting} asked for"
+    report_path = version_dir / EXPORT_DIR / "export_report.json"
+    if not report_path.is_file():
+        return "onnx", "auto: no exported INT8 graph with a fidelity report (ray_jobs/export.py writes one)"
+    int8 = json.loads(report_path.read_text()).get("backends", {}).get("onnx-int8")
+    if not int8:
+        return "onnx", "auto: the export has no INT8 graph"
+    if not int8.get("meets_fidelity_goals"):
+        return "onnx", (f"auto: INT8 missed the fidelity goals on validation (max |dp| {int8['max_abs_prob_diff']:.4f}, "
+                        f"agreement beyond the margin {int8.get('margin_agreement')})")
+    if int8.get("quantized_for_vnni") and not cpu_has_vnni():
+        return "onnx", "auto: the INT8 graph has signed weights for VNNI and this CPU has no VNNI"
+    return "onnx-int8", (f"auto: INT8 meets the fidelity goals (max |dp| {int8['max_abs_prob_diff']:.4f}, "
+                         f"agreement beyond the margin {int8['margin_agreement']:.4f}) on this CPU")

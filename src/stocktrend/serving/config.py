@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stocktrend.inference.backends import BACKENDS
+from stocktrend.inference.backends import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[3]
 PREDICTOR_DEPLOYMENT = "Predictor"
@@ -42,14 +42,14 @@ class Alerts(BaseModel):
     share_shift_points: float = Field(10.0, gt=0, description="|live share predicted up - validation share| in points")
     confidence_drop: float = Field(0.03, gt=0, description="alert when mean confidence < validation mean - this")
     p99_latency_ms: float = Field(250.0, gt=0, description="latency SLO for the p99 of /v1/predict* requests")
-    psi_threshold: float = Field(0.25, gt=0, description="a feature drifts when its PSI exceeds this")
-    min_samples: int = Field(200, ge=1, description="predictions needed before distribution alerts are judged")
+    min_samples: int = Field(200, ge=1, description="samples (predictions, requests, distinct days for drift) a "
+                                                     "figure needs before it is reported and judged")
 
 
 class ServeArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field("models/msft_quick", description="models/<name> (follows 'latest') or a version folder")
-    backend: Literal[BACKENDS] = "onnx"  # type: ignore[valid-type]
+    backend: Literal[SETTINGS] = "onnx"  # type: ignore[valid-type]  # `auto`: chosen on each replica's node
     num_replicas: int = Field(1, ge=1)
     autoscaling: Autoscaling | None = None
     num_cpus: float = Field(0.5, gt=0, description="CPU share reserved by each replica (fractional)")
@@ -60,7 +60,8 @@ class ServeArgs(BaseModel):
     max_windows_per_request: int = Field(256, ge=1, description="more windows in one request answer 413")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="larger bodies answer 413")
     api_key_env: str = Field("STOCKTREND_API_KEY", description="when this variable is set, X-API-Key must match it")
-    monitoring_window: int = Field(5000, ge=10, description="predictions kept for /v1/monitoring")
+    monitoring_window: int = Field(5000, ge=10, description="predictions kept for /v1/monitoring (count window)")
+    monitoring_minutes: float = Field(15.0, gt=0, description="the time window of /v1/monitoring, in minutes")
     monitoring_flush_s: float = Field(0.25, gt=0, description="how often replicas send records to the monitor")
     alerts: Alerts = Field(default_factory=Alerts)
     health_check_period_s: float = Field(5.0, gt=0)

@@ -104,6 +104,7 @@ async def run_load(url: str, bodies: Sequence[bytes], total: int, concurrency: i
     a request unanswered after ``timeout_s`` counts as an exception (TimeoutError) and its
     connection is dropped, so a stuck server ends the load instead of hanging it."""
     parsed = urllib.parse.urlsplit(url)
+    target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
     result = LoadResult()
     counter = iter(range(total))
 
@@ -111,7 +112,7 @@ async def run_load(url: str, bodies: Sequence[bytes], total: int, concurrency: i
         conn = Connection(parsed.hostname, parsed.port or 80)
         for i in counter:
             try:
-                r = await asyncio.wait_for(conn.request("POST", parsed.path or "/", bodies[i % len(bodies)], headers),
+                r = await asyncio.wait_for(conn.request("POST", target, bodies[i % len(bodies)], headers),
                                            timeout_s)
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, TimeoutError) as err:
                 result.exceptions.append(f"{type(err).__name__}: {err}")

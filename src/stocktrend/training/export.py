@@ -20,6 +20,7 @@ import torch
 
 from stocktrend.data.store import atomic_write_text, read_metadata
 from stocktrend.inference.artifact import LATEST, MANIFEST, WEIGHTS, file_sha256
+from stocktrend.inference.drift import block_null
 
 log = logging.getLogger(__name__)
 DRIFT_BINS = 10
@@ -37,11 +38,12 @@ def git_commit() -> str:
 
 def feature_distribution(dataset_dir: Path, names: list[str]) -> dict[str, Any]:
     """Training distribution of each selected feature (its value on each window's last day,
-    each window once): decile edges and bin shares, the reference for drift (PSI)."""
+    one per trading day): decile edges and bin shares, the reference for drift (PSI), and
+    the drift thresholds per sample size from a block bootstrap over those days."""
     x = np.load(dataset_dir / "train_X.npy", mmap_mode="r")
     dates = np.load(dataset_dir / "train_dates.npy")
-    _, first = np.unique(dates, return_index=True)  # oversampling duplicated some windows
-    last_day = np.asarray(x[np.sort(first), -1, :], dtype=np.float64)  # (N, K)
+    days, first = np.unique(dates, return_index=True)  # oversampling duplicated some windows
+    last_day = np.asarray(x[first, -1, :], dtype=np.float64)  # (N, K), in date order
     features = []
     for k, name in enumerate(names):
         col = last_day[:, k]
@@ -51,7 +53,9 @@ def feature_distribution(dataset_dir: Path, names: list[str]) -> dict[str, Any]:
             "name": name, "mean": float(col.mean()), "std": float(col.std()),
             "edges": edges.tolist(), "shares": (counts / counts.sum()).tolist(),
         })
-    return {"source": "train split, last day of each window, scaled", "n": int(len(last_day)), "features": features}
+    null = block_null(last_day, [np.asarray(f["edges"]) for f in features], [np.asarray(f["shares"]) for f in features])
+    return {"source": "train split, last day of each window, scaled", "n": int(len(last_day)),
+            "start": str(days[0])[:10], "end": str(days[-1])[:10], "features": features, "drift_null": null}
 
 
 def validation_outputs(dataset_dir: Path, model_cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, Any]:
