@@ -95,11 +95,15 @@ bench-tune: $(STAMP)  ## ASHA + Optuna against random search + FIFO under equal 
 	$(BIN)/python bench/tune_efficiency.py
 	$(BIN)/python bench/report.py
 
-bench: $(STAMP)  ## benchmarks (~15 min): data build, training, inference back-ends, HTTP serving -> docs/BENCHMARKS.md
+bench: $(STAMP)  ## benchmarks (~20 min): data build, training, inference back-ends, HTTP serving, drift alarms -> docs/BENCHMARKS.md
 	$(BIN)/python bench/data_build.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/onnx_profile.py
 	$(BIN)/python bench/serve_load.py
+	@if [ -f models/msft_v2/latest ]; then $(BIN)/python bench/serve_load.py --model models/msft_v2 --name serve_load_v2; \
+	  else echo "no models/msft_v2: skipping the v2 HTTP run (python ray_jobs/train.py --preset v2 makes one)"; fi
+	$(BIN)/python bench/monitoring_alarms.py
 	$(BIN)/python bench/report.py
 
 reliability: $(STAMP)  ## the reliability suite alone, its figures recorded for docs/BENCHMARKS.md

@@ -20,5 +20,9 @@ def machine_info() -> dict:
             versions[mod] = __import__(mod).__version__
         except ImportError:
             pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions,
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    from stocktrend.inference.backends import cpu_flags
+
+    flags = sorted(f for f in cpu_flags() if f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                                                     "amx_tile", "amx_int8", "amx_bf16"))
+    return {"cpu": cpu, "cores": os.cpu_count(), "flags": flags, "python": platform.python_version(),
+            "versions": versions, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}

@@ -30,8 +30,12 @@ def test_onnx_matches_torch_and_int8_agrees_on_validation(exported, small_real_d
     onnx, int8 = report["backends"]["onnx"], report["backends"]["onnx-int8"]
     assert report["split"] == "val" and report["n_windows"] == len(np.load(small_real_dataset / "val_X.npy"))
     assert onnx["max_abs_prob_diff"] <= 1e-4 and onnx["within_tolerance"] and onnx["class_agreement"] == 1.0
-    assert int8["meets_agreement_goal"] == (int8["class_agreement"] >= 0.99)
+    # The INT8 graph was calibrated on training windows (static QDQ) and judged on validation.
+    assert int8["calibration_windows"] > 0 and "static QDQ" in int8["recipe"]
+    assert int8["meets_fidelity_goals"] == (int8["max_abs_prob_diff"] <= 0.01 and (
+        int8["margin_agreement"] is None or int8["margin_agreement"] >= 0.999))
     assert int8["class_agreement"] >= 0.95 and int8["max_abs_prob_diff"] < 0.05
+    # Agreement beyond the margin, recomputed here from the two models' probabilities.
     # Served from the exported files, the back-ends give what the report says, and INT8
     # moves validation accuracy by at most 2 points (the tolerance we accept for INT8).
     x = np.load(small_real_dataset / "val_X.npy")
@@ -45,6 +49,33 @@ def test_onnx_matches_torch_and_int8_agrees_on_validation(exported, small_real_d
     got = Predictor.from_artifact(version_dir, backend="onnx-int8", threads=1).predict_windows(x)
     assert (got.probs.argmax(1) == labels).mean() == pytest.approx(int8["accuracy_backend"], abs=1e-12)
     assert abs(int8["accuracy_backend"] - int8["accuracy_float"]) <= 0.02
+    beyond = np.abs(ref.probs[:, 1] - 0.5) > int8["max_abs_prob_diff"]
+    assert int8["windows_beyond_margin"] == beyond.sum()
+    if beyond.any():
+        same = got.probs.argmax(1) == ref.probs.argmax(1)
+        assert same[beyond].mean() == pytest.approx(int8["margin_agreement"], abs=1e-12)
+
+
+def test_auto_backend_is_chosen_from_the_export_report_on_this_node(exported, tmp_path):
+    from stocktrend.inference.backends import cpu_has_vnni, resolve_backend
+
+    version_dir, report = exported
+    name, reason = resolve_backend("auto", version_dir)
+    int8 = report["backends"]["onnx-int8"]
+    usable = int8["meets_fidelity_goals"] and (cpu_has_vnni() or not int8["quantized_for_vnni"])
+    assert name == ("onnx-int8" if usable else "onnx") and reason.startswith("auto:")
+    assert resolve_backend("torch", version_dir) == ("torch", "torch asked for")
+    bare = tmp_path / "v1"
+    shutil.copytree(version_dir, bare)
+    shutil.rmtree(bare / EXPORT_DIR)
+    assert resolve_backend("auto", bare)[0] == "onnx"  # nothing exported: fp32 ONNX, exported in memory
+    missed = tmp_path / "missed"
+    shutil.copytree(version_dir, missed)
+    rep = json.loads((missed / EXPORT_DIR / "export_report.json").read_text())
+    rep["backends"]["onnx-int8"]["meets_fidelity_goals"] = False
+    (missed / EXPORT_DIR / "export_report.json").write_text(json.dumps(rep))
+    assert resolve_backend("auto", missed) == ("onnx", resolve_backend("auto", missed)[1])
+    assert "missed the fidelity goals" in resolve_backend("auto", missed)[1]
 
 
 @pytest.mark.parametrize("backend", ["bf16", "torch-int8"])

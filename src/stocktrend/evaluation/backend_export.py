@@ -29,8 +29,8 @@ from stocktrend.data.sources import sha256_of
 from stocktrend.evaluation.report import artifact_dataset
 from stocktrend.inference.artifact import WEIGHTS
 from stocktrend.inference.backends import EXPORT_DIR, EXPORT_RECORD, ONNX_FILES, OnnxBackend
-from stocktrend.inference.quantize import write_onnx_files
 from stocktrend.inference.predictor import Predictor
+from stocktrend.inference.quantize import write_onnx_files
 
 log = logging.getLogger(__name__)
 

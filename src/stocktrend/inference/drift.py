@@ -5,13 +5,15 @@ The reference is each training window's last day of scaled features, one value p
 trading day (``training/export.py``), summarised as decile edges and bin shares. Live
 samples are counted the same way: one per distinct trading day (a day requested twice
 is one sample). Consecutive days are not independent (a 200-day moving-average gap moves
-slowly), so a threshold from independent draws would fire on any quiet stretch; the
-thresholds come instead from a block bootstrap over contiguous stretches of the training
-days themselves: for n live days, feature k drifts when its PSI exceeds the
-``1 - alpha / K`` quantile of the PSI of every n-day stretch of training (Bonferroni over
-the K features, so the chance that any feature fires on training-like data is at most
-``alpha``). Artifacts without these thresholds fall back to independent multinomial
-draws from the decile shares, and the answer says which null was used.
+slowly), so a threshold from independent draws fires on almost any quiet stretch of real
+days (measured: every time, ``bench/monitoring_alarms.py``). The thresholds come instead
+from a block bootstrap over contiguous stretches of the training days themselves: for n
+live days, feature k drifts when its PSI exceeds the ``1 - alpha / K`` quantile of the PSI
+of every n-day stretch of training (Bonferroni over the K features), or of n independent
+days, whichever is larger: a periodic feature (the calendar month) is more even over two
+consecutive years than over 500 scattered days, so traffic of either kind stays under
+``alpha`` family-wise. Artifacts without these thresholds fall back to independent
+multinomial draws alone, and the answer says which null was used.
 """
 
 from __future__ import annotations
@@ -56,8 +58,10 @@ def block_null(days: np.ndarray, edges: list[np.ndarray], shares: list[np.ndarra
             break
         counts = cum[n:] - cum[:-n]  # (starts, K, bins)
         values = psi(expected[None], counts / n)  # (starts, K)
-        table[str(n)] = np.quantile(values, q, axis=0, method="higher").tolist()
-    return {"method": "block bootstrap over contiguous training days", "alpha": alpha, "quantile": q,
+        block = np.quantile(values, q, axis=0, method="higher")
+        table[str(n)] = np.maximum(block, multinomial_thresholds(shares, n, alpha)).tolist()
+    return {"method": "block bootstrap over contiguous training days (or independent days, if higher)",
+            "alpha": alpha, "quantile": q,
             "sizes": [int(s) for s in table], "thresholds": table, "n_days": int(n_days)}
 
 

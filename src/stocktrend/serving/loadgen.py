@@ -131,3 +131,55 @@ async def run_load(url: str, bodies: Sequence[bytes], total: int, concurrency: i
 
 def load(url: str, bodies: Sequence[bytes], total: int, concurrency: int, **kw) -> LoadResult:
     return asyncio.run(run_load(url, bodies, total, concurrency, **kw))
+
+
+# -- a client with nothing behind it: the client's own CPU cost, for like-for-like figures ------
+async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    try:
+        while True:
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:].strip())
+            if not line:
+                break
+            await reader.readexactly(length)
+            writer.write(answer)
+            await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _client_against_sink(body: bytes, concurrency: int, seconds: float) -> int:
+    server = await asyncio.start_server(_sink, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sent, end = 0, time.perf_counter() + seconds
+    async with server:
+        while time.perf_counter() < end:
+            r = await run_load(f"http://127.0.0.1:{port}/", [body], 200, concurrency)
+            sent += len(r.responses)
+    return sent
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stocktrend.serving.loadgen --body FILE --concurrency 16 --seconds 10``: drive
+    a do-nothing local HTTP server with this client, so a benchmark can measure something else
+    (the raw model) while the client takes the CPU it takes during an HTTP measurement."""
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(prog="python -m stocktrend.serving.loadgen", description=main.__doc__)
+    ap.add_argument("--body", required=True, help="file with one request body")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args(argv)
+    sent = asyncio.run(_client_against_sink(Path(args.body).read_bytes(), args.concurrency, args.seconds))
+    print(f'{{"requests": {sent}, "seconds": {args.seconds}}}')
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""Monitoring figures without a server: the drift test's false-alarm rate and power, measured
+on the real builder's training days, and the rolling statistics' gates and windows."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stocktrend.inference.drift import DriftTest
+from stocktrend.serving.monitoring import NOT_ENOUGH, RollingStats
+from stocktrend.training.export import feature_distribution
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from monitoring_alarms import alarm_rates, last_days  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+ALERTS = {"share_shift_points": 10.0, "confidence_drop": 0.03, "p99_latency_ms": 250.0, "min_samples": 50}
+
+
+@pytest.fixture(scope="module")
+def distribution(small_real_dataset):
+    from stocktrend.data.store import read_metadata
+
+    return feature_distribution(small_real_dataset, read_metadata(small_real_dataset)["features"]["selected"])
+
+
+def test_drift_false_alarms_stay_under_alpha_and_a_shift_is_caught(small_real_dataset, distribution):
+    train, val = last_days(small_real_dataset, "train"), last_days(small_real_dataset, "val")
+    (row,) = alarm_rates(train, val, distribution, sizes=[200], draws=400, seed=1)
+    alpha = distribution["drift_null"]["alpha"]
+    # Seeded draws of training-like traffic: consecutive days, or scattered ones.
+    assert row["contiguous"] <= 3 * alpha and row["independent"] <= 3 * alpha, row
+    # A threshold from independent draws alone fires on real consecutive days: why the block null.
+    assert row["contiguous_iid_null"] >= 0.5, row
+    assert row["shift_1.0"] >= 0.95 and row["shift_0.5"] >= 0.9, row  # power for a stated shift
+
+
+def test_figures_below_the_minimum_say_so_and_are_never_judged(distribution):
+    stats = RollingStats(distribution, {"share_up": 0.5, "mean_confidence": 0.55}, ALERTS, window=500, minutes=15)
+    k = len(distribution["features"])
+    far = np.full((10, k), 5.0, np.float32)  # 10 wildly drifted days: too few to judge
+    stats.add({"t_pred": [time.time()] * 10, "classes": [1] * 10, "confidence": [0.99] * 10, "last_day": far,
+               "t_req": [time.time()], "latency_ms": [900.0], "batch_sizes": [10]})
+    s = stats.summary()
+    window = s["windows"]["count"]
+    for figure in ("distribution", "confidence", "latency_ms", "drift"):
+        assert window[figure]["status"] == NOT_ENOUGH, figure
+    assert s["alerts"] == []
+
+
+def test_drift_counts_each_trading_day_once_and_the_time_window_forgets(distribution):
+    stats = RollingStats(distribution, {"share_up": 0.5}, ALERTS, window=500, minutes=1)
+    k = len(distribution["features"])
+    day = np.zeros((1, k), np.float32)
+    old = time.time() - 120
+    stats.add({"t_pred": [old] * 60, "classes": [0] * 60, "confidence": [0.6] * 60, "last_day": np.repeat(day, 60, 0),
+               "t_req": [old] * 60, "latency_ms": [5.0] * 60, "batch_sizes": [1] * 60})
+    s = stats.summary()["windows"]
+    assert s["count"]["predictions"] == 60 and s["count"]["distinct_days"] == 1
+    assert s["count"]["drift"]["status"] == NOT_ENOUGH  # 60 requests of one day are one sample
+    assert s["count"]["distribution"]["status"] == "ok"  # but 60 predictions
+    assert s["time"]["predictions"] == 0  # two minutes old: outside the 1-minute window
+
+
+def test_an_artifact_without_block_thresholds_says_which_null_it_used(distribution):
+    plain = {**distribution, "drift_null": None}
+    days = np.random.default_rng(0).standard_normal((300, len(distribution["features"])))
+    verdict = DriftTest(plain, 50)(days)
+    assert verdict["null"] == "independent multinomial draws from the training deciles"
