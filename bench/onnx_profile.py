@@ -64,7 +64,7 @@ def graphs(net, seq_len: int, n_features: int, calibration: np.ndarray, work: Pa
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from stocktrend.inference.backends import cpu_has_vnni
-    from stocktrend.inference.quantize import export_onnx, quantize_onnx_int8
+    from stocktrend.inference.quantize import STATIC_RECIPES, export_onnx, quantize_onnx_int8
 
     fp32 = export_onnx(net, seq_len, n_features, work / "fp32.onnx")
     old = work / "dynamic_all.onnx"
@@ -72,8 +72,11 @@ def graphs(net, seq_len: int, n_features: int, calibration: np.ndarray, work: Pa
     quantize_dynamic(str(fp32), str(old), weight_type=QuantType.QInt8 if cpu_has_vnni() else QuantType.QUInt8)
     quantize_onnx_int8(fp32, work / "dynamic_no_conv.onnx")
     quantize_onnx_int8(fp32, work / "static_qdq.onnx", calibration)
+    quantize_onnx_int8(fp32, work / "static_qdq_conv.onnx", calibration, STATIC_RECIPES[1])
     return {"fp32": fp32, "int8 dynamic, all ops (before)": old, "int8 dynamic, no Conv (in-memory fallback)":
-            work / "dynamic_no_conv.onnx", "int8 static QDQ + dynamic LSTM (exported)": work / "static_qdq.onnx"}
+            work / "dynamic_no_conv.onnx", "int8 static QDQ + dynamic LSTM (exported)": work / "static_qdq.onnx",
+            "int8 static QDQ Conv only + dynamic LSTM (exported when the first misses fidelity)":
+                work / "static_qdq_conv.onnx"}
 
 
 def main() -> int:

@@ -111,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
 
         report = evaluate_artifact(artifact, dataset_dir=None)
         print("\n".join(summary_lines(report)))
+        if space.walk_forward:  # the space asks for the best configuration retrained on K folds
+            from stocktrend.evaluation.retrain_report import retrain_and_report
+
+            retrain = argparse.Namespace(seeds=None, walk_forward=space.walk_forward, epochs=space.walk_forward_epochs,
+                                         dataset=None, boot=1000, cost_bps=5.0, wait_for_resources=args.wait_for_resources,
+                                         storage_path=str(storage.parent / "walk_forward"))
+            print("\n".join(retrain_and_report(artifact, retrain, Path(report["files"]["json"]).parent)))
     return 0
 
 

@@ -19,13 +19,14 @@ from tqdm.auto import tqdm
 from stocktrend.data import fitting, labels
 from stocktrend.data.config import DataConfig
 from stocktrend.data.errors import DataError
-from stocktrend.data.features import adjusted_ohlc, build_features
+from stocktrend.data.features import adjusted_ohlc, align_to, build_features
 from stocktrend.data.sources import read_all_sources
 from stocktrend.data.splits import SplitPlan, assign_splits, plan_from_fractions
 from stocktrend.data.store import fingerprint, write_dataset
+from stocktrend.data.windows import SPLITS, cut_windows
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
+
 
 
 @dataclasses.dataclass
@@ -46,6 +47,9 @@ def prepare(cfg: DataConfig) -> Prepared:
     calendar = feats.index
     price = adjusted_ohlc(frames[cfg.target])["close"].reindex(calendar)
     fwd = labels.forward_return(price, cfg.horizon)
+    if cfg.label == "relative_index":  # the stock's h-day return over the index's, same days
+        index = adjusted_ohlc(align_to(frames[cfg.index], calendar, cfg.ffill_limit))["close"]
+        fwd = fwd - labels.forward_return(index, cfg.horizon)
     complete = feats.notna().all(axis=1).to_numpy()
     known = fwd.notna().to_numpy()
     full_window = pd.Series(complete).rolling(cfg.seq_len).sum().to_numpy() == cfg.seq_len
@@ -125,6 +129,10 @@ def build_dataset(
     progress: bool = False,
 ) -> dict:
     """Build the dataset of ``cfg`` into ``out_dir`` atomically and return its metadata."""
+    if cfg.panel is not None:
+        from stocktrend.data.panel_build import build_panel_dataset
+
+        return build_panel_dataset(cfg, out_dir, plan=plan, progress=progress)
     steps = tqdm(total=5, desc=f"dataset {cfg.name}", disable=not progress, unit="step")
     steps.set_postfix_str("reading sources and building features")
     p = prepare(cfg)
@@ -155,11 +163,10 @@ def build_dataset(
         train = parts["train"]
         parts = {**parts, "train": train[fitting.oversample(np.arange(len(train)), y[train], cfg.seed)]}
     matrix = scaled[:, chosen].astype(np.float32)
-    offsets = np.arange(-cfg.seq_len + 1, 1)
     arrays = {}
     for s in SPLITS:
         rows = parts[s]
-        arrays[f"{s}_X"] = matrix[rows[:, None] + offsets]
+        arrays[f"{s}_X"] = cut_windows(matrix, rows, cfg.seq_len)
         arrays[f"{s}_y"] = np.eye(cfg.n_classes, dtype=np.float32)[y[rows]]
         arrays[f"{s}_dates"] = p.calendar[rows].to_numpy().astype("datetime64[D]")
     steps.update()

@@ -21,6 +21,11 @@ from stocktrend.config_io import STRICT, ConfigError, config_from_dict, read_yam
 # What a source file holds decides which feature family is computed from it.
 SourceKind = Literal["ohlcv", "close", "close_panel", "rates"]
 CANONICAL_OHLCV = ("open", "high", "low", "close", "adj_close", "volume")
+# What a label says about the h-day return r of the window's instrument: r > 0; r above
+# the median r of the panel's instruments that day; r above the index's h-day return.
+LabelKind = Literal["direction", "relative_median", "relative_index"]
+YAHOO_COLUMNS = {"date": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close",
+                 "adj_close": "Adj Close", "volume": "Volume"}
 
 
 @dataclass(config=STRICT)
@@ -55,6 +60,37 @@ class SourceConfig:
             unknown = set(self.columns) - {"date", *CANONICAL_OHLCV}
             if unknown:
                 raise ValueError(f"unknown ohlcv column keys {sorted(unknown)}; use {CANONICAL_OHLCV}")
+        return self
+
+
+@dataclass(config=STRICT)
+class PanelSpec:
+    """The instruments of a panel dataset, from exactly one of:
+
+    - ``source``: a source of the config: a ``close_panel`` (one column per ticker; close-only
+      features) or, with ``ticker_column``, a long ``ohlcv`` file (one ticker per value);
+    - ``files``: ``{ticker: path}`` of daily OHLCV files laid out as ``columns`` says;
+    - ``folder``: every ``pattern`` file in it is one ticker, named by the file's stem (a
+      folder of Yahoo Finance exports, with the default ``columns``).
+    """
+
+    source: str | None = None
+    ticker_column: str | None = None
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+    folder: str | None = None
+    pattern: str = "*.csv"
+    columns: dict[str, str] = dataclasses.field(default_factory=lambda: dict(YAHOO_COLUMNS))
+    include: list[str] = dataclasses.field(default_factory=list)  # tickers to keep (default: all)
+    exclude: list[str] = dataclasses.field(default_factory=list)
+    min_days: int = pydantic.Field(500, ge=50)  # instruments with fewer daily rows are left out, and logged
+
+    @pydantic.model_validator(mode="after")
+    def _one_origin(self) -> PanelSpec:
+        given = [k for k in ("source", "files", "folder") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"a panel needs exactly one of source, files or folder (got {given or 'none'})")
+        if self.ticker_column and not self.source:
+            raise ValueError("ticker_column goes with source (a long file)")
         return self
 
 
@@ -95,9 +131,12 @@ class SplitConfig:
 @dataclass(config=STRICT)
 class DataConfig:
     name: str
-    ticker: str
-    target: str  # key into ``sources``: an ohlcv (or close) source of the predicted stock
+    ticker: str  # the predicted stock (a panel: the panel's display name)
     sources: dict[str, SourceConfig]
+    target: str | None = None  # key into ``sources``: an ohlcv (or close) source of the predicted stock
+    panel: PanelSpec | None = None  # many instruments instead of one target (data/panel.py)
+    label: LabelKind = "direction"
+    index: str | None = None  # the source relative_index labels compare with (a close or ohlcv source)
     horizon: int = pydantic.Field(5, ge=1, le=250)
     seq_len: int = pydantic.Field(30, ge=2, le=1000)
     n_features: int | Literal["all"] = 50
@@ -115,10 +154,26 @@ class DataConfig:
 
     @pydantic.model_validator(mode="after")
     def _consistent(self) -> DataConfig:
-        if self.target not in self.sources:
-            raise ValueError(f"target '{self.target}' is not one of sources {sorted(self.sources)}")
-        if self.sources[self.target].kind not in ("ohlcv", "close"):
-            raise ValueError(f"target source '{self.target}' must be of kind ohlcv or close")
+        if (self.target is None) == (self.panel is None):
+            raise ValueError("give exactly one of target (one stock) or panel (many)")
+        if self.target is not None:
+            if self.target not in self.sources:
+                raise ValueError(f"target '{self.target}' is not one of sources {sorted(self.sources)}")
+            if self.sources[self.target].kind not in ("ohlcv", "close"):
+                raise ValueError(f"target source '{self.target}' must be of kind ohlcv or close")
+        else:
+            if self.n_classes != 2 or self.protocol != "clean":
+                raise ValueError("panel datasets are binary (n_classes 2) and clean (no seed protocol)")
+            src = self.panel.source
+            if src is not None and (src not in self.sources or self.sources[src].kind not in (
+                    ("ohlcv", "close") if self.panel.ticker_column else ("close_panel",))):
+                raise ValueError(f"panel.source '{src}' must be a close_panel source (or, with ticker_column, an "
+                                 f"ohlcv one) of sources {sorted(self.sources)}")
+        if self.label == "relative_median" and self.panel is None:
+            raise ValueError("label relative_median compares instruments of a panel: give panel")
+        if self.label == "relative_index" and (self.index not in self.sources
+                                               or self.sources[self.index].kind not in ("ohlcv", "close")):
+            raise ValueError(f"label relative_index needs index: a close or ohlcv source of {sorted(self.sources)}")
         if isinstance(self.n_features, int) and self.n_features < 1:
             raise ValueError("n_features must be a positive integer or 'all'")
         gap = self.split.purge_rows

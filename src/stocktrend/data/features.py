@@ -158,44 +158,65 @@ def align_to(frame: pd.DataFrame, index: pd.DatetimeIndex, limit: int) -> pd.Dat
     return frame.reindex(union).ffill(limit=limit).reindex(index)
 
 
+def own_features(frame: pd.DataFrame, prefix: str) -> dict[str, pd.Series]:
+    """One instrument's own families: close-based always, range and volume where it has
+    open/high/low and volume (close-only features where only closes exist)."""
+    feats = _close_features(frame["close"], prefix)
+    if {"open", "high", "low"} <= set(frame.columns):
+        feats |= _range_features(frame, prefix)
+    if "volume" in frame.columns:
+        feats |= _volume_features(frame, prefix)
+    return feats
+
+
+def context_features(cfg: DataConfig, frames: dict[str, pd.DataFrame], index: pd.DatetimeIndex,
+                     skip: set[str], relate: tuple[pd.Series, str] | None = None) -> dict[str, pd.Series]:
+    """Market context on ``index`` from every source not in ``skip``; with ``relate``
+    (an instrument's close and prefix), its beta, correlation and relative returns against
+    each ohlcv/close source too."""
+    feats: dict[str, pd.Series] = {}
+    for name, spec in cfg.sources.items():
+        if name in skip:
+            continue
+        frame = align_to(frames[name], index, cfg.ffill_limit)
+        if spec.kind in ("ohlcv", "close"):
+            ctx = adjusted_ohlc(frame)
+            feats |= _context_close_features(ctx["close"], name)
+            if relate is not None:
+                feats |= _relation_features(relate[0], ctx["close"], relate[1], name)
+            if {"open", "high", "low"} <= set(ctx.columns):
+                feats[f"{name}_vol_park_20"] = ind.parkinson_vol(ctx["high"], ctx["low"], 20)
+        elif spec.kind == "close_panel":
+            # The target's own series in a panel would duplicate the target features.
+            panel = frame.drop(columns=[c for c in frame.columns if c.upper() == (cfg.ticker or "").upper()])
+            feats |= _panel_features(panel, name)
+        elif spec.kind == "rates":
+            feats |= _rates_features(frame, name)
+    feats |= _calendar_features(index)
+    return feats
+
+
+def finish(feats: dict[str, pd.Series], index: pd.DatetimeIndex, who: str = "target") -> pd.DataFrame:
+    """The feature table; a feature with no value on any of ``who``'s days is an error."""
+    out = pd.DataFrame(feats, index=index).astype(np.float64)
+    out = out.replace([np.inf, -np.inf], np.nan)
+    empty = [c for c in out.columns if out[c].isna().all()]
+    if empty:
+        raise DataError(
+            f"feature(s) {empty[:5]} are NaN on every {who} day: a context source does not overlap the "
+            f"{who}'s dates {index[0].date()}..{index[-1].date()} (check its dates and ffill_limit)"
+        )
+    return out
+
+
 def build_features(cfg: DataConfig, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """All candidate features, one row per target trading day (NaN during warm-up)."""
     target = adjusted_ohlc(frames[cfg.target])
     if cfg.start is not None:
         target = target[target.index >= pd.Timestamp(cfg.start)]
     index = target.index
-    tp = cfg.target
-    feats: dict[str, pd.Series] = _close_features(target["close"], tp)
-    if {"open", "high", "low"} <= set(target.columns):
-        feats |= _range_features(target, tp)
-    if "volume" in target.columns:
-        feats |= _volume_features(target, tp)
-
-    for name, spec in cfg.sources.items():
-        if name == cfg.target:
-            continue
-        frame = align_to(frames[name], index, cfg.ffill_limit)
-        if spec.kind in ("ohlcv", "close"):
-            ctx = adjusted_ohlc(frame)
-            feats |= _context_close_features(ctx["close"], name)
-            feats |= _relation_features(target["close"], ctx["close"], tp, name)
-            if {"open", "high", "low"} <= set(ctx.columns):
-                feats[f"{name}_vol_park_20"] = ind.parkinson_vol(ctx["high"], ctx["low"], 20)
-        elif spec.kind == "close_panel":
-            # The target's own series in a panel would duplicate the target features.
-            panel = frame.drop(columns=[c for c in frame.columns if c.upper() == cfg.ticker.upper()])
-            feats |= _panel_features(panel, name)
-        elif spec.kind == "rates":
-            feats |= _rates_features(frame, name)
-    feats |= _calendar_features(index)
-
-    out = pd.DataFrame(feats, index=index).astype(np.float64)
-    out = out.replace([np.inf, -np.inf], np.nan)
-    empty = [c for c in out.columns if out[c].isna().all()]
-    if empty:
-        raise DataError(
-            f"feature(s) {empty[:5]} are NaN on every target day: a context source does not "
-            f"overlap the target's dates {index[0].date()}..{index[-1].date()} (check its dates and ffill_limit)"
-        )
+    feats = own_features(target, cfg.target)
+    feats |= context_features(cfg, frames, index, skip={cfg.target}, relate=(target["close"], cfg.target))
+    out = finish(feats, index)
     log.info("built %d candidate features over %d target days", out.shape[1], out.shape[0])
     return out

@@ -31,12 +31,21 @@ def fingerprint(cfg: DataConfig) -> str:
     """Hash of the config, the input files' contents and the feature code's version."""
     conf = config_to_dict(cfg)
     conf.pop("base_dir")
+    # Keys added with panels, at their defaults, are left out: single-stock fingerprints
+    # (and so cached datasets and the datasets artifacts record) stay what they were.
+    for key, default in (("panel", None), ("label", "direction"), ("index", None)):
+        if conf.get(key) == default:
+            conf.pop(key, None)
     conf["sources"] = {k: {**v, "path": Path(v["path"]).name} for k, v in conf["sources"].items()}
-    payload = {
-        "config": conf,
-        "inputs": {k: sha256_of(cfg.source_path(k)) for k in sorted(cfg.sources)},
-        "feature_code_version": FEATURE_CODE_VERSION,
-    }
+    inputs = {k: sha256_of(cfg.source_path(k)) for k in sorted(cfg.sources)}
+    if cfg.panel is not None:  # a files/folder panel's member files are inputs too
+        from stocktrend.data.panel import member_files
+
+        inputs |= {f"panel:{t}": sha256_of(p) for t, p in sorted(member_files(cfg).items())}
+        if conf["panel"].get("folder"):
+            conf["panel"]["folder"] = Path(conf["panel"]["folder"]).name
+        conf["panel"]["files"] = {t: Path(p).name for t, p in conf["panel"]["files"].items()}
+    payload = {"config": conf, "inputs": inputs, "feature_code_version": FEATURE_CODE_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -81,10 +90,11 @@ def build_metadata(ctx: dict) -> dict:
         "seq_len": cfg.seq_len,
         "horizon": cfg.horizon,
         "n_classes": cfg.n_classes,
+        "label": cfg.label,
         "label_rule": (
-            f"1 (up) if close[t+{cfg.horizon}] > close[t] else 0, on adjusted closes"
-            if cfg.n_classes == 2
-            else f"{cfg.n_classes} bins of the {cfg.horizon}-day return, edges from training rows"
+            f"{cfg.n_classes} bins of the {cfg.horizon}-day return, edges from training rows" if cfg.n_classes != 2
+            else f"1 (up) if close[t+{cfg.horizon}] > close[t] else 0, on adjusted closes" if cfg.label == "direction"
+            else f"1 if the {cfg.horizon}-day return beats {cfg.index}'s over the same days, on adjusted closes"
         ),
         "class_edges": ctx["edges"],
         "features": {

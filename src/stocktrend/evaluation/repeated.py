@@ -42,14 +42,28 @@ def evaluate_seeds(runs: list[dict], dataset: Path, market: bt.Market, n_boot: i
 
 def fold_datasets(cfg: DataConfig, folds: int, cache_root: Path) -> list[Path]:
     """Build (once, cached) one dataset per expanding-window fold, all fits inside the fold."""
-    plans = walk_forward_plans(prepare(cfg).labelled_rows, folds)
+    panel = None
+    if cfg.panel is not None:  # one panel for every fold: only the split and the fits differ
+        from stocktrend.data.panel import build_panel
+        from stocktrend.data.panel_build import labels_and_ends
+
+        panel = build_panel(cfg)
+        days = panel.calendar[labels_and_ends(cfg, panel)[2].any(axis=0)]
+    else:
+        days = prepare(cfg).labelled_rows
+    plans = walk_forward_plans(days, folds)
     out = []
     for plan in plans:
         fold_cfg = with_overrides(cfg, {"split": {"val_start": plan.val_start, "test_start": plan.test_start,
                                                    "end": plan.end, "purge_rows": cfg.split.purge_rows}})
         path = Path(cache_root) / f"walkforward-{fingerprint(fold_cfg)[:16]}"
         if not (path / "metadata.json").is_file():
-            build_dataset(fold_cfg, path, plan=plan)
+            if panel is not None:
+                from stocktrend.data.panel_build import build_panel_dataset
+
+                build_panel_dataset(fold_cfg, path, plan=plan, panel=panel)
+            else:
+                build_dataset(fold_cfg, path, plan=plan)
         out.append(path)
     return out
 

@@ -291,6 +291,19 @@ def evaluate_artifact(
     if meta["features"]["selected"] != pre["features"]:
         raise EvaluationError(f"{dataset}: its features differ from the artifact's preprocessing.json")
     horizon = int(meta["horizon"])
+    header = {"schema": SCHEMA, "policy": TEST_POLICY,
+              "model": {"name": manifest["name"], "version": manifest["version"], "path": str(version_dir),
+                        "created": training.get("created"), "git_commit": training.get("git_commit")},
+              "validation": _validation_section(training)}
+    if meta.get("layout") == "panel":
+        from stocktrend.data.windows import split_arrays
+        from stocktrend.evaluation.panel_report import evaluate_panel
+
+        probs, _ = _predict(Predictor(version_dir, manifest, parts), split_arrays(dataset, "test")["X"])
+        header["dataset"] = {"dir": str(dataset), "fingerprint": meta["fingerprint"], "test": meta["splits"]["test"],
+                             "tickers": meta["tickers"], "horizon": horizon, "seq_len": meta["seq_len"]}
+        return evaluate_panel(dataset, probs[:, 1], Path(out_dir) if out_dir else version_dir / "evaluation", n_boot,
+                              seed, cost_bps, staggered, header)
 
     test, train = _load_split(dataset, "test"), _load_split(dataset, "train")
     y_true = test["y"].argmax(axis=1)
@@ -306,16 +319,12 @@ def evaluate_artifact(
                                             n_boot, seed, cost_bps, staggered)
     test_facts = meta["splits"]["test"]
     report = {
-        "schema": SCHEMA,
-        "policy": TEST_POLICY,
-        "model": {"name": manifest["name"], "version": manifest["version"], "path": str(version_dir),
-                  "created": training.get("created"), "git_commit": training.get("git_commit")},
+        **header,
         "dataset": {"dir": str(dataset), "fingerprint": meta["fingerprint"], "fingerprint_matches_training": True,
                     "protocol": meta.get("protocol"), "leaky": bool(meta.get("leaky")), "horizon": horizon,
                     "seq_len": meta["seq_len"], "label_rule": meta.get("label_rule"),
                     "test": {k: test_facts[k] for k in ("start", "end", "n") if k in test_facts},
                     "train_class_counts_before_balancing": counts_before},
-        "validation": _validation_section(training),
         **sections,
     }
     report["interpretation"] = _interpretation(report)

@@ -113,6 +113,8 @@ def render_markdown(r: dict) -> str:
 
 def summary_lines(report: dict) -> list[str]:
     """A short console summary of a report."""
+    if report.get("layout") == "panel":
+        return panel_summary_lines(report)
     t, m = report["test"], report["test"]["metrics"]
     ds = report["dataset"]
     lines = [f"{report['model']['name']}/{report['model']['version']} on the test split "
@@ -132,4 +134,19 @@ def summary_lines(report: dict) -> list[str]:
             f"{k} {_fmt(bk[k]['total_return'], '+.1%')} (Sharpe {_fmt(bk[k]['sharpe'], '.2f')}, "
             f"max DD {_fmt(bk[k]['max_drawdown'], '.1%')})" for k in ("long_flat", "long_short", "buy_and_hold")))
     lines.append("  test results are reported only; they feed no choice")
+    return lines
+
+
+def panel_summary_lines(report: dict) -> list[str]:
+    ds, ic = report["dataset"], report["rank_ic"]
+    lines = [f"{report['model']['name']}/{report['model']['version']}, a panel of {len(ds['tickers'])} instruments, on the "
+             f"test split {ds['test']['start']}..{ds['test']['end']} ({report['test']['windows']} windows, "
+             f"{report['test']['dates']} dates); label: {report.get('label')}"]
+    for name, e in ic.items():
+        m, d = e["mean"], e.get("model_minus_this")
+        lines.append(f"  mean rank IC {name:20s} {m['point']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]"
+                     + (f"  model - this {d['point']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d else ""))
+    pooled = report["test"]["pooled"]
+    lines.append("  pooled " + "  ".join(f"{k} {_ci(v)}" for k, v in pooled.items()))
+    lines += ["  " + report["verdict"], "  test results are reported only; they feed no choice"]
     return lines

@@ -37,10 +37,12 @@ def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
     if args.epochs:
         train_cfg = with_overrides(train_cfg, {"max_epochs": args.epochs})
     model_cfg = config_from_dict(ModelConfig, parts["model"], "model.json")
-    market = bt.load_market(cfg)
+    market = bt.load_market(cfg) if cfg.panel is None else None
     storage = Path(args.storage_path) / f"{version_dir.parent.name}-{version_dir.name}-{time.strftime('%H%M%S')}"
     connect()
     lines: list[str] = []
+    if args.seeds and cfg.panel is not None:
+        raise ValueError("--seeds reports single-stock metrics; a panel model's spread comes from --walk-forward")
     if args.seeds:
         dataset = resolve_dataset(training, cfg, args.dataset)
         jobs = [{"name": f"seed{s}", "dataset": dataset, "model": model_cfg,
@@ -58,6 +60,16 @@ def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
                  "model": model_config_from_metadata("v2", read_metadata(d), **shape_free)}
                 for i, d in enumerate(datasets)]
         runs = train_many(jobs, storage, wait_s=args.wait_for_resources)
+        if cfg.panel is not None:
+            from stocktrend.evaluation.panel_report import walk_forward_report
+
+            result = walk_forward_report(runs, datasets, out_dir / "walk_forward", args.boot, args.cost_bps)
+            lines += [f"\nwalk-forward, {args.walk_forward} folds, pooled test dates "
+                      f"({result['test']['dates']} dates, {result['test']['windows']} windows):"]
+            lines += [f"  mean rank IC {n:20s} {e['mean']['point']:+.4f} [{e['mean']['low']:+.4f}, {e['mean']['high']:+.4f}]"
+                      for n, e in result["rank_ic"].items()]
+            lines += ["  " + result["verdict"], f"  -> {out_dir / 'walk_forward' / 'report.md'}"]
+            return lines
         result = evaluate_walk_forward(runs, datasets, market, args.boot, args.cost_bps)
         atomic_write_text(out_dir / "walk_forward.json", json.dumps(result, indent=2, default=float))
         lines += _spread_lines(f"\nwalk-forward, {args.walk_forward} folds (per-fold spread):", result["spread"])

@@ -23,6 +23,7 @@ from stocktrend.data.config import DataConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.features import build_features
 from stocktrend.data.sources import parse_table
+from stocktrend.data.windows import cut_windows
 from stocktrend.inference.artifact import WEIGHTS, ArtifactError, load_parts
 from stocktrend.inference.backends import make_backend
 from stocktrend.models.config import ModelConfig
@@ -107,6 +108,9 @@ class Predictor:
     # -- raw bars ------------------------------------------------------------
     def parse_bars(self, bars: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         """Validate raw bars laid out like each source's file (same column names)."""
+        if self.data_cfg.panel is not None:
+            raise InputError("bars", "this is a panel model: it takes scaled windows (/v1/predict); bars of every "
+                                     "instrument for the cross-sectional features come with multi-model serving")
         frames = {}
         for name, spec in self.data_cfg.sources.items():
             if name not in bars:
@@ -139,7 +143,7 @@ class Predictor:
         return np.flatnonzero(complete)
 
     def windows_at(self, values: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        return values[ends[:, None] + np.arange(-self.seq_len + 1, 1)].astype(np.float32)
+        return cut_windows(values, ends, self.seq_len)
 
     def windows_from_bars(self, bars: dict[str, pd.DataFrame], last: int = 1) -> tuple[np.ndarray, list[str]]:
         """The scaled windows ending on the last ``last`` target days of the bars."""

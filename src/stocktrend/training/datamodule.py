@@ -1,8 +1,10 @@
 """TrendDataModule: train/val loaders over a dataset folder written by the dataset builder.
 
-Folder layout: ``{split}_X.npy`` float32 (N, L, K), ``{split}_y.npy`` one-hot (N, C),
-``{split}_dates.npy`` window end dates (datetime64[D]) for split in train/val/test,
-and ``metadata.json`` (seq_len, horizon, n_classes, features.selected, splits...).
+Folder layouts: a single stock's ``{split}_X.npy`` float32 (N, L, K); a panel's
+``features.npy`` (instruments, days, K) with ``{split}_index.npy`` (instrument, end row)
+pairs, windows cut per item by ``data.windows.cut_windows``. Both have ``{split}_y.npy``
+one-hot (N, C), ``{split}_dates.npy`` window end dates (datetime64[D]) and
+``metadata.json`` (seq_len, horizon, n_classes, features.selected, splits...).
 
 The test split is deliberately never opened here: it belongs to the evaluation
 command only (the reference picked models on test - seed-audit leak 6).
@@ -20,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stocktrend.data.store import read_metadata
+from stocktrend.data.windows import cut_windows
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,18 @@ class WindowDataset(Dataset):
         return {**self.__dict__, "_x": None}  # never pickle the mapped array
 
 
+class PanelWindowDataset(WindowDataset):
+    """Windows of a panel, cut from the memory-mapped ``features.npy`` at (instrument, end row)."""
+
+    def __init__(self, features_path: Path, index: np.ndarray, labels: np.ndarray, seq_len: int):
+        super().__init__(features_path, labels)
+        self.index, self.seq_len = np.asarray(index), seq_len
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        window = cut_windows(self.x, self.index[i : i + 1], self.seq_len)[0]  # (L, K), a copy
+        return torch.from_numpy(window), self.labels[i]
+
+
 class TrendDataModule(pl.LightningDataModule):
     def __init__(self, dataset_dir: str | Path, batch_size: int = 16, num_workers: int = 0, seed: int = 42):
         super().__init__()
@@ -84,6 +99,8 @@ class TrendDataModule(pl.LightningDataModule):
     def _load_split(self, split: str) -> None:
         assert split in TRAINING_SPLITS, "the test split is for evaluation only"
         d = self.dataset_dir
+        if self.metadata.get("layout") == "panel":
+            return self._load_panel_split(split)
         x = _load_npy(d / f"{split}_X.npy", mmap_mode="r")
         y = _load_npy(d / f"{split}_y.npy", mmap_mode="r")
         dates = _load_npy(d / f"{split}_dates.npy")
@@ -100,6 +117,24 @@ class TrendDataModule(pl.LightningDataModule):
         if not np.allclose(y.sum(axis=1), 1.0):
             raise ValueError(f"{split}_y.npy rows must be one-hot (each row sums to 1)")
         self.datasets[split] = WindowDataset(d / f"{split}_X.npy", y.argmax(axis=1))
+        self.dates[split] = dates.astype("datetime64[D]")
+
+    def _load_panel_split(self, split: str) -> None:
+        d = self.dataset_dir
+        features = _load_npy(d / "features.npy", mmap_mode="r")
+        index = _load_npy(d / f"{split}_index.npy")
+        y = np.asarray(_load_npy(d / f"{split}_y.npy"))
+        dates = _load_npy(d / f"{split}_dates.npy")
+        if features.ndim != 3 or features.shape[2] != self.n_features:
+            raise ValueError(f"{d / 'features.npy'} has shape {features.shape}; metadata says (instruments, days, "
+                             f"{self.n_features})")
+        if index.ndim != 2 or index.shape[1] != 2 or len(index) != len(y) or len(dates) != len(y):
+            raise ValueError(f"{split}_index.npy {index.shape}, {split}_y.npy {y.shape}, {split}_dates.npy "
+                             f"{dates.shape} do not describe the same windows")
+        if len(index) and ((index[:, 1] < self.seq_len - 1).any() or (index[:, 1] >= features.shape[1]).any()
+                           or (index[:, 0] >= features.shape[0]).any() or (index < 0).any()):
+            raise ValueError(f"{split}_index.npy points outside features.npy {features.shape[:2]}")
+        self.datasets[split] = PanelWindowDataset(d / "features.npy", index, y.argmax(axis=1), self.seq_len)
         self.dates[split] = dates.astype("datetime64[D]")
 
     def setup(self, stage: str | None = None) -> None:

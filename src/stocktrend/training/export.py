@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from stocktrend.data.store import atomic_write_text, read_metadata
+from stocktrend.data.windows import distinct_last_days, split_arrays
 from stocktrend.inference.artifact import LATEST, MANIFEST, WEIGHTS, file_sha256
 from stocktrend.inference.drift import block_null
 
@@ -40,10 +41,7 @@ def feature_distribution(dataset_dir: Path, names: list[str]) -> dict[str, Any]:
     """Training distribution of each selected feature (its value on each window's last day,
     one per trading day): decile edges and bin shares, the reference for drift (PSI), and
     the drift thresholds per sample size from a block bootstrap over those days."""
-    x = np.load(dataset_dir / "train_X.npy", mmap_mode="r")
-    dates = np.load(dataset_dir / "train_dates.npy")
-    days, first = np.unique(dates, return_index=True)  # oversampling duplicated some windows
-    last_day = np.asarray(x[first, -1, :], dtype=np.float64)  # (N, K), in date order
+    last_day, days = distinct_last_days(dataset_dir, "train")  # (N, K), each day once, in date order
     features = []
     for k, name in enumerate(names):
         col = last_day[:, k]
@@ -65,7 +63,7 @@ def validation_outputs(dataset_dir: Path, model_cfg: dict[str, Any], state: dict
     from stocktrend.models.config import ModelConfig
     from stocktrend.models.network import TrendNet
 
-    x = np.load(dataset_dir / "val_X.npy", mmap_mode="r")
+    x = split_arrays(dataset_dir, "val")["X"]
     if len(x) == 0:
         return {}
     model = TrendNet(config_from_dict(ModelConfig, model_cfg, "model config"))
@@ -117,7 +115,10 @@ def export_artifact(
             "n_classes": meta["n_classes"],
             "class_edges": meta["class_edges"],
             "bars_needed": meta["bars_needed"],
+            "label": meta.get("label", "direction"),
             "label_rule": meta["label_rule"],
+            "layout": meta.get("layout", "windows"),
+            **({"tickers": meta["tickers"]} if meta.get("tickers") else {}),
         },
         "training": {
             "name": name,

@@ -17,6 +17,7 @@ import ray
 import torch
 
 from stocktrend.config_io import config_from_dict, config_to_dict
+from stocktrend.data.windows import split_arrays
 from stocktrend.models.config import ModelConfig
 from stocktrend.training.config import TrainConfig
 from stocktrend.training.module import TrendClassifier
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def predict_split(checkpoint: str, dataset_dir: Path, split: str = "test") -> dict[str, np.ndarray]:
     module = TrendClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
-    x = np.load(Path(dataset_dir) / f"{split}_X.npy")
+    x = np.asarray(split_arrays(dataset_dir, split)["X"])
     probs, attention = [], []
     with torch.inference_mode():
         for start in range(0, len(x), 512):

@@ -33,7 +33,8 @@ from stocktrend.training.config import TrainConfig
 SECTIONS = ("data", "model", "train")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "quniform", "qrandint")
 TOP_KEYS = {"description", "preset", "dataset", "num_samples", "max_concurrent", "scheduler", "space",
-            "points_to_evaluate", "seed", *SECTIONS}
+            "points_to_evaluate", "seed", "evaluation", *SECTIONS}
+EVALUATION_KEYS = {"walk_forward", "epochs"}  # after the search: retrain the best on K folds, report pooled
 SCHEDULER_KEYS = {"max_epochs", "grace_period", "reduction_factor"}
 
 
@@ -52,6 +53,8 @@ class SearchSpace:
     grace_period: int = 2
     reduction_factor: int = 3
     seed: int = 0
+    walk_forward: int = 0  # folds the best configuration is retrained on after the search (0: none)
+    walk_forward_epochs: int | None = None
 
     def tune_space(self) -> dict[str, Any]:
         return {k: to_tune(k, d) for k, d in self.distributions.items()}
@@ -128,6 +131,10 @@ def load_space(path: str | Path) -> SearchSpace:
     name = raw.get("preset", "tiny")
     if name not in PRESETS:
         raise ConfigError(f"{src}: preset '{name}' is not one of {sorted(PRESETS)}")
+    evaluation = raw.get("evaluation") or {}
+    if set(evaluation) - EVALUATION_KEYS:
+        raise ConfigError(f"{src}: unknown evaluation key(s) {sorted(set(evaluation) - EVALUATION_KEYS)}; "
+                          f"allowed: {sorted(EVALUATION_KEYS)}")
     sched = raw.get("scheduler", {}) or {}
     if set(sched) - SCHEDULER_KEYS:
         raise ConfigError(f"{src}: unknown scheduler key(s) {sorted(set(sched) - SCHEDULER_KEYS)}")
@@ -179,5 +186,6 @@ def load_space(path: str | Path) -> SearchSpace:
         points_to_evaluate=points, num_samples=int(raw.get("num_samples", 8)),
         max_concurrent=int(raw.get("max_concurrent", 2)), max_epochs=int(sched.get("max_epochs", 10)),
         grace_period=int(sched.get("grace_period", 2)), reduction_factor=int(sched.get("reduction_factor", 3)),
-        seed=int(raw.get("seed", 0)),
+        seed=int(raw.get("seed", 0)), walk_forward=int(evaluation.get("walk_forward", 0)),
+        walk_forward_epochs=evaluation.get("epochs"),
     )

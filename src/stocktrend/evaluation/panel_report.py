@@ -1,0 +1,192 @@
+"""The honest report of a panel model on its test split (and pooled over walk-forward folds).
+
+The question a cross-sectional model answers is an ordering: which instruments will do
+better than the others this week. So the headline is the rank information coefficient (IC)
+per date between the predicted up-probability and the realised h-day return, its mean over
+test dates with a block-bootstrap interval and the share of dates it is positive; beside it
+the same for the rules a quant tries first (one-week reversal, 12-1 momentum) and for
+logistic regression and gradient boosting pooled on the same features, with a paired
+interval on the difference; pooled and per-instrument accuracy, AUROC and MCC; and a
+long-short book from prices against an equal-weight long book of the same instruments.
+Nothing here is fitted on, or chooses anything from, the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+
+from stocktrend.data.store import atomic_write_text, read_metadata
+from stocktrend.data.windows import split_arrays
+from stocktrend.evaluation.metrics import scalar_metrics
+from stocktrend.evaluation.panel_metrics import (
+    date_block_ci,
+    long_short,
+    mean_interval,
+    momentum_12_1_score,
+    rank_ic_by_date,
+    reversal_score,
+)
+
+log = logging.getLogger(__name__)
+HINDSIGHT = ("This universe is today's large caps, chosen knowing they survived and grew: any long-only figure "
+             "(the equal-weight book above all) is flattered by that hindsight; the long-short book and the rank IC "
+             "compare the instruments with each other and are less exposed to it, not immune.")
+METRICS = ("accuracy", "balanced_accuracy", "auroc", "mcc")
+
+
+def _pooled_fit(train: dict, test_last: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Logistic regression and gradient boosting on the last day of each distinct training
+    window of all instruments (oversampled copies dropped), scored on the test windows; the
+    hyperparameters of the single-stock baselines (evaluation/baselines.py), fixed in advance."""
+    _, first = np.unique(train["index"], axis=0, return_index=True)
+    x = np.asarray(train["X"][first, -1, :], np.float64)
+    y = train["y"][first].argmax(1)
+    out = {}
+    for name, model in (("logistic_regression", LogisticRegression(C=1.0, max_iter=2000, random_state=seed)),
+                        ("gradient_boosting", HistGradientBoostingClassifier(
+                            max_iter=100, learning_rate=0.1, max_depth=3, min_samples_leaf=40, l2_regularization=1.0,
+                            early_stopping=False, random_state=seed))):
+        model.fit(x, y)
+        out[name] = model.predict_proba(test_last)[:, 1]
+    return out
+
+
+def test_table(dataset: Path, p_up: np.ndarray, seed: int) -> dict[str, Any]:
+    """Everything the report needs about the test windows, the model's and the baselines' scores."""
+    meta = read_metadata(dataset)
+    test, train = split_arrays(dataset, "test", mmap=False), split_arrays(dataset, "train")
+    inst, rows = test["index"][:, 0], test["index"][:, 1]
+    close = np.load(dataset / "close.npy")
+    fwd = np.load(dataset / "forward_returns.npy")
+    scores = {"model": p_up, "reversal_1w": reversal_score(close, inst, rows),
+              "momentum_12_1": momentum_12_1_score(close, inst, rows),
+              **_pooled_fit(train, np.asarray(test["X"][:, -1, :], np.float64), seed)}
+    return {"meta": meta, "dates": test["dates"], "instrument": inst, "y": test["y"].argmax(1),
+            "ret": fwd[inst, rows].astype(np.float64), "scores": scores}
+
+
+def score_table(t: dict[str, Any], n_boot: int, seed: int, cost_bps: float, staggered: bool) -> dict[str, Any]:
+    h, meta = int(t["meta"]["horizon"]), t["meta"]
+    ics = {name: rank_ic_by_date(t["dates"], s, t["ret"]) for name, s in t["scores"].items()}
+    model_ic = ics["model"]
+    ic_section = {}
+    for name, ic in ics.items():
+        common = model_ic.index.intersection(ic.index)
+        entry = {"mean": mean_interval(ic.to_numpy(), n_boot, seed, h).to_dict(), "dates": int(len(ic)),
+                 "share_positive": float((ic > 0).mean()) if len(ic) else None}
+        if name != "model":
+            diff = mean_interval((model_ic[common] - ic[common]).to_numpy(), n_boot, seed, h)
+            entry["model_minus_this"] = diff.to_dict()
+            entry["model_beats_it"] = bool(diff.low > 0)
+        ic_section[name] = entry
+    # Classification figures pooled over instruments, intervals over dates.
+    y, p = t["y"], t["scores"]["model"]
+    metric_fn = lambda yy, pp: {k: v for k, v in scalar_metrics(yy, pp).items() if k in METRICS}  # noqa: E731
+    pooled = {k: v.to_dict() for k, v in date_block_ci(metric_fn, t["dates"], (y, p), n_boot, seed, h).items()}
+    per_instrument = {}
+    for i, ticker in enumerate(meta["tickers"]):
+        mask = t["instrument"] == i
+        if mask.sum() >= 50:
+            per_instrument[ticker] = {k: v.to_dict() for k, v in date_block_ci(
+                metric_fn, t["dates"][mask], (y[mask], p[mask]), max(200, n_boot // 5), seed, h).items()}
+    books = {name: long_short(t["dates"], t["instrument"], s, t["ret"], h, cost_bps, staggered)
+             for name, s in t["scores"].items()}
+    baselines = [n for n in ics if n != "model"]
+    best = max(baselines, key=lambda n: ic_section[n]["mean"]["point"])
+    beats_best = ic_section[best]["model_beats_it"]
+    return {
+        "rank_ic": ic_section, "best_baseline": best, "model_beats_best_baseline": beats_best,
+        "test": {"pooled": pooled, "per_instrument": per_instrument, "windows": int(len(y)),
+                 "dates": int(len(np.unique(t["dates"]))), "share_label_1": float(y.mean())},
+        "backtest": {name: {k: v for k, v in b.items() if k != "curve"} for name, b in books.items()},
+        "curves": {name: b["curve"] for name, b in books.items()},
+        "verdict": (f"The network {'beats' if beats_best else 'does not beat'} the best baseline ({best}) on mean "
+                    f"rank IC by a paired block-bootstrap interval (model - {best}: "
+                    f"{ic_section[best]['model_minus_this']['point']:+.4f} "
+                    f"[{ic_section[best]['model_minus_this']['low']:+.4f}, "
+                    f"{ic_section[best]['model_minus_this']['high']:+.4f}])."),
+        "hindsight": HINDSIGHT,
+    }
+
+
+def render_markdown(r: dict[str, Any], title: str) -> str:
+    lines = [f"# {title}", "", r["verdict"], "", r["hindsight"], "",
+             f"{r['test']['windows']} test windows over {r['test']['dates']} dates; label: {r.get('label_rule', '')}.",
+             "", "## Rank IC per date (Spearman, predicted score vs realised return), mean over dates", "",
+             "| scorer | mean IC [95% interval] | share of dates > 0 | model - this [95%] | model beats it |",
+             "|---|---|---|---|---|"]
+    for name, e in r["rank_ic"].items():
+        m = e["mean"]
+        d = e.get("model_minus_this")
+        lines.append(f"| {name} | {m['point']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}] | {e['share_positive']:.1%} | "
+                     + (f"{d['point']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] | {'yes' if e['model_beats_it'] else 'no'}"
+                        if d else "- | -") + " |")
+    lines += ["", "## Classification, pooled over instruments (intervals resample whole dates)", "",
+              "| metric | value [95% interval] |", "|---|---|"]
+    for k, v in r["test"]["pooled"].items():
+        lines.append(f"| {k} | {v['point']:.3f} [{v['low']:.3f}, {v['high']:.3f}] |")
+    lines += ["", "## Long-short book from prices (top third long, bottom third short)", "",
+              "| scorer | total return | annual | Sharpe | max drawdown | turnover per rebalance |", "|---|---|---|---|---|---|"]
+    for name, b in r["backtest"].items():
+        s = b["long_short"]
+        lines.append(f"| {name} | {s['total_return']:+.1%} | {s['annual_return']:+.1%} | {s['sharpe']:.2f} | "
+                     f"{s['max_drawdown']:.1%} | {b['turnover_per_rebalance']:.2f} |")
+    ew = r["backtest"]["model"]["equal_weight_long"]
+    lines += [f"| equal-weight long (same instruments) | {ew['total_return']:+.1%} | {ew['annual_return']:+.1%} | "
+              f"{ew['sharpe']:.2f} | {ew['max_drawdown']:.1%} | - |", "",
+              "## Per instrument (accuracy, AUROC)", "", "| instrument | accuracy | AUROC |", "|---|---|---|"]
+    for ticker, m in r["test"]["per_instrument"].items():
+        lines.append(f"| {ticker} | {m['accuracy']['point']:.3f} [{m['accuracy']['low']:.3f}, {m['accuracy']['high']:.3f}] | "
+                     f"{m['auroc']['point']:.3f} [{m['auroc']['low']:.3f}, {m['auroc']['high']:.3f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_panel(dataset: Path, p_up: np.ndarray, out: Path, n_boot: int, seed: int, cost_bps: float,
+                   staggered: bool, header: dict[str, Any]) -> dict[str, Any]:
+    table = test_table(dataset, p_up, seed)
+    report = {**header, "layout": "panel", "label": table["meta"].get("label"),
+              "label_rule": table["meta"].get("label_rule"), **score_table(table, n_boot, seed, cost_bps, staggered)}
+    _write(report, table, out, "Panel model on its test split")
+    return report
+
+
+def walk_forward_report(runs: list[dict], datasets: list[Path], out: Path, n_boot: int, cost_bps: float,
+                        seed: int = 0, staggered: bool = False) -> dict[str, Any]:
+    """Every fold's test windows scored by its own retrained model (each fold's dataset
+    built, scaled, selected and balanced on its own training window), pooled."""
+    tables = [test_table(d, run["probs"][:, 1], seed) for run, d in zip(runs, datasets)]
+    # Consecutive, non-overlapping test blocks: concatenated they are one longer test period.
+    joined = {"meta": tables[0]["meta"], **{k: np.concatenate([t[k] for t in tables]) for k in
+                                           ("dates", "instrument", "y", "ret")},
+              "scores": {k: np.concatenate([t["scores"][k] for t in tables]) for k in tables[0]["scores"]}}
+    report = {"kind": "walk_forward", "folds": [{"fold": i, **{s: read_metadata(d)["splits"][s] for s in
+                                                               ("train", "val", "test")},
+                                                 "best_val_ce": run["metrics"].get("val_ce")}
+                                                for i, (run, d) in enumerate(zip(runs, datasets))],
+              "label": tables[0]["meta"].get("label"), "label_rule": tables[0]["meta"].get("label_rule"),
+              **score_table(joined, n_boot, seed, cost_bps, staggered)}
+    _write(report, joined, out, f"Panel model, walk-forward over {len(runs)} folds (pooled test dates)")
+    return report
+
+
+def _write(report: dict, table: dict, out: Path, title: str) -> None:
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    tickers = np.asarray(report.get("tickers") or table["meta"]["tickers"])
+    frame = pd.DataFrame({"date": table["dates"], "instrument": tickers[table["instrument"]], "label": table["y"],
+                          "realised_return": table["ret"], **{f"score_{k}": v for k, v in table["scores"].items()}})
+    atomic_write_text(out / "predictions.csv", frame.to_csv(index=False))
+    curves = report.pop("curves")
+    atomic_write_text(out / "report.json", json.dumps({**report, "curves": curves}, indent=2, default=float))
+    atomic_write_text(out / "report.md", render_markdown(report, title))
+    report["curves"] = curves
+    report["files"] = {"json": str(out / "report.json"), "markdown": str(out / "report.md"),
+                       "predictions": str(out / "predictions.csv")}

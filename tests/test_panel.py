@@ -1,0 +1,144 @@
+"""Panel datasets: many instruments on one calendar, split by date, fitted on the training
+window of all of them, stored as matrices and cut into windows when drawn; labels relative
+to the cross-section; and a user's folder of Yahoo-style CSVs made into a panel."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stocktrend.config_io import with_overrides
+from stocktrend.data.build import build_dataset
+from stocktrend.data.config import load_data_config
+from stocktrend.data.panel import build_panel
+from stocktrend.data.store import read_metadata
+from stocktrend.data.windows import cut_windows, split_arrays
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def small_panel_cfg(repo_root):
+    """The 20-stock panel from 2004 with short windows (fast to build, still real)."""
+    cfg = load_data_config(repo_root / "datasets" / "stocks20.yaml")
+    return with_overrides(cfg, {"start": "2004-01-02", "seq_len": 10, "n_features": 12})
+
+
+@pytest.fixture(scope="module")
+def small_panel(small_panel_cfg, tmp_path_factory):
+    out = tmp_path_factory.mktemp("panel") / "ds"
+    meta = build_dataset(small_panel_cfg, out)
+    return small_panel_cfg, out, meta
+
+
+def test_panel_layout_is_compact_and_windows_are_cut_from_it(small_panel):
+    cfg, out, meta = small_panel
+    assert meta["layout"] == "panel" and len(meta["tickers"]) == 20
+    features = np.load(out / "features.npy")
+    calendar = np.load(out / "calendar.npy")
+    assert features.shape == (20, len(calendar), 12) and features.dtype == np.float32
+    assert meta["size"]["materialised_windows_mb"] > 5 * meta["size"]["features_mb"]
+    for split in ("train", "val", "test"):
+        s = split_arrays(out, split)
+        assert s["X"].shape == (len(s["y"]), 10, 12) and np.isfinite(s["X"]).all()
+        assert (s["dates"] == calendar[s["index"][:, 1]]).all()
+        i = len(s["index"]) // 2  # one window by hand: the instrument's rows e-9..e
+        t, e = s["index"][i]
+        np.testing.assert_array_equal(s["X"][i], features[t, e - 9 : e + 1])
+    assert not any(p.name.endswith("_X.npy") for p in out.iterdir())  # windows are not materialised
+
+
+def test_no_date_in_two_splits_for_any_instrument_and_the_purge_holds(small_panel):
+    cfg, out, meta = small_panel
+    calendar = np.load(out / "calendar.npy")
+    spans = {}
+    for split in ("train", "val", "test"):
+        rows = np.load(out / f"{split}_index.npy")[:, 1]
+        days = set()
+        for e in np.unique(rows):
+            days.update(range(e - cfg.seq_len + 1, e + cfg.horizon + 1))
+        spans[split] = days
+    # Across all instruments at once: a day of [window start, label end] belongs to one split.
+    assert not spans["train"] & spans["val"] and not spans["val"] & spans["test"] and not spans["train"] & spans["test"]
+    assert meta["scaler"]["fit_end"] < meta["splits"]["val"]["start"]
+    assert str(calendar[np.load(out / "val_index.npy")[:, 1].min()]) >= meta["boundaries"]["val_start"]
+
+
+def test_relative_median_labels_split_each_date_in_halves(small_panel):
+    cfg, out, meta = small_panel
+    test = split_arrays(out, "test")
+    fwd = np.load(out / "forward_returns.npy")
+    y = test["y"].argmax(1)
+    frame = pd.DataFrame({"date": test["dates"], "y": y, "r": fwd[test["index"][:, 0], test["index"][:, 1]]})
+    for _, g in list(frame.groupby("date"))[:50]:
+        # The label is "beats the median of all instruments with a known return that day".
+        assert ((g["r"] > g["r"].median()) == g["y"].astype(bool)).all() or len(g) < 20
+    assert 0.45 < y.mean() < 0.55
+
+
+def test_a_later_listing_joins_without_look_ahead(small_panel_cfg):
+    """Cutting an instrument's history before a date changes no feature of any other
+    instrument, and of itself nothing before the cut; it has no window before its warm-up."""
+    panel = build_panel(small_panel_cfg)
+    raw = pd.read_csv(small_panel_cfg.source_path("stocks"), parse_dates=["date"])
+    cut = raw.copy()
+    cut.loc[cut["date"] < "2008-01-02", "AMD"] = np.nan  # AMD "lists" in 2008
+    path = small_panel_cfg.source_path("stocks").parent / "stocks20_cut_tmp.csv"
+    try:
+        cut.to_csv(path, index=False)
+        spec = dataclasses.replace(small_panel_cfg.sources["stocks"], path=str(path))
+        late = build_panel(dataclasses.replace(small_panel_cfg, sources={**small_panel_cfg.sources, "stocks": spec}))
+    finally:
+        path.unlink(missing_ok=True)
+    amd = panel.tickers.index("AMD")
+    own = [k for k, n in enumerate(panel.names) if n.startswith("own_")]
+    before = panel.calendar < pd.Timestamp("2008-01-02")
+    assert np.isnan(late.features[amd][before][:, own]).all()
+    others = [i for i in range(len(panel.tickers)) if i != amd]
+    np.testing.assert_array_equal(late.features[others][:, :, own], panel.features[others][:, :, own])
+
+
+def test_yahoo_folder_becomes_a_panel_dataset_and_a_model(tmp_path, repo_root):
+    """A user's folder of Yahoo Finance exports, one per ticker, with one config file."""
+    from conftest import load_job
+
+    bokeh = pd.read_csv(repo_root / "datasets" / "crude-datasets" / "bokeh_stocks_ohlcv.csv")
+    folder = tmp_path / "yahoo"
+    folder.mkdir()
+    for ticker, g in bokeh.groupby("Ticker"):
+        if len(g) < 1500:  # FB: 196 rows
+            continue
+        g[["Date", "Open", "High", "Low", "Close", "Adj Close", "Volume"]].to_csv(folder / f"{ticker}.csv", index=False)
+    config = tmp_path / "mine.yaml"
+    config.write_text(f"""
+name: mine
+ticker: MINE
+panel: {{folder: {folder}}}
+label: relative_median
+sources:
+  spx: {{path: {repo_root / 'datasets/crude-datasets/sp500_close.csv'}, kind: close, columns: {{date: date, close: SP500}}}}
+seq_len: 10
+n_features: 10
+""")
+    assert load_job("build_dataset").main(["--config", str(config), "--out", str(tmp_path / "npy"), "--quiet"]) == 0
+    meta = read_metadata(tmp_path / "npy")
+    assert meta["layout"] == "panel" and sorted(meta["tickers"]) == sorted(p.stem for p in folder.glob("*.csv"))
+    assert set(meta["sources"]) >= {"spx", *meta["tickers"]}  # every file read is recorded with its sha256
+    code = load_job("train").main(["--preset", "tiny", "--no-ray", "--epochs", "1", "--batch-size", "64",
+                                   "--accumulate", "1", "--config", str(config), "--models", str(tmp_path / "models"),
+                                   "--storage-path", str(tmp_path / "runs"), "--name", "mine_tiny"])
+    assert code == 0
+    version = (tmp_path / "models" / "mine_tiny" / "latest").read_text().strip()
+    pre = json.loads((tmp_path / "models" / "mine_tiny" / version / "preprocessing.json").read_text())
+    assert pre["data_config"]["label"] == "relative_median" and pre["data_config"]["panel"]["folder"]
+
+
+def test_cut_windows_is_the_one_windowing_rule():
+    m = np.arange(40, dtype=np.float32).reshape(10, 4)
+    np.testing.assert_array_equal(cut_windows(m, np.array([2, 9]), 3), [m[0:3], m[7:10]])
+    cube = np.stack([m, m + 100])
+    np.testing.assert_array_equal(cut_windows(cube, np.array([[1, 5], [0, 2]]), 3), [cube[1, 3:6], cube[0, 0:3]])
