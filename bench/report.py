@@ -144,6 +144,34 @@ def monitoring_alarms(r: dict) -> list[str]:
     return lines
 
 
+def panel(r: dict) -> list[str]:
+    b, t = r["build"], r["training_tiny_batch_256"]
+    lines = ["## The 20-stock panel (`python bench/panel.py`)", "", _machine(r), "",
+             "| dataset | windows (train/val/test) | build time (median of 3) | peak memory | on disk | "
+             "the same windows materialised |", "|---|---|---|---|---|---|",
+             f"| `stocks20` | {b['windows']['train']:,} / {b['windows']['val']:,} / {b['windows']['test']:,} | "
+             f"{b['seconds_median']:.1f} s | {b['peak_rss_mib_max']:.0f} MiB | {b['disk_mb']:.0f} MB | "
+             f"{b['materialised_windows_mb']:.0f} MB |", "",
+             f"Training throughput, tiny preset, batch 256, plain Lightning, one epoch with validation: panel "
+             f"{t['panel_samples_per_s']:.0f} samples/s (windows cut from the memory-mapped matrix per item) against "
+             f"{t['single_stock_samples_per_s']:.0f} samples/s on the single stock's materialised windows.", ""]
+    for key, title in (("walk_forward", "walk-forward folds, pooled test dates"), ("test", "the test split")):
+        rep = r["reports"].get(key)
+        if not rep:
+            continue
+        lines += [f"### Rank IC, {r['reports']['model']}, {title} ({rep['test']['dates']} dates, "
+                  f"{rep['test']['windows']:,} windows; label {rep['label']})", "",
+                  "| scorer | mean rank IC [95% block-bootstrap interval] | dates > 0 | model - this [95%] | long-short "
+                  "Sharpe |", "|---|---|---|---|---|"]
+        for name, e in rep["rank_ic"].items():
+            m, d = e["mean"], e.get("model_minus_this")
+            lines.append(f"| {name} | {m['point']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}] | {e['share_positive']:.0%} | "
+                         + (f"{d['point']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d else "-")
+                         + f" | {rep['backtest'][name]['long_short']['sharpe']:.2f} |")
+        lines += ["", rep["verdict"], ""]
+    return lines
+
+
 def reliability(r: dict) -> list[str]:
     lines = ["## Reliability suite (`make reliability`: `tests/reliability/`, also run by CI)", "",
              "Figures printed by the tests themselves (each run checks them; these are from the last recorded run).", "",
@@ -256,7 +284,7 @@ def main() -> int:
                                               "train_throughput", "tune_efficiency")}
     lines += goals({k: v for k, v in results.items() if v})
     sections = [("inference", inference), ("onnx_profile", onnx_profile), ("serve_load", serve_load),
-                ("serve_load_v2", serve_load), ("monitoring_alarms", monitoring_alarms),
+                ("serve_load_v2", serve_load), ("monitoring_alarms", monitoring_alarms), ("panel", panel),
                 ("reliability", reliability),
                 ("data_build", data_build), ("train_throughput", train_throughput),
                 ("v2_training", lambda r: trained(r, "The v2 preset trained on CPU through Ray Train")),

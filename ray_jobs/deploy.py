@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("deploy")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,26 +73,20 @@ def predict_latest(base_url: str, model_path: str, api_key: str | None) -> None:
           f"-d @{request_file.relative_to(Path.cwd()) if request_file.is_relative_to(Path.cwd()) else request_file}")
 
 
-def find_dashboard(args) -> str:
-    """--dashboard, else $RAY_DASHBOARD_ADDRESS, else the running head's (as `ray job submit`
-    finds it), else a new persistent local head on the default port."""
+def find_dashboard(args) -> tuple[str, bool]:
+    """The dashboard to deploy through (a new persistent local head when there is none), and
+    whether it belongs to the cluster this process joins (then resources and ports are checked)."""
     import os
 
-    from stocktrend.cluster.connect import running_dashboard
     from stocktrend.serving import control
 
-    explicit = args.dashboard or os.environ.get("RAY_DASHBOARD_ADDRESS")
-    if explicit:
-        if not control.head_reachable(explicit):
-            raise control.ServeControlError(f"no Ray dashboard answers at {explicit}")
-        return explicit.rstrip("/")
-    found = running_dashboard()
-    if found:
-        return found
+    dashboard, local = control.find_dashboard(args.dashboard)
+    if dashboard is not None:
+        return dashboard, local
     if args.no_start_head or os.environ.get("RAY_ADDRESS"):
         raise control.ServeControlError("no Ray cluster found (RAY_ADDRESS, or a head on this machine)")
     control.start_head(control.DEFAULT_DASHBOARD)
-    return control.DEFAULT_DASHBOARD
+    return control.DEFAULT_DASHBOARD, True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,10 +116,14 @@ def main(argv: list[str] | None = None) -> int:
 
         version_dir, manifest, _ = load_parts(target["args"]["model"])  # verified before anything starts
         control.pin_version(target, version_dir.name)
-        dashboard = find_dashboard(args)
-        connect()  # joins the head found above, for the checks below
-        control.check_http_port(dashboard, config)
-        control.preflight(config, args.wait_for_resources)
+        dashboard, local = find_dashboard(args)
+        if local:  # join the head found above, for the checks below
+            connect()
+            control.check_http_port(dashboard, config)
+            control.preflight(config, args.wait_for_resources)
+        else:
+            log.warning("deploying through %s, not the cluster this machine runs: its ports and free "
+                        "resources are not checked here", dashboard)
         print(f"deploying {manifest['name']}/{manifest['version']} on {target['args'].get('backend', 'onnx')} "
               f"through {dashboard} ...", flush=True)
         control.deploy(dashboard, config, timeout=args.timeout)

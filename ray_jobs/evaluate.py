@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, help="retrain with N seeds (Ray Train) and report mean and spread")
     ap.add_argument("--walk-forward", type=int, metavar="K", help="retrain on K expanding windows (Ray Train)")
     ap.add_argument("--epochs", type=int, help="max epochs of retraining (default: the artifact's recipe)")
+    ap.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs of each retraining run's worker")
     ap.add_argument("--storage-path", default=str(Path(__file__).resolve().parents[1] / "runs" / "evaluate"))
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress")
     from stocktrend.cluster.resources import add_wait_flag
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             lines = retrain_and_report(Path(args.model), args, Path(report["files"]["json"]).parent)
-        except ResourcesUnavailable as err:
+        except (ResourcesUnavailable, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         print("\n".join(lines))

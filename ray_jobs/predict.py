@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = Predictor.from_artifact(args.model)
         cfg = predictor.data_cfg
+        if cfg.panel is not None:
+            raise InputError("--model", "a panel model scores the windows of its dataset (ray_jobs/evaluate.py); "
+                                        "this command scores one stock's bars")
         paths = {name: ROOT / "datasets" / spec.path for name, spec in cfg.sources.items()}
         paths[cfg.target] = Path(args.input)
         for item in args.source:

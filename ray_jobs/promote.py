@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--version", help="the version folder name to promote")
     which.add_argument("--rollback", action="store_true", help="back to the version before the last promotion")
     which.add_argument("--list", action="store_true", help="list versions and the promotion history")
-    ap.add_argument("--dashboard", help="Ray dashboard URL (default $RAY_DASHBOARD_ADDRESS or http://127.0.0.1:8265)")
+    ap.add_argument("--dashboard",
+                    help="Ray dashboard URL (default: $RAY_DASHBOARD_ADDRESS, else the head running on this machine)")
     ap.add_argument("--no-serve", action="store_true", help="only move 'latest'; leave deployments alone")
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -79,10 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(history_file, "".join(json.dumps(h) + "\n" for h in [*history, entry]))
     print(f"{model_dir.name}: latest {current} -> {target}")
 
-    dashboard = control.dashboard_address(args.dashboard)
-    if args.no_serve or not control.head_reachable(dashboard):
-        if not args.no_serve:
-            print(f"no Ray head at {dashboard}: no deployment to switch")
+    if args.no_serve:
+        return 0
+    try:
+        dashboard, _ = control.find_dashboard(args.dashboard)
+    except control.ServeControlError as err:
+        print(f"error: {err}; 'latest' moved, no deployment switched", file=sys.stderr)
+        return 1
+    if dashboard is None:
+        print("no Ray head found (--dashboard, $RAY_DASHBOARD_ADDRESS or a head on this machine): "
+              "no deployment to switch")
         return 0
     try:
         apps = control.apps_serving(control.deployed_config(dashboard), model_dir)

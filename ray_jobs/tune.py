@@ -116,8 +116,13 @@ def main(argv: list[str] | None = None) -> int:
 
             retrain = argparse.Namespace(seeds=None, walk_forward=space.walk_forward, epochs=space.walk_forward_epochs,
                                          dataset=None, boot=1000, cost_bps=5.0, wait_for_resources=args.wait_for_resources,
-                                         storage_path=str(storage.parent / "walk_forward"))
-            print("\n".join(retrain_and_report(artifact, retrain, Path(report["files"]["json"]).parent)))
+                                         storage_path=str(storage.parent / "walk_forward"),
+                                         cpus_per_worker=args.cpus_per_trial)
+            try:
+                print("\n".join(retrain_and_report(artifact, retrain, Path(report["files"]["json"]).parent)))
+            except ResourcesUnavailable as err:
+                print(f"error: walk-forward retraining: {err}", file=sys.stderr)
+                return 2
     return 0
 
 

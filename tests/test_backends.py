@@ -56,26 +56,39 @@ def test_onnx_matches_torch_and_int8_agrees_on_validation(exported, small_real_d
         assert same[beyond].mean() == pytest.approx(int8["margin_agreement"], abs=1e-12)
 
 
-def test_auto_backend_is_chosen_from_the_export_report_on_this_node(exported, tmp_path):
-    from stocktrend.inference.backends import cpu_has_vnni, resolve_backend
+def test_auto_backend_is_chosen_from_the_export_report_on_this_node(exported, tmp_path, monkeypatch):
+    from stocktrend.inference import backends
+    from stocktrend.inference.backends import resolve_backend
 
-    version_dir, report = exported
-    name, reason = resolve_backend("auto", version_dir)
-    int8 = report["backends"]["onnx-int8"]
-    usable = int8["meets_fidelity_goals"] and (cpu_has_vnni() or not int8["quantized_for_vnni"])
-    assert name == ("onnx-int8" if usable else "onnx") and reason.startswith("auto:")
+    version_dir, _ = exported
     assert resolve_backend("torch", version_dir) == ("torch", "torch asked for")
-    bare = tmp_path / "v1"
+    bare = tmp_path / "bare"
     shutil.copytree(version_dir, bare)
     shutil.rmtree(bare / EXPORT_DIR)
     assert resolve_backend("auto", bare)[0] == "onnx"  # nothing exported: fp32 ONNX, exported in memory
-    missed = tmp_path / "missed"
-    shutil.copytree(version_dir, missed)
-    rep = json.loads((missed / EXPORT_DIR / "export_report.json").read_text())
-    rep["backends"]["onnx-int8"]["meets_fidelity_goals"] = False
-    (missed / EXPORT_DIR / "export_report.json").write_text(json.dumps(rep))
-    assert resolve_backend("auto", missed) == ("onnx", resolve_backend("auto", missed)[1])
-    assert "missed the fidelity goals" in resolve_backend("auto", missed)[1]
+
+    def with_int8(**facts):
+        d = tmp_path / f"v{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(version_dir, d)
+        path = d / EXPORT_DIR / "export_report.json"
+        rep = json.loads(path.read_text())
+        rep["backends"]["onnx-int8"].update(facts)
+        path.write_text(json.dumps(rep))
+        return d
+
+    good = {"meets_fidelity_goals": True, "max_abs_prob_diff": 0.004, "margin_agreement": 1.0}
+    monkeypatch.setattr(backends, "cpu_has_vnni", lambda: True)
+    name, reason = resolve_backend("auto", with_int8(**good, quantized_for_vnni=True))
+    assert name == "onnx-int8" and "meets the fidelity goals" in reason
+    # No window beyond the margin (a model at p = 0.5 everywhere) is not a crash.
+    assert resolve_backend("auto", with_int8(**{**good, "margin_agreement": None}, quantized_for_vnni=True))[0] == \
+        "onnx-int8"
+    missed = resolve_backend("auto", with_int8(**{**good, "meets_fidelity_goals": False, "max_abs_prob_diff": 0.02}))
+    assert missed[0] == "onnx" and "missed the fidelity goals" in missed[1] and "0.0200" in missed[1]
+    monkeypatch.setattr(backends, "cpu_has_vnni", lambda: False)  # a node without VNNI
+    no_vnni = resolve_backend("auto", with_int8(**good, quantized_for_vnni=True))
+    assert no_vnni[0] == "onnx" and "no VNNI" in no_vnni[1]
+    assert resolve_backend("auto", with_int8(**good, quantized_for_vnni=False))[0] == "onnx-int8"
 
 
 @pytest.mark.parametrize("backend", ["bf16", "torch-int8"])

@@ -87,6 +87,12 @@ def test_a_taken_port_names_its_role_holder_and_flag():
     message = str(err.value)
     assert f"port {port} (Ray dashboard) is already in use by pid {os.getpid()}" in message
     assert "make head HEAD_ARGS='--dashboard-port N'" in message
+    with socket.socket() as s:  # a port moved by an environment variable says so
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(PortInUse, match="RAY_SERVE_HAPROXY_STATS_PORT=<another port> in the environment"):
+            check_free(HeadPorts(gcs=None, dashboard=None, client=None, agent_http=None, haproxy_metrics=None,
+                                 haproxy_stats=s.getsockname()[1]), "{flag} N")
 
 
 def test_old_ray_sessions_are_pruned_but_never_the_current_one(tmp_path):
@@ -98,7 +104,8 @@ def test_old_ray_sessions_are_pruned_but_never_the_current_one(tmp_path):
         os.utime(p, (now - 1000 * (6 - i), now - 1000 * (6 - i)))  # session 5 is the newest
         sessions.append(p)
     (tmp_path / "session_latest").symlink_to(sessions[0])  # the running head's, the oldest
-    removed = prune_sessions(tmp_path, keep=3)
+    assert prune_sessions(tmp_path, keep=3) == []  # written to within the day: maybe a live head's
+    removed = prune_sessions(tmp_path, keep=3, min_age_s=0)
     left = sorted(p.name for p in tmp_path.glob("session_2*"))
     assert left == sorted([sessions[0].name, sessions[4].name, sessions[5].name])
     assert len(removed) == 3

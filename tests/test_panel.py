@@ -4,7 +4,6 @@ to the cross-section; and a user's folder of Yahoo-style CSVs made into a panel.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -64,7 +63,6 @@ def test_no_date_in_two_splits_for_any_instrument_and_the_purge_holds(small_pane
         spans[split] = days
     # Across all instruments at once: a day of [window start, label end] belongs to one split.
     assert not spans["train"] & spans["val"] and not spans["val"] & spans["test"] and not spans["train"] & spans["test"]
-    assert meta["scaler"]["fit_end"] < meta["splits"]["val"]["start"]
     assert str(calendar[np.load(out / "val_index.npy")[:, 1].min()]) >= meta["boundaries"]["val_start"]
 
 
@@ -81,25 +79,52 @@ def test_relative_median_labels_split_each_date_in_halves(small_panel):
 
 
 def test_a_later_listing_joins_without_look_ahead(small_panel_cfg):
-    """Cutting an instrument's history before a date changes no feature of any other
-    instrument, and of itself nothing before the cut; it has no window before its warm-up."""
-    panel = build_panel(small_panel_cfg)
-    raw = pd.read_csv(small_panel_cfg.source_path("stocks"), parse_dates=["date"])
-    cut = raw.copy()
-    cut.loc[cut["date"] < "2008-01-02", "AMD"] = np.nan  # AMD "lists" in 2008
-    path = small_panel_cfg.source_path("stocks").parent / "stocks20_cut_tmp.csv"
-    try:
-        cut.to_csv(path, index=False)
-        spec = dataclasses.replace(small_panel_cfg.sources["stocks"], path=str(path))
-        late = build_panel(dataclasses.replace(small_panel_cfg, sources={**small_panel_cfg.sources, "stocks": spec}))
-    finally:
-        path.unlink(missing_ok=True)
+    """An instrument whose history starts in 2008: the others keep every feature that does not
+    compare instruments, keep all their windows before 2008 (the cross-sectional features are
+    computed over the instruments present), and it has no window before its own warm-up."""
+    from stocktrend.data.panel_build import labels_and_ends
+    from stocktrend.data.sources import read_all_sources
+
+    frames, _ = read_all_sources(small_panel_cfg)
+    panel = build_panel(small_panel_cfg, frames)
+    stocks = frames["stocks"].copy()
+    stocks.loc[stocks.index < "2008-01-02", "AMD"] = np.nan  # AMD "lists" in 2008
+    late = build_panel(small_panel_cfg, {**frames, "stocks": stocks})
     amd = panel.tickers.index("AMD")
-    own = [k for k, n in enumerate(panel.names) if n.startswith("own_")]
-    before = panel.calendar < pd.Timestamp("2008-01-02")
-    assert np.isnan(late.features[amd][before][:, own]).all()
     others = [i for i in range(len(panel.tickers)) if i != amd]
+    own = [k for k, n in enumerate(panel.names) if not n.startswith("xs_")]
     np.testing.assert_array_equal(late.features[others][:, :, own], panel.features[others][:, :, own])
+    before = panel.calendar < pd.Timestamp("2008-01-02")
+    ends, late_ends = labels_and_ends(small_panel_cfg, panel)[2], labels_and_ends(small_panel_cfg, late)[2]
+    assert not late_ends[amd][before].any() and ends[amd][before].any()
+    np.testing.assert_array_equal(late_ends[others], ends[others])  # nobody else lost a window
+    xs = [k for k, n in enumerate(panel.names) if n.startswith("xs_")]
+    assert np.isfinite(late.features[others][:, before][:, :, xs]).mean() > 0.9  # ranked among the 19 present
+
+
+def test_panel_features_at_t_ignore_every_later_row(small_panel_cfg):
+    """The single stock's look-ahead property test, on the panel: own, cross-sectional and
+    market features at day t do not move when any source's later rows change."""
+    from stocktrend.data.sources import read_all_sources
+    from test_data_leakage import perturb_later_rows
+
+    frames, _ = read_all_sources(small_panel_cfg)
+    base = build_panel(small_panel_cfg, frames)
+    rng = np.random.default_rng(0)
+    for t in (base.calendar[len(base.calendar) // 3], base.calendar[2 * len(base.calendar) // 3]):
+        upto = base.calendar <= t
+        for kind in ("noise", "shuffle", "scale"):
+            got = build_panel(small_panel_cfg, perturb_later_rows(frames, t, rng, kind))
+            np.testing.assert_allclose(got.features[:, upto], base.features[:, upto], rtol=1e-12, atol=1e-12,
+                                       err_msg=f"{kind} after {t.date()}")
+            assert not np.allclose(got.features[:, ~upto], base.features[:, ~upto], equal_nan=True)
+
+
+def test_boundaries_do_not_depend_on_the_window_length(small_panel_cfg, tmp_path):
+    a = build_dataset(small_panel_cfg, tmp_path / "a")
+    b = build_dataset(with_overrides(small_panel_cfg, {"seq_len": 20, "split": {"purge_rows": 24}}), tmp_path / "b")
+    assert a["boundaries"]["val_start"] == b["boundaries"]["val_start"]
+    assert a["boundaries"]["test_start"] == b["boundaries"]["test_start"]
 
 
 def test_yahoo_folder_becomes_a_panel_dataset_and_a_model(tmp_path, repo_root):

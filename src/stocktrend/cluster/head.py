@@ -52,19 +52,27 @@ def ray_temp_root() -> Path:
     return Path(get_default_ray_temp_dir())
 
 
-def prune_sessions(temp_root: Path, keep: int = KEEP_SESSIONS) -> list[Path]:
-    """Remove Ray session folders beyond the newest ``keep`` (never the current one).
+def prune_sessions(temp_root: Path, keep: int = KEEP_SESSIONS, min_age_s: float = 24 * 3600) -> list[Path]:
+    """Remove Ray session folders beyond the newest ``keep`` that nothing has written to for
+    ``min_age_s`` (never the current one: a head that has run for days keeps writing logs).
     Ray itself never deletes them; each holds the logs of one cluster's life."""
     latest = temp_root / "session_latest"
     current = latest.resolve() if latest.is_symlink() else None
     sessions = sorted((p for p in temp_root.glob("session_2*") if p.is_dir() and p.resolve() != current),
                       key=lambda p: p.stat().st_mtime, reverse=True)
-    removed = sessions[max(0, keep - (current is not None)):]
+    now = time.time()
+    removed = [p for p in sessions[max(0, keep - (current is not None)):] if now - _last_write(p) > min_age_s]
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)
     if removed:
         log.info("removed %d old Ray session folders from %s", len(removed), temp_root)
     return removed
+
+
+def _last_write(session: Path) -> float:
+    logs = session / "logs"
+    return max([session.stat().st_mtime, *(p.stat().st_mtime for p in logs.iterdir())] if logs.is_dir()
+               else [session.stat().st_mtime])
 
 
 def start_command(ports: HeadPorts, temp_dir: Path | None = None, num_cpus: float | None = None,

@@ -59,8 +59,11 @@ class HeadPorts:
 
 
 def port_taken(port: int) -> bool:
+    """Whether a program listens on ``port`` (SO_REUSEADDR: a port in TIME_WAIT after
+    `make stop` is free for Ray's servers, and so is free here)."""
     for host in ("0.0.0.0", "127.0.0.1"):
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, port))
             except OSError:
@@ -74,8 +77,8 @@ def holder(port: int) -> str | None:
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            return None
+        except OSError:  # no IPv6 table on this machine, say
+            continue
         for line in lines:
             cols = line.split()
             if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
@@ -97,9 +100,10 @@ def check_free(ports: HeadPorts, how_to_move: str) -> None:
         if port_taken(port):
             role, flag = ports.FLAGS[name]
             who = holder(port)
-            raise PortInUse(
-                f"port {port} ({role}) is already in use{f' by {who}' if who else ''}. "
-                f"Stop that program, or move the port: {how_to_move.format(flag=flag, port=port)}")
+            move = (how_to_move.format(flag=flag, port=port) if flag.startswith("--")
+                    else f"{flag}=<another port> in the environment (e.g. {flag}=0 lets the OS pick)")
+            raise PortInUse(f"port {port} ({role}) is already in use{f' by {who}' if who else ''}. "
+                            f"Stop that program, or move the port: {move}")
 
 
 def free_ports(n: int) -> list[int]:

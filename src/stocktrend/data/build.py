@@ -21,9 +21,9 @@ from stocktrend.data.config import DataConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.features import adjusted_ohlc, align_to, build_features
 from stocktrend.data.sources import read_all_sources
-from stocktrend.data.splits import SplitPlan, assign_splits, plan_from_fractions
+from stocktrend.data.splits import SplitPlan, assign_splits, plan_for
 from stocktrend.data.store import fingerprint, write_dataset
-from stocktrend.data.windows import SPLITS, cut_windows
+from stocktrend.data.windows import SPLITS, cut_windows, full_windows
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,7 @@ def prepare(cfg: DataConfig) -> Prepared:
         fwd = fwd - labels.forward_return(index, cfg.horizon)
     complete = feats.notna().all(axis=1).to_numpy()
     known = fwd.notna().to_numpy()
-    full_window = pd.Series(complete).rolling(cfg.seq_len).sum().to_numpy() == cfg.seq_len
-    end_rows = np.flatnonzero(full_window & known)
+    end_rows = np.flatnonzero(full_windows(complete, cfg.seq_len) & known)
     if cfg.split.end is not None:
         end_rows = end_rows[calendar[end_rows] <= pd.Timestamp(cfg.split.end)]
     return Prepared(calendar, feats, fwd, end_rows, calendar[complete & known], facts)
@@ -111,13 +110,7 @@ def _split_seed(cfg: DataConfig, p: Prepared) -> dict:
 
 
 def resolve_plan(cfg: DataConfig, p: Prepared) -> SplitPlan:
-    s = cfg.split
-    if s.val_start and s.test_start:
-        return SplitPlan(s.val_start, s.test_start, s.end)
-    if len(p.labelled_rows) < 10:
-        raise DataError(f"{cfg.source_path(cfg.target)}: only {len(p.labelled_rows)} feature-complete days")
-    plan = plan_from_fractions(p.labelled_rows, s.train, s.val)
-    return SplitPlan(s.val_start or plan.val_start, s.test_start or plan.test_start, s.end)
+    return plan_for(cfg.split, p.labelled_rows, str(cfg.source_path(cfg.target)))
 
 
 def build_dataset(

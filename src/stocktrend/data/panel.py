@@ -6,7 +6,9 @@ Every instrument's own features come from the same causal code as a single stock
 prefix (``own_``) so all instruments fill the same columns. Cross-sectional features rank and
 z-score a few of those across the instruments present on each day (a same-day comparison:
 no look-ahead). The market context (index, rates, oil, the panel's breadth) is the single
-stock's context, computed once per day. The calendar is the union of the instruments'
+stock's context, computed once per day. The panel's own source is not context: its per-member series would be missing for every
+instrument on the days one member is absent (the cross-sectional features cover it, over
+the members present). The calendar is the union of the instruments'
 trading days; an instrument that starts later or stops early simply has no complete
 window before its warm-up or after its last day, so it joins and leaves without look-ahead.
 """
@@ -63,7 +65,9 @@ def member_files(cfg: DataConfig) -> dict[str, Path]:
 
 def read_members(cfg: DataConfig, frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
     """{ticker: frame of canonical columns (close, and open/high/low/adj_close/volume where
-    given)}, and the files read; kept only when listed and with at least ``min_days`` rows."""
+    given)}, and the files read; kept only when listed and with at least ``min_days`` rows
+    over the whole file (a universe choice made knowing each history's length: like the
+    choice of today's large caps, a hindsight the report states)."""
     spec, facts = cfg.panel, {}
     members: dict[str, pd.DataFrame] = {}
     if spec.source and not spec.ticker_column:  # a close panel: one column per ticker
@@ -71,7 +75,7 @@ def read_members(cfg: DataConfig, frames: dict[str, pd.DataFrame]) -> tuple[dict
             members[str(col).upper()] = frames[spec.source][[col]].rename(columns={col: "close"})
     elif spec.source:  # a long file: one ticker per value of the ticker column
         src = cfg.sources[spec.source]
-        raw = pd.read_csv(cfg.source_path(spec.source), dtype=str, keep_default_na=False)
+        raw = pd.read_csv(cfg.source_path(spec.source), dtype=str, keep_default_na=False)  # for its tickers
         if spec.ticker_column not in raw.columns:
             raise DataError(f"{cfg.source_path(spec.source)}: no ticker column '{spec.ticker_column}'; "
                             f"columns are {list(raw.columns)}")
@@ -121,16 +125,15 @@ def _cross_sectional(feats: np.ndarray, names: list[str]) -> tuple[np.ndarray, l
     return np.stack(out, axis=-1), out_names
 
 
-def build_panel(cfg: DataConfig) -> Panel:
-    frames, facts = read_all_sources(cfg)
+def build_panel(cfg: DataConfig, frames: dict[str, pd.DataFrame] | None = None) -> Panel:
+    """``frames``: the sources already read (the look-ahead tests alter them in memory)."""
+    frames, facts = (frames, {}) if frames is not None else read_all_sources(cfg)
     members, member_facts = read_members(cfg, frames)
     adjusted = {t: adjusted_ohlc(f) for t, f in members.items()}
     calendar = pd.DatetimeIndex(sorted(set().union(*(f.index for f in adjusted.values()))))
     if cfg.start is not None:
         calendar = calendar[calendar >= pd.Timestamp(cfg.start)]
-    # The market context once per day; the panel's own source is context too (breadth,
-    # mean return, dispersion of the same day: no look-ahead).
-    context = context_features(cfg, frames, calendar, skip=set())
+    context = context_features(cfg, frames, calendar, skip={cfg.panel.source} - {None})  # once per day
     tickers = sorted(adjusted)
     per_ticker, close = [], []
     for t in tickers:
@@ -166,10 +169,6 @@ def forward_returns(close: np.ndarray, horizon: int) -> np.ndarray:
 def panel_labels(cfg: DataConfig, fwd: np.ndarray, index_fwd: np.ndarray | None) -> np.ndarray:
     """(tickers, days) float labels (NaN where unknown) of ``cfg.label``."""
     known = np.isfinite(fwd)
-    return _labels(cfg, fwd, index_fwd, known)
-
-
-def _labels(cfg: DataConfig, fwd: np.ndarray, index_fwd: np.ndarray | None, known: np.ndarray) -> np.ndarray:
     if cfg.label == "direction":
         y = fwd > 0
     elif cfg.label == "relative_median":

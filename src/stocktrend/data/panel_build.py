@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from stocktrend.config_io import config_to_dict
@@ -34,9 +35,9 @@ from stocktrend.data.config import DataConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.features import FEATURE_CODE_VERSION
 from stocktrend.data.panel import build_panel, forward_returns, panel_labels
-from stocktrend.data.splits import SplitPlan, assign_splits, plan_from_fractions
+from stocktrend.data.splits import SplitPlan, assign_splits, plan_for
 from stocktrend.data.store import EWM_BURN_IN, FEATURE_LOOKBACK, fingerprint, swap_dir
-from stocktrend.data.windows import SPLITS, cut_windows
+from stocktrend.data.windows import SPLITS, cut_windows, full_windows
 
 log = logging.getLogger(__name__)
 LABEL_RULES = {
@@ -47,33 +48,17 @@ LABEL_RULES = {
 }
 
 
-def _window_ends(complete: np.ndarray, known: np.ndarray, seq_len: int) -> np.ndarray:
-    """(tickers, days) bool: a complete window of ``seq_len`` days ends here and its label is known."""
-    c = np.cumsum(np.pad(complete, ((0, 0), (1, 0))).astype(np.int32), axis=1)
-    full = np.zeros_like(complete)
-    full[:, seq_len - 1:] = (c[:, seq_len:] - c[:, :-seq_len]) == seq_len
-    return full & known
-
-
-def _resolve_plan(cfg: DataConfig, calendar, ends: np.ndarray) -> SplitPlan:
-    s = cfg.split
-    if s.val_start and s.test_start:
-        return SplitPlan(s.val_start, s.test_start, s.end)
-    labelled = calendar[ends.any(axis=0)]
-    if len(labelled) < 10:
-        raise DataError(f"panel {cfg.name}: only {len(labelled)} days with a complete, labelled window")
-    plan = plan_from_fractions(labelled, s.train, s.val)
-    return SplitPlan(s.val_start or plan.val_start, s.test_start or plan.test_start, s.end)
-
-
-def labels_and_ends(cfg: DataConfig, p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(realised h-day returns, labels, window ends) on (tickers, days): an end has a complete
-    window and a known label. ``p.calendar[ends.any(axis=0)]`` are the days split fractions
-    and walk-forward folds cut."""
+def labels_and_ends(cfg: DataConfig, p) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
+    """(realised h-day returns, labels, window ends) on (tickers, days), and the labelled
+    days: an end has a complete window and a known label; the labelled days (complete
+    features and a known label for some instrument, whatever the window length) are what
+    split fractions and walk-forward folds cut, so datasets differing only in seq_len are
+    validated and tested on the same dates."""
     fwd = forward_returns(p.close, cfg.horizon)
     index_fwd = forward_returns(p.index_close, cfg.horizon) if p.index_close is not None else None
     y = panel_labels(cfg, fwd, index_fwd)
-    return fwd, y, _window_ends(np.isfinite(p.features).all(axis=-1), np.isfinite(y), cfg.seq_len)
+    complete, known = np.isfinite(p.features).all(axis=-1), np.isfinite(y)
+    return fwd, y, full_windows(complete, cfg.seq_len) & known, p.calendar[(complete & known).any(axis=0)]
 
 
 def build_panel_dataset(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan | None = None,
@@ -85,8 +70,8 @@ def build_panel_dataset(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan
     steps.update()
 
     steps.set_postfix_str("labels and splits")
-    fwd, y, ends = labels_and_ends(cfg, p)
-    plan = plan or _resolve_plan(cfg, p.calendar, ends)
+    fwd, y, ends, labelled = labels_and_ends(cfg, p)
+    plan = plan or plan_for(cfg.split, labelled, f"panel {cfg.name}")
     parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     for t in range(len(p.tickers)):
         for s, rows in assign_splits(p.calendar, np.flatnonzero(ends[t]), plan, cfg.purge_rows).items():

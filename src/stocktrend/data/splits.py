@@ -38,6 +38,19 @@ def plan_from_fractions(row_dates: pd.DatetimeIndex, train: float, val: float) -
     )
 
 
+def plan_for(split, labelled: pd.DatetimeIndex, what: str) -> SplitPlan:
+    """The plan of a ``SplitConfig``: its dates where given, else its fractions of the
+    labelled, feature-complete days (``what`` names the data in the error)."""
+    from stocktrend.data.errors import DataError
+
+    if split.val_start and split.test_start:
+        return SplitPlan(split.val_start, split.test_start, split.end)
+    if len(labelled) < 10:
+        raise DataError(f"{what}: only {len(labelled)} feature-complete, labelled days")
+    plan = plan_from_fractions(labelled, split.train, split.val)
+    return SplitPlan(split.val_start or plan.val_start, split.test_start or plan.test_start, split.end)
+
+
 def assign_splits(
     calendar: pd.DatetimeIndex, end_rows: np.ndarray, plan: SplitPlan, purge_rows: int
 ) -> dict[str, np.ndarray]:

@@ -27,6 +27,15 @@ def cut_windows(matrix: np.ndarray, ends: np.ndarray, seq_len: int) -> np.ndarra
     return np.asarray(matrix[ends[:, 0:1], ends[:, 1:2] + offsets], dtype=np.float32)
 
 
+def full_windows(complete: np.ndarray, seq_len: int) -> np.ndarray:
+    """Bool mask over the last axis (days): the ``seq_len`` days ending here are all complete."""
+    c = np.cumsum(np.concatenate([np.zeros(complete.shape[:-1] + (1,), np.int64), complete.astype(np.int64)], axis=-1),
+                  axis=-1)
+    full = np.zeros(complete.shape, bool)
+    full[..., seq_len - 1:] = (c[..., seq_len:] - c[..., :-seq_len]) == seq_len
+    return full
+
+
 def layout(dataset_dir: Path) -> str:
     return json.loads((Path(dataset_dir) / "metadata.json").read_text()).get("layout", "windows")
 
@@ -44,17 +53,39 @@ def split_arrays(dataset_dir: str | Path, split: str, mmap: bool = True) -> dict
     return out
 
 
-def distinct_last_days(dataset_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(last-day feature rows, their dates) of a split's windows, each (instrument, day) once
-    (oversampling duplicated some), ordered by date: what drift is measured against."""
+def window_keys(dataset_dir: str | Path, split: str) -> np.ndarray:
+    """What identifies a window: its end date (one stock) or (instrument, end row) pair;
+    oversampling repeats keys, so unique keys are the distinct windows."""
     d = Path(dataset_dir)
-    dates = np.load(d / f"{split}_dates.npy")
+    return np.load(d / f"{split}_index.npy") if layout(d) == "panel" else np.load(d / f"{split}_dates.npy")
+
+
+def distinct_windows(dataset_dir: str | Path, split: str, last_day_only: bool = False,
+                     sample: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(windows, or their last days; class labels; end dates) of the distinct windows of a
+    split, in file order, which is date order (oversampled copies follow the originals);
+    ``sample``: a seeded subset of that many. Only what is returned is cut, so a panel's 100k
+    training windows never need their ~0.5 GB materialised for a last-day fit."""
+    d = Path(dataset_dir)
+    _, first = np.unique(window_keys(d, split), axis=0, return_index=True)
+    rows = np.sort(first)
+    if sample is not None and sample < len(rows):
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=sample, replace=False))
+    y = np.load(d / f"{split}_y.npy")[rows].argmax(1)
+    dates = np.load(d / f"{split}_dates.npy")[rows]
     if layout(d) == "panel":
-        index = np.unique(np.load(d / f"{split}_index.npy"), axis=0)
-        index = index[np.lexsort((index[:, 0], index[:, 1]))]
+        index = np.load(d / f"{split}_index.npy")[rows]
         features = np.load(d / "features.npy", mmap_mode="r")
-        calendar = np.load(d / "calendar.npy")
-        return np.asarray(features[index[:, 0], index[:, 1]], np.float64), calendar[index[:, 1]]
-    days, first = np.unique(dates, return_index=True)
-    x = np.load(d / f"{split}_X.npy", mmap_mode="r")
-    return np.asarray(x[first, -1, :], np.float64), days
+        seq_len = 1 if last_day_only else json.loads((d / "metadata.json").read_text())["seq_len"]
+        x = cut_windows(features, index, seq_len)
+    else:
+        x = np.asarray(np.load(d / f"{split}_X.npy", mmap_mode="r")[rows][:, -1:] if last_day_only
+                       else np.load(d / f"{split}_X.npy", mmap_mode="r")[rows], np.float32)
+    return (x[:, -1, :] if last_day_only else x), y, dates
+
+
+def distinct_last_days(dataset_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(last-day feature rows, their dates) of a split's distinct windows, in date order
+    (each (instrument, day) once): what drift is measured against."""
+    x, _, dates = distinct_windows(dataset_dir, split, last_day_only=True)
+    return np.asarray(x, np.float64), dates

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from stocktrend.data.sources import sha256_of
-from stocktrend.data.windows import split_arrays
+from stocktrend.data.windows import distinct_windows, split_arrays
 from stocktrend.evaluation.report import artifact_dataset
 from stocktrend.inference.artifact import WEIGHTS
 from stocktrend.inference.backends import EXPORT_DIR, EXPORT_RECORD, ONNX_FILES, OnnxBackend
@@ -63,11 +63,7 @@ def _meets(facts: dict[str, Any]) -> bool:
 
 def calibration_windows(dataset_dir: Path, n: int = CALIBRATION_WINDOWS, seed: int = 0) -> np.ndarray:
     """A seeded sample of distinct training windows (oversampled copies dropped)."""
-    train = split_arrays(dataset_dir, "train")
-    keys = train["index"] if "index" in train else train["dates"]  # oversampling repeated some windows
-    _, first = np.unique(keys, axis=0, return_index=True)
-    pick = np.sort(np.random.default_rng(seed).choice(first, size=min(n, len(first)), replace=False))
-    return np.asarray(train["X"][pick], np.float32)
+    return distinct_windows(dataset_dir, "train", sample=n, seed=seed)[0]
 
 
 def export_backends(model: str | Path, fmt: str = "int8", dataset_dir: str | Path | None = None,
@@ -83,9 +79,10 @@ def export_backends(model: str | Path, fmt: str = "int8", dataset_dir: str | Pat
 
     tmp = Path(tempfile.mkdtemp(dir=version_dir, prefix=f".{EXPORT_DIR}.tmp-"))
     try:
-        calibration = calibration_windows(data)
-        files, recipe = write_onnx_files(predictor.model, predictor.seq_len, predictor.n_features, tmp, calibration)
         kept = FORMATS[fmt]
+        calibration = calibration_windows(data) if "onnx-int8" in kept else None
+        files, recipe = write_onnx_files(predictor.model, predictor.seq_len, predictor.n_features, tmp, calibration,
+                                         int8="onnx-int8" in kept)
         tried = []
         if "onnx-int8" in kept:  # the fastest recipe meeting the goals; else the fastest
             for static_ops in STATIC_RECIPES:
@@ -97,9 +94,6 @@ def export_backends(model: str | Path, fmt: str = "int8", dataset_dir: str | Pat
                     break
             if not tried[-1]["meets_fidelity_goals"] and len(tried) > 1:
                 recipe = quantize_onnx_int8(files["onnx"], files["onnx-int8"], calibration, STATIC_RECIPES[0])
-        for name, path in files.items():
-            if name not in kept:
-                path.unlink()
         report: dict[str, Any] = {
             "model": f"{predictor.name}/{predictor.version}",
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -76,20 +76,25 @@ def _fit_predict(model, train_x, train_y, train_dates, test_x) -> np.ndarray:
     return model.predict_proba(np.asarray(test_x[:, -1, :], dtype=np.float64))[:, 1]
 
 
+def classifiers(seed: int = 0) -> dict:
+    """The fitted baselines, hyperparameters fixed before looking at any result."""
+    return {
+        # Features are already z-scored by the dataset's training-window scaler; default L2.
+        "logistic_regression": LogisticRegression(C=1.0, max_iter=2000, random_state=seed),
+        # Shallow, slow-learning trees with a fixed number of rounds; no early stopping, whose
+        # internal split would add a second, undocumented validation set.
+        "gradient_boosting": HistGradientBoostingClassifier(
+            max_iter=100, learning_rate=0.1, max_depth=3, min_samples_leaf=40,
+            l2_regularization=1.0, early_stopping=False, random_state=seed),
+    }
+
+
 def logistic_regression(train_x, train_y, train_dates, test_x, seed: int = 0) -> np.ndarray:
-    # Features are already z-scored by the dataset's training-window scaler; default L2.
-    model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
-    return _fit_predict(model, train_x, train_y, train_dates, test_x)
+    return _fit_predict(classifiers(seed)["logistic_regression"], train_x, train_y, train_dates, test_x)
 
 
 def gradient_boosting(train_x, train_y, train_dates, test_x, seed: int = 0) -> np.ndarray:
-    # Shallow, slow-learning trees with a fixed number of rounds; no early stopping, whose
-    # internal split would add a second, undocumented validation set.
-    model = HistGradientBoostingClassifier(
-        max_iter=100, learning_rate=0.1, max_depth=3, min_samples_leaf=40,
-        l2_regularization=1.0, early_stopping=False, random_state=seed,
-    )
-    return _fit_predict(model, train_x, train_y, train_dates, test_x)
+    return _fit_predict(classifiers(seed)["gradient_boosting"], train_x, train_y, train_dates, test_x)
 
 
 def all_baselines(

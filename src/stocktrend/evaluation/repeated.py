@@ -48,7 +48,7 @@ def fold_datasets(cfg: DataConfig, folds: int, cache_root: Path) -> list[Path]:
         from stocktrend.data.panel_build import labels_and_ends
 
         panel = build_panel(cfg)
-        days = panel.calendar[labels_and_ends(cfg, panel)[2].any(axis=0)]
+        days = labels_and_ends(cfg, panel)[3]
     else:
         days = prepare(cfg).labelled_rows
     plans = walk_forward_plans(days, folds)

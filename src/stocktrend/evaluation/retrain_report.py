@@ -47,7 +47,8 @@ def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
         dataset = resolve_dataset(training, cfg, args.dataset)
         jobs = [{"name": f"seed{s}", "dataset": dataset, "model": model_cfg,
                  "train": with_overrides(train_cfg, {"seed": s})} for s in range(args.seeds)]
-        runs = train_many(jobs, storage, wait_s=args.wait_for_resources)
+        runs = train_many(jobs, storage, cpus_per_worker=args.cpus_per_worker,
+                          wait_s=args.wait_for_resources)
         result = evaluate_seeds(runs, Path(dataset), market, args.boot, args.cost_bps)
         atomic_write_text(out_dir / "seeds.json", json.dumps(result, indent=2, default=float))
         lines += _spread_lines(f"\n{args.seeds} seeds, test split (mean and spread):", result["pooled_spread"])
@@ -59,7 +60,8 @@ def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
         jobs = [{"name": f"fold{i}", "dataset": d, "train": train_cfg,
                  "model": model_config_from_metadata("v2", read_metadata(d), **shape_free)}
                 for i, d in enumerate(datasets)]
-        runs = train_many(jobs, storage, wait_s=args.wait_for_resources)
+        runs = train_many(jobs, storage, cpus_per_worker=args.cpus_per_worker,
+                          wait_s=args.wait_for_resources)
         if cfg.panel is not None:
             from stocktrend.evaluation.panel_report import walk_forward_report
 

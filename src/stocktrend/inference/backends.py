@@ -171,7 +171,8 @@ def make_backend(
         log.info("no exported %s file in the artifact; exporting to %s", name, tmp)
         from stocktrend.inference.quantize import write_onnx_files
 
-        return OnnxBackend(write_onnx_files(model, seq_len, n_features, tmp)[0][name], name, threads)
+        files, _ = write_onnx_files(model, seq_len, n_features, tmp, int8=name == "onnx-int8")
+        return OnnxBackend(files[name], name, threads)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -190,10 +191,11 @@ def resolve_backend(setting: str, version_dir: Path) -> tuple[str, str]:
     int8 = json.loads(report_path.read_text()).get("backends", {}).get("onnx-int8")
     if not int8:
         return "onnx", "auto: the export has no INT8 graph"
+    margin = int8.get("margin_agreement")
+    fidelity = (f"max |dp| {int8['max_abs_prob_diff']:.4f}, agreement beyond the margin "
+                + ("n/a: no window beyond it" if margin is None else f"{margin:.4f}"))
     if not int8.get("meets_fidelity_goals"):
-        return "onnx", (f"auto: INT8 missed the fidelity goals on validation (max |dp| {int8['max_abs_prob_diff']:.4f}, "
-                        f"agreement beyond the margin {int8.get('margin_agreement')})")
+        return "onnx", f"auto: INT8 missed the fidelity goals on validation ({fidelity})"
     if int8.get("quantized_for_vnni") and not cpu_has_vnni():
         return "onnx", "auto: the INT8 graph has signed weights for VNNI and this CPU has no VNNI"
-    return "onnx-int8", (f"auto: INT8 meets the fidelity goals (max |dp| {int8['max_abs_prob_diff']:.4f}, "
-                         f"agreement beyond the margin {int8['margin_agreement']:.4f}) on this CPU")
+    return "onnx-int8", f"auto: INT8 meets the fidelity goals ({fidelity}) on this CPU"

@@ -23,7 +23,7 @@ from stocktrend.data.config import DataConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.features import build_features
 from stocktrend.data.sources import parse_table
-from stocktrend.data.windows import cut_windows
+from stocktrend.data.windows import cut_windows, full_windows
 from stocktrend.inference.artifact import WEIGHTS, ArtifactError, load_parts
 from stocktrend.inference.backends import make_backend
 from stocktrend.models.config import ModelConfig
@@ -138,9 +138,7 @@ class Predictor:
 
     def window_ends(self, values: np.ndarray) -> np.ndarray:
         """Indices of the days whose whole window of features is defined (after warm-up)."""
-        ok = np.isfinite(values).all(axis=1)
-        complete = np.convolve(ok, np.ones(self.seq_len, dtype=int), mode="full")[: len(ok)] == self.seq_len
-        return np.flatnonzero(complete)
+        return np.flatnonzero(full_windows(np.isfinite(values).all(axis=1), self.seq_len))
 
     def windows_at(self, values: np.ndarray, ends: np.ndarray) -> np.ndarray:
         return cut_windows(values, ends, self.seq_len)

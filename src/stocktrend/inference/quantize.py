@@ -63,7 +63,7 @@ STATIC_RECIPES = (("Conv", "MatMul"), ("Conv",))
 
 def quantize_onnx_int8(src: Path, dst: Path, calibration: np.ndarray | None = None,
                        static_ops: tuple[str, ...] = STATIC_RECIPES[0]) -> dict:
-    """Write the INT8 graph of ``src`` to ``dst``; return the recipe used (for exports.json)."""
+    """Write the INT8 graph of ``src`` to ``dst``; return the recipe used (export_report.json)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -114,12 +114,14 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: np.ndarray | None = No
 
 
 def write_onnx_files(model: nn.Module, seq_len: int, n_features: int, out_dir: Path,
-                     calibration: np.ndarray | None = None,
-                     static_ops: tuple[str, ...] = STATIC_RECIPES[0]) -> tuple[dict[str, Path], dict]:
-    """The fp32 and INT8 graphs in ``out_dir``, and the INT8 recipe used."""
+                     calibration: np.ndarray | None = None, static_ops: tuple[str, ...] = STATIC_RECIPES[0],
+                     int8: bool = True) -> tuple[dict[str, Path], dict]:
+    """The fp32 graph (and with ``int8`` the INT8 one) in ``out_dir``, and the INT8 recipe used."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    fp32 = export_onnx(model, seq_len, n_features, out_dir / ONNX_FILES["onnx"])
-    int8 = out_dir / ONNX_FILES["onnx-int8"]
-    recipe = quantize_onnx_int8(fp32, int8, calibration, static_ops)
+    files = {"onnx": export_onnx(model, seq_len, n_features, out_dir / ONNX_FILES["onnx"])}
+    if not int8:
+        return files, {}
+    files["onnx-int8"] = out_dir / ONNX_FILES["onnx-int8"]
+    recipe = quantize_onnx_int8(files["onnx"], files["onnx-int8"], calibration, static_ops)
     log.info("INT8 graph: %s", recipe["recipe"])
-    return {"onnx": fp32, "onnx-int8": int8}, recipe
+    return files, recipe

@@ -29,8 +29,21 @@ class ServeControlError(RuntimeError):
     pass
 
 
-def dashboard_address(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("RAY_DASHBOARD_ADDRESS") or DEFAULT_DASHBOARD
+def find_dashboard(explicit: str | None = None) -> tuple[str | None, bool]:
+    """(dashboard URL, whether it is the cluster this process joins): ``explicit``, else
+    $RAY_DASHBOARD_ADDRESS, else the running head's (found as `ray job submit` finds it);
+    (None, False) when there is none. A remote dashboard named explicitly is not the local
+    cluster: resource and port checks made through this process would look at another one."""
+    from stocktrend.cluster.connect import running_dashboard
+
+    found = running_dashboard()
+    given = explicit or os.environ.get("RAY_DASHBOARD_ADDRESS")
+    if given:
+        given = given.rstrip("/")
+        if not head_reachable(given):
+            raise ServeControlError(f"no Ray dashboard answers at {given}")
+        return given, given == found
+    return found, found is not None
 
 
 def head_reachable(dashboard: str) -> bool:

@@ -52,7 +52,8 @@ def feature_distribution(dataset_dir: Path, names: list[str]) -> dict[str, Any]:
             "edges": edges.tolist(), "shares": (counts / counts.sum()).tolist(),
         })
     null = block_null(last_day, [np.asarray(f["edges"]) for f in features], [np.asarray(f["shares"]) for f in features])
-    return {"source": "train split, last day of each window, scaled", "n": int(len(last_day)),
+    unit = "(instrument, day) rows" if read_metadata(dataset_dir).get("layout") == "panel" else "trading days"
+    return {"source": f"train split, last day of each window, scaled: one per {unit}", "n": int(len(last_day)),
             "start": str(days[0])[:10], "end": str(days[-1])[:10], "features": features, "drift_null": null}
 
 
