@@ -219,12 +219,12 @@ def goals(results: dict) -> list[str]:
                          f"{lat:.2f} ms ({fastest})", lat <= 1.5, "" if lat <= 1.5 else _profile_reason(prof, "1") + ceiling))
         rows.append(_row("batched predictions/s, best back-end meeting the fidelity goals", ">= 1,000/s",
                          f"{thr:.0f}/s ({best})", thr >= 1000, "" if thr >= 1000 else _profile_reason(prof, "64") + ceiling))
-        q = b.get("onnx-int8", {})
-        if q:
+        for name in [n for n in b if n.startswith("onnx-int8")]:  # each INT8 recipe; the export keeps the
+            q = b[name]                                              # fastest that meets both goals
             margin = q.get("margin_agreement")
-            rows.append(_row("INT8 fidelity on validation: largest probability difference", "<= 0.01",
+            rows.append(_row(f"INT8 fidelity on validation, {name}: largest probability difference", "<= 0.01",
                              f"{q['max_abs_prob_diff']:.4f}", q["max_abs_prob_diff"] <= 0.01))
-            rows.append(_row("INT8 class agreement beyond that margin (overall beside it)", ">= 99.9%",
+            rows.append(_row(f"INT8 class agreement beyond that margin, {name} (overall beside it)", ">= 99.9%",
                              f"{margin:.2%} of {q['windows_beyond_margin']} windows (overall {q['class_agreement']:.2%})"
                              if margin is not None else "no window beyond the margin",
                              None if margin is None else margin >= 0.999))

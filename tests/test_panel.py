@@ -167,3 +167,13 @@ def test_cut_windows_is_the_one_windowing_rule():
     np.testing.assert_array_equal(cut_windows(m, np.array([2, 9]), 3), [m[0:3], m[7:10]])
     cube = np.stack([m, m + 100])
     np.testing.assert_array_equal(cut_windows(cube, np.array([[1, 5], [0, 2]]), 3), [cube[1, 3:6], cube[0, 0:3]])
+
+
+def test_a_change_of_panel_code_is_a_new_dataset(small_panel_cfg, monkeypatch):
+    """The cache keys panels on their code too: features changed by a new release are rebuilt."""
+    from stocktrend.data import panel as panel_module
+    from stocktrend.data.store import fingerprint
+
+    before = fingerprint(small_panel_cfg)
+    monkeypatch.setattr(panel_module, "PANEL_CODE_VERSION", panel_module.PANEL_CODE_VERSION + "-next")
+    assert fingerprint(small_panel_cfg) != before

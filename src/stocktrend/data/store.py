@@ -39,8 +39,9 @@ def fingerprint(cfg: DataConfig) -> str:
     conf["sources"] = {k: {**v, "path": Path(v["path"]).name} for k, v in conf["sources"].items()}
     inputs = {k: sha256_of(cfg.source_path(k)) for k in sorted(cfg.sources)}
     if cfg.panel is not None:  # a files/folder panel's member files are inputs too
-        from stocktrend.data.panel import member_files
+        from stocktrend.data.panel import PANEL_CODE_VERSION, member_files
 
+        conf["panel_code_version"] = PANEL_CODE_VERSION
         inputs |= {f"panel:{t}": sha256_of(p) for t, p in sorted(member_files(cfg).items())}
         if conf["panel"].get("folder"):
             conf["panel"]["folder"] = Path(conf["panel"]["folder"]).name
