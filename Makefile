@@ -15,7 +15,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export RAY_AUTH_MODE := token
 # Jobs started on a head launched from here find the project's Python first.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-# The head's ports (HEAD_ARGS takes any other `python -m stocktrend.cluster.head up --help` flag),
+# The head's ports (HEAD_ARGS takes any other `python -m stocktrend.cluster up --help` flag),
 # the search the quickstart runs, where its outputs go, and Serve's HTTP port.
 DASHBOARD_PORT ?= 8265
 HEAD_ARGS ?=
@@ -45,10 +45,10 @@ quickstart: $(STAMP) head  ## main job: dataset, quick Ray Tune search, best mod
 	$(BIN)/python ray_jobs/build_dataset.py --quiet
 	$(BIN)/python ray_jobs/tune.py --space $(SPACE) --storage-path $(RUNS)/tune --models $(MODELS)
 	$(BIN)/python ray_jobs/deploy.py --model $(MODELS)/$(MODEL_NAME) --port $(SERVE_PORT) --predict-latest
-	@$(BIN)/python -m stocktrend.cluster.head info
+	@$(BIN)/python -m stocktrend.cluster info
 
 head ray-up: $(STAMP)  ## start the local Ray head on loopback unless one is running (it keeps running: `make stop`)
-	$(BIN)/python -m stocktrend.cluster.head up --dashboard-port $(DASHBOARD_PORT) $(HEAD_ARGS)
+	$(BIN)/python -m stocktrend.cluster up --dashboard-port $(DASHBOARD_PORT) $(HEAD_ARGS)
 
 serve deploy: $(STAMP) head  ## deploy the quick search's best model on Serve (http://127.0.0.1:8000/docs)
 	$(BIN)/python ray_jobs/deploy.py --model $${MODEL:-$(MODELS)/msft_quick} --port $(SERVE_PORT) --predict-latest

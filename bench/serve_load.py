@@ -128,7 +128,7 @@ def main() -> int:
     # (against a do-nothing server), as it runs during the HTTP measurement.
     body = work / "body.json"
     body.write_bytes(batched[0])
-    client = subprocess.Popen([sys.executable, "-m", "stocktrend.serving.loadgen", "--body", str(body),
+    client = subprocess.Popen([sys.executable, str(ROOT / "bench" / "sink_client.py"), "--body", str(body),
                                "--concurrency", "16", "--seconds", "9"], stdout=subprocess.DEVNULL)
     time.sleep(1.5)
     raw_busy = raw_throughput(str(p.version_dir), args.backend, threads * args.replicas, val, seconds=5.0)

@@ -187,7 +187,7 @@ def test_a_taken_port_is_named_with_what_to_do(tmp_path, repo_root):
         taken.listen()
         port = taken.getsockname()[1]
         env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-        out = subprocess.run([sys.executable, "-m", "stocktrend.cluster.head", "up",
+        out = subprocess.run([sys.executable, "-m", "stocktrend.cluster", "up",
                               "--port", str(port), "--dashboard-port", str(free_ports(1)[0])],
                              cwd=repo_root, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2

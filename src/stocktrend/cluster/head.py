@@ -6,13 +6,11 @@ on the node's address), Serve's HAProxy ingress and no usage stats. Before it st
 token is created if missing, the ports are checked, and Ray session folders of earlier runs
 beyond the newest few are removed, so the system temp folder stays bounded.
 
-    python -m stocktrend.cluster.head up [--port 6379] [--dashboard-port 8265] ...
+    python -m stocktrend.cluster up [--port 6379] [--dashboard-port 8265] ...   (cluster/__main__.py)
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
 import os
 import shutil
@@ -24,7 +22,7 @@ import time
 from pathlib import Path
 
 from stocktrend.cluster.auth import SHOW_TOKEN_COMMAND, ensure_token
-from stocktrend.cluster.ports import HeadPorts, PortInUse, check_free, free_ports, holder
+from stocktrend.cluster.ports import HeadPorts, check_free, free_ports, holder
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +128,7 @@ def start_head(ports: HeadPorts | None = None, num_cpus: float | None = None, ti
         log.info("a Ray head is already running (%s)", running)
         return dashboard
     ensure_token()
-    check_free(ports, "python -m stocktrend.cluster.head up {flag} <another port> "
+    check_free(ports, "python -m stocktrend.cluster up {flag} <another port> "
                       "(with make: make head HEAD_ARGS='{flag} <another port>')")
     prune_sessions(ray_temp_root())
     cmd = start_command(ports, num_cpus=num_cpus)
@@ -234,39 +232,3 @@ class PrivateRayHead:
                 self.proc.wait(timeout=30)
         self.proc = None
         shutil.rmtree(self.haproxy_dir, ignore_errors=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m stocktrend.cluster.head", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["up", "info"],
-                    help="up: start a persistent head unless one is running; info: how to reach the running one")
-    defaults = HeadPorts()
-    for f in dataclasses.fields(HeadPorts):
-        role, flag = HeadPorts.FLAGS[f.name]
-        if flag.startswith("--"):
-            ap.add_argument(flag, dest=f.name, type=int, default=getattr(defaults, f.name), help=f"{role} port")
-    ap.add_argument("--num-cpus", type=float, help="CPUs the head offers (default: this machine's)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.action == "info":
-        from stocktrend.cluster.connect import running_dashboard
-
-        dashboard = running_dashboard()
-        print("\n".join(login_lines(dashboard)) if dashboard else "no Ray head is running (make head starts one)")
-        return 0 if dashboard else 1
-    env_ports = {name: int(os.environ[flag]) for name, (_, flag) in HeadPorts.FLAGS.items()
-                 if not flag.startswith("--") and os.environ.get(flag)}
-    ports = dataclasses.replace(defaults, **{f.name: getattr(args, f.name) for f in dataclasses.fields(HeadPorts)
-                                             if hasattr(args, f.name)}, **env_ports)
-    try:
-        dashboard = start_head(ports, args.num_cpus)
-    except (PortInUse, HeadError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print("\n".join(login_lines(dashboard)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

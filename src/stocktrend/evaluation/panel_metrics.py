@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from stocktrend.evaluation.bootstrap import Interval, block_indices, default_block_length, interval
+from stocktrend.evaluation.bootstrap import Interval, block_bootstrap_ci, block_indices, default_block_length, interval
 
 MIN_CROSS_SECTION = 3  # a rank correlation over fewer instruments says nothing
 
@@ -38,8 +38,7 @@ def mean_interval(values: np.ndarray, n_boot: int, seed: int, horizon: int) -> I
     values = np.asarray(values, float)
     if len(values) < 2:
         return Interval(float(np.mean(values)) if len(values) else math.nan, math.nan, math.nan, 0, 0)
-    idx = block_indices(len(values), n_boot, default_block_length(len(values), horizon), seed)
-    return interval(float(values.mean()), values[idx].mean(axis=1))
+    return block_bootstrap_ci(np.mean, values, n_boot=n_boot, seed=seed, horizon=horizon)
 
 
 def date_block_ci(metric_fn, dates: np.ndarray, arrays: tuple[np.ndarray, ...], n_boot: int, seed: int,

@@ -1,0 +1,57 @@
+"""The project's Ray head from the command line (what `make head` and `make quickstart` run).
+
+    python -m stocktrend.cluster up [--port 6379] [--dashboard-port 8265] [--num-cpus N] ...
+    python -m stocktrend.cluster info
+
+`up` starts a persistent head on this machine unless one is running (token created if
+missing, ports checked first) and prints how to get into its dashboard; `info` prints that
+again for the running head. HAProxy's side ports move with RAY_SERVE_HAPROXY_METRICS_PORT /
+RAY_SERVE_HAPROXY_STATS_PORT in the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+
+from stocktrend.cluster.head import HeadError, login_lines, start_head
+from stocktrend.cluster.ports import HeadPorts, PortInUse
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stocktrend.cluster", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=["up", "info"],
+                    help="up: start a persistent head unless one is running; info: how to reach the running one")
+    defaults = HeadPorts()
+    for f in dataclasses.fields(HeadPorts):
+        role, flag = HeadPorts.FLAGS[f.name]
+        if flag.startswith("--"):
+            ap.add_argument(flag, dest=f.name, type=int, default=getattr(defaults, f.name), help=f"{role} port")
+    ap.add_argument("--num-cpus", type=float, help="CPUs the head offers (default: this machine's)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.action == "info":
+        from stocktrend.cluster.connect import running_dashboard
+
+        dashboard = running_dashboard()
+        print("\n".join(login_lines(dashboard)) if dashboard else "no Ray head is running (make head starts one)")
+        return 0 if dashboard else 1
+    env_ports = {name: int(os.environ[flag]) for name, (_, flag) in HeadPorts.FLAGS.items()
+                 if not flag.startswith("--") and os.environ.get(flag)}
+    ports = dataclasses.replace(defaults, **{f.name: getattr(args, f.name) for f in dataclasses.fields(HeadPorts)
+                                             if hasattr(args, f.name)}, **env_ports)
+    try:
+        dashboard = start_head(ports, args.num_cpus)
+    except (PortInUse, HeadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(login_lines(dashboard)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
