@@ -103,6 +103,7 @@ bench: $(STAMP)  ## benchmarks (~20 min): data build, training, inference back-e
 	$(BIN)/python bench/serve_load.py
 	@if [ -f models/msft_v2/latest ]; then $(BIN)/python bench/serve_load.py --model models/msft_v2 --name serve_load_v2; \
 	  else echo "no models/msft_v2: skipping the v2 HTTP run (python ray_jobs/train.py --preset v2 makes one)"; fi
+	$(BIN)/python bench/multiplex.py
 	$(BIN)/python bench/monitoring_alarms.py
 	$(BIN)/python bench/panel.py
 	$(BIN)/python bench/report.py

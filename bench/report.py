@@ -144,6 +144,24 @@ def monitoring_alarms(r: dict) -> list[str]:
     return lines
 
 
+def multiplex(r: dict) -> list[str]:
+    lines = ["## Many models in one deployment (`python bench/multiplex.py`)", "", _machine(r), "",
+             f"Model `{r['model']}` on `{r['backend']}`, one replica of {r['num_cpus_per_replica']} CPU per deployment, "
+             "single-window requests; the four models are copies of one artifact under four names, so only the "
+             "serving path differs.", "",
+             "| case | concurrency | requests | p50 | p99 | requests/s |", "|---|---|---|---|---|---|"]
+    for x in r["rows"]:
+        lines.append(f"| {x['case']} | {x['concurrency']} | {x['requests']} | {x['p50_ms']:.2f} ms | "
+                     f"{x['p99_ms']:.2f} ms | {x['requests_per_s']:.0f} |")
+    cold = next(x for x in r["rows"] if x["app"] == "cold")
+    warm = next(x for x in r["rows"] if x["app"] == "one" and x["concurrency"] == 1)
+    lines += ["", f"Cold load of a model on a replica (a request for a model not loaded, answered after its "
+                  f"artifact is verified and loaded): p50 {cold['p50_ms']:.0f} ms against {warm['p50_ms']:.2f} ms warm; "
+                  f"the same load offline (`Predictor.from_artifact`, median of 3): "
+                  f"{r['offline_load_ms']['median']:.0f} ms.", ""]
+    return lines
+
+
 def panel(r: dict) -> list[str]:
     b, t = r["build"], r["training_tiny_batch_256"]
     lines = ["## The 20-stock panel (`python bench/panel.py`)", "", _machine(r), "",
@@ -284,7 +302,8 @@ def main() -> int:
                                               "train_throughput", "tune_efficiency")}
     lines += goals({k: v for k, v in results.items() if v})
     sections = [("inference", inference), ("onnx_profile", onnx_profile), ("serve_load", serve_load),
-                ("serve_load_v2", serve_load), ("monitoring_alarms", monitoring_alarms), ("panel", panel),
+                ("serve_load_v2", serve_load), ("multiplex", multiplex), ("monitoring_alarms", monitoring_alarms),
+                ("panel", panel),
                 ("reliability", reliability),
                 ("data_build", data_build), ("train_throughput", train_throughput),
                 ("v2_training", lambda r: trained(r, "The v2 preset trained on CPU through Ray Train")),

@@ -1,6 +1,6 @@
 """Deploy a model artifact on Ray Serve (HTTP on 127.0.0.1 unless told otherwise).
 
-    python ray_jobs/deploy.py [--model models/<name>] [--backend onnx|onnx-int8|torch|...]
+    python ray_jobs/deploy.py [--model models/<name>] [--also models/<other> ...] [--backend onnx|...]
                               [--replicas N] [--num-cpus F] [--port P] [--host H]
                               [--config serve/config.yaml] [--dashboard URL] [--predict-latest]
 
@@ -31,7 +31,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "serve" / "config.yaml"), help="Serve config to start from")
     ap.add_argument("--app", help="application of the config to deploy (default: its first)")
-    ap.add_argument("--model", help="models/<name> (follows 'latest') or a version folder")
+    ap.add_argument("--model", help="the default model: models/<name> (follows 'latest') or a version folder")
+    ap.add_argument("--also", action="append", metavar="MODEL",
+                    help="another model served by the same deployment, addressed by its folder's name with the "
+                         "serve_multiplexed_model_id header or ?model= (repeatable)")
     ap.add_argument("--backend", help="torch | bf16 | torch-int8 | onnx | onnx-int8")
     ap.add_argument("--replicas", type=int, help="fixed number of replicas (instead of the config's autoscaling)")
     ap.add_argument("--num-cpus", type=float, help="CPU share per replica")
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         config = control.load_config(args.config)
         config = control.with_overrides(
             config, args.app,
-            {"model": args.model, "backend": args.backend, "num_replicas": args.replicas,
+            {"model": args.model, "models": args.also, "backend": args.backend, "num_replicas": args.replicas,
              "num_cpus": args.num_cpus, "max_batch_size": args.max_batch_size},
             {"host": args.host, "port": args.port},
         )
@@ -113,9 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         # Deploy only the chosen application; a config may hold several.
         config["applications"] = [target]
         from stocktrend.inference.artifact import load_parts
+        from stocktrend.serving.config import ServeArgs
+        from stocktrend.serving.routes import initial_routing, served_models
 
-        version_dir, manifest, _ = load_parts(target["args"]["model"])  # verified before anything starts
-        control.pin_version(target, version_dir.name)
+        served = served_models(ServeArgs(**target["args"]))
+        for path in served.values():
+            load_parts(path)  # every model verified before anything starts
+        version_dir = next(iter(served.values()))  # the default model: --predict-latest asks it
+        control.pin_routing(target, initial_routing(served))
         dashboard, local = find_dashboard(args)
         if local:  # join the head found above, for the checks below
             connect()
@@ -124,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log.warning("deploying through %s, not the cluster this machine runs: its ports and free "
                         "resources are not checked here", dashboard)
-        print(f"deploying {manifest['name']}/{manifest['version']} on {target['args'].get('backend', 'onnx')} "
+        names = ", ".join(f"{v.parent.name}/{v.name}" for v in served.values())
+        print(f"deploying {names} on {target['args'].get('backend', 'onnx')} "
               f"through {dashboard} ...", flush=True)
         control.deploy(dashboard, config, timeout=args.timeout)
     except ValidationError as err:
@@ -136,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     http = config["http_options"]
     host = http.get("host", "127.0.0.1")
     base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{http.get('port', 8000)}"
-    print(f"serving {manifest['name']}/{manifest['version']} at {base_url} (OpenAPI: {base_url}/docs, "
+    print(f"serving {names} at {base_url} (OpenAPI: {base_url}/docs, "
           f"monitoring: {base_url}/v1/monitoring)")
     if args.predict_latest:
         try:

@@ -1,16 +1,24 @@
-"""Promote a model version (or roll back) and switch the running deployment to it in place.
+"""Promote a model version, roll back, or run a challenger beside the champion, in place.
 
-    python ray_jobs/promote.py --model models/<name> --version <version>
-    python ray_jobs/promote.py --model models/<name> --rollback
+    python ray_jobs/promote.py --model models/<name> --version <version>      # a new champion
+    python ray_jobs/promote.py --model models/<name> --rollback               # the champion before
+    python ray_jobs/promote.py --model models/<name> --challenger <v> --split 0.1   # 10% to <v>
+    python ray_jobs/promote.py --model models/<name> --challenger <v> --shadow      # <v> scores, never answers
+    python ray_jobs/promote.py --model models/<name> --split 0.25             # move the split
+    python ray_jobs/promote.py --model models/<name> --promote-challenger     # the challenger wins
+    python ray_jobs/promote.py --model models/<name> --drop-challenger        # the challenger goes
     python ray_jobs/promote.py --model models/<name> --list
 
-Verifies the version's sha256 manifest, points models/<name>/latest at it (atomically),
-records the move in models/<name>/promotions.jsonl, then, for every application on the
-Ray head serving models/<name>, pins the version in the Predictor's user config: Serve
-calls `reconfigure` on the live replicas, which load the new model beside the old one and
-swap it in between batches, so no request fails during the swap. --rollback promotes the
-version that was current before the last promotion. Without a head (or with --no-serve)
-only `latest` moves.
+The **champion** answers a model's requests; ``models/<name>/latest`` names it, and a new
+deployment starts with it. Promoting (``--version``, ``--promote-challenger``,
+``--rollback``) verifies the version's sha256 manifest, moves ``latest`` atomically and
+records the move in ``models/<name>/promotions.jsonl``; ``--rollback`` promotes the
+champion before the last promotion. A **challenger** answers a share of requests (sticky per
+``X-Client-Id``) or, with ``--shadow``, scores every request without answering; it never
+moves ``latest``, and its moves are logged too. Every application on the Ray head serving
+``models/<name>`` gets the new route in its Predictor's user config: Serve calls
+``reconfigure`` on the live replicas, which load the versions named before switching, so no
+request fails. Without a head (or with --no-serve) only ``latest`` and the log change.
 """
 
 from __future__ import annotations
@@ -25,86 +33,171 @@ from pathlib import Path
 HISTORY = "promotions.jsonl"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="models/<name>: the folder holding versions and 'latest'")
-    which = ap.add_mutually_exclusive_group(required=True)
-    which.add_argument("--version", help="the version folder name to promote")
-    which.add_argument("--rollback", action="store_true", help="back to the version before the last promotion")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--version", help="the version folder name to promote to champion")
+    which.add_argument("--rollback", action="store_true", help="back to the champion before the last promotion")
+    which.add_argument("--challenger", help="run this version beside the champion (with --split or --shadow)")
+    which.add_argument("--promote-challenger", action="store_true", help="the serving challenger becomes champion")
+    which.add_argument("--drop-challenger", action="store_true", help="stop sending anything to the challenger")
     which.add_argument("--list", action="store_true", help="list versions and the promotion history")
+    ap.add_argument("--split", type=float, help="share of requests the challenger answers (0..1)")
+    ap.add_argument("--shadow", action="store_true", help="the challenger scores every request, answers none")
     ap.add_argument("--dashboard",
                     help="Ray dashboard URL (default: $RAY_DASHBOARD_ADDRESS, else the head running on this machine)")
-    ap.add_argument("--no-serve", action="store_true", help="only move 'latest'; leave deployments alone")
+    ap.add_argument("--no-serve", action="store_true", help="only move 'latest' and the log; leave deployments alone")
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
+    if _no_action(args) and args.split is None and not args.shadow:
+        ap.error("give one of --version, --rollback, --challenger, --promote-challenger, --drop-challenger, "
+                 "--list, or --split/--shadow alone to change the running challenger's share")
+    if args.split is not None and not 0 <= args.split <= 1:
+        ap.error("--split is a share of requests between 0 and 1")
+    if args.shadow and args.split:
+        ap.error("--shadow answers with the champion only: give one of --split and --shadow")
+    if (args.split is not None or args.shadow) and not (args.challenger or _no_action(args)):
+        ap.error("--split/--shadow go with --challenger, or alone to change the running challenger's share")
+    return args
+
+
+def _no_action(args) -> bool:
+    return not any([args.version, args.rollback, args.challenger, args.promote_challenger, args.drop_challenger,
+                    args.list])
+
+
+class PromotionError(RuntimeError):
+    pass
+
+
+def read_history(model_dir: Path) -> list[dict]:
+    path = model_dir / HISTORY
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def verified(model_dir: Path, version: str | None) -> str:
+    from stocktrend.inference.artifact import ArtifactError, verify
+
+    try:
+        if not version or "/" in version or version.startswith("."):
+            raise ArtifactError("not a version folder name")
+        verify(model_dir / version)
+    except ArtifactError as err:
+        raise PromotionError(f"version {version!r}: {err}") from None
+    return version
+
+
+def serving_route(model_dir: Path, dashboard: str | None):
+    """(the route the first application serving the model has, the applications serving it)."""
+    from stocktrend.serving import control
+
+    if dashboard is None:
+        return None, []
+    try:
+        config = control.deployed_config(dashboard)
+    except control.ServeControlError:
+        return None, []
+    apps = control.apps_serving(config, model_dir)
+    if not apps:
+        return None, []
+    return control.current_routing(control.app_config(config, apps[0])).models.get(model_dir.name), apps
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from stocktrend.data.store import atomic_write_text
-    from stocktrend.inference.artifact import LATEST, MANIFEST, ArtifactError, resolve_version_dir, verify
+    from stocktrend.inference.artifact import LATEST, ArtifactError, resolve_version_dir
     from stocktrend.serving import control
+    from stocktrend.serving.routes import Route, versions_on_disk
 
     model_dir = Path(args.model).resolve()
-    history_file = model_dir / HISTORY
-    history = [json.loads(line) for line in history_file.read_text().splitlines() if line.strip()] \
-        if history_file.is_file() else []
+    history = read_history(model_dir)
     try:
         current = resolve_version_dir(model_dir).name
     except ArtifactError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.list:
-        for v in sorted(p.name for p in model_dir.iterdir() if (p / MANIFEST).is_file()):
+        for v in versions_on_disk(model_dir):
             print(("* " if v == current else "  ") + v)
         for h in history:
-            print(f"{h['time']}  {h['from']} -> {h['to']}{' (rollback)' if h.get('rollback') else ''}")
+            if "to" in h:
+                print(f"{h['time']}  champion {h['from']} -> {h['to']}{' (rollback)' if h.get('rollback') else ''}")
+            else:
+                print(f"{h['time']}  {h['action']}: {json.dumps(h['route'])}")
         return 0
-    if args.rollback:
-        if not history:
-            print(f"error: nothing to roll back: {history_file} records no promotion", file=sys.stderr)
-            return 2
-        target = history[-1]["from"]
-    else:
-        target = args.version
-    try:
-        if not target or "/" in target or target.startswith("."):
-            raise ArtifactError("not a version folder name")
-        verify(model_dir / target)
-    except ArtifactError as err:
-        print(f"error: version {target!r}: {err}", file=sys.stderr)
-        return 2
 
-    atomic_write_text(model_dir / LATEST, target + "\n")
-    entry = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "from": current, "to": target,
-             "rollback": bool(args.rollback)}
-    atomic_write_text(history_file, "".join(json.dumps(h) + "\n" for h in [*history, entry]))
-    print(f"{model_dir.name}: latest {current} -> {target}")
+    dashboard = None
+    if not args.no_serve:
+        try:
+            dashboard, _ = control.find_dashboard(args.dashboard)
+        except control.ServeControlError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    serving, apps = serving_route(model_dir, dashboard)
+    route = serving or Route(champion=current)
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    try:
+        if args.version or args.rollback or args.promote_challenger:
+            if args.rollback:
+                moves = [h for h in history if "to" in h]
+                if not moves:
+                    raise PromotionError(f"nothing to roll back: {model_dir / HISTORY} records no promotion")
+                target = moves[-1]["from"]
+            elif args.promote_challenger:
+                if route.challenger is None:
+                    raise PromotionError(f"{model_dir.name} has no challenger to promote")
+                target = route.challenger
+            else:
+                target = args.version
+            verified(model_dir, target)
+            new = Route(champion=target) if route.challenger in (None, target) else \
+                Route(champion=target, challenger=route.challenger, split=route.split, shadow=route.shadow)
+            atomic_write_text(model_dir / LATEST, target + "\n")
+            entry = {"time": now, "from": current, "to": target, "rollback": bool(args.rollback),
+                     "challenger_promoted": bool(args.promote_challenger)}
+            print(f"{model_dir.name}: latest {current} -> {target}")
+        else:
+            if args.challenger:
+                new = Route(champion=route.champion, challenger=verified(model_dir, args.challenger),
+                            split=args.split or 0.0, shadow=args.shadow)
+                action = "challenger"
+            elif args.drop_challenger:
+                new, action = Route(champion=route.champion), "drop challenger"
+            else:
+                if route.challenger is None:
+                    raise PromotionError(f"{model_dir.name} has no challenger on {dashboard or 'any head'}; "
+                                         "start one with --challenger <version>")
+                new = Route(champion=route.champion, challenger=route.challenger, split=args.split or 0.0,
+                            shadow=args.shadow)
+                action = "route"
+            entry = {"time": now, "action": action, "route": new.model_dump()}
+            print(f"{model_dir.name}: {action} {json.dumps(new.model_dump())}")
+    except (PromotionError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    atomic_write_text(model_dir / HISTORY, "".join(json.dumps(h) + "\n" for h in [*history, entry]))
 
     if args.no_serve:
         return 0
-    try:
-        dashboard, _ = control.find_dashboard(args.dashboard)
-    except control.ServeControlError as err:
-        print(f"error: {err}; 'latest' moved, no deployment switched", file=sys.stderr)
-        return 1
     if dashboard is None:
         print("no Ray head found (--dashboard, $RAY_DASHBOARD_ADDRESS or a head on this machine): "
               "no deployment to switch")
         return 0
-    try:
-        apps = control.apps_serving(control.deployed_config(dashboard), model_dir)
-    except control.ServeControlError:
-        apps = []
     if not apps:
-        print(f"no application on {dashboard} serves {model_dir}; only 'latest' moved")
+        print(f"no application on {dashboard} serves {model_dir}; only 'latest' and {HISTORY} changed")
         return 0
     for app in apps:
         try:
-            control.set_model_version(dashboard, app, target, timeout=args.timeout)
+            control.set_route(dashboard, app, model_dir.name, new, timeout=args.timeout)
         except control.ServeControlError as err:
             print(f"error: application {app!r}: {err}", file=sys.stderr)
             return 1
-        print(f"application {app!r} now serves {model_dir.name}/{target}")
+        print(f"application {app!r} now routes {model_dir.name}: {json.dumps(new.model_dump())}")
     return 0
 
 

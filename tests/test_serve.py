@@ -64,7 +64,7 @@ def _ok(http, app, windows, path="/v1/predict", app_index=0) -> dict:
 
 def test_health_model_and_openapi(app, http, two_versions):
     _, v2 = two_versions
-    assert http.get(app.url("/healthz")).json() == {"status": "ok", "model_version": "v2"}
+    assert http.get(app.url("/healthz")).json() == {"status": "ok", "model_version": "v2", "models": {"small": "v2"}}
     info = http.get(app.url("/v1/model")).json()
     p = Predictor.from_artifact(v2)
     assert info["model_version"] == "v2" and info["backend"] == "onnx"

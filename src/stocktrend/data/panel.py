@@ -128,10 +128,12 @@ def _cross_sectional(feats: np.ndarray, names: list[str]) -> tuple[np.ndarray, l
     return np.stack(out, axis=-1), out_names
 
 
-def build_panel(cfg: DataConfig, frames: dict[str, pd.DataFrame] | None = None) -> Panel:
-    """``frames``: the sources already read (the look-ahead tests alter them in memory)."""
+def build_panel(cfg: DataConfig, frames: dict[str, pd.DataFrame] | None = None,
+                members: dict[str, pd.DataFrame] | None = None) -> Panel:
+    """``frames``: the sources already read (the look-ahead tests alter them in memory);
+    ``members``: the instruments' frames already read (bars posted to the service)."""
     frames, facts = (frames, {}) if frames is not None else read_all_sources(cfg)
-    members, member_facts = read_members(cfg, frames)
+    members, member_facts = (members, {}) if members is not None else read_members(cfg, frames)
     adjusted = {t: adjusted_ohlc(f) for t, f in members.items()}
     calendar = pd.DatetimeIndex(sorted(set().union(*(f.index for f in adjusted.values()))))
     if cfg.start is not None:

@@ -108,9 +108,6 @@ class Predictor:
     # -- raw bars ------------------------------------------------------------
     def parse_bars(self, bars: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         """Validate raw bars laid out like each source's file (same column names)."""
-        if self.data_cfg.panel is not None:
-            raise InputError("bars", "this is a panel model: it takes scaled windows (/v1/predict); bars of every "
-                                     "instrument for the cross-sectional features come with multi-model serving")
         frames = {}
         for name, spec in self.data_cfg.sources.items():
             if name not in bars:
@@ -143,8 +140,20 @@ class Predictor:
     def windows_at(self, values: np.ndarray, ends: np.ndarray) -> np.ndarray:
         return cut_windows(values, ends, self.seq_len)
 
-    def windows_from_bars(self, bars: dict[str, pd.DataFrame], last: int = 1) -> tuple[np.ndarray, list[str]]:
-        """The scaled windows ending on the last ``last`` target days of the bars."""
+    @property
+    def is_panel(self) -> bool:
+        return self.data_cfg.panel is not None
+
+    def windows_from_bars(self, bars: dict[str, Any], last: int = 1, ticker: str | None = None
+                          ) -> tuple[np.ndarray, list[str]]:
+        """The scaled windows ending on the last ``last`` target days of the bars (of
+        ``ticker``'s for a panel model, which needs the bars of all its instruments)."""
+        if self.is_panel:
+            from stocktrend.inference.panel_bars import panel_windows
+
+            return panel_windows(self, bars, ticker, last)
+        if ticker is not None and str(ticker).upper() != str(self.data_cfg.ticker).upper():
+            raise InputError("ticker", f"this model predicts {self.data_cfg.ticker} only, not {ticker!r}")
         values, days = self.scaled_features(bars)
         n = len(values)
         ends = np.arange(n - last, n)
@@ -154,8 +163,8 @@ class Predictor:
             raise InputError("bars", f"features incomplete for the window ending {bad}: a context source has gaps")
         return windows, [str(d.date()) for d in days[ends]]
 
-    def predict_bars(self, bars: dict[str, pd.DataFrame], last: int = 1) -> Prediction:
-        windows, dates = self.windows_from_bars(bars, last)
+    def predict_bars(self, bars: dict[str, Any], last: int = 1, ticker: str | None = None) -> Prediction:
+        windows, dates = self.windows_from_bars(bars, last, ticker)
         pred = self.predict_windows(windows)
         pred.as_of = dates
         return pred

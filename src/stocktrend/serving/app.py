@@ -1,20 +1,30 @@
-"""The Ray Serve application: a FastAPI ingress around ``Predictor``, plus one ``Monitor``.
+"""The Ray Serve application: a FastAPI ingress around ``Predictor``s, plus one ``Monitor``.
 
-    GET  /healthz           liveness, with the model version
-    GET  /v1/model          version, back-end, configs, features, validation and test metrics, dates
+    GET  /healthz           liveness, with each served model's champion version
+    GET  /v1/model          one model's version, back-end, configs, features, metrics, dates, and
+                            what a bars request carries; every served model and its route
     POST /v1/predict        {"windows": [[[...]]]} (JSON) or one .npy array (application/x-npy);
                             ?attention=true adds the pooling weights to each prediction
-    POST /v1/predict/bars   {"bars": {"<source>": [{"date": ..., "<column>": ...}, ...]}}
-    GET  /v1/monitoring     rolling figures over the last predictions and the last minutes
+    POST /v1/predict/bars   {"bars": {"<source>": [{"date": ..., "<column>": ...}, ...]},
+                             "ticker": "<instrument>" (panel models)}
+    GET  /v1/monitoring     rolling figures of one model's versions, and champion/challenger agreement
     OpenAPI at /docs.
 
-This file holds the routes and the builder; the concerns live beside it: ``wire`` (bodies in
-and out, the error contract), ``access`` (API key, request id), ``batching`` (``@serve.batch``),
-``monitor`` and ``monitoring`` (records and figures), ``metrics`` (Prometheus). The model
-version is pinned in the deployment's user config, so a promotion (``ray_jobs/promote.py``)
-is a lightweight ``reconfigure``: the new Predictor is loaded beside the old one and swapped
-in between two batches, with no failed request. Serving imports ``stocktrend.inference``
-only, never training or tuning code.
+Many models, one deployment (``serving/routes.py``): a request names a model with Ray Serve's
+``serve_multiplexed_model_id`` header (which also routes it to a replica that has the model
+loaded), or a ``model`` query parameter or body field, as ``<name>`` or ``<name>/<version>``;
+none means the default model. Each replica keeps at most ``max_models_per_replica`` models
+loaded (``serve.multiplexed``, least recently used out) and loads others on demand from
+their verified artifacts. The routes (champion, challenger, split, shadow) are the
+deployment's user config, so a promotion or a moved split (``ray_jobs/promote.py``) is a
+lightweight ``reconfigure``: the versions named are loaded before the routes switch, and a
+request already holding a Predictor finishes with it, so no request fails during a move.
+
+This file holds the endpoints and the builder; the concerns live beside it: ``wire`` (bodies
+in and out, the error contract), ``access`` (API key, request id), ``batching``
+(``@serve.batch``), ``routes`` (which version answers), ``predlog`` (the durable prediction
+log), ``monitor`` and ``monitoring`` (records and figures), ``metrics`` (Prometheus).
+Serving imports ``stocktrend.inference`` only, never training or tuning code.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoint signatures at
@@ -28,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -35,8 +46,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from stocktrend.config_io import config_to_dict
-from stocktrend.inference.artifact import ArtifactError, resolve_version_dir
+from stocktrend.inference.artifact import ArtifactError
 from stocktrend.inference.backends import resolve_backend
+from stocktrend.inference.panel_bars import panel_instruments
 from stocktrend.inference.predictor import InputError, Predictor
 from stocktrend.serving import wire
 from stocktrend.serving.access import authorize, request_id
@@ -44,6 +56,8 @@ from stocktrend.serving.batching import BatchedInference
 from stocktrend.serving.config import PREDICTOR_DEPLOYMENT, ServeArgs
 from stocktrend.serving.metrics import create_metrics
 from stocktrend.serving.monitor import Monitor, RecordBuffer
+from stocktrend.serving.predlog import PredictionLog
+from stocktrend.serving.routes import Routing, Selection, initial_routing, select, served_models, versions_on_disk
 from stocktrend.serving.wire import ApiError
 
 log = logging.getLogger(__name__)
@@ -54,44 +68,76 @@ request_log = logging.getLogger("ray.serve.stocktrend.requests")
 api = FastAPI(
     title="stocktrend",
     description="5-day direction of a stock from its recent daily bars. Every answer carries the model version "
-                "and an X-Request-Id header; errors are {\"error\": {\"field\", \"message\"}}.",
+                "and an X-Request-Id header; errors are {\"error\": {\"field\", \"message\"}}. Name a model with "
+                "the serve_multiplexed_model_id header or ?model= (<name> or <name>/<version>).",
     version="1",
 )
+
+
+MODEL_HEADER = "serve_multiplexed_model_id"  # Ray Serve's multiplexing header
+CLIENT_HEADER = "x-client-id"  # keeps a client on one side of a champion/challenger split
 
 
 @serve.deployment(name=PREDICTOR_DEPLOYMENT)
 @serve.ingress(api)
 class PredictorDeployment:
-    def __init__(self, args: dict[str, Any], model_dir: str, monitor: DeploymentHandle):
+    def __init__(self, args: dict[str, Any], model_dirs: dict[str, str], monitor: DeploymentHandle):
         import torch
 
         self.args = ServeArgs(**args)
         # Ray sets OMP threads from the actor's CPUs; set torch's and ONNX Runtime's explicitly.
         self.threads = self.args.threads or max(1, math.ceil(self.args.num_cpus))
         torch.set_num_threads(self.threads)
-        self.model_dir = Path(model_dir)
-        self.predictor: Predictor | None = None
-        self.backend_reason = ""
+        self.model_dirs = {name: Path(d) for name, d in model_dirs.items()}
+        self.routing: Routing | None = None
+        self.backend_reasons: dict[str, str] = {}
         self.monitor = monitor
         self.api_key = os.environ.get(self.args.api_key_env) or None
         self.infer = BatchedInference(self.args.max_batch_size, self.args.batch_wait_timeout_s)
         self.records = RecordBuffer(monitor, create_metrics(), self.args.monitoring_flush_s)
         self.error_counter = self.records.metrics["errors"]
+        # Built here, not as a decorated method, so the bound comes from the args.
+        self.load_model = serve.multiplexed(max_num_models_per_replica=self.args.max_models_per_replica)(
+            self._loader())
+        self.predlog = PredictionLog(self.model_dirs, serve.get_replica_context().replica_tag,
+                                     self.args.monitoring_flush_s, self.args.prediction_log_max_bytes,
+                                     self.args.prediction_log)
+        self.shadow_tasks: set[asyncio.Task] = set()
 
-    # -- model version (user config) ----------------------------------------------
+    def _loader(self):
+        async def load_model(model_id: str) -> Predictor:
+            name, version = model_id.split("/", 1)
+            target = self.model_dirs[name] / version
+            t0 = time.perf_counter()
+            # `auto` is resolved here, on the replica's own node, from what this node has.
+            backend, reason = resolve_backend(self.args.backend, target)
+            predictor = await asyncio.to_thread(Predictor.from_artifact, target, backend, self.threads)
+            self.backend_reasons[model_id] = reason
+            await self.monitor.set_model.remote(name, version, predictor.feature_distribution,
+                                                self._reference(predictor))
+            log.info("loaded %s on %s in %.0f ms (%s)", model_id, backend, (time.perf_counter() - t0) * 1e3, reason)
+            return predictor
+
+        return load_model
+
+    def _loaded(self) -> list[str]:
+        wrapper = getattr(self.load_model, "__serve_multiplex_wrapper", None)
+        return list(wrapper.models) if wrapper is not None else []
+
+    # -- routes (user config) ---------------------------------------------------------------
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        version = (user_config or {}).get("model_version")
-        target = self.model_dir / version if version else resolve_version_dir(self.model_dir)
-        if self.predictor is not None and target.resolve() == self.predictor.version_dir.resolve():
-            return
-        # `auto` is resolved here, on the replica's own node, from what this node has.
-        backend, reason = resolve_backend(self.args.backend, target)
-        predictor = await asyncio.to_thread(Predictor.from_artifact, target, backend, self.threads)
-        self.predictor, self.backend_reason = predictor, reason  # requests holding the old one finish with it
-        self.records.current = (predictor.name, predictor.version)
-        await self.monitor.set_model.remote(predictor.name, predictor.version, predictor.feature_distribution,
-                                            self._reference(predictor))
-        log.info("serving %s/%s on %s (%s)", predictor.name, predictor.version, backend, reason)
+        routing = Routing.from_user_config(user_config)
+        unknown = sorted(set(routing.models) - set(self.model_dirs))
+        if unknown:
+            raise ValueError(f"routes name model(s) {unknown} that this application does not serve "
+                             f"({sorted(self.model_dirs)}); add them to the builder's models")
+        # Verified and loaded before the routes switch: the first requests after a move do
+        # not wait for a load, and a version that does not load leaves the old routes serving.
+        for model_id in routing.model_ids()[: self.args.max_models_per_replica]:
+            await self.load_model(model_id)
+        self.routing = routing
+        self.records.current = (routing.default, routing.models[routing.default].champion)
+        log.info("routes: %s", routing.model_dump())
 
     @staticmethod
     def _reference(p: Predictor) -> dict[str, Any]:
@@ -102,21 +148,39 @@ class PredictorDeployment:
             ref["share_up"] = (cm[0][1] + cm[1][1]) / total if total else None
         return ref
 
-    # -- answers ----------------------------------------------------------------------------
-    def _version(self) -> str | None:
-        return self.predictor.version if self.predictor else None
+    def _selection(self, request: Request, body_model: str | None = None) -> Selection:
+        raw = (serve.get_multiplexed_model_id() or request.headers.get(MODEL_HEADER)
+               or request.query_params.get("model") or body_model)
+        if raw is not None and not isinstance(raw, str):
+            raise ApiError(422, "model", "must be a string: <name> or <name>/<version>")
+        return select(self.routing, self.model_dirs, raw, request.headers.get(CLIENT_HEADER))
 
-    def _answer(self, body: bytes, rid: str, endpoint: str, t0: float, status: int = 200, n: int = 0) -> Response:
+    async def _predictor(self, sel: Selection) -> Predictor:
+        try:
+            return await self.load_model(sel.model_id)
+        except (ArtifactError, OSError) as err:  # a version that cannot be loaded or verified
+            raise ApiError(503, "model", f"{sel.model_id} cannot be loaded: {err}") from None
+
+    # -- answers ----------------------------------------------------------------------------
+    def _default_version(self) -> str | None:
+        return self.routing.models[self.routing.default].champion if self.routing else None
+
+    def _answer(self, body: bytes, rid: str, endpoint: str, t0: float, status: int = 200, n: int = 0,
+                sel: Selection | None = None) -> Response:
         request_log.info("%s", orjson.dumps({"request_id": rid, "endpoint": endpoint, "status": status, "windows": n,
                                              "ms": round((time.perf_counter() - t0) * 1e3, 3),
-                                             "model_version": self._version()}).decode())
+                                             "model": sel.name if sel else None,
+                                             "model_version": sel.version if sel else self._default_version(),
+                                             "role": sel.role if sel else None}).decode())
         return Response(body, status_code=status, media_type=wire.JSON_MEDIA_TYPE)  # Serve adds X-Request-Id
 
-    def _error(self, endpoint: str, err: ApiError | InputError, rid: str, t0: float) -> Response:
+    def _error(self, endpoint: str, err: ApiError | InputError, rid: str, t0: float,
+               sel: Selection | None = None) -> Response:
         status = getattr(err, "status", 422)  # InputError: the Predictor refused the content
         self.records.client_error()
         self.error_counter.inc(tags={"endpoint": endpoint, "status": str(status)})
-        return self._answer(wire.error_body(err, self._version()), rid, endpoint, t0, status)
+        version = sel.version if sel else self._default_version()
+        return self._answer(wire.error_body(err, version), rid, endpoint, t0, status, sel=sel)
 
     async def _windows(self, request: Request) -> tuple[Any, bytes]:
         limit = self.args.max_body_bytes
@@ -139,32 +203,72 @@ class PredictorDeployment:
             raise ApiError(422, "attention", f"query parameter must be true or false, got {value!r}")
         return value in ("true", "1")
 
+    def _observe(self, sel: Selection, predictor: Predictor, endpoint: str, t0: float, windows: np.ndarray,
+                 probs: np.ndarray, batch: int, rid: str, client: str | None, as_of: str | None = None,
+                 ticker: str | None = None, role: str | None = None) -> None:
+        """Monitoring records and the prediction log: appends in memory, sent in the background."""
+        self.records.observe(sel.name, predictor.version, endpoint, (time.perf_counter() - t0) * 1e3,
+                             windows[:, -1, :], probs, batch)
+        self.predlog.add(sel.name, {"t": time.time(), "request_id": rid, "client_id": client, "model": sel.name,
+                                    "version": predictor.version, "role": role or sel.role, "endpoint": endpoint,
+                                    "as_of": as_of, "ticker": ticker, "horizon": predictor.horizon,
+                                    "p_up": probs[:, 1].astype(float).round(6).tolist()})
+
+    def _shadow(self, sel: Selection, windows: np.ndarray, champion_probs: np.ndarray, endpoint: str, rid: str,
+                client: str | None, as_of: str | None, ticker: str | None) -> None:
+        """The challenger scores the champion's windows after the answer has gone."""
+        async def run() -> None:
+            t0 = time.perf_counter()
+            try:
+                challenger = await self.load_model(f"{sel.name}/{sel.shadow}")
+                probs, _, batch = await self.infer((challenger, windows))
+            except Exception:  # the shadow must never affect what clients get
+                log.exception("shadow scoring by %s/%s failed", sel.name, sel.shadow)
+                return
+            self._observe(sel, challenger, endpoint, t0, windows, probs, batch, rid, client, as_of, ticker, "shadow")
+            self.records.agree(sel.name, sel.version, sel.shadow, champion_probs.argmax(1), probs.argmax(1))
+
+        task = asyncio.get_running_loop().create_task(run())
+        self.shadow_tasks.add(task)  # a reference until it ends (the loop keeps only weak ones)
+        task.add_done_callback(self.shadow_tasks.discard)
+
     # -- endpoints --------------------------------------------------------------------------
     @api.get("/healthz")
     async def healthz(self, request: Request) -> Response:
-        body = orjson.dumps({"status": "ok" if self.predictor else "loading", "model_version": self._version()})
+        routing = self.routing
+        body = orjson.dumps({"status": "ok" if routing else "loading", "model_version": self._default_version(),
+                             "models": {n: r.champion for n, r in routing.models.items()} if routing else {}})
         return Response(body, media_type=wire.JSON_MEDIA_TYPE)
+
+    def _served(self) -> list[dict[str, Any]]:
+        return [{"model": name, **route.model_dump(), "default": name == self.routing.default,
+                 "versions": versions_on_disk(self.model_dirs[name])} for name, route in self.routing.models.items()]
 
     @api.get("/v1/model")
     async def model(self, request: Request) -> Response:
-        rid, t0 = request_id(request.headers), time.perf_counter()
+        rid, t0, sel = request_id(request.headers), time.perf_counter(), None
         try:
             authorize(request.headers, self.api_key)
+            sel = self._selection(request)
+            p = await self._predictor(sel)
         except ApiError as err:
-            return self._error("model", err, rid, t0)
-        p = self.predictor
+            return self._error("model", err, rid, t0, sel)
         report = p.version_dir / "evaluation" / "report.json"
         test = json.loads(report.read_text()).get("test") if report.is_file() else None
         splits = p.training["dataset"]["splits"]
         return self._answer(wire.dumps({
-            "model_version": p.version, "name": p.name, "backend": p.backend.name, "backend_setting": self.args.backend,
-            "backend_reason": self.backend_reason,
+            "model": sel.name, "model_version": p.version, "name": p.name, "role": sel.role,
+            "backend": p.backend.name, "backend_setting": self.args.backend,
+            "backend_reason": self.backend_reasons.get(sel.model_id, ""),
             "model_config": config_to_dict(p.model_cfg),
             "preprocessing": {k: p.preprocessing.get(k) for k in ("seq_len", "horizon", "bars_needed", "label",
                                                                   "label_rule", "layout", "tickers")},
+            "label": p.data_cfg.label,
             "features": p.features,
             "sources": {n: {"kind": s.kind, "columns": dict(s.columns)} for n, s in p.data_cfg.sources.items()},
             "target": p.data_cfg.target,
+            "bars_request": panel_instruments(p) if p.is_panel else {"instruments": [p.data_cfg.ticker],
+                                                                     "rows_needed_per_source": p.bars_needed},
             "training_dates": {s: {"start": splits[s]["start"], "end": splits[s]["end"]} for s in splits},
             "selection_metric": p.training.get("selection_metric"),
             "validation_metrics": p.training.get("val_metrics"),
@@ -173,81 +277,98 @@ class PredictorDeployment:
             "created": p.training.get("created"), "git_commit": p.training.get("git_commit"),
             "request_limits": {"max_windows_per_request": self.args.max_windows_per_request,
                                "max_body_bytes": self.args.max_body_bytes},
-        }), rid, "model", t0)
+            "served": self._served(), "loaded_on_this_replica": self._loaded(),
+        }), rid, "model", t0, sel=sel)
 
     @api.post("/v1/predict")
     async def predict(self, request: Request) -> Response:
-        rid, t0 = request_id(request.headers), time.perf_counter()
+        rid, t0, sel = request_id(request.headers), time.perf_counter(), None
         try:
             authorize(request.headers, self.api_key)
             attention = self._wants_attention(request)
+            sel = self._selection(request)
             raw_windows, _ = await self._windows(request)
-            predictor = self.predictor
+            predictor = await self._predictor(sel)
             windows = predictor.check_windows(raw_windows)
             if len(windows) > self.args.max_windows_per_request:
                 raise ApiError(413, "windows", f"{len(windows)} windows in one request; the limit is "
                                                f"{self.args.max_windows_per_request}")
         except (ApiError, InputError) as err:
-            return self._error("predict", err, rid, t0)
+            return self._error("predict", err, rid, t0, sel)
         probs, att, batch = await self.infer((predictor, windows))
-        self.records.observe(predictor.name, predictor.version, "predict", (time.perf_counter() - t0) * 1e3,
-                             windows[:, -1, :], probs, batch)
-        body = wire.predictions_body(probs, att if attention else None, model_version=predictor.version)
-        return self._answer(body, rid, "predict", t0, n=len(windows))
+        client = request.headers.get(CLIENT_HEADER)
+        self._observe(sel, predictor, "predict", t0, windows, probs, batch, rid, client)
+        if sel.shadow:
+            self._shadow(sel, windows, probs, "predict", rid, client, None, None)
+        body = wire.predictions_body(probs, att if attention else None, model=sel.name, model_version=predictor.version)
+        return self._answer(body, rid, "predict", t0, n=len(windows), sel=sel)
 
     @api.post("/v1/predict/bars")
     async def predict_bars(self, request: Request) -> Response:
-        rid, t0 = request_id(request.headers), time.perf_counter()
+        rid, t0, sel = request_id(request.headers), time.perf_counter(), None
         try:
             authorize(request.headers, self.api_key)
             attention = self._wants_attention(request)
             wire.check_size(request.headers.get("content-length"), None, self.args.max_body_bytes)
             raw = await request.body()
             wire.check_size(None, raw, self.args.max_body_bytes)
-            bars = wire.json_object(raw, {"bars"}, {"bars"})["bars"]
+            body = wire.json_object(raw, {"bars", "ticker", "model"}, {"bars"})
+            sel = self._selection(request, body.get("model"))
+            bars, ticker = body["bars"], body.get("ticker")
             if not isinstance(bars, dict) or not bars:
                 raise ApiError(422, "bars", "must be an object mapping each source name to a list of daily rows")
             for name, rows in bars.items():
                 if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
                     raise ApiError(422, f"bars.{name}", "must be a non-empty list of objects (one per day)")
-            predictor = self.predictor
-            windows, dates = await asyncio.to_thread(predictor.windows_from_bars, bars)
+            if ticker is not None and not isinstance(ticker, str):
+                raise ApiError(422, "ticker", "must be a string (an instrument of the model)")
+            predictor = await self._predictor(sel)
+            windows, dates = await asyncio.to_thread(predictor.windows_from_bars, bars, 1, ticker)
         except (ApiError, InputError) as err:
-            return self._error("predict_bars", err, rid, t0)
+            return self._error("predict_bars", err, rid, t0, sel)
         probs, att, batch = await self.infer((predictor, windows))
-        self.records.observe(predictor.name, predictor.version, "predict_bars", (time.perf_counter() - t0) * 1e3,
-                             windows[:, -1, :], probs, batch)
-        as_of = dates[-1]
-        body = wire.predictions_body(probs, att if attention else None, model_version=predictor.version, as_of=as_of,
-                                     horizon_days=predictor.horizon, staleness_days=predictor.staleness_days(as_of))
-        return self._answer(body, rid, "predict_bars", t0, n=len(windows))
+        as_of, client = dates[-1], request.headers.get(CLIENT_HEADER)
+        ticker = ticker.upper() if ticker else predictor.data_cfg.ticker
+        self._observe(sel, predictor, "predict_bars", t0, windows, probs, batch, rid, client, as_of, ticker)
+        if sel.shadow:
+            self._shadow(sel, windows, probs, "predict_bars", rid, client, as_of, ticker)
+        body = wire.predictions_body(probs, att if attention else None, model=sel.name, model_version=predictor.version,
+                                     ticker=ticker, as_of=as_of, horizon_days=predictor.horizon,
+                                     staleness_days=predictor.staleness_days(as_of))
+        return self._answer(body, rid, "predict_bars", t0, n=len(windows), sel=sel)
 
     @api.get("/v1/monitoring")
     async def monitoring(self, request: Request) -> Response:
-        rid, t0 = request_id(request.headers), time.perf_counter()
+        """The figures of the model's answering version (the champion, or the version named),
+        its challenger's under "challenger", and their agreement in shadow mode."""
+        rid, t0, sel = request_id(request.headers), time.perf_counter(), None
         try:
             authorize(request.headers, self.api_key)
+            sel = self._selection(request)
         except ApiError as err:
-            return self._error("monitoring", err, rid, t0)
+            return self._error("monitoring", err, rid, t0, sel)
         for pending in self.records.flush():  # this replica's latest records first
             await pending
-        p = self.predictor
-        summary = await self.monitor.summary.remote(p.name, p.version)
-        return self._answer(wire.dumps(summary), rid, "monitoring", t0)
+        route = self.routing.models[sel.name]
+        version = sel.version if sel.role == "pinned" else route.champion
+        summary = await self.monitor.summary.remote(sel.name, version)
+        if route.challenger and sel.role != "pinned":
+            summary["challenger"] = await self.monitor.summary.remote(sel.name, route.challenger)
+            summary["route"] = route.model_dump()
+            summary["shadow_agreement"] = await self.monitor.agreement_summary.remote(sel.name)
+        return self._answer(wire.dumps(summary), rid, "monitoring", t0, sel=sel)
 
 
 def build(args: ServeArgs) -> serve.Application:
     """The application builder named by ``serve/config.yaml`` (typed, validated args)."""
     if isinstance(args, dict):  # called from Python rather than by Serve
         args = ServeArgs(**args)
-    try:
-        version_dir = resolve_version_dir(args.resolved_model())
-    except ArtifactError as err:
-        raise ValueError(f"args.model: {err}") from None
+    served = served_models(args)
+    routing = initial_routing(served)  # a deployed config's own user config (its routes) takes precedence
     options: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": args.num_cpus},
         "max_ongoing_requests": max(args.max_ongoing_requests, args.max_batch_size),
-        "user_config": {"model_version": version_dir.name},
+        "user_config": routing.user_config(),
         "health_check_period_s": args.health_check_period_s,
         "logging_config": {"enable_access_log": args.access_log},
     }
@@ -256,4 +377,5 @@ def build(args: ServeArgs) -> serve.Application:
     else:
         options["num_replicas"] = args.num_replicas
     monitor = Monitor.bind(args.alerts.model_dump(), args.monitoring_window, args.monitoring_minutes)
-    return PredictorDeployment.options(**options).bind(args.model_dump(), str(version_dir.parent), monitor)
+    return PredictorDeployment.options(**options).bind(args.model_dump(), {n: str(v.parent) for n, v in served.items()},
+                                                       monitor)

@@ -48,7 +48,12 @@ class Alerts(BaseModel):
 
 class ServeArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: str = Field("models/msft_quick", description="models/<name> (follows 'latest') or a version folder")
+    model: str = Field("models/msft_quick", description="the default model: models/<name> (follows 'latest') or a "
+                                                       "version folder")
+    models: list[str] = Field(default_factory=list, description="more models served beside it, each addressed by "
+                                                                "its folder's name (serving/routes.py)")
+    max_models_per_replica: int = Field(4, ge=1, description="models a replica keeps loaded (least recently used "
+                                                             "out); others load on demand")
     backend: Literal[SETTINGS] = "onnx"  # type: ignore[valid-type]  # `auto`: chosen on each replica's node
     num_replicas: int = Field(1, ge=1)
     autoscaling: Autoscaling | None = None
@@ -64,13 +69,24 @@ class ServeArgs(BaseModel):
     monitoring_minutes: float = Field(15.0, gt=0, description="the time window of /v1/monitoring, in minutes")
     monitoring_flush_s: float = Field(0.25, gt=0, description="how often replicas send records to the monitor")
     alerts: Alerts = Field(default_factory=Alerts)
+    prediction_log: bool = Field(True, description="log every prediction to models/<name>/predictions/ (the "
+                                                   "realised-outcome scorer reads it)")
+    prediction_log_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="a replica starts its next log "
+                                                                                 "file past this size")
     health_check_period_s: float = Field(5.0, gt=0)
     access_log: bool = Field(False, description="Serve's per-request log line (about 6% of a replica's CPU)")
 
     def resolved_model(self) -> Path:
+        return self.resolve_path(self.model)
+
+    def resolved_models(self) -> list[Path]:
+        return [self.resolve_path(m) for m in self.models]
+
+    @staticmethod
+    def resolve_path(given: str) -> Path:
         """Relative paths are tried from the working folder, then from the project root
         (Serve builds applications in a worker whose folder is not the user's)."""
-        path = Path(self.model).expanduser()
+        path = Path(given).expanduser()
         if path.is_absolute() or path.exists():
             return path.resolve()
         return ROOT / path

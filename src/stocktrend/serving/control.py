@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from stocktrend.serving.config import PREDICTOR_DEPLOYMENT, ROOT, ServeArgs
+from stocktrend.serving.routes import Route, Routing, initial_routing, served_models
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,8 @@ def with_overrides(config: dict[str, Any], app: str | None, args: dict[str, Any]
         merged.pop("autoscaling", None)  # fixed replicas asked for: not both
     parsed = ServeArgs(**merged)
     merged["model"] = str(parsed.resolved_model())
+    if parsed.models:
+        merged["models"] = [str(m) for m in parsed.resolved_models()]
     target["args"] = merged
     if name:
         target["name"] = name
@@ -172,9 +175,9 @@ def app_details(dashboard: str, app: str) -> dict[str, Any] | None:
     return (client(dashboard).get_serve_details().get("applications") or {}).get(app)
 
 
-def wait_running(dashboard: str, app: str, timeout: float = 300, version: str | None = None) -> dict[str, Any]:
-    """Until the application is RUNNING (and, with ``version``, its Predictor's user config
-    names it); raise with Serve's own message when it fails."""
+def wait_running(dashboard: str, app: str, timeout: float = 300, routing: Routing | None = None) -> dict[str, Any]:
+    """Until the application is RUNNING (and, with ``routing``, its Predictor's user config
+    names those routes); raise with Serve's own message when it fails."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -186,9 +189,9 @@ def wait_running(dashboard: str, app: str, timeout: float = 300, version: str | 
                 raise ServeControlError(f"application {app!r} failed to deploy: {details.get('message')}")
             deployments = details.get("deployments") or {}
             dep = deployments.get(PREDICTOR_DEPLOYMENT, {})
-            pinned = ((dep.get("deployment_config") or {}).get("user_config") or {}).get("model_version")
+            pinned = (dep.get("deployment_config") or {}).get("user_config") or {}
             healthy = bool(deployments) and all(d.get("status") == "HEALTHY" for d in deployments.values())
-            if status == "RUNNING" and healthy and (version is None or pinned == version):
+            if status == "RUNNING" and healthy and (routing is None or pinned == routing.user_config()):
                 return details
             for name, d in deployments.items():
                 if d.get("status") in ("DEPLOY_FAILED", "UNHEALTHY"):
@@ -218,31 +221,53 @@ def deployed_config(dashboard: str) -> dict[str, Any]:
 
 
 def apps_serving(config: dict[str, Any], model_dir: Path) -> list[str]:
-    """Names of the applications whose builder ``model`` is ``model_dir`` or one of its versions."""
+    """Names of the applications serving ``model_dir`` (as ``model`` or among ``models``,
+    the folder itself or one of its versions)."""
     model_dir = model_dir.resolve()
     names = []
     for a in config["applications"]:
-        path = Path((a.get("args") or {}).get("model", ""))
-        if path == model_dir or path.parent == model_dir:
+        args = a.get("args") or {}
+        paths = [Path(p) for p in [args.get("model", ""), *(args.get("models") or [])]]
+        if any(path == model_dir or path.parent == model_dir for path in paths):
             names.append(a["name"])
     return names
 
 
-def pin_version(target: dict[str, Any], version: str) -> None:
-    """Name the model version in the application's Predictor user config. Serve re-runs the
-    builder only when the code, its args or the runtime env change; the user config is what a
-    redeploy of the same model folder, or a promotion, changes in place."""
+def _predictor_entry(target: dict[str, Any]) -> dict[str, Any]:
     deployments = target.setdefault("deployments", [])
     entry = next((d for d in deployments if d.get("name") == PREDICTOR_DEPLOYMENT), None)
     if entry is None:
         entry = {"name": PREDICTOR_DEPLOYMENT}
         deployments.append(entry)
-    entry["user_config"] = {"model_version": version}
+    return entry
 
 
-def set_model_version(dashboard: str, app: str, version: str, timeout: float = 300) -> None:
-    """Pin ``version`` in the Predictor's user config: a lightweight in-place update."""
+def current_routing(target: dict[str, Any]) -> Routing:
+    """The routes an application's config pins, else the ones its builder starts with."""
+    pinned = (_predictor_entry(target).get("user_config") or {})
+    if pinned.get("routing"):
+        return Routing.from_user_config(pinned)
+    return initial_routing(served_models(ServeArgs(**(target.get("args") or {}))))
+
+
+def pin_routing(target: dict[str, Any], routing: Routing) -> None:
+    """Name the routes in the application's Predictor user config. Serve re-runs the builder
+    only when the code, its args or the runtime env change; the user config is what a
+    redeploy of the same model folders, a promotion or a moved split changes in place."""
+    _predictor_entry(target)["user_config"] = routing.user_config()
+
+
+def set_route(dashboard: str, app: str, name: str, route: Route, timeout: float = 300) -> Routing:
+    """Give model ``name`` of application ``app`` a new route: a lightweight in-place update;
+    returns once every replica serves it."""
     config = deployed_config(dashboard)
-    pin_version(app_config(config, app), version)
+    target = app_config(config, app)
+    routing = current_routing(target)
+    if name not in routing.models:
+        raise ServeControlError(f"application {app!r} does not serve a model named {name!r} "
+                                f"(it serves {sorted(routing.models)})")
+    routing = Routing(default=routing.default, models={**routing.models, name: route})
+    pin_routing(target, routing)
     client(dashboard).deploy_applications(config)
-    wait_running(dashboard, app, timeout, version=version)
+    wait_running(dashboard, app, timeout, routing=routing)
+    return routing

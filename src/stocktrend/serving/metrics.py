@@ -18,13 +18,13 @@ def create_metrics() -> dict[str, Any]:
 
     return {
         "predictions": Counter("stocktrend_predictions", description="predictions served, by predicted direction",
-                               tag_keys=("direction", "model_version")),
+                               tag_keys=("direction", "model", "model_version")),
         "confidence": Histogram("stocktrend_confidence", description="max(p_up, p_down) of each prediction",
                                 boundaries=[0.5, 0.525, 0.55, 0.575, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0],
-                                tag_keys=("model_version",)),
+                                tag_keys=("model", "model_version")),
         "latency": Histogram("stocktrend_request_latency_ms", description="request handling time in the replica",
                              boundaries=[0.5, 1, 2, 3, 5, 10, 20, 50, 100, 250, 500, 1000, 5000],
-                             tag_keys=("endpoint",)),
+                             tag_keys=("endpoint", "model", "model_version")),
         "errors": Counter("stocktrend_client_errors", description="requests answered 4xx",
                           tag_keys=("endpoint", "status")),
         "drifted": Gauge("stocktrend_drifted_features",
@@ -33,12 +33,14 @@ def create_metrics() -> dict[str, Any]:
     }
 
 
-def export_records(metrics: dict[str, Any], version: str, record: dict[str, Any], endpoints: list[str]) -> None:
+def export_records(metrics: dict[str, Any], name: str, version: str, record: dict[str, Any],
+                   endpoints: list[str]) -> None:
     ups = sum(record["classes"])
+    tags = {"model": name, "model_version": version}
     for direction, n in (("up", ups), ("down", len(record["classes"]) - ups)):
         if n:
-            metrics["predictions"].inc(n, tags={"direction": direction, "model_version": version})
+            metrics["predictions"].inc(n, tags={"direction": direction, **tags})
     for conf in record["confidence"]:
-        metrics["confidence"].observe(conf, tags={"model_version": version})
+        metrics["confidence"].observe(conf, tags=tags)
     for ms, endpoint in zip(record["latency_ms"], endpoints):
-        metrics["latency"].observe(ms, tags={"endpoint": endpoint})
+        metrics["latency"].observe(ms, tags={"endpoint": endpoint, **tags})

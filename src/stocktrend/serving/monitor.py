@@ -36,6 +36,8 @@ class Monitor:
         self.stats: dict[tuple[str, str], RollingStats] = {}
         self.drifted_gauge = create_metrics()["drifted"]
         self.gauge_at: dict[tuple[str, str], float] = {}
+        # Shadow mode: (model, champion, challenger) -> [windows scored by both, same class]
+        self.agreement: dict[tuple[str, str, str], list[int]] = {}
 
     def set_model(self, name: str, version: str, feature_distribution: dict, reference: dict) -> None:
         if (name, version) not in self.stats:  # every replica announces its model; keep the first
@@ -51,6 +53,17 @@ class Monitor:
             self.gauge_at[(name, version)] = time.monotonic()
             drift = stats.summary()["windows"]["count"]["drift"]
             self.drifted_gauge.set(len(drift.get("drifted_features", [])), tags={"model": name, "model_version": version})
+
+    def record_agreement(self, counts: dict[tuple[str, str, str], list[int]]) -> None:
+        for key, (n, same) in counts.items():
+            total = self.agreement.setdefault(tuple(key), [0, 0])
+            total[0] += n
+            total[1] += same
+
+    def agreement_summary(self, name: str) -> list[dict[str, Any]]:
+        """Champion/challenger class agreement on the windows both scored (shadow mode)."""
+        return [{"champion": c, "challenger": ch, "windows": n, "agreement": same / n if n else None}
+                for (m, c, ch), (n, same) in self.agreement.items() if m == name]
 
     def summary(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
         """One model version's figures, or every one's under "models" when not named."""
@@ -68,6 +81,7 @@ class RecordBuffer:
         self.buffers: dict[tuple[str, str], dict[str, Any]] = {}
         self.errors_4xx = 0
         self.current: tuple[str, str] | None = None  # the model version 4xx answers are counted for
+        self.agreement: dict[tuple[str, str, str], list[int]] = {}
         self.task: asyncio.Task | None = None
 
     @staticmethod
@@ -89,6 +103,12 @@ class RecordBuffer:
         b["latency_ms"].append(latency_ms)
         b["batch_sizes"].append(batch)
         b["endpoints"].append(endpoint)
+        self._ensure_loop()
+
+    def agree(self, name: str, champion: str, challenger: str, classes_a: np.ndarray, classes_b: np.ndarray) -> None:
+        counts = self.agreement.setdefault((name, champion, challenger), [0, 0])
+        counts[0] += len(classes_a)
+        counts[1] += int((classes_a == classes_b).sum())
         self._ensure_loop()
 
     def client_error(self) -> None:
@@ -116,8 +136,11 @@ class RecordBuffer:
                 "last_day": np.concatenate(b["last_day"]) if b["last_day"] else [],
                 "errors_4xx": errors if (name, version) == fallback else 0,
             }
-            export_records(self.metrics, version, record, b["endpoints"])
+            export_records(self.metrics, name, version, record, b["endpoints"])
             pending.append(self.monitor.record.remote(name, version, record))
+        if self.agreement:
+            agreement, self.agreement = self.agreement, {}
+            pending.append(self.monitor.record_agreement.remote(agreement))
         return pending
 
     async def _loop(self) -> None:

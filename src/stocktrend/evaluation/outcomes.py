@@ -1,0 +1,150 @@
+"""Realised outcomes: the logged predictions of a served model, scored once their labels exist.
+
+A prediction for the window ending on day t is judged h trading days later, by the same label
+rule as the model's training data (``data.labels``, ``data.panel``), computed from the
+model's own source files or from bars a client posts. Per version: accuracy and AUROC with
+block-bootstrap intervals over the dates and, for panel models, the mean rank IC across the
+instruments of each date; per pair of versions that scored the same (date, instrument) —
+champion and challenger in shadow mode, or both sides of a split on overlapping days — the
+paired difference (both resampled on the same dates), because an A/B comparison that does not score realised outcomes on the
+same days is not one. Only predictions with a known day are scored (``/v1/predict/bars``
+answers; a window posted to ``/v1/predict`` carries no date).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from stocktrend.data.config import DataConfig
+from stocktrend.data.features import adjusted_ohlc, align_to
+from stocktrend.data.labels import forward_return
+from stocktrend.data.sources import read_all_sources
+from stocktrend.evaluation.bootstrap import Interval
+from stocktrend.evaluation.metrics import auroc
+from stocktrend.evaluation.panel_metrics import date_block_ci, mean_interval, rank_ic_by_date
+
+log = logging.getLogger(__name__)
+
+
+def realised(cfg: DataConfig, frames: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Long table (date, ticker, fwd, label) of every day whose label is known, by the
+    training data's own rule; ``frames``: the sources already read (else the files)."""
+    frames = frames if frames is not None else read_all_sources(cfg)[0]
+    if cfg.panel is not None:
+        from stocktrend.data.panel import build_panel, forward_returns, panel_labels
+
+        p = build_panel(dataclasses.replace(cfg, start=None), frames)
+        fwd = forward_returns(p.close, cfg.horizon)
+        index_fwd = forward_returns(p.index_close, cfg.horizon) if p.index_close is not None else None
+        y = panel_labels(cfg, fwd, index_fwd)
+        t, d = np.nonzero(np.isfinite(y))
+        return pd.DataFrame({"date": p.calendar[d].strftime("%Y-%m-%d"), "ticker": np.asarray(p.tickers)[t],
+                             "fwd": fwd[t, d], "label": y[t, d].astype(int)})
+    price = adjusted_ohlc(frames[cfg.target])["close"]
+    fwd = forward_return(price, cfg.horizon)
+    if cfg.label == "relative_index":
+        index = adjusted_ohlc(align_to(frames[cfg.index], price.index, cfg.ffill_limit))["close"]
+        fwd = fwd - forward_return(index, cfg.horizon)
+    fwd = fwd.dropna()
+    return pd.DataFrame({"date": fwd.index.strftime("%Y-%m-%d"), "ticker": str(cfg.ticker).upper(),
+                         "fwd": fwd.to_numpy(), "label": (fwd.to_numpy() > 0).astype(int)})
+
+
+def predictions_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (version, date, instrument) with a known day: the latest p_up logged for
+    it (a version given the same bars answers the same; a repeat must not weigh twice)."""
+    rows = [{"version": r["version"], "role": r.get("role"), "date": r["as_of"], "ticker": str(r["ticker"]).upper(),
+             "p_up": float(r["p_up"][-1]), "t": r["t"]}
+            for r in records if r.get("as_of") and r.get("ticker") and r.get("p_up")]
+    if not rows:
+        return pd.DataFrame(columns=["version", "role", "date", "ticker", "p_up", "t"])
+    frame = pd.DataFrame(rows).sort_values("t")
+    return frame.drop_duplicates(["version", "date", "ticker"], keep="last").reset_index(drop=True)
+
+
+def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    return {"accuracy": float(((p > 0.5) == (y == 1)).mean()) if len(y) else math.nan, "auroc": auroc(y, p)}
+
+
+def _interval_dict(iv: Interval) -> dict[str, float]:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in iv.to_dict().items()}
+
+
+def score_versions(preds: pd.DataFrame, truth: pd.DataFrame, horizon: int, weeks: float | None,
+                   n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The report: per version, and per pair of versions on their common (date, instrument)."""
+    joined = preds.merge(truth, on=["date", "ticker"], how="inner")
+    pending = len(preds) - len(joined)
+    if weeks is not None and len(joined):
+        last = pd.Timestamp(joined["date"].max())
+        joined = joined[pd.to_datetime(joined["date"]) > last - pd.Timedelta(weeks=weeks)]
+    window = {"first": joined["date"].min() if len(joined) else None,
+              "last": joined["date"].max() if len(joined) else None, "weeks": weeks}
+    panel = joined["ticker"].nunique() > 1
+    versions: dict[str, Any] = {}
+    for version, g in joined.groupby("version", sort=True):
+        g = g.sort_values(["date", "ticker"])
+        y, p, dates = g["label"].to_numpy(), g["p_up"].to_numpy(), g["date"].to_numpy()
+        figures = {"n": len(g), "dates": int(g["date"].nunique()), "roles": sorted(set(g["role"].dropna())),
+                   "share_up_realised": float(y.mean())}
+        if len(g) >= 2:
+            cis = date_block_ci(_metrics, dates, (y, p), n_boot, seed, horizon)
+            figures.update({k: _interval_dict(v) for k, v in cis.items()})
+        else:
+            figures.update({k: {"point": v} for k, v in _metrics(y, p).items()})
+        if panel:
+            ic = rank_ic_by_date(dates, p, g["fwd"].to_numpy())
+            figures["rank_ic"] = _interval_dict(mean_interval(ic.to_numpy(), n_boot, seed, horizon))
+        versions[version] = figures
+    pairs = []
+    names = sorted(versions)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            both = joined[joined["version"] == a].merge(joined[joined["version"] == b], on=["date", "ticker"],
+                                                        suffixes=("_a", "_b")).sort_values(["date", "ticker"])
+            if len(both) < 2:
+                continue
+            y = both["label_a"].to_numpy()
+
+            def difference(y, pa, pb):  # both scored on the same resampled dates
+                ma, mb = _metrics(y, pa), _metrics(y, pb)
+                return {k: ma[k] - mb[k] for k in ma}
+
+            diff = date_block_ci(difference, both["date"].to_numpy(),
+                                 (y, both["p_up_a"].to_numpy(), both["p_up_b"].to_numpy()), n_boot, seed, horizon)
+            pairs.append({"a": a, "b": b, "n": len(both),
+                          "agreement": float(((both["p_up_a"] > 0.5) == (both["p_up_b"] > 0.5)).mean()),
+                          **{f"{k}_a_minus_b": _interval_dict(v) for k, v in diff.items()}})
+    return {"window": window, "scored": int(len(joined)), "not_yet_known": int(pending), "versions": versions,
+            "paired": pairs}
+
+
+def score_model(model_dir: str | Path, weeks: float | None = None, frames: dict[str, pd.DataFrame] | None = None,
+                data_root: str | Path | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Score the prediction log of ``models/<name>`` against the model's own source files
+    (under ``data_root``, default the project's ``datasets/``) or ``frames``."""
+    from stocktrend.inference.artifact import resolve_version_dir
+    from stocktrend.inference.predictor import Predictor
+    from stocktrend.serving.config import ROOT
+    from stocktrend.serving.predlog import read_log
+
+    model_dir = Path(model_dir)
+    records = read_log(model_dir)
+    preds = predictions_table(records)
+    champion = Predictor.from_artifact(resolve_version_dir(model_dir))
+    cfg = dataclasses.replace(champion.data_cfg, base_dir=str(Path(data_root or ROOT / "datasets").resolve()))
+    truth = realised(cfg, frames)
+    report = score_versions(preds, truth, champion.horizon, weeks, n_boot, seed)
+    report.update({"model": model_dir.name, "logged_records": len(records),
+                   "undated_records": sum(1 for r in records if not r.get("as_of")),
+                   "label_rule": champion.preprocessing.get("label_rule"), "horizon_days": champion.horizon})
+    log.info("scored %d predictions of %s (%d not yet known)", report["scored"], model_dir.name,
+             report["not_yet_known"])
+    return report

@@ -1,0 +1,151 @@
+"""Which model version answers a request: model ids, champion and challenger, traffic splits.
+
+A deployment serves one or more models, each a folder ``models/<name>`` of versions. A
+request names a model by id, ``<name>`` (its route decides the version) or
+``<name>/<version>`` (that version, whatever the route says); no id means the default model
+(the builder's ``model``). The routes live in the Predictor's user config, so moving a split
+or promoting a version is an in-place ``reconfigure`` (``ray_jobs/promote.py``):
+
+    {"default": "msft", "models": {"msft": {"champion": "v7", "challenger": "v8", "split": 0.1},
+                                   "stocks20": {"champion": "v2", "challenger": "v3", "shadow": true}}}
+
+- **split**: the share of traffic the challenger answers. A request with an ``X-Client-Id``
+  goes to the same version every time (a hash of the model name and the id, so a client
+  sees one model, and raising the split only moves clients towards the challenger); without
+  one, each request is drawn at random.
+- **shadow**: the champion answers every request; the challenger scores the same windows
+  after the answer has gone (off the request's path), for monitoring and realised outcomes.
+
+``latest`` (the file in the model folder) is the champion a new deployment starts with;
+promotion moves both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stocktrend.inference.artifact import MANIFEST, ArtifactError, resolve_version_dir
+from stocktrend.serving.config import ServeArgs
+from stocktrend.serving.wire import ApiError
+
+ROLES = ("champion", "challenger", "shadow", "pinned")
+
+
+class Route(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    champion: str
+    challenger: str | None = None
+    split: float = Field(0.0, ge=0.0, le=1.0, description="share of requests the challenger answers")
+    shadow: bool = Field(False, description="the challenger scores every request; only the champion answers")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.challenger is None and (self.split > 0 or self.shadow):
+            raise ValueError("a split or shadow mode needs a challenger")
+        if self.challenger is not None and self.challenger == self.champion:
+            raise ValueError(f"challenger and champion are the same version ({self.champion})")
+        if self.shadow and self.split > 0:
+            raise ValueError("shadow mode answers with the champion only: give split 0 with shadow")
+        return self
+
+    def versions(self) -> list[str]:
+        return [self.champion, *([self.challenger] if self.challenger else [])]
+
+
+class Routing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    default: str
+    models: dict[str, Route]
+
+    @model_validator(mode="after")
+    def _default_served(self):
+        if self.default not in self.models:
+            raise ValueError(f"default model {self.default!r} has no route (routes: {sorted(self.models)})")
+        return self
+
+    @classmethod
+    def from_user_config(cls, user_config: dict[str, Any] | None) -> Routing:
+        try:
+            return cls(**(user_config or {}).get("routing", {}))
+        except ValidationError as err:
+            raise ValueError(f"user_config.routing: {err}") from None
+
+    def user_config(self) -> dict[str, Any]:
+        return {"routing": self.model_dump(exclude_defaults=False)}
+
+    def model_ids(self) -> list[str]:
+        """Every version a route names, champions first (what a replica loads up front)."""
+        ids = [f"{n}/{r.champion}" for n, r in self.models.items()]
+        return ids + [f"{n}/{r.challenger}" for n, r in self.models.items() if r.challenger]
+
+
+def served_models(args: ServeArgs) -> dict[str, Path]:
+    """{name: the version folder it starts with} of every served model: the default ``model``
+    first, then ``models``; a model folder starts with its ``latest``."""
+    out: dict[str, Path] = {}
+    for given in [args.model, *args.models]:
+        try:
+            version_dir = resolve_version_dir(ServeArgs.resolve_path(given))
+        except ArtifactError as err:
+            raise ValueError(f"args.model(s): {err}") from None
+        name = version_dir.parent.name
+        if name in out:
+            raise ValueError(f"args.models: two models named {name!r} ({out[name].parent} and {version_dir.parent})")
+        out[name] = version_dir
+    return out
+
+
+def initial_routing(served: dict[str, Path]) -> Routing:
+    """Every model answered by the version it starts with, the first model the default."""
+    return Routing(default=next(iter(served)), models={n: Route(champion=v.name) for n, v in served.items()})
+
+
+def versions_on_disk(model_dir: Path) -> list[str]:
+    return sorted(p.name for p in model_dir.iterdir() if (p / MANIFEST).is_file()) if model_dir.is_dir() else []
+
+
+def sticky_unit(name: str, client_id: str) -> float:
+    """A client's fixed point in [0, 1) for one model (independent across models)."""
+    digest = hashlib.sha256(f"{name}\0{client_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class Selection(BaseModel):
+    """The version a request is answered by, and the one that scores it in the shadow."""
+
+    name: str
+    version: str
+    role: str
+    shadow: str | None = None
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+def select(routing: Routing, model_dirs: dict[str, Path], raw_id: str | None, client_id: str | None,
+           rng: random.Random | None = None) -> Selection:
+    """The version answering a request for ``raw_id`` (None: the default model); 404 naming
+    what is served when the id names no served model or no version of it on disk."""
+    raw_id = (raw_id or routing.default).strip().strip("/")
+    name, _, version = raw_id.partition("/")
+    if name not in routing.models:
+        raise ApiError(404, "model", f"unknown model {raw_id!r}; this deployment serves {sorted(routing.models)} "
+                                     "(as <name> or <name>/<version>)")
+    route = routing.models[name]
+    if version:
+        if version not in route.versions() and version not in versions_on_disk(model_dirs[name]):
+            raise ApiError(404, "model", f"model {name!r} has no version {version!r}; its versions are "
+                                         f"{versions_on_disk(model_dirs[name])}")
+        return Selection(name=name, version=version, role="pinned")
+    if route.challenger and route.split > 0:
+        u = sticky_unit(name, client_id) if client_id else (rng or random).random()
+        if u < route.split:
+            return Selection(name=name, version=route.challenger, role="challenger")
+    return Selection(name=name, version=route.champion, role="champion",
+                     shadow=route.challenger if route.shadow else None)

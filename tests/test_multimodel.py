@@ -1,0 +1,280 @@
+"""One Serve deployment for many models and versions, on a real head over HTTP: a single-stock
+model (two versions) and a 20-stock panel model, multiplexed with a bound of two loaded per
+replica; a 90/10 split, shadow mode, promotion and rollback under traffic; and the realised
+outcomes of the logged predictions, scored from the committed data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from stocktrend.inference.bars import bars_until
+from stocktrend.inference.predictor import Predictor
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
+
+HEADER = "serve_multiplexed_model_id"
+
+
+@pytest.fixture(scope="module")
+def panel_model(tmp_path_factory, repo_root):
+    """A one-epoch tiny model on the 20-stock panel from 2010 (real data, short windows)."""
+    from conftest import train_small_artifact
+    from stocktrend.config_io import with_overrides
+    from stocktrend.data.build import build_dataset
+    from stocktrend.data.config import load_data_config
+
+    root = tmp_path_factory.mktemp("panel_model")
+    cfg = with_overrides(load_data_config(repo_root / "datasets" / "stocks20.yaml"),
+                         {"start": "2010-01-04", "seq_len": 10, "n_features": 12})
+    build_dataset(cfg, root / "ds")
+    return train_small_artifact(root / "ds", root / "models", "stocks20", "p1", 3, root / "run")
+
+
+@pytest.fixture(scope="module")
+def models(two_versions, panel_model, tmp_path_factory):
+    """Private copies: promotion rewrites `latest`, and the deployment writes its prediction log."""
+    root = tmp_path_factory.mktemp("multi_models")
+    shutil.copytree(two_versions[0].parent, root / "msft", ignore=shutil.ignore_patterns("predictions"))
+    shutil.copytree(panel_model.parent, root / "stocks20")
+    return root / "msft", root / "stocks20"
+
+
+@pytest.fixture(scope="module")
+def app(serve_deploy, models):
+    msft, panel = models
+    return serve_deploy([{"name": "multi", "route_prefix": "/", "args": {
+        "model": str(msft), "models": [str(panel)], "max_models_per_replica": 2, "backend": "onnx",
+        "num_cpus": 0.25, "num_replicas": 1, "max_batch_size": 16, "monitoring_flush_s": 0.1,
+        "health_check_period_s": 1}}])
+
+
+@pytest.fixture(scope="module")
+def http():
+    with httpx.Client(timeout=120) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def offline(models):
+    msft, panel = models
+    return {"v1": Predictor.from_artifact(msft / "v1"), "v2": Predictor.from_artifact(msft / "v2"),
+            "panel": Predictor.from_artifact(panel)}
+
+
+def _bars_post(http, app, bars, model=None, ticker=None, client=None, via="header"):
+    headers = {**({HEADER: model} if model and via == "header" else {}), **({"X-Client-Id": client} if client else {})}
+    body = {"bars": bars, **({"ticker": ticker} if ticker else {}), **({"model": model} if model and via == "body" else {})}
+    return http.post(app.url("/v1/predict/bars"), json=body, headers=headers)
+
+
+def test_one_deployment_answers_for_three_tickers(app, http, offline, repo_root):
+    info = http.get(app.url("/v1/model")).json()
+    assert info["model"] == "msft" and info["model_version"] == "v2"
+    assert {m["model"]: m["champion"] for m in info["served"]} == {"msft": "v2", "stocks20": "p1"}
+    panel_info = http.get(app.url("/v1/model"), headers={HEADER: "stocks20"}).json()
+    tickers = panel_info["bars_request"]["instruments"]
+    assert panel_info["label"] == "relative_median" and len(tickers) == 20 and "AAPL" in tickers
+    assert http.get(app.url("/healthz")).json()["models"] == {"msft": "v2", "stocks20": "p1"}
+
+    day = "2016-03-01"
+    msft_bars = bars_until(offline["v2"], repo_root / "datasets", day)
+    r = _bars_post(http, app, msft_bars)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    want = offline["v2"].predict_bars(msft_bars)
+    assert got["ticker"] == "MSFT" and got["as_of"] == day and got["model_version"] == "v2"
+    assert got["predictions"][0]["p_up"] == pytest.approx(float(want.probs[0, 1]), abs=1e-4)
+
+    panel_bars = bars_until(offline["panel"], repo_root / "datasets", day)
+    for ticker, via in (("AAPL", "header"), ("JPM", "body")):
+        r = _bars_post(http, app, panel_bars, model="stocks20", ticker=ticker, via=via)
+        assert r.status_code == 200, r.text
+        want = offline["panel"].predict_bars(panel_bars, ticker=ticker)
+        assert r.json()["model"] == "stocks20" and r.json()["ticker"] == ticker
+        assert r.json()["predictions"][0]["p_up"] == pytest.approx(float(want.probs[0, 1]), abs=1e-4)
+
+    # A version named explicitly (the third model id, past the replica's bound of two):
+    # loaded on demand, the least recently used one unloaded, every answer still right.
+    windows, _ = offline["v1"].windows_from_bars(msft_bars)
+    for model_id in ("msft/v1", "stocks20", "msft/v1", "msft"):
+        r = http.post(app.url("/v1/predict"), params={"model": model_id}, json={"windows": windows.tolist()})
+        if model_id == "stocks20":  # its windows have another shape: refused, naming the shape
+            assert r.status_code == 422 and r.json()["error"]["field"] == "windows"
+            continue
+        assert r.status_code == 200, r.text
+        version = model_id.split("/")[1] if "/" in model_id else "v2"
+        want = offline[version].predict_windows(windows)
+        assert r.json()["model_version"] == version
+        assert r.json()["predictions"][0]["p_up"] == pytest.approx(float(want.probs[0, 1]), abs=1e-4)
+    assert len(http.get(app.url("/v1/model")).json()["loaded_on_this_replica"]) <= 2
+
+
+def test_wrong_model_ticker_or_instruments_name_what_is_wrong(app, http, offline, repo_root):
+    r = http.post(app.url("/v1/predict/bars"), json={"bars": {"x": [{}]}}, headers={HEADER: "nope"})
+    assert r.status_code == 404 and "msft" in r.json()["error"]["message"] and "stocks20" in r.json()["error"]["message"]
+    r = http.get(app.url("/v1/model"), params={"model": "msft/v9"})
+    assert r.status_code == 404 and "v1" in r.json()["error"]["message"]
+    panel_bars = bars_until(offline["panel"], repo_root / "datasets", "2016-03-01")
+    r = _bars_post(http, app, panel_bars, model="stocks20")
+    assert r.status_code == 422 and r.json()["error"]["field"] == "ticker" and "AAPL" in r.json()["error"]["message"]
+    r = _bars_post(http, app, panel_bars, model="stocks20", ticker="ZZZZ")
+    assert r.status_code == 422 and r.json()["error"]["field"] == "ticker"
+    without_jpm = {**panel_bars, "stocks": [{k: v for k, v in row.items() if k != "JPM"} for row in panel_bars["stocks"]]}
+    r = _bars_post(http, app, without_jpm, model="stocks20", ticker="AAPL")
+    assert r.status_code == 422 and r.json()["error"]["field"] == "bars.stocks" and "JPM" in r.json()["error"]["message"]
+    msft_bars = bars_until(offline["v2"], repo_root / "datasets", "2016-03-01")
+    r = _bars_post(http, app, msft_bars, ticker="AAPL")
+    assert r.status_code == 422 and r.json()["error"]["field"] == "ticker"
+
+
+def _versions(http, app, windows, clients, model=None) -> list[str]:
+    out = []
+    for client in clients:
+        r = http.post(app.url("/v1/predict"), json={"windows": windows}, headers={"X-Client-Id": client})
+        assert r.status_code == 200, r.text
+        out.append(r.json()["model_version"])
+    return out
+
+
+def test_split_is_sticky_per_client_and_shadow_only_scores(app, http, models, offline, repo_root, ray_head):
+    from conftest import load_job
+
+    promote = load_job("promote")
+    msft, _ = models
+    windows = offline["v2"].windows_from_bars(bars_until(offline["v2"], repo_root / "datasets", "2016-03-01"))[0]
+    windows = windows.tolist()
+    assert promote.main(["--model", str(msft), "--challenger", "v1", "--split", "0.1",
+                         "--dashboard", ray_head.dashboard]) == 0
+    clients = [f"client-{i}" for i in range(400)]
+    first = _versions(http, app, windows, clients)
+    share = first.count("v1") / len(first)
+    assert 0.05 <= share <= 0.16, share  # 10% of 400 clients; binomial 99.9% range
+    assert _versions(http, app, windows, clients[:60]) == first[:60]  # the same client, the same version
+    assert (msft / "latest").read_text().strip() == "v2"  # a challenger does not move `latest`
+
+    assert promote.main(["--model", str(msft), "--shadow", "--dashboard", ray_head.dashboard]) == 0
+    before = http.get(app.url("/v1/monitoring")).json()
+    assert before["route"]["shadow"] is True
+    answered = _versions(http, app, windows, clients[:50])
+    assert set(answered) == {"v2"}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # shadow scores land after the answers
+        m = http.get(app.url("/v1/monitoring")).json()
+        agreement = next((a for a in m["shadow_agreement"] if a["challenger"] == "v1"), None)
+        if agreement and agreement["windows"] >= 50:
+            break
+        time.sleep(0.5)
+    assert agreement["windows"] == 50 and 0 <= agreement["agreement"] <= 1
+    assert m["challenger"]["model_version"] == "v1" and m["challenger"]["totals"]["predictions"] >= 50
+    same = np.mean([a == b for a, b in zip(offline["v1"].predict_windows(windows).probs.argmax(1),
+                                            offline["v2"].predict_windows(windows).probs.argmax(1))])
+    assert agreement["agreement"] == pytest.approx(same)  # 50 requests of the same window
+
+
+def test_moves_under_traffic_fail_no_request(app, http, models, offline, repo_root, ray_head):
+    from conftest import load_job
+
+    promote = load_job("promote")
+    msft, _ = models
+    msft_bars = bars_until(offline["v2"], repo_root / "datasets", "2016-03-01")
+    windows = offline["v2"].windows_from_bars(msft_bars)[0].tolist()
+    panel_bars = bars_until(offline["panel"], repo_root / "datasets", "2016-03-01")
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def traffic(i: int):
+        with httpx.Client(timeout=120) as c:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                if i == 0 and n % 5 == 0:  # the panel model keeps being asked too
+                    r = _bars_post(c, app, panel_bars, model="stocks20", ticker="AAPL")
+                else:
+                    r = c.post(app.url("/v1/predict"), json={"windows": windows}, headers={"X-Client-Id": f"c{i}-{n}"})
+                seen.append((r.status_code, r.text if r.status_code != 200 else r.json()["model_version"]))
+
+    threads = [threading.Thread(target=traffic, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    dash = ["--dashboard", ray_head.dashboard]
+    try:
+        for move in (["--split", "0.5"], ["--promote-challenger"], ["--rollback"], ["--drop-challenger"]):
+            time.sleep(1.5)
+            assert promote.main(["--model", str(msft), *move, *dash]) == 0, move
+            if move == ["--promote-challenger"]:
+                assert (msft / "latest").read_text().strip() == "v1"
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+    failed = [s for s in seen if s[0] != 200]
+    assert len(seen) > 40 and not failed, failed[:5]
+    assert (msft / "latest").read_text().strip() == "v2"  # rolled back
+    assert set(v for _, v in seen[-5:]) <= {"v2", "p1"}
+    history = [json.loads(line) for line in (msft / "promotions.jsonl").read_text().splitlines()]
+    assert [h.get("to") or h["action"] for h in history] == ["challenger", "route", "route", "v1", "v2",
+                                                             "drop challenger"]
+
+
+def test_realised_outcomes_of_logged_predictions(app, http, models, offline, repo_root, ray_head, small_real_dataset,
+                                                 tmp_path):
+    """Predict past days over HTTP (champion and shadow challenger), then score them from the
+    committed files; the scores equal those computed from the dataset's own labels."""
+    from conftest import load_job
+
+    msft, panel = models
+    assert load_job("promote").main(["--model", str(msft), "--challenger", "v1", "--shadow",
+                                     "--dashboard", ray_head.dashboard]) == 0
+    for folder in (msft, panel):  # only this test's predictions
+        shutil.rmtree(folder / "predictions", ignore_errors=True)
+    val_dates = np.load(small_real_dataset / "val_dates.npy").astype("datetime64[D]").astype(str)
+    val_y = np.load(small_real_dataset / "val_y.npy").argmax(1)
+    days = val_dates[::7][:30]
+    assert len(days) >= 20
+    for day in days:
+        assert _bars_post(http, app, bars_until(offline["v2"], repo_root / "datasets", day)).status_code == 200
+    panel_days = days[:8]
+    for day in panel_days:
+        bars = bars_until(offline["panel"], repo_root / "datasets", day)
+        for ticker in ("AAPL", "JPM", "XOM", "MSFT"):
+            assert _bars_post(http, app, bars, model="stocks20", ticker=ticker).status_code == 200
+    time.sleep(2)  # the log is flushed every 0.1 s, off the request path
+
+    out = tmp_path / "outcomes.json"
+    assert load_job("score_outcomes").main(["--model", str(msft), "--out", str(out), "--bootstrap", "200"]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["versions"]) == {"v1", "v2"} and report["scored"] == 2 * len(days)
+    truth = val_y[np.isin(val_dates, days)]
+    for version in ("v1", "v2"):
+        f = report["versions"][version]
+        p = np.array([offline[version].predict_bars(bars_until(offline[version], repo_root / "datasets", d))
+                      .probs[0, 1] for d in days])
+        assert f["n"] == len(days) and f["accuracy"]["point"] == pytest.approx(float(((p > 0.5) == truth).mean()))
+        assert f["accuracy"]["low"] <= f["accuracy"]["point"] <= f["accuracy"]["high"]
+    assert report["versions"]["v1"]["roles"] == ["shadow"] and report["versions"]["v2"]["roles"] == ["champion"]
+    (pair,) = report["paired"]
+    assert pair["n"] == len(days) and {pair["a"], pair["b"]} == {"v1", "v2"}
+
+    assert load_job("score_outcomes").main(["--model", str(panel), "--out", str(out), "--bootstrap", "200"]) == 0
+    report = json.loads(out.read_text())
+    f = report["versions"]["p1"]
+    assert f["n"] == 32 and f["dates"] == 8 and "rank_ic" in f
+    # The labels, recomputed here from the CSV: the 5-day return beats the day's median of the 20.
+    close = pd.read_csv(repo_root / "datasets" / "crude-datasets" / "stocks20_close.csv", index_col="date",
+                        parse_dates=True)
+    fwd = close.shift(-5) / close - 1
+    beats = fwd.gt(fwd.median(axis=1), axis=0)
+    logged = pd.read_json(next((panel / "predictions").glob("*.jsonl")), lines=True, dtype={"as_of": str})
+    assert len(logged) == 32 and set(logged["ticker"]) == {"AAPL", "JPM", "XOM", "MSFT"}
+    y = np.array([beats.loc[pd.Timestamp(d), t] for d, t in zip(logged["as_of"], logged["ticker"])])
+    p = np.array([v[0] for v in logged["p_up"]])
+    assert f["accuracy"]["point"] == pytest.approx(float(((p > 0.5) == y).mean()))
