@@ -99,7 +99,9 @@ def main() -> int:
         template = {**base["applications"][0]}
         model_app = control.with_overrides({"applications": [template]}, None, {
             "model": str(p.version_dir), "backend": args.backend, "num_replicas": args.replicas,
-            "num_cpus": args.num_cpus, "max_windows_per_request": 64}, {}, name="model", route_prefix="/model")
+            "num_cpus": args.num_cpus, "max_windows_per_request": 64,
+            "prediction_log_dir": str(work / "predictions")},  # logged as served, but not into the user's models
+            {}, name="model", route_prefix="/model")
         noop_app = {"name": "noop", "route_prefix": "/noop", "import_path": "stocktrend.serving.noop:build",
                     "args": {"num_replicas": args.replicas, "num_cpus": args.num_cpus}}
         config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": head.serve_port},

@@ -25,6 +25,8 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="models/<name>: the folder whose predictions/ are scored")
+    ap.add_argument("--log-dir", help="the deployment's prediction_log_dir, when it set one (default: beside the "
+                                      "model)")
     ap.add_argument("--weeks", type=float, help="score only the last N weeks of scoreable predictions")
     ap.add_argument("--data-root", help="the folder the model's source paths are relative to (default datasets/)")
     ap.add_argument("--bars", help="a JSON file of later bars ({'bars': {source: rows}}) instead of the source files")
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = Path(args.model)
     try:
         frames = bars_frames(model_dir, Path(args.bars)) if args.bars else None
-        report = score_model(model_dir, args.weeks, frames, args.data_root, args.bootstrap)
+        report = score_model(model_dir, args.weeks, frames, args.data_root, args.bootstrap, log_dir=args.log_dir)
     except (ArtifactError, DataError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

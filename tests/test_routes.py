@@ -69,6 +69,9 @@ def test_inconsistent_routes_are_refused(bad):
 def test_routing_round_trips_through_the_user_config():
     r = routing(challenger="v1", split=0.25)
     assert Routing.from_user_config(r.user_config()) == r
+    # A deployment pinned by an older version of this project: one model, one version.
+    assert Routing.from_user_config({"model_version": "v7"}, "msft") == Routing(
+        default="msft", models={"msft": Route(champion="v7")})
     with pytest.raises(ValueError, match="default model"):
         Routing.from_user_config({"routing": {"default": "x", "models": {"msft": {"champion": "v1"}}}})
 

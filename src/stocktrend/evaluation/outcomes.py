@@ -127,16 +127,18 @@ def score_versions(preds: pd.DataFrame, truth: pd.DataFrame, horizon: int, weeks
 
 
 def score_model(model_dir: str | Path, weeks: float | None = None, frames: dict[str, pd.DataFrame] | None = None,
-                data_root: str | Path | None = None, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Score the prediction log of ``models/<name>`` against the model's own source files
-    (under ``data_root``, default the project's ``datasets/``) or ``frames``."""
+                data_root: str | Path | None = None, n_boot: int = 1000, seed: int = 0,
+                log_dir: str | Path | None = None) -> dict[str, Any]:
+    """Score the prediction log of ``models/<name>`` (or of ``<log_dir>/<name>``, the
+    deployment's ``prediction_log_dir``) against the model's own source files (under
+    ``data_root``, default the project's ``datasets/``) or ``frames``."""
     from stocktrend.inference.artifact import resolve_version_dir
     from stocktrend.inference.predictor import Predictor
     from stocktrend.serving.config import ROOT
     from stocktrend.serving.predlog import read_log
 
     model_dir = Path(model_dir)
-    records = read_log(model_dir)
+    records = read_log(Path(log_dir) / model_dir.name if log_dir else model_dir)
     preds = predictions_table(records)
     champion = Predictor.from_artifact(resolve_version_dir(model_dir))
     cfg = dataclasses.replace(champion.data_cfg, base_dir=str(Path(data_root or ROOT / "datasets").resolve()))

@@ -99,7 +99,9 @@ class PredictorDeployment:
         # Built here, not as a decorated method, so the bound comes from the args.
         self.load_model = serve.multiplexed(max_num_models_per_replica=self.args.max_models_per_replica)(
             self._loader())
-        self.predlog = PredictionLog(self.model_dirs, serve.get_replica_context().replica_tag,
+        log_dirs = {name: Path(self.args.prediction_log_dir) / name if self.args.prediction_log_dir else d
+                    for name, d in self.model_dirs.items()}
+        self.predlog = PredictionLog(log_dirs, serve.get_replica_context().replica_tag,
                                      self.args.monitoring_flush_s, self.args.prediction_log_max_bytes,
                                      self.args.prediction_log)
         self.shadow_tasks: set[asyncio.Task] = set()
@@ -126,7 +128,7 @@ class PredictorDeployment:
 
     # -- routes (user config) ---------------------------------------------------------------
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        routing = Routing.from_user_config(user_config)
+        routing = Routing.from_user_config(user_config, next(iter(self.model_dirs)))
         unknown = sorted(set(routing.models) - set(self.model_dirs))
         if unknown:
             raise ValueError(f"routes name model(s) {unknown} that this application does not serve "

@@ -71,6 +71,8 @@ class ServeArgs(BaseModel):
     alerts: Alerts = Field(default_factory=Alerts)
     prediction_log: bool = Field(True, description="log every prediction to models/<name>/predictions/ (the "
                                                    "realised-outcome scorer reads it)")
+    prediction_log_dir: str | None = Field(None, description="log to <dir>/<name>/predictions/ instead of beside "
+                                                             "each model (a shared volume, a scratch folder)")
     prediction_log_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="a replica starts its next log "
                                                                                  "file past this size")
     health_check_period_s: float = Field(5.0, gt=0)

@@ -1,6 +1,6 @@
 """The durable prediction log: every answer (and every shadow score), append-only, beside the model.
 
-    models/<name>/predictions/<replica>.<n>.jsonl
+    models/<name>/predictions/<replica>.<n>.jsonl      (or <prediction_log_dir>/<name>/predictions/)
 
 One JSON line per request and version: when, which request and client, the version and its
 role (champion, challenger, shadow, pinned), the day the window ends (``as_of``, known for
@@ -10,7 +10,8 @@ these files later (``ray_jobs/score_outcomes.py``), when the labels exist, h tra
 Off the request's path: a request appends a dict in memory; a background task writes the
 lines every ``flush_s`` in a thread, one file per replica (no two writers share a file, so
 no locks and no interleaved lines), and starts the next file past ``max_bytes``. Files are
-only ever appended to; a line cut by a crash is skipped by the reader.
+only ever appended to, and none is ever deleted here (a retention rule is the owner's call:
+old files are old outcomes); a line cut by a crash is skipped by the reader.
 """
 
 from __future__ import annotations

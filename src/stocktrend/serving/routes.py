@@ -69,9 +69,14 @@ class Routing(BaseModel):
         return self
 
     @classmethod
-    def from_user_config(cls, user_config: dict[str, Any] | None) -> Routing:
+    def from_user_config(cls, user_config: dict[str, Any] | None, default: str | None = None) -> Routing:
+        """``{"routing": ...}``; an older config's ``{"model_version": v}`` (one model) is read as
+        the champion of ``default``, the builder's first model."""
+        user_config = user_config or {}
+        if "routing" not in user_config and user_config.get("model_version") and default:
+            return cls(default=default, models={default: Route(champion=user_config["model_version"])})
         try:
-            return cls(**(user_config or {}).get("routing", {}))
+            return cls(**user_config.get("routing", {}))
         except ValidationError as err:
             raise ValueError(f"user_config.routing: {err}") from None
 
