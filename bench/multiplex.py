@@ -62,7 +62,6 @@ def main() -> int:
         shutil.copytree(p.version_dir, work / "models" / name / p.version_dir.name,
                         ignore=shutil.ignore_patterns("evaluation", "backends"))
         (work / "models" / name / "latest").write_text(p.version_dir.name + "\n")
-    t0 = time.perf_counter()
     loads_offline = []
     for _ in range(3):
         t0 = time.perf_counter()

@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--shadow answers with the champion only: give one of --split and --shadow")
     if (args.split is not None or args.shadow) and not (args.challenger or _no_action(args)):
         ap.error("--split/--shadow go with --challenger, or alone to change the running challenger's share")
+    if args.challenger and not (args.split or args.shadow):
+        ap.error("--challenger needs --split F (0 < F <= 1) or --shadow: otherwise it would get no traffic")
     return args
 
 
@@ -140,9 +142,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     serving, apps = serving_route(model_dir, dashboard)
     route = serving or Route(champion=current)
+    current = route.champion  # what answers now (`latest` may name a version trained since)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    champion_move = bool(args.version or args.rollback or args.promote_challenger)
     try:
-        if args.version or args.rollback or args.promote_challenger:
+        if not champion_move and not apps:
+            raise PromotionError(f"no application{f' on {dashboard}' if dashboard else ''} serves {model_dir}: a "
+                                 "challenger lives in a deployment's route (deploy the model first)")
+        if champion_move:
             if args.rollback:
                 moves = [h for h in history if "to" in h]
                 if not moves:
@@ -157,10 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             verified(model_dir, target)
             new = Route(champion=target) if route.challenger in (None, target) else \
                 Route(champion=target, challenger=route.challenger, split=route.split, shadow=route.shadow)
-            atomic_write_text(model_dir / LATEST, target + "\n")
             entry = {"time": now, "from": current, "to": target, "rollback": bool(args.rollback),
                      "challenger_promoted": bool(args.promote_challenger)}
-            print(f"{model_dir.name}: latest {current} -> {target}")
         else:
             if args.challenger:
                 new = Route(champion=route.champion, challenger=verified(model_dir, args.challenger),
@@ -170,34 +175,31 @@ def main(argv: list[str] | None = None) -> int:
                 new, action = Route(champion=route.champion), "drop challenger"
             else:
                 if route.challenger is None:
-                    raise PromotionError(f"{model_dir.name} has no challenger on {dashboard or 'any head'}; "
+                    raise PromotionError(f"{model_dir.name} has no challenger on {dashboard}; "
                                          "start one with --challenger <version>")
                 new = Route(champion=route.champion, challenger=route.challenger, split=args.split or 0.0,
                             shadow=args.shadow)
                 action = "route"
             entry = {"time": now, "action": action, "route": new.model_dump()}
-            print(f"{model_dir.name}: {action} {json.dumps(new.model_dump())}")
     except (PromotionError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    atomic_write_text(model_dir / HISTORY, "".join(json.dumps(h) + "\n" for h in [*history, entry]))
 
-    if args.no_serve:
-        return 0
-    if dashboard is None:
-        print("no Ray head found (--dashboard, $RAY_DASHBOARD_ADDRESS or a head on this machine): "
-              "no deployment to switch")
-        return 0
-    if not apps:
-        print(f"no application on {dashboard} serves {model_dir}; only 'latest' and {HISTORY} changed")
-        return 0
+    # The deployments first: `latest` and the log record only what took effect.
     for app in apps:
         try:
             control.set_route(dashboard, app, model_dir.name, new, timeout=args.timeout)
         except control.ServeControlError as err:
-            print(f"error: application {app!r}: {err}", file=sys.stderr)
+            print(f"error: application {app!r}: {err}; 'latest' and {HISTORY} left as they were", file=sys.stderr)
             return 1
         print(f"application {app!r} now routes {model_dir.name}: {json.dumps(new.model_dump())}")
+    if champion_move:
+        atomic_write_text(model_dir / LATEST, new.champion + "\n")
+        print(f"{model_dir.name}: champion {current} -> {new.champion} ('latest' names it)")
+    atomic_write_text(model_dir / HISTORY, "".join(json.dumps(h) + "\n" for h in [*history, entry]))
+    if not apps and not args.no_serve:
+        print("no deployment serves this model" + (f" on {dashboard}" if dashboard else " (no Ray head found)")
+              + ": only 'latest' and the log changed")
     return 0
 
 

@@ -4,13 +4,14 @@
     python ray_jobs/score_outcomes.py --model models/<name> --bars later_bars.json
 
 Reads every prediction the deployment logged in models/<name>/predictions/ (bars requests:
-the day and instrument are known), computes each one's label h trading days on with the
-training data's own rule, from the model's source files under --data-root (default the
+the day and instrument are known), computes each one's label h trading days on with its
+version's own training-data rule, from the source files under --data-root (default the
 project's datasets/) or from bars posted in a file ({"bars": {"<source>": [rows]}}, as sent
-to /v1/predict/bars), and reports per version: accuracy and AUROC with date-block bootstrap
-intervals, rank IC for panel models, and the paired difference of every two versions that
-scored the same days (champion and challenger). Predictions whose outcome is not known yet
-are counted, not scored. No Ray needed.
+to /v1/predict/bars), and reports per version, on the days after its own validation split:
+accuracy and AUROC with date-block bootstrap intervals, rank IC for panel models, and the
+paired difference of every two versions that scored the same days (champion and
+challenger). Predictions whose outcome is not known yet, or that fall on days a version
+trained or was selected on, are counted, not scored. No Ray needed.
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ def summary(report: dict) -> str:
 
     w = report["window"]
     lines = [f"{report['model']}: {report['scored']} predictions scored ({w['first']} .. {w['last']}), "
-             f"{report['not_yet_known']} not known yet, {report['undated_records']} undated (windows requests); "
-             f"label: {report['label_rule']}"]
+             f"{report['not_yet_known']} not known yet, {report['in_sample_not_scored']} in sample (on or before the "
+             f"version's validation end), {report['undated_records']} undated (windows requests); label: "
+             f"{'; '.join(report['label_rules'])}"]
     for version, f in report["versions"].items():
         extra = f", rank IC {fmt(f.get('rank_ic'))}" if "rank_ic" in f else ""
         lines.append(f"  {version} ({'/'.join(f['roles'])}): n={f['n']} over {f['dates']} days, accuracy "

@@ -68,12 +68,18 @@ def test_clients_turn_token_mode_on_only_when_a_token_exists_and_respect_an_expl
 
 def test_head_ports_become_flags_and_haproxy_environment():
     ports = HeadPorts(gcs=1, dashboard=2, client=3, agent_http=4, agent_grpc=None, metrics=None, runtime_env=None,
-                      haproxy_metrics=5, haproxy_stats=6)
+                      haproxy_metrics=5, haproxy_stats=6, serve_fallback_http=7, serve_fallback_grpc=8)
     assert ports.start_args() == ["--port", "1", "--dashboard-port", "2", "--ray-client-server-port", "3",
                                   "--dashboard-agent-listen-port", "4"]
-    assert ports.env() == {"RAY_SERVE_HAPROXY_METRICS_PORT": "5", "RAY_SERVE_HAPROXY_STATS_PORT": "6"}
+    assert ports.env() == {"RAY_SERVE_HAPROXY_METRICS_PORT": "5", "RAY_SERVE_HAPROXY_STATS_PORT": "6",
+                           "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": "7", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": "8"}
     free = HeadPorts.free()
-    assert len({p for _, p in free.items()}) == len(free.items()) == 9
+    assert len({p for _, p in free.items()}) == len(free.items()) == 12
+    # A private head's Serve replicas take a block of their own, clear of Ray's default
+    # 30000-31000 / 40000-41000 (a user's head) and of Ray's worker ports (10002-19999).
+    env = {k: int(v) for k, v in free.env().items() if k.startswith("RAY_SERVE_DIRECT_INGRESS_")}
+    assert 20000 <= env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] < env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] \
+        < env["RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT"] < env["RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"] < 30000
 
 
 def test_a_taken_port_names_its_role_holder_and_flag():
@@ -83,7 +89,8 @@ def test_a_taken_port_names_its_role_holder_and_flag():
         port = s.getsockname()[1]
         with pytest.raises(PortInUse) as err:
             check_free(HeadPorts(dashboard=port, gcs=None, client=None, agent_http=None, haproxy_metrics=None,
-                                 haproxy_stats=None), "make head HEAD_ARGS='{flag} N'")
+                                 haproxy_stats=None, serve_fallback_http=None, serve_fallback_grpc=None),
+                       "make head HEAD_ARGS='{flag} N'")
     message = str(err.value)
     assert f"port {port} (Ray dashboard) is already in use by pid {os.getpid()}" in message
     assert "make head HEAD_ARGS='--dashboard-port N'" in message
@@ -92,7 +99,8 @@ def test_a_taken_port_names_its_role_holder_and_flag():
         s.listen()
         with pytest.raises(PortInUse, match="RAY_SERVE_HAPROXY_STATS_PORT=<another port> in the environment"):
             check_free(HeadPorts(gcs=None, dashboard=None, client=None, agent_http=None, haproxy_metrics=None,
-                                 haproxy_stats=s.getsockname()[1]), "{flag} N")
+                                 haproxy_stats=s.getsockname()[1], serve_fallback_http=None,
+                                 serve_fallback_grpc=None), "{flag} N")
 
 
 def test_old_ray_sessions_are_pruned_but_never_the_current_one(tmp_path):

@@ -274,6 +274,9 @@ def test_monitoring_counts_equal_the_traffic_sent(app, http, val, ray_head, repo
         text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
         exported = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", text, re.M))
     assert queried <= exported, sorted(queried - exported)
+    # ... with the labels its model and version filters select on.
+    series = [line for line in text.splitlines() if line.startswith("ray_stocktrend_predictions_total{")]
+    assert any('model="small"' in line and 'model_version="v2"' in line for line in series), series[:3]
 
 
 def _watched(http, app, predictions: int) -> dict:

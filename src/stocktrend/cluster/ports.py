@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import socket
 from pathlib import Path
 
@@ -28,6 +29,17 @@ class HeadPorts:
     runtime_env: int | None = None
     haproxy_metrics: int | None = 9101
     haproxy_stats: int | None = 8404
+    # HAProxy's backup server: Serve's Python proxy, on a fixed port. A second head on the
+    # machine cannot bind it, and its HAProxy then sends requests to the first head's proxy
+    # whenever its own replica is marked down (as during a route change under traffic): one
+    # head answered with another head's model. Every head needs its own.
+    serve_fallback_http: int | None = 8500
+    serve_fallback_grpc: int | None = 9500
+    # The first of a block of REPLICA_BLOCK ports for Serve's replicas behind HAProxy (HTTP,
+    # then gRPC); None: Ray's 30000-31000 and 40000-41000. Each Serve controller hands these
+    # out without knowing about another head's (a taken one is retried), so private heads
+    # take a block of their own, well clear of a user's head.
+    serve_replicas: int | None = None
 
     FLAGS = {  # role, `ray start` flag (or environment variable)
         "gcs": ("Ray GCS", "--port"),
@@ -39,13 +51,19 @@ class HeadPorts:
         "runtime_env": ("runtime-env agent", "--runtime-env-agent-port"),
         "haproxy_metrics": ("Serve HAProxy metrics", "RAY_SERVE_HAPROXY_METRICS_PORT"),
         "haproxy_stats": ("Serve HAProxy stats", "RAY_SERVE_HAPROXY_STATS_PORT"),
+        "serve_fallback_http": ("Serve fallback proxy (HAProxy's backup)", "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"),
+        "serve_fallback_grpc": ("Serve fallback proxy, gRPC", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"),
+        "serve_replicas": ("Serve replicas' direct ingress (first of a block)", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"),
     }
+    REPLICA_BLOCK = 200
 
     @classmethod
     def free(cls) -> HeadPorts:
         """All on ports free right now (the tests' and benchmarks' private heads)."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        return cls(**dict(zip(names, free_ports(len(names)))))
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "serve_replicas"]
+        # Between Ray's worker ports (10002-19999) and the ephemeral range (32768-).
+        block = random.randrange(20000, 30000 - cls.REPLICA_BLOCK, cls.REPLICA_BLOCK)
+        return cls(**dict(zip(names, free_ports(len(names)))), serve_replicas=block)
 
     def items(self) -> list[tuple[str, int]]:
         return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if getattr(self, f.name)]
@@ -55,7 +73,13 @@ class HeadPorts:
                 for arg in (self.FLAGS[name][1], str(port))]
 
     def env(self) -> dict[str, str]:
-        return {self.FLAGS[name][1]: str(port) for name, port in self.items() if not self.FLAGS[name][1].startswith("--")}
+        out = {self.FLAGS[name][1]: str(port) for name, port in self.items() if not self.FLAGS[name][1].startswith("--")}
+        if self.serve_replicas:
+            half = self.REPLICA_BLOCK // 2
+            out.update({"RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(self.serve_replicas + half - 1),
+                        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(self.serve_replicas + half),
+                        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(self.serve_replicas + 2 * half - 1)})
+        return out
 
 
 def port_taken(port: int) -> bool:

@@ -104,9 +104,14 @@ def panel_windows(p: Predictor, bars: dict[str, Any], ticker: str | None, last: 
             raise _input_error(f"bars.{name}", f"missing source; the model needs {sorted(bars.keys() | {name})}")
         frames[name] = _parse(spec, bars[name], f"bars.{name}", name)
     members = _members(p, bars, tickers)
-    if len(members[ticker]) < p.bars_needed:
-        raise _input_error(f"bars ({ticker})", f"too little history: {len(members[ticker])} bars, the model needs "
-                                               f"{p.bars_needed}")
+    last_day = max(f.index[-1] for f in members.values() if len(f))
+    for t, frame in members.items():  # a short history of any member would change the cross-section
+        if len(frame) and frame.index[-1] == last_day and len(frame) < p.bars_needed:
+            raise _input_error(f"bars ({t})", f"too little history: {len(frame)} bars up to {last_day.date()}, the "
+                                              f"model needs {p.bars_needed} of every instrument trading that day")
+    if ticker not in members or not len(members[ticker]) or members[ticker].index[-1] != last_day:
+        raise _input_error(f"bars ({ticker})", f"{ticker} has no bar on the last day of the request "
+                                               f"({last_day.date()})")
     try:
         panel = build_panel(dataclasses.replace(cfg, start=None), frames, members)
     except DataError as err:

@@ -141,6 +141,12 @@ class Predictor:
         return cut_windows(values, ends, self.seq_len)
 
     @property
+    def input_signature(self) -> tuple:
+        """What a scaled window means to this model: two versions with the same signature
+        take the same windows (a retrained version has its own scaler, and so its own)."""
+        return (tuple(self.features), self.seq_len, self.mean.tobytes(), self.std.tobytes())
+
+    @property
     def is_panel(self) -> bool:
         return self.data_cfg.panel is not None
 

@@ -105,6 +105,8 @@ class PredictorDeployment:
                                      self.args.monitoring_flush_s, self.args.prediction_log_max_bytes,
                                      self.args.prediction_log)
         self.shadow_tasks: set[asyncio.Task] = set()
+        self.shadow_dropped = 0  # shadow scores skipped because max_batch_size of them were in flight
+        self.same_inputs: dict[tuple[str, str, str], bool] = {}
 
     def _loader(self):
         async def load_model(model_id: str) -> Predictor:
@@ -123,7 +125,9 @@ class PredictorDeployment:
         return load_model
 
     def _loaded(self) -> list[str]:
-        wrapper = getattr(self.load_model, "__serve_multiplex_wrapper", None)
+        """The model ids this replica holds, least recently used first (Serve keeps its LRU
+        on the wrapped function)."""
+        wrapper = getattr(getattr(self.load_model, "__wrapped__", None), "__serve_multiplex_wrapper", None)
         return list(wrapper.models) if wrapper is not None else []
 
     # -- routes (user config) ---------------------------------------------------------------
@@ -133,8 +137,12 @@ class PredictorDeployment:
         if unknown:
             raise ValueError(f"routes name model(s) {unknown} that this application does not serve "
                              f"({sorted(self.model_dirs)}); add them to the builder's models")
-        # Verified and loaded before the routes switch: the first requests after a move do
-        # not wait for a load, and a version that does not load leaves the old routes serving.
+        if self.args.max_models_per_replica < 2 and any(r.challenger for r in routing.models.values()):
+            raise ValueError("a challenger needs max_models_per_replica >= 2 (champion and challenger loaded "
+                             "together); with 1, every request would load a model")
+        # Verified and loaded before the routes switch, so the first requests after a move do
+        # not wait for a load (a version that fails to load fails the update: promote.py
+        # verifies it before asking).
         for model_id in routing.model_ids()[: self.args.max_models_per_replica]:
             await self.load_model(model_id)
         self.routing = routing
@@ -216,18 +224,46 @@ class PredictorDeployment:
                                     "as_of": as_of, "ticker": ticker, "horizon": predictor.horizon,
                                     "p_up": probs[:, 1].astype(float).round(6).tolist()})
 
-    def _shadow(self, sel: Selection, windows: np.ndarray, champion_probs: np.ndarray, endpoint: str, rid: str,
-                client: str | None, as_of: str | None, ticker: str | None) -> None:
-        """The challenger scores the champion's windows after the answer has gone."""
+    async def _windows_selection(self, sel: Selection) -> Selection:
+        """Scaled windows fit one version's inputs: a request posting them for ``<name>``
+        reaches the challenger (split or shadow) only when it takes exactly the champion's
+        windows (features, scaler, window length); a retrained challenger, with its own
+        scaler, is reached by bars requests, or by naming ``<name>/<version>``."""
+        if sel.role != "challenger" and not sel.shadow:
+            return sel
+        route = self.routing.models[sel.name]
+        key = (sel.name, route.champion, route.challenger)
+        if key not in self.same_inputs:
+            a = await self._predictor(Selection(name=sel.name, version=route.champion, role="champion"))
+            b = await self._predictor(Selection(name=sel.name, version=route.challenger, role="challenger"))
+            self.same_inputs[key] = a.input_signature == b.input_signature
+        if self.same_inputs[key]:
+            return sel
+        return Selection(name=sel.name, version=route.champion, role="champion")
+
+    def _shadow(self, sel: Selection, champion_probs: np.ndarray, endpoint: str, rid: str, client: str | None,
+                windows: np.ndarray | None = None, bars: dict | None = None, ticker: str | None = None) -> None:
+        """The challenger scores the same request after the answer has gone: the champion's
+        windows (only reached when it takes the same ones) or its own windows from the bars.
+        At most ``max_batch_size`` shadow scores are in flight; more are dropped and counted,
+        so a slow challenger cannot build a backlog in front of the champion's answers."""
+        if len(self.shadow_tasks) >= self.args.max_batch_size:
+            self.shadow_dropped += 1
+            return
+
         async def run() -> None:
             t0 = time.perf_counter()
             try:
                 challenger = await self.load_model(f"{sel.name}/{sel.shadow}")
-                probs, _, batch = await self.infer((challenger, windows))
+                x, as_of = windows, None
+                if bars is not None:
+                    x, dates = await asyncio.to_thread(challenger.windows_from_bars, bars, 1, ticker)
+                    as_of = dates[-1]
+                probs, _, batch = await self.infer((challenger, x))
             except Exception:  # the shadow must never affect what clients get
                 log.exception("shadow scoring by %s/%s failed", sel.name, sel.shadow)
                 return
-            self._observe(sel, challenger, endpoint, t0, windows, probs, batch, rid, client, as_of, ticker, "shadow")
+            self._observe(sel, challenger, endpoint, t0, x, probs, batch, rid, client, as_of, ticker, "shadow")
             self.records.agree(sel.name, sel.version, sel.shadow, champion_probs.argmax(1), probs.argmax(1))
 
         task = asyncio.get_running_loop().create_task(run())
@@ -288,7 +324,7 @@ class PredictorDeployment:
         try:
             authorize(request.headers, self.api_key)
             attention = self._wants_attention(request)
-            sel = self._selection(request)
+            sel = await self._windows_selection(self._selection(request))
             raw_windows, _ = await self._windows(request)
             predictor = await self._predictor(sel)
             windows = predictor.check_windows(raw_windows)
@@ -301,7 +337,7 @@ class PredictorDeployment:
         client = request.headers.get(CLIENT_HEADER)
         self._observe(sel, predictor, "predict", t0, windows, probs, batch, rid, client)
         if sel.shadow:
-            self._shadow(sel, windows, probs, "predict", rid, client, None, None)
+            self._shadow(sel, probs, "predict", rid, client, windows=windows)
         body = wire.predictions_body(probs, att if attention else None, model=sel.name, model_version=predictor.version)
         return self._answer(body, rid, "predict", t0, n=len(windows), sel=sel)
 
@@ -333,7 +369,7 @@ class PredictorDeployment:
         ticker = ticker.upper() if ticker else predictor.data_cfg.ticker
         self._observe(sel, predictor, "predict_bars", t0, windows, probs, batch, rid, client, as_of, ticker)
         if sel.shadow:
-            self._shadow(sel, windows, probs, "predict_bars", rid, client, as_of, ticker)
+            self._shadow(sel, probs, "predict_bars", rid, client, bars=bars, ticker=ticker)
         body = wire.predictions_body(probs, att if attention else None, model=sel.name, model_version=predictor.version,
                                      ticker=ticker, as_of=as_of, horizon_days=predictor.horizon,
                                      staleness_days=predictor.staleness_days(as_of))
@@ -358,6 +394,7 @@ class PredictorDeployment:
             summary["challenger"] = await self.monitor.summary.remote(sel.name, route.challenger)
             summary["route"] = route.model_dump()
             summary["shadow_agreement"] = await self.monitor.agreement_summary.remote(sel.name)
+            summary["shadow_dropped_on_this_replica"] = self.shadow_dropped
         return self._answer(wire.dumps(summary), rid, "monitoring", t0, sel=sel)
 
 

@@ -8,7 +8,8 @@ bars requests), the instrument, and p_up per window. Realised outcomes are score
 these files later (``ray_jobs/score_outcomes.py``), when the labels exist, h trading days on.
 
 Off the request's path: a request appends a dict in memory; a background task writes the
-lines every ``flush_s`` in a thread, one file per replica (no two writers share a file, so
+lines every ``flush_s`` in a thread, with fsync (a replica that dies loses at most its last
+``flush_s`` of records, and a failed write loses that batch: it is logged), one file per replica (no two writers share a file, so
 no locks and no interleaved lines), and starts the next file past ``max_bytes``. Files are
 only ever appended to, and none is ever deleted here (a retention rule is the owner's call:
 old files are old outcomes); a line cut by a crash is skipped by the reader.
@@ -66,10 +67,14 @@ class PredictionLog:
     def _write(self, pending: dict[str, list[dict[str, Any]]]) -> None:
         for name, records in pending.items():
             data = b"".join(orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for r in records)
-            with open(self._target(name), "ab") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with open(self._target(name), "ab") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError:
+                self.files.pop(name, None)  # a part-written line stays behind in that file, not before the next
+                raise
 
     async def _loop(self) -> None:
         while True:

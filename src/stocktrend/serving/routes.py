@@ -111,7 +111,10 @@ def initial_routing(served: dict[str, Path]) -> Routing:
 
 
 def versions_on_disk(model_dir: Path) -> list[str]:
-    return sorted(p.name for p in model_dir.iterdir() if (p / MANIFEST).is_file()) if model_dir.is_dir() else []
+    """Version folders with a manifest (an export still being written is a dot-folder: not one)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(p.name for p in model_dir.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
 
 
 def sticky_unit(name: str, client_id: str) -> float:
