@@ -268,15 +268,20 @@ def test_monitoring_counts_equal_the_traffic_sent(app, http, val, ray_head, repo
     assert {"ray_stocktrend_predictions_total", "ray_stocktrend_request_latency_ms_bucket",
             "ray_stocktrend_drifted_features", "ray_stocktrend_confidence_sum"} <= queried
     metrics_url = f"http://127.0.0.1:{ray_head.ports.metrics}/metrics"
-    deadline, exported = time.monotonic() + 60, set()
-    while time.monotonic() < deadline and not queried <= exported:
+
+    def series(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("ray_stocktrend_predictions_total{")]
+
+    def labelled(text: str) -> bool:  # ... with the labels its model and version filters select on
+        return any('model="small"' in line and 'model_version="v2"' in line for line in series(text))
+
+    deadline, exported, text = time.monotonic() + 60, set(), ""
+    while time.monotonic() < deadline and not (queried <= exported and labelled(text)):
         time.sleep(2)
         text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
         exported = set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]", text, re.M))
     assert queried <= exported, sorted(queried - exported)
-    # ... with the labels its model and version filters select on.
-    series = [line for line in text.splitlines() if line.startswith("ray_stocktrend_predictions_total{")]
-    assert any('model="small"' in line and 'model_version="v2"' in line for line in series), series[:3]
+    assert labelled(text), "\n".join(series(text))
 
 
 def _watched(http, app, predictions: int) -> dict:

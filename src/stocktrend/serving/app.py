@@ -22,8 +22,9 @@ request already holding a Predictor finishes with it, so no request fails during
 
 This file holds the endpoints and the builder; the concerns live beside it: ``wire`` (bodies
 in and out, the error contract), ``access`` (API key, request id), ``batching``
-(``@serve.batch``), ``routes`` (which version answers), ``predlog`` (the durable prediction
-log), ``monitor`` and ``monitoring`` (records and figures), ``metrics`` (Prometheus).
+(``@serve.batch``), ``routes`` (which version answers), ``replica_models`` (the models a
+replica holds), ``predlog`` (the durable prediction log), ``monitor`` and ``monitoring``
+(records and figures), ``metrics`` (Prometheus).
 Serving imports ``stocktrend.inference`` only, never training or tuning code.
 """
 
@@ -46,8 +47,6 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from stocktrend.config_io import config_to_dict
-from stocktrend.inference.artifact import ArtifactError
-from stocktrend.inference.backends import resolve_backend
 from stocktrend.inference.panel_bars import panel_instruments
 from stocktrend.inference.predictor import InputError, Predictor
 from stocktrend.serving import wire
@@ -57,6 +56,7 @@ from stocktrend.serving.config import PREDICTOR_DEPLOYMENT, ServeArgs
 from stocktrend.serving.metrics import create_metrics
 from stocktrend.serving.monitor import Monitor, RecordBuffer
 from stocktrend.serving.predlog import PredictionLog
+from stocktrend.serving.replica_models import ReplicaModels
 from stocktrend.serving.routes import Routing, Selection, initial_routing, select, served_models, versions_on_disk
 from stocktrend.serving.wire import ApiError
 
@@ -88,99 +88,41 @@ class PredictorDeployment:
         # Ray sets OMP threads from the actor's CPUs; set torch's and ONNX Runtime's explicitly.
         self.threads = self.args.threads or max(1, math.ceil(self.args.num_cpus))
         torch.set_num_threads(self.threads)
-        self.model_dirs = {name: Path(d) for name, d in model_dirs.items()}
-        self.routing: Routing | None = None
-        self.backend_reasons: dict[str, str] = {}
         self.monitor = monitor
+        self.models = ReplicaModels(self.args, {name: Path(d) for name, d in model_dirs.items()}, self.threads,
+                                    monitor)
+        self.load_model = self.models.load  # an attribute of the deployment: how Serve sees it multiplexes
         self.api_key = os.environ.get(self.args.api_key_env) or None
         self.infer = BatchedInference(self.args.max_batch_size, self.args.batch_wait_timeout_s)
         self.records = RecordBuffer(monitor, create_metrics(), self.args.monitoring_flush_s)
         self.error_counter = self.records.metrics["errors"]
-        # Built here, not as a decorated method, so the bound comes from the args.
-        self.load_model = serve.multiplexed(max_num_models_per_replica=self.args.max_models_per_replica)(
-            self._loader())
         log_dirs = {name: Path(self.args.prediction_log_dir) / name if self.args.prediction_log_dir else d
-                    for name, d in self.model_dirs.items()}
+                    for name, d in self.models.model_dirs.items()}
         self.predlog = PredictionLog(log_dirs, serve.get_replica_context().replica_tag,
                                      self.args.monitoring_flush_s, self.args.prediction_log_max_bytes,
                                      self.args.prediction_log)
         self.shadow_tasks: set[asyncio.Task] = set()
         self.shadow_dropped = 0  # shadow scores skipped because max_batch_size of them were in flight
-        self.same_inputs: dict[tuple[str, str, str], bool] = {}
-
-    def _loader(self):
-        async def load_model(model_id: str) -> Predictor:
-            name, version = model_id.split("/", 1)
-            target = self.model_dirs[name] / version
-            t0 = time.perf_counter()
-            # `auto` is resolved here, on the replica's own node, from what this node has.
-            backend, reason = resolve_backend(self.args.backend, target)
-            predictor = await asyncio.to_thread(Predictor.from_artifact, target, backend, self.threads)
-            self.backend_reasons[model_id] = reason
-            await self.monitor.set_model.remote(name, version, predictor.feature_distribution,
-                                                self._reference(predictor))
-            log.info("loaded %s on %s in %.0f ms (%s)", model_id, backend, (time.perf_counter() - t0) * 1e3, reason)
-            return predictor
-
-        return load_model
-
-    def _loaded(self) -> list[str]:
-        """The model ids this replica holds, least recently used first (Serve keeps its LRU
-        on the wrapped function)."""
-        wrapper = getattr(getattr(self.load_model, "__wrapped__", None), "__serve_multiplex_wrapper", None)
-        return list(wrapper.models) if wrapper is not None else []
 
     # -- routes (user config) ---------------------------------------------------------------
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        routing = Routing.from_user_config(user_config, next(iter(self.model_dirs)))
-        unknown = sorted(set(routing.models) - set(self.model_dirs))
-        if unknown:
-            raise ValueError(f"routes name model(s) {unknown} that this application does not serve "
-                             f"({sorted(self.model_dirs)}); add them to the builder's models")
-        if self.args.max_models_per_replica < 2 and any(r.challenger for r in routing.models.values()):
-            raise ValueError("a challenger needs max_models_per_replica >= 2 (champion and challenger loaded "
-                             "together); with 1, every request would load a model")
-        # Verified and loaded before the routes switch, so the first requests after a move do
-        # not wait for a load (a version that fails to load fails the update: promote.py
-        # verifies it before asking).
-        for model_id in routing.model_ids()[: self.args.max_models_per_replica]:
-            await self.load_model(model_id)
-        self.routing = routing
+        routing = Routing.from_user_config(user_config, next(iter(self.models.model_dirs)))
+        await self.models.set_routing(routing)
         self.records.current = (routing.default, routing.models[routing.default].champion)
-        log.info("routes: %s", routing.model_dump())
-
-    @staticmethod
-    def _reference(p: Predictor) -> dict[str, Any]:
-        ref = dict(p.training.get("val_outputs") or {})
-        if "share_up" not in ref:  # older artifacts: the share predicted up from the confusion matrix
-            cm = (p.training.get("val_metrics", {}) or {}).get("val_confmat") or [[0, 0], [0, 0]]
-            total = sum(map(sum, cm))
-            ref["share_up"] = (cm[0][1] + cm[1][1]) / total if total else None
-        return ref
 
     def _selection(self, request: Request, body_model: str | None = None) -> Selection:
         raw = (serve.get_multiplexed_model_id() or request.headers.get(MODEL_HEADER)
                or request.query_params.get("model") or body_model)
         if raw is not None and not isinstance(raw, str):
             raise ApiError(422, "model", "must be a string: <name> or <name>/<version>")
-        return select(self.routing, self.model_dirs, raw, request.headers.get(CLIENT_HEADER))
-
-    async def _predictor(self, sel: Selection) -> Predictor:
-        try:
-            return await self.load_model(sel.model_id)
-        except (ArtifactError, OSError) as err:  # a version that cannot be loaded or verified
-            raise ApiError(503, "model", f"{sel.model_id} cannot be loaded: {err}") from None
-
-    # -- answers ----------------------------------------------------------------------------
-    def _default_version(self) -> str | None:
-        return self.routing.models[self.routing.default].champion if self.routing else None
+        return select(self.models.routing, self.models.model_dirs, raw, request.headers.get(CLIENT_HEADER))
 
     def _answer(self, body: bytes, rid: str, endpoint: str, t0: float, status: int = 200, n: int = 0,
                 sel: Selection | None = None) -> Response:
         request_log.info("%s", orjson.dumps({"request_id": rid, "endpoint": endpoint, "status": status, "windows": n,
                                              "ms": round((time.perf_counter() - t0) * 1e3, 3),
                                              "model": sel.name if sel else None,
-                                             "model_version": sel.version if sel else self._default_version(),
+                                             "model_version": sel.version if sel else self.models.default_version(),
                                              "role": sel.role if sel else None}).decode())
         return Response(body, status_code=status, media_type=wire.JSON_MEDIA_TYPE)  # Serve adds X-Request-Id
 
@@ -189,7 +131,7 @@ class PredictorDeployment:
         status = getattr(err, "status", 422)  # InputError: the Predictor refused the content
         self.records.client_error()
         self.error_counter.inc(tags={"endpoint": endpoint, "status": str(status)})
-        version = sel.version if sel else self._default_version()
+        version = sel.version if sel else self.models.default_version()
         return self._answer(wire.error_body(err, version), rid, endpoint, t0, status, sel=sel)
 
     async def _windows(self, request: Request) -> tuple[Any, bytes]:
@@ -224,23 +166,6 @@ class PredictorDeployment:
                                     "as_of": as_of, "ticker": ticker, "horizon": predictor.horizon,
                                     "p_up": probs[:, 1].astype(float).round(6).tolist()})
 
-    async def _windows_selection(self, sel: Selection) -> Selection:
-        """Scaled windows fit one version's inputs: a request posting them for ``<name>``
-        reaches the challenger (split or shadow) only when it takes exactly the champion's
-        windows (features, scaler, window length); a retrained challenger, with its own
-        scaler, is reached by bars requests, or by naming ``<name>/<version>``."""
-        if sel.role != "challenger" and not sel.shadow:
-            return sel
-        route = self.routing.models[sel.name]
-        key = (sel.name, route.champion, route.challenger)
-        if key not in self.same_inputs:
-            a = await self._predictor(Selection(name=sel.name, version=route.champion, role="champion"))
-            b = await self._predictor(Selection(name=sel.name, version=route.challenger, role="challenger"))
-            self.same_inputs[key] = a.input_signature == b.input_signature
-        if self.same_inputs[key]:
-            return sel
-        return Selection(name=sel.name, version=route.champion, role="champion")
-
     def _shadow(self, sel: Selection, champion_probs: np.ndarray, endpoint: str, rid: str, client: str | None,
                 windows: np.ndarray | None = None, bars: dict | None = None, ticker: str | None = None) -> None:
         """The challenger scores the same request after the answer has gone: the champion's
@@ -273,14 +198,15 @@ class PredictorDeployment:
     # -- endpoints --------------------------------------------------------------------------
     @api.get("/healthz")
     async def healthz(self, request: Request) -> Response:
-        routing = self.routing
-        body = orjson.dumps({"status": "ok" if routing else "loading", "model_version": self._default_version(),
+        routing = self.models.routing
+        body = orjson.dumps({"status": "ok" if routing else "loading", "model_version": self.models.default_version(),
                              "models": {n: r.champion for n, r in routing.models.items()} if routing else {}})
         return Response(body, media_type=wire.JSON_MEDIA_TYPE)
 
     def _served(self) -> list[dict[str, Any]]:
-        return [{"model": name, **route.model_dump(), "default": name == self.routing.default,
-                 "versions": versions_on_disk(self.model_dirs[name])} for name, route in self.routing.models.items()]
+        routing, dirs = self.models.routing, self.models.model_dirs
+        return [{"model": name, **route.model_dump(), "default": name == routing.default,
+                 "versions": versions_on_disk(dirs[name])} for name, route in routing.models.items()]
 
     @api.get("/v1/model")
     async def model(self, request: Request) -> Response:
@@ -288,7 +214,7 @@ class PredictorDeployment:
         try:
             authorize(request.headers, self.api_key)
             sel = self._selection(request)
-            p = await self._predictor(sel)
+            p = await self.models.predictor(sel)
         except ApiError as err:
             return self._error("model", err, rid, t0, sel)
         report = p.version_dir / "evaluation" / "report.json"
@@ -297,7 +223,7 @@ class PredictorDeployment:
         return self._answer(wire.dumps({
             "model": sel.name, "model_version": p.version, "name": p.name, "role": sel.role,
             "backend": p.backend.name, "backend_setting": self.args.backend,
-            "backend_reason": self.backend_reasons.get(sel.model_id, ""),
+            "backend_reason": self.models.backend_reasons.get(sel.model_id, ""),
             "model_config": config_to_dict(p.model_cfg),
             "preprocessing": {k: p.preprocessing.get(k) for k in ("seq_len", "horizon", "bars_needed", "label",
                                                                   "label_rule", "layout", "tickers")},
@@ -315,7 +241,7 @@ class PredictorDeployment:
             "created": p.training.get("created"), "git_commit": p.training.get("git_commit"),
             "request_limits": {"max_windows_per_request": self.args.max_windows_per_request,
                                "max_body_bytes": self.args.max_body_bytes},
-            "served": self._served(), "loaded_on_this_replica": self._loaded(),
+            "served": self._served(), "loaded_on_this_replica": self.models.loaded(),
         }), rid, "model", t0, sel=sel)
 
     @api.post("/v1/predict")
@@ -324,9 +250,9 @@ class PredictorDeployment:
         try:
             authorize(request.headers, self.api_key)
             attention = self._wants_attention(request)
-            sel = await self._windows_selection(self._selection(request))
+            sel = await self.models.for_windows(self._selection(request))
             raw_windows, _ = await self._windows(request)
-            predictor = await self._predictor(sel)
+            predictor = await self.models.predictor(sel)
             windows = predictor.check_windows(raw_windows)
             if len(windows) > self.args.max_windows_per_request:
                 raise ApiError(413, "windows", f"{len(windows)} windows in one request; the limit is "
@@ -360,7 +286,7 @@ class PredictorDeployment:
                     raise ApiError(422, f"bars.{name}", "must be a non-empty list of objects (one per day)")
             if ticker is not None and not isinstance(ticker, str):
                 raise ApiError(422, "ticker", "must be a string (an instrument of the model)")
-            predictor = await self._predictor(sel)
+            predictor = await self.models.predictor(sel)
             windows, dates = await asyncio.to_thread(predictor.windows_from_bars, bars, 1, ticker)
         except (ApiError, InputError) as err:
             return self._error("predict_bars", err, rid, t0, sel)
@@ -387,7 +313,7 @@ class PredictorDeployment:
             return self._error("monitoring", err, rid, t0, sel)
         for pending in self.records.flush():  # this replica's latest records first
             await pending
-        route = self.routing.models[sel.name]
+        route = self.models.routing.models[sel.name]
         version = sel.version if sel.role == "pinned" else route.champion
         summary = await self.monitor.summary.remote(sel.name, version)
         if route.challenger and sel.role != "pinned":
