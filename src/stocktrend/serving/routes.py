@@ -33,8 +33,6 @@ from stocktrend.inference.artifact import MANIFEST, ArtifactError, resolve_versi
 from stocktrend.serving.config import ServeArgs
 from stocktrend.serving.wire import ApiError
 
-ROLES = ("champion", "challenger", "shadow", "pinned")
-
 
 class Route(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -147,7 +145,10 @@ def select(routing: Routing, model_dirs: dict[str, Path], raw_id: str | None, cl
                                      "(as <name> or <name>/<version>)")
     route = routing.models[name]
     if version:
-        if version not in route.versions() and version not in versions_on_disk(model_dirs[name]):
+        # One stat on the request path (no folder scan), and only a plain folder name.
+        known = version in route.versions() or (
+            "/" not in version and not version.startswith(".") and (model_dirs[name] / version / MANIFEST).is_file())
+        if not known:
             raise ApiError(404, "model", f"model {name!r} has no version {version!r}; its versions are "
                                          f"{versions_on_disk(model_dirs[name])}")
         return Selection(name=name, version=version, role="pinned")
