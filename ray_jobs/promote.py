@@ -129,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         for h in history:
             if "to" in h:
                 print(f"{h['time']}  champion {h['from']} -> {h['to']}{' (rollback)' if h.get('rollback') else ''}")
-            else:
+            elif "route" in h:
                 print(f"{h['time']}  {h['action']}: {json.dumps(h['route'])}")
+            else:  # written by ray_jobs/retrain.py
+                print(f"{h['time']}  {h['action']} {h.get('challenger')}: {h.get('decision')}: {h.get('reason', '')}")
         return 0
 
     dashboard = None

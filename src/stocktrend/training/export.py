@@ -89,8 +89,10 @@ def export_artifact(
     history: list[dict[str, Any]] | None = None,
     version: str | None = None,
     extra: dict[str, Any] | None = None,
+    make_latest: bool = True,
 ) -> Path:
-    """Write ``models_root/name/version/`` atomically and point ``latest`` at it."""
+    """Write ``models_root/name/version/`` atomically and point ``latest`` at it (unless
+    ``make_latest`` is False: a retrained challenger is not the champion until promoted)."""
     dataset_dir = Path(dataset_dir).resolve()
     # Our own checkpoint, just written by our training run: full unpickling is safe here;
     # the artifact's weights file is then loadable with weights_only=True.
@@ -163,6 +165,7 @@ def export_artifact(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic_write_text(model_dir / LATEST, version + "\n")
+    if make_latest:
+        atomic_write_text(model_dir / LATEST, version + "\n")
     log.info("exported model artifact %s", final)
     return final

@@ -1,0 +1,237 @@
+"""Retrain, challenge, promote: the comparison block and its purge, the decision rule, the lock,
+and the whole life on a real head: a champion trained on every source cut at 2015-06-30 (the
+committed files' own rows), the later rows restored, a retrain through Ray Train whose
+challenger beats a deliberately weakened champion, enters the deployment as shadow under HTTP
+traffic, is scored on realised outcomes and promoted with no failed request; then a retrain on
+unchanged data, refused with both scores logged."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import threading
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from stocktrend.retraining.compare import compare
+from stocktrend.retraining.lock import ModelLocked, model_lock
+from stocktrend.retraining.plan import RetrainError, plan_retrain
+from stocktrend.retraining.state import parse_duration, pending
+
+CUT = "2015-06-30"
+
+
+def _small_config(repo_root, data_root):
+    """datasets/msft_v2.yaml from 2008 with short windows, its sources under ``data_root``."""
+    raw = yaml.safe_load((repo_root / "datasets" / "msft_v2.yaml").read_text())
+    raw.update({"name": "msft_small", "start": "2008-01-02", "seq_len": 10, "n_features": 8})
+    (data_root / "crude-datasets").mkdir(parents=True, exist_ok=True)
+    path = data_root / "msft_small.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path, raw
+
+
+def _copy_sources(repo_root, data_root, raw, cut: str | None):
+    """Each source file's header and its rows dated up to ``cut`` (all rows: None), as written."""
+    for spec in raw["sources"].values():
+        src, dst = repo_root / "datasets" / spec["path"], data_root / spec["path"]
+        lines = src.read_text().splitlines(keepends=True)
+        if cut is not None:
+            col = lines[0].rstrip("\r\n").split(",").index(spec["columns"]["date"])
+            lines = lines[:1] + [ln for ln in lines[1:] if ln.split(",")[col] <= cut]
+        dst.write_text("".join(lines))
+
+
+def test_the_comparison_block_is_purged_from_both_models(repo_root, tmp_path):
+    from stocktrend.config_io import with_overrides
+    from stocktrend.data.build import build_dataset, prepare
+    from stocktrend.data.config import load_data_config
+    from stocktrend.data.splits import day_span
+
+    path, raw = _small_config(repo_root, tmp_path)
+    _copy_sources(repo_root, tmp_path, raw, None)
+    cfg = load_data_config(path)
+    p = prepare(cfg)
+    days = p.labelled_rows
+    purge = cfg.purge_rows
+    plan = plan_retrain(days, 26, purge, 0.1 / 0.9, "2015-06-30")
+    assert plan.block_end == days[-1].date() and plan.block_end.year == 2017  # the Treasury curve ends 2017-03
+    assert days[-1] - pd.Timestamp(plan.block_start) <= pd.Timedelta(weeks=26)
+    assert plan.block_days == int((days > days[-1] - pd.Timedelta(weeks=26)).sum())
+    # A champion that validated up to the last day before the block's purge gap is the limit.
+    limit = days[days.get_loc(pd.Timestamp(plan.block_start)) - purge - 1].date()
+    plan_retrain(days, 26, purge, 0.1 / 0.9, limit)
+    with pytest.raises(RetrainError, match="purge gap"):
+        plan_retrain(days, 26, purge, 0.1 / 0.9, days[days.get_loc(pd.Timestamp(limit)) + 1].date())
+    with pytest.raises(RetrainError, match="--compare-weeks"):
+        plan_retrain(days, 2, purge, 0.1 / 0.9, "2015-06-30")
+
+    # The challenger's dataset: its test split is the block, its train and val days never touch it.
+    s = cfg.split
+    chal = with_overrides(cfg, {"split": {"train": s.train, "val": s.val, "test": s.test, **plan.split()}})
+    meta = build_dataset(chal, tmp_path / "ds")
+    test_dates = np.load(tmp_path / "ds" / "test_dates.npy").astype("datetime64[D]")
+    assert str(test_dates[0]) == str(plan.block_start) and str(test_dates[-1]) == str(plan.block_end)
+    assert len(test_dates) == plan.block_days
+    rows = {k: p.calendar.get_indexer(pd.DatetimeIndex(np.load(tmp_path / "ds" / f"{k}_dates.npy")))
+            for k in ("train", "val", "test")}
+    spans = {k: day_span(p.calendar, np.unique(v), cfg.seq_len, cfg.horizon) for k, v in rows.items()}
+    assert not spans["test"] & (spans["train"] | spans["val"]) and not spans["train"] & spans["val"]
+    assert meta["config"]["split"]["test_start"] == str(plan.block_start)  # stored as dates, not fractions
+
+
+def test_the_decision_rule_is_the_paired_interval():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    base = np.clip(0.5 + 0.05 * rng.standard_normal(300), 0.01, 0.99)
+    days = [str(d) for d in pd.bdate_range("2016-01-01", periods=300).date]
+    same = compare(y, base, base.copy(), days, "val_ce", 5, n_boot=200)
+    assert same.improvement["point"] == 0 and same.improvement["low"] == same.improvement["high"] == 0
+    assert same.decide("better", 0.01)[0] is False
+    assert same.decide("not-worse", 0.01)[0] is True
+    sharper = np.where(y == 1, 0.7, 0.3)  # knows the answer: far lower cross-entropy
+    won, reason = compare(y, base, sharper, days, "val_ce", 5, n_boot=200).decide("better", 0.0)
+    assert won and "better" in reason and "cross_entropy" in reason
+    lost, _ = compare(y, sharper, base, days, "val_auroc", 5, n_boot=200).decide("not-worse", 0.01)
+    assert not lost
+
+
+def test_the_log_says_what_is_pending_and_durations_parse():
+    h = [{"action": "retrain", "decision": "refused", "challenger": "r1"},
+         {"action": "retrain", "decision": "challenger", "challenger": "r2", "observe_until": "2026-01-01T00:00:00+00:00"}]
+    assert pending(h)["challenger"] == "r2"
+    assert pending([*h, {"action": "observation", "challenger": "r2", "decision": "extended"}])["challenger"] == "r2"
+    assert pending([*h, {"action": "observation", "challenger": "r2", "decision": "promoted"}]) is None
+    assert pending(h[:1]) is None
+    assert parse_duration("10d") == dt.timedelta(days=10) and parse_duration("30s") == dt.timedelta(seconds=30)
+    with pytest.raises(ValueError, match="one of s, m, h, d"):
+        parse_duration("10 weeks")
+
+
+def test_a_second_retrain_of_the_same_model_refuses_to_start(tmp_path, capsys):
+    from conftest import load_job
+
+    folder = tmp_path / "msft"
+    folder.mkdir()
+    with model_lock(folder):
+        with pytest.raises(ModelLocked, match="another retrain is running .*pid"):
+            with model_lock(folder):
+                pass
+        assert load_job("retrain").main(["--model", str(folder), "--no-serve"]) == 3
+        assert "another retrain is running" in capsys.readouterr().err
+    with model_lock(folder):  # released when the holder leaves
+        pass
+
+
+# -- the whole life, on the session's head ----------------------------------------------------
+def _weaken(version_dir):
+    """Push the champion's output bias far towards 'up': confident and often wrong, so any
+    sensible challenger beats it. The manifest is rewritten so the artifact stays valid."""
+    from stocktrend.inference.artifact import MANIFEST, WEIGHTS, file_sha256
+
+    state = torch.load(version_dir / WEIGHTS, weights_only=True)
+    last = max((k for k in state if k.startswith("head.") and k.endswith(".bias")), key=lambda k: int(k.split(".")[1]))
+    state[last] = state[last] + torch.tensor([-2.0, 2.0])
+    torch.save(state, version_dir / WEIGHTS)
+    manifest = json.loads((version_dir / MANIFEST).read_text())
+    manifest["files"][WEIGHTS] = file_sha256(version_dir / WEIGHTS)
+    (version_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_retrain_challenges_shadows_and_promotes_under_traffic(repo_root, tmp_path, ray_head, serve_deploy):
+    from conftest import load_job, train_small_artifact
+    from stocktrend.data.build import build_dataset, prepare
+    from stocktrend.data.config import load_data_config
+    from stocktrend.inference.bars import bars_until
+    from stocktrend.inference.predictor import Predictor
+
+    data, models = tmp_path / "data", tmp_path / "models"
+    path, raw = _small_config(repo_root, data)
+    _copy_sources(repo_root, data, raw, CUT)
+    build_dataset(load_data_config(path), tmp_path / "ds_cut")
+    champion = train_small_artifact(tmp_path / "ds_cut", models, "msft", "c1", 1, tmp_path / "run_c1")
+    seen = json.loads((champion / "training.json").read_text())["dataset"]
+    assert max(s["end"] for s in seen["sources"].values()) <= CUT
+    _weaken(champion)
+    _copy_sources(repo_root, data, raw, None)  # the real later rows come back
+
+    cfg = load_data_config(path)
+    plan = plan_retrain(prepare(cfg).labelled_rows, 26, cfg.purge_rows, 0.1 / 0.9, seen["splits"]["val"]["end"])
+    predictor = Predictor.from_artifact(champion)
+    block = pd.bdate_range(plan.block_start, plan.block_end)
+    bodies = [{"bars": bars_until(predictor, data, str(d.date()))} for d in block[5:-5:3][:30]]
+
+    folder = models / "msft"
+    app = serve_deploy([{"name": "retrain", "route_prefix": "/", "args": {
+        "model": str(folder), "backend": "torch", "num_cpus": 0.25, "num_replicas": 1, "monitoring_flush_s": 0.1,
+        "health_check_period_s": 1}}])
+    seen_answers: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def traffic(i: int):
+        with httpx.Client(timeout=120) as c:
+            n = i
+            while not stop.is_set():
+                r = c.post(app.url("/v1/predict/bars"), json=bodies[n % len(bodies)])
+                seen_answers.append((r.status_code, r.json()["model_version"] if r.status_code == 200 else r.text))
+                n += 2
+
+    threads = [threading.Thread(target=traffic, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    retrain = load_job("retrain")
+    common = ["--model", str(folder), "--data-root", str(data), "--epochs", "1", "--compare-weeks", "26",
+              "--bootstrap", "200", "--dashboard", ray_head.dashboard, "--storage-path", str(tmp_path / "runs")]
+    try:
+        assert retrain.main([*common, "--version", "r1", "--observe", "20s", "--wait", "--min-outcomes", "10"]) == 0
+        stop_at = len(seen_answers)
+        deadline = 60
+        while len(seen_answers) < stop_at + 10 and deadline:  # answers after the promotion
+            threading.Event().wait(1)
+            deadline -= 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+
+    failed = [a for a in seen_answers if a[0] != 200]
+    assert len(seen_answers) > 30 and not failed, failed[:3]
+    assert {v for _, v in seen_answers[:5]} == {"c1"} and {v for _, v in seen_answers[-5:]} == {"r1"}
+    assert (folder / "latest").read_text().strip() == "r1"
+    history = [json.loads(line) for line in (folder / "promotions.jsonl").read_text().splitlines()]
+    steps = [h.get("decision") or h.get("action") if "to" not in h else f"to {h['to']}" for h in history]
+    assert steps == ["challenger", "challenger", "to r1", "promoted"], steps  # route, retrain, move, observation
+    won = history[1]
+    assert won["champion"] == "c1" and won["challenger"] == "r1" and won["stage"] == "shadow"
+    assert won["block"] == {"start": str(plan.block_start), "end": str(plan.block_end), "days": plan.block_days}
+    assert won["improvement"]["low"] > 0 and won["scores"]["champion"]["cross_entropy"]["point"] > 1  # weakened
+    assert won["challenger_window"]["val"][1] < str(plan.block_start)
+    assert history[3]["realised"]["paired_outcomes"] >= 10
+    r1 = json.loads((folder / "r1" / "training.json").read_text())
+    assert r1["retrain"]["window"]["comparison_block"] == [str(plan.block_start), str(plan.block_end)]
+    assert r1["dataset"]["splits"]["test"]["start"] == str(plan.block_start)
+    assert json.loads((folder / "r1" / "preprocessing.json").read_text())["data_config"]["split"]["val_start"] \
+        == str(plan.val_start)
+
+    # The same command again, on the same data: the challenger trains to the same model; refused.
+    assert retrain.main([*common, "--version", "r2"]) == 0
+    history = [json.loads(line) for line in (folder / "promotions.jsonl").read_text().splitlines()]
+    refused = history[-1]
+    assert refused["decision"] == "refused" and refused["champion"] == "r1" and refused["challenger"] == "r2"
+    assert abs(refused["improvement"]["point"]) < 1e-3
+    for side in ("champion", "challenger"):
+        scores = refused["scores"][side]
+        assert 0 < scores["cross_entropy"]["point"] < 1 and scores["accuracy"]["point"] > 0
+    assert (folder / "latest").read_text().strip() == "r1" and (folder / "r2" / "manifest.json").is_file()
+    model = httpx.get(app.url("/v1/model"), timeout=30).json()
+    assert model["model_version"] == "r1"
+    shutil.rmtree(folder / "predictions", ignore_errors=True)
