@@ -181,6 +181,27 @@ def test_dashboard_asks_for_the_token_and_its_login_shows_the_jobs_and_serve(mac
     assert apps["http_options"]["host"] == "127.0.0.1"  # deploy.py's default: loopback only
 
 
+@pytest.mark.timeout(420)
+def test_the_retrain_cron_line_runs_as_a_job_beside_the_deployment(machine):
+    """README's cron line, as a new shell runs it: a real retrain of the deployed model, whose
+    decision (either way) is logged with both versions' scores on the comparison block."""
+    folder = machine.out / "models" / "msft_smoke"
+    job = machine.shell(f"ray job submit -- python ray_jobs/retrain.py --model {folder} --epochs 1 --observe 0s "
+                        f"--wait --bootstrap 200 --storage-path {machine.out}/runs/retrain", 400, activate=True)
+    out = job.stdout + job.stderr
+    assert job.returncode == 0 and "succeeded" in out, out[-5000:]
+    history = [json.loads(line) for line in (folder / "promotions.jsonl").read_text().splitlines()]
+    (decided,) = [h for h in history if h.get("action") == "retrain"]
+    assert decided["decision"] in ("refused", "challenger"), decided
+    assert decided["block"]["days"] >= 100 and decided["block"]["end"].startswith("2017-")
+    for side in ("champion", "challenger"):
+        assert decided["scores"][side]["cross_entropy"]["point"] > 0
+    if decided["decision"] == "challenger":  # shadow, then (no outcomes asked for) promoted at once
+        assert history[-1]["action"] == "observation" and history[-1]["decision"] in ("promoted", "dropped")
+    else:
+        assert "kept champion" in out
+
+
 def test_a_taken_port_is_named_with_what_to_do(tmp_path, repo_root):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
