@@ -128,8 +128,6 @@ class Job:
 
     # -- 1. retrain and compare ----------------------------------------------------------
     def retrain(self) -> int:
-        import numpy as np
-
         from stocktrend.cluster.connect import connect
         from stocktrend.cluster.resources import ResourcesUnavailable
         from stocktrend.config_io import config_from_dict, with_overrides
@@ -141,7 +139,7 @@ class Job:
         from stocktrend.inference.artifact import load_parts, resolve_version_dir
         from stocktrend.inference.predictor import Predictor
         from stocktrend.models.config import model_config_from_metadata
-        from stocktrend.retraining.compare import block_probabilities, compare, raw_bars
+        from stocktrend.retraining.compare import block_keys, block_probabilities, compare
         from stocktrend.retraining.plan import RetrainError, plan_retrain
         from stocktrend.training.config import TrainConfig
         from stocktrend.training.export import export_artifact
@@ -153,12 +151,18 @@ class Job:
         champion_dir, _, parts = load_parts(self.model_dir / champion)
         pre, training = parts["preprocessing"], parts["training"]
         cfg = artifact_data_config(pre, Path(args.data_root))
-        if cfg.panel is not None or cfg.protocol != "clean":
-            raise RetrainError(f"{champion_dir}: this job retrains clean single-stock models; a panel model's "
-                               "comparison block needs its cross-section scored per date (not built yet)")
+        if cfg.protocol != "clean":
+            raise RetrainError(f"{champion_dir}: trained on the leaky 'seed' protocol (the audit's); not retrained")
         s = cfg.split
         fractions = {"train": s.train, "val": s.val, "test": s.test, "purge_rows": s.purge_rows}
-        labelled = prepare(with_overrides(cfg, {"split": fractions})).labelled_rows
+        free = with_overrides(cfg, {"split": fractions})
+        if cfg.panel is not None:
+            from stocktrend.data.panel import build_panel
+            from stocktrend.data.panel_build import labels_and_ends
+
+            labelled = labels_and_ends(free, build_panel(free))[3]
+        else:
+            labelled = prepare(free).labelled_rows
         plan = plan_retrain(labelled, args.compare_weeks, cfg.purge_rows, s.val / (s.train + s.val),
                             training["dataset"]["splits"]["val"]["end"])
         log.info("comparison block %s to %s (%d days); challenger trains from %s, validates from %s", plan.block_start,
@@ -190,17 +194,18 @@ class Job:
             extra={"engine": "ray-train x1", "train_seconds": round(time.perf_counter() - t0, 1),
                    "retrain": {"champion": champion, "plan": plan.to_dict(), "window": window}})
 
-        days = [str(d)[:10] for d in np.load(dataset / "test_dates.npy")]  # the block's windows
-        truth = realised(cfg).set_index("date")["label"].reindex(days)
+        keys = block_keys(dataset)  # (date, ticker) of every window of the block
+        truth = keys.merge(realised(cfg, None, meta.get("tickers")), on=["date", "ticker"], how="left")["label"]
         if truth.isna().any():
-            raise RetrainError(f"no realised label for block day {truth.index[truth.isna()][0]}")
-        bars = raw_bars(cfg)
+            k = keys[truth.isna().to_numpy()].iloc[0]
+            raise RetrainError(f"no realised label for {k['ticker']} on block day {k['date']}")
         champ, chal = Predictor.from_artifact(champion_dir), Predictor.from_artifact(challenger_dir)
         if champ.preprocessing["label_rule"] != chal.preprocessing["label_rule"]:
             raise RetrainError(f"{champion} and {version} answer different questions (label rules differ)")
-        result = compare(truth.to_numpy().astype(int), block_probabilities(champ, bars, days),
-                         block_probabilities(chal, bars, days), days, train_cfg.selection_metric, cfg.horizon,
-                         args.bootstrap)
+        root = Path(args.data_root)
+        result = compare(truth.to_numpy().astype(int), block_probabilities(champ, root, keys),
+                         block_probabilities(chal, root, keys), keys["date"].to_numpy(), train_cfg.selection_metric,
+                         cfg.horizon, args.bootstrap)
         won, reason = result.decide(args.require, args.margin)
         entry = {"action": "retrain", "champion": champion, "challenger": version, "require": args.require,
                  **({"margin": args.margin} if args.require == "not-worse" else {}), "reason": reason,

@@ -27,12 +27,12 @@ from stocktrend.retraining.state import parse_duration, pending
 CUT = "2015-06-30"
 
 
-def _small_config(repo_root, data_root):
-    """datasets/msft_v2.yaml from 2008 with short windows, its sources under ``data_root``."""
-    raw = yaml.safe_load((repo_root / "datasets" / "msft_v2.yaml").read_text())
-    raw.update({"name": "msft_small", "start": "2008-01-02", "seq_len": 10, "n_features": 8})
+def _small_config(repo_root, data_root, base="msft_v2.yaml", **overrides):
+    """A committed dataset config (default: MSFT from 2008) with short windows, its sources under ``data_root``."""
+    raw = yaml.safe_load((repo_root / "datasets" / base).read_text())
+    raw.update({"name": f"{raw['name']}_small", "start": "2008-01-02", "seq_len": 10, "n_features": 8, **overrides})
     (data_root / "crude-datasets").mkdir(parents=True, exist_ok=True)
-    path = data_root / "msft_small.yaml"
+    path = data_root / f"{raw['name']}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path, raw
 
@@ -212,7 +212,8 @@ def test_retrain_challenges_shadows_and_promotes_under_traffic(repo_root, tmp_pa
     assert steps == ["challenger", "challenger", "to r1", "promoted"], steps  # route, retrain, move, observation
     won = history[1]
     assert won["champion"] == "c1" and won["challenger"] == "r1" and won["stage"] == "shadow"
-    assert won["block"] == {"start": str(plan.block_start), "end": str(plan.block_end), "days": plan.block_days}
+    assert won["block"] == {"start": str(plan.block_start), "end": str(plan.block_end), "days": plan.block_days,
+                            "windows": plan.block_days}
     assert won["improvement"]["low"] > 0 and won["scores"]["champion"]["cross_entropy"]["point"] > 1  # weakened
     assert won["challenger_window"]["val"][1] < str(plan.block_start)
     assert history[3]["realised"]["paired_outcomes"] >= 10
@@ -235,3 +236,33 @@ def test_retrain_challenges_shadows_and_promotes_under_traffic(repo_root, tmp_pa
     model = httpx.get(app.url("/v1/model"), timeout=30).json()
     assert model["model_version"] == "r1"
     shutil.rmtree(folder / "predictions", ignore_errors=True)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_panel_model_is_judged_on_its_whole_cross_section(repo_root, tmp_path, ray_local):
+    """The 20-stock panel, cut at the same date: the block holds every instrument's windows,
+    resampled by whole dates; with no deployment a winner is promoted at once."""
+    from conftest import load_job, train_small_artifact
+    from stocktrend.data.build import build_dataset
+    from stocktrend.data.config import load_data_config
+
+    data, models = tmp_path / "data", tmp_path / "models"
+    path, raw = _small_config(repo_root, data, "stocks20.yaml", start="2010-01-04", n_features=12)
+    _copy_sources(repo_root, data, raw, CUT)
+    build_dataset(load_data_config(path), tmp_path / "ds_cut")
+    champion = train_small_artifact(tmp_path / "ds_cut", models, "stocks20", "p1", 3, tmp_path / "run_p1")
+    _weaken(champion)
+    _copy_sources(repo_root, data, raw, None)
+    folder = models / "stocks20"
+    assert load_job("retrain").main(["--model", str(folder), "--data-root", str(data), "--epochs", "1",
+                                     "--bootstrap", "200", "--no-serve", "--version", "q1",
+                                     "--storage-path", str(tmp_path / "runs")]) == 0
+    history = [json.loads(line) for line in (folder / "promotions.jsonl").read_text().splitlines()]
+    decided = history[-1]
+    assert decided["action"] == "retrain" and decided["decision"] == "promoted", decided.get("reason")
+    block = decided["block"]
+    assert block["windows"] >= 15 * block["days"] >= 15 * 100  # the cross-section, every date of the block
+    assert decided["improvement"]["low"] > 0 and "windows on" in decided["reason"]
+    assert history[0]["to"] == "q1" and (folder / "latest").read_text().strip() == "q1"

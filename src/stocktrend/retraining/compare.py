@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from stocktrend.data.config import DataConfig
-from stocktrend.evaluation.bootstrap import Interval, block_bootstrap_ci, paired_block_bootstrap_ci
+from stocktrend.data.store import read_metadata
+from stocktrend.evaluation.bootstrap import Interval
 from stocktrend.evaluation.metrics import auroc
+from stocktrend.evaluation.panel_metrics import date_block_ci
 from stocktrend.inference.predictor import Predictor
 from stocktrend.retraining.plan import RetrainError
 
@@ -32,19 +35,52 @@ def raw_bars(cfg: DataConfig) -> dict[str, pd.DataFrame]:
     return {name: pd.read_csv(cfg.source_path(name), dtype=str, keep_default_na=False) for name in cfg.sources}
 
 
-def block_probabilities(predictor: Predictor, bars: dict[str, pd.DataFrame], days: list[str]) -> np.ndarray:
-    """p(up) of the windows ending on ``days``, featurised by the predictor itself (features
-    are causal: computing them over the whole history equals computing them day by day)."""
-    values, index = predictor.scaled_features(bars)
-    ends = index.get_indexer(pd.DatetimeIndex(days))
-    if (ends < 0).any():
-        raise RetrainError(f"{predictor.name}/{predictor.version}: no feature row for block day "
-                           f"{days[int(np.flatnonzero(ends < 0)[0])]}")
+def block_keys(dataset_dir: Path) -> pd.DataFrame:
+    """(date, ticker) of each window of a dataset's test split, which a retrain makes the block."""
+    meta = read_metadata(dataset_dir)
+    dates = np.load(Path(dataset_dir) / "test_dates.npy").astype("datetime64[D]").astype(str)
+    if meta.get("layout") == "panel":
+        index = np.load(Path(dataset_dir) / "test_index.npy")
+        tickers = np.asarray([str(t).upper() for t in meta["tickers"]])[index[:, 0]]
+    else:
+        tickers = np.full(len(dates), str(meta["ticker"]).upper())
+    return pd.DataFrame({"date": dates, "ticker": tickers})
+
+
+def block_probabilities(predictor: Predictor, data_root: Path, keys: pd.DataFrame) -> np.ndarray:
+    """p(up) of the windows ending on ``keys`` (date, ticker), featurised by the predictor
+    itself from its source files under ``data_root`` (features are causal: computing them
+    over the whole history equals computing them day by day, as serving does)."""
+    cfg = dataclasses.replace(predictor.data_cfg, base_dir=str(Path(data_root).resolve()))
+    if predictor.is_panel:
+        from stocktrend.data.panel import build_panel
+
+        tickers = [str(t).upper() for t in predictor.preprocessing["tickers"]]
+        panel_cfg = dataclasses.replace(cfg, start=None, panel=dataclasses.replace(
+            cfg.panel, include=list(predictor.preprocessing["tickers"]), exclude=[], min_days=50))
+        panel = build_panel(panel_cfg)
+        columns = [panel.names.index(f) for f in predictor.features]
+        have = [t.upper() for t in panel.tickers]
+        if set(tickers) - set(have):
+            raise RetrainError(f"{predictor.name}/{predictor.version}: the sources no longer hold instrument(s) "
+                               f"{sorted(set(tickers) - set(have))} it was trained on")
+        order = [have.index(t) for t in tickers]
+        values = (panel.features[order][:, :, columns] - predictor.mean) / predictor.std
+        rows = panel.calendar.get_indexer(pd.DatetimeIndex(keys["date"]))
+        ends = np.stack([np.asarray([tickers.index(t) for t in keys["ticker"]]), rows], axis=1)
+        missing = rows < 0
+    else:
+        values, index = predictor.scaled_features(raw_bars(cfg))
+        ends = index.get_indexer(pd.DatetimeIndex(keys["date"]))
+        missing = ends < 0
+    where = f"{predictor.name}/{predictor.version}"
+    if missing.any():
+        raise RetrainError(f"{where}: no feature row for block day {keys['date'].iloc[int(np.flatnonzero(missing)[0])]}")
     windows = predictor.windows_at(values, ends)
     bad = ~np.isfinite(windows).all(axis=(1, 2))
     if bad.any():
-        raise RetrainError(f"{predictor.name}/{predictor.version}: incomplete features for the window ending "
-                           f"{days[int(np.flatnonzero(bad)[0])]}")
+        k = keys.iloc[int(np.flatnonzero(bad)[0])]
+        raise RetrainError(f"{where}: incomplete features for {k['ticker']}'s window ending {k['date']}")
     return np.concatenate([predictor.predict_windows(windows[i:i + 512]).probs[:, 1]
                            for i in range(0, len(windows), 512)])
 
@@ -64,7 +100,10 @@ class Comparison:
     metric: str  # the training selection metric (val_ce, val_auroc)
     on_block: str  # its name on the block (cross_entropy, auroc)
     higher_is_better: bool
-    days: list[str]
+    first: str
+    last: str
+    dates: int
+    windows: int
     champion: dict[str, Any]  # {metric: interval dict}
     challenger: dict[str, Any]
     improvement: dict[str, float | None]  # challenger over champion, oriented so that > 0 is better
@@ -73,10 +112,11 @@ class Comparison:
     def decide(self, require: str, margin: float) -> tuple[bool, str]:
         imp, name = self.improvement, self.on_block
         low = imp["low"] if imp["low"] is not None else -math.inf
+        high = imp["high"] if imp["high"] is not None else math.inf
+        where = f"{self.windows} windows on {self.dates} dates" if self.windows > self.dates else f"{self.dates} days"
         text = (f"{name} of the challenger {self.challenger[name]['point']:.4f} vs the champion's "
-                f"{self.champion[name]['point']:.4f} on {len(self.days)} block days ({self.days[0]} to "
-                f"{self.days[-1]}); improvement {imp['point']:+.4f} [{low:+.4f}, {imp['high']:+.4f}] (95%, paired "
-                "block bootstrap)")
+                f"{self.champion[name]['point']:.4f} on the comparison block ({where}, {self.first} to {self.last}); "
+                f"improvement {imp['point']:+.4f} [{low:+.4f}, {high:+.4f}] (95%, paired date-block bootstrap)")
         if require == "better":
             ok = low > 0
             return ok, text + (": better, the whole interval above 0" if ok else ": not better, the interval "
@@ -87,22 +127,32 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "on_block": self.on_block, "higher_is_better": self.higher_is_better,
-                "block": {"start": self.days[0], "end": self.days[-1], "days": len(self.days)},
-                "scores": {"champion": self.champion, "challenger": self.challenger}, "improvement": self.improvement,
-                "challenger_minus_champion": self.differences}
+                "block": {"start": self.first, "end": self.last, "days": self.dates, "windows": self.windows},
+                "scores": {"champion": self.champion, "challenger": self.challenger},
+                "improvement": self.improvement, "challenger_minus_champion": self.differences}
 
 
-def compare(y: np.ndarray, p_champion: np.ndarray, p_challenger: np.ndarray, days: list[str], metric: str,
+def compare(y: np.ndarray, p_champion: np.ndarray, p_challenger: np.ndarray, dates: np.ndarray, metric: str,
             horizon: int, n_boot: int = 1000, seed: int = 0) -> Comparison:
+    """Both versions and their difference from the same resamples of whole dates (blocks of
+    consecutive dates: neighbouring windows share label days; a panel's instruments share a date)."""
     if metric not in ON_BLOCK:
         raise RetrainError(f"selection metric {metric!r} has no block counterpart; known: {sorted(ON_BLOCK)}")
-    if not (len(y) == len(p_champion) == len(p_challenger) == len(days)):
-        raise ValueError("labels, both probability arrays and days must have equal length")
+    dates = np.asarray(dates).astype(str)
+    if not (len(y) == len(p_champion) == len(p_challenger) == len(dates)):
+        raise ValueError("labels, both probability arrays and dates must have equal length")
     name, higher = ON_BLOCK[metric]
-    kw = {"n_boot": n_boot, "seed": seed, "horizon": horizon}
-    champ = {k: _iv(v) for k, v in block_bootstrap_ci(block_metrics, y, p_champion, **kw).items()}
-    chal = {k: _iv(v) for k, v in block_bootstrap_ci(block_metrics, y, p_challenger, **kw).items()}
-    diff = paired_block_bootstrap_ci(block_metrics, (y, p_challenger), (y, p_champion), **kw)
-    d = diff[name]
+
+    def both(y, a, b):
+        ma, mb = block_metrics(y, a), block_metrics(y, b)
+        return {**{f"champion.{k}": v for k, v in ma.items()}, **{f"challenger.{k}": v for k, v in mb.items()},
+                **{f"difference.{k}": mb[k] - ma[k] for k in ma}}
+
+    cis = date_block_ci(both, dates, (y, p_champion, p_challenger), n_boot, seed, horizon)
+    part = {side: {k.split(".", 1)[1]: _iv(v) for k, v in cis.items() if k.startswith(side + ".")}
+            for side in ("champion", "challenger", "difference")}
+    d = cis[f"difference.{name}"]
     imp = d if higher else Interval(-d.point, -d.high, -d.low, d.n_valid, d.n_nan)
-    return Comparison(metric, name, higher, list(days), champ, chal, _iv(imp), {k: _iv(v) for k, v in diff.items()})
+    days = np.unique(dates)  # sorted: ISO dates sort as text
+    return Comparison(metric, name, higher, str(days[0]), str(days[-1]), int(len(days)), int(len(dates)),
+                      part["champion"], part["challenger"], _iv(imp), part["difference"])
