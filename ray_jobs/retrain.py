@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--margin", type=float, default=0.01,
                     help="not-worse margin, in the selection metric's units (nats of cross-entropy, AUROC)")
     ap.add_argument("--epochs", type=int, help="max epochs (default: the champion's training configuration)")
+    ap.add_argument("--space", help="search for the challenger with this search space (Ray Tune + Optuna + ASHA) on "
+                                    "the challenger's window, instead of retraining the champion's configuration")
+    ap.add_argument("--num-samples", type=int, help="trials of the --space search (default: the space file's)")
     ap.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs of the training worker")
     ap.add_argument("--storage-path", default=str(ROOT / "runs" / "retrain"), help="Ray Train storage")
     ap.add_argument("--version", help="the challenger's version name (default: r<UTC time>)")
@@ -78,6 +81,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.observe_for = parse_duration(args.observe)
     except ValueError as err:
         ap.error(f"--observe: {err}")
+    if args.space and args.epochs:
+        ap.error("--epochs retrains the champion's configuration; a --space search takes its epochs from the space")
     if not 0 < args.split_share <= 1:
         ap.error("--split-share is a share of requests, above 0 and at most 1")
     return args
@@ -150,7 +155,7 @@ class Job:
         champion = route.champion if route else resolve_version_dir(self.model_dir).name
         champion_dir, _, parts = load_parts(self.model_dir / champion)
         pre, training = parts["preprocessing"], parts["training"]
-        cfg = artifact_data_config(pre, Path(args.data_root))
+        cfg = artifact_data_config(pre, Path(args.data_root).resolve())
         if cfg.protocol != "clean":
             raise RetrainError(f"{champion_dir}: trained on the leaky 'seed' protocol (the audit's); not retrained")
         s = cfg.split
@@ -167,32 +172,37 @@ class Job:
                             training["dataset"]["splits"]["val"]["end"])
         log.info("comparison block %s to %s (%d days); challenger trains from %s, validates from %s", plan.block_start,
                  plan.block_end, plan.block_days, plan.train_start, plan.val_start)
-        dataset = build_cached(with_overrides(cfg, {"split": {**fractions, **plan.split()}}), ROOT / "datasets" / "cache")
-        meta = read_metadata(dataset)
-
-        shape_free = {k: v for k, v in parts["model"].items() if k not in ("n_features", "seq_len", "n_classes")}
-        model_cfg = model_config_from_metadata("v2", meta, **shape_free)
+        challenger_cfg = with_overrides(cfg, {"split": {**fractions, **plan.split()}})
         train_cfg = config_from_dict(TrainConfig, training["train_config"], f"{champion_dir}/training.json")
         if args.epochs:
             train_cfg = with_overrides(train_cfg, {"max_epochs": args.epochs})
-        started = _now()
-        version = args.version or started.strftime("r%Y%m%dT%H%M%SZ")
+        version = args.version or _now().strftime("r%Y%m%dT%H%M%SZ")
+        record = {"champion": champion, "plan": plan.to_dict()}
         connect()
         t0 = time.perf_counter()
         try:
-            (run,) = train_many([{"name": f"{self.model_dir.name}-{version}", "dataset": dataset, "model": model_cfg,
-                                  "train": train_cfg}], Path(args.storage_path), cpus_per_worker=args.cpus_per_worker,
-                                wait_s=args.wait_for_resources)
+            if args.space:
+                challenger_dir = self.search(challenger_cfg, train_cfg.selection_metric, version, record)
+            else:
+                dataset = build_cached(challenger_cfg, ROOT / "datasets" / "cache")
+                shape_free = {k: v for k, v in parts["model"].items() if k not in ("n_features", "seq_len", "n_classes")}
+                model_cfg = model_config_from_metadata("v2", read_metadata(dataset), **shape_free)
+                (run,) = train_many([{"name": f"{self.model_dir.name}-{version}", "dataset": dataset,
+                                      "model": model_cfg, "train": train_cfg}], Path(args.storage_path),
+                                    cpus_per_worker=args.cpus_per_worker, wait_s=args.wait_for_resources)
+                challenger_dir = export_artifact(
+                    run["checkpoint"], dataset, self.model_dir.parent, self.model_dir.name, history=run["history"],
+                    version=version, make_latest=False,
+                    extra={"engine": "ray-train x1", "train_seconds": round(time.perf_counter() - t0, 1),
+                           "retrain": record})
         except ResourcesUnavailable as err:
             raise RetrainError(str(err)) from None
-        window = {"train": [str(plan.train_start), meta["splits"]["train"]["end"]],
+        chal_training = json.loads((challenger_dir / "training.json").read_text())
+        dataset = ROOT / "datasets" / "cache" / chal_training["dataset"]["fingerprint"]  # build_cached's folder
+        meta = read_metadata(dataset)
+        window = {"train": [meta["splits"]["train"]["start"], meta["splits"]["train"]["end"]],
                   "val": [meta["splits"]["val"]["start"], meta["splits"]["val"]["end"]],
                   "comparison_block": [str(plan.block_start), str(plan.block_end)]}
-        challenger_dir = export_artifact(
-            run["checkpoint"], dataset, self.model_dir.parent, self.model_dir.name, history=run["history"],
-            version=version, make_latest=False,
-            extra={"engine": "ray-train x1", "train_seconds": round(time.perf_counter() - t0, 1),
-                   "retrain": {"champion": champion, "plan": plan.to_dict(), "window": window}})
 
         keys = block_keys(dataset)  # (date, ticker) of every window of the block
         truth = keys.merge(realised(cfg, None, meta.get("tickers")), on=["date", "ticker"], how="left")["label"]
@@ -234,6 +244,45 @@ class Job:
         print(f"{version} is now {args.stage} beside {champion} until {until:%Y-%m-%d %H:%M} UTC; "
               "the next run of this command decides")
         return self.observe(pend) if args.wait else 0
+
+    def search(self, challenger_cfg, metric: str, version: str, record: dict) -> Path:
+        """The challenger as the best trial of a search on its window: the space's own file,
+        with its dataset replaced by the challenger's config (written beside the experiment,
+        since every trial reloads the space from its file)."""
+        import dataclasses
+
+        import yaml
+
+        from stocktrend.cluster.resources import ResourcesUnavailable
+        from stocktrend.config_io import config_to_dict, read_yaml, with_overrides
+        from stocktrend.data.store import atomic_write_text
+        from stocktrend.retraining.plan import RetrainError
+        from stocktrend.tuning.run import SearchOptions, export_best, fit_concurrency, run_search
+        from stocktrend.tuning.space import load_space
+
+        raw = read_yaml(Path(self.args.space))
+        if "split" in (raw.get("data") or {}) or any(k.startswith("data.split") for k in raw.get("space") or {}):
+            raise RetrainError(f"{self.args.space}: sets data.split, which a retrain fixes to its own dates")
+        name = f"{self.model_dir.name}-{version}"
+        experiment = Path(self.args.storage_path).resolve() / name
+        experiment.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(experiment / "dataset.yaml", yaml.safe_dump(config_to_dict(challenger_cfg), sort_keys=False))
+        atomic_write_text(experiment / "space.yaml", yaml.safe_dump({**raw, "dataset": str(experiment / "dataset.yaml")},
+                                                                    sort_keys=False))
+        space = load_space(experiment / "space.yaml")
+        space = dataclasses.replace(space, train=with_overrides(space.train, {"selection_metric": metric}))
+        opts = SearchOptions(num_samples=self.args.num_samples, metric=metric, cpus_per_trial=self.args.cpus_per_worker)
+        try:
+            opts = fit_concurrency(space, opts, self.args.wait_for_resources)
+        except ResourcesUnavailable as err:
+            raise RetrainError(str(err)) from None
+        cache = ROOT / "datasets" / "cache"
+        results = run_search(space, opts, experiment.parent, name, cache)
+        if results.num_errors == len(results):
+            raise RetrainError(f"all {len(results)} trials of the search failed; see {experiment}")
+        return export_best(results, space, metric, experiment, cache, self.model_dir.parent, self.model_dir.name,
+                           version=version, make_latest=False,
+                           extra={"engine": f"ray-tune x{len(results)}", "retrain": {**record, "space": self.args.space}})
 
     # -- 2./3. the observation in the deployment -------------------------------------
     def observe(self, pend: dict) -> int:

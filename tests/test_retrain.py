@@ -266,3 +266,38 @@ def test_a_panel_model_is_judged_on_its_whole_cross_section(repo_root, tmp_path,
     assert block["windows"] >= 15 * block["days"] >= 15 * 100  # the cross-section, every date of the block
     assert decided["improvement"]["low"] > 0 and "windows on" in decided["reason"]
     assert history[0]["to"] == "q1" and (folder / "latest").read_text().strip() == "q1"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_retrain_can_search_for_its_challenger(repo_root, tmp_path, ray_local):
+    """--space: the challenger is the best trial (on validation) of a real Tune search whose
+    dataset is the challenger's window; not-worse with a wide margin lets it through."""
+    from conftest import load_job, train_small_artifact
+    from stocktrend.data.build import build_dataset
+    from stocktrend.data.config import load_data_config
+
+    data, models = tmp_path / "data", tmp_path / "models"
+    path, raw = _small_config(repo_root, data)
+    _copy_sources(repo_root, data, raw, CUT)
+    build_dataset(load_data_config(path), tmp_path / "ds_cut")
+    train_small_artifact(tmp_path / "ds_cut", models, "msft", "c1", 1, tmp_path / "run_c1")
+    _copy_sources(repo_root, data, raw, None)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "description": "two tiny trials", "preset": "tiny", "dataset": str(path), "num_samples": 2,
+        "max_concurrent": 2, "seed": 0, "scheduler": {"max_epochs": 1, "grace_period": 1, "reduction_factor": 2},
+        "train": {"batch_size": 64, "accumulate_grad_batches": 1}, "space": {"model.lstm_hidden": {"choice": [8, 16]}}}))
+    folder = models / "msft"
+    assert load_job("retrain").main(["--model", str(folder), "--data-root", str(data), "--space", str(space),
+                                     "--require", "not-worse", "--margin", "1", "--bootstrap", "200", "--no-serve",
+                                     "--version", "s1", "--storage-path", str(tmp_path / "runs")]) == 0
+    decided = [json.loads(line) for line in (folder / "promotions.jsonl").read_text().splitlines()][-1]
+    assert decided["decision"] == "promoted" and "not worse" in decided["reason"]
+    training = json.loads((folder / "s1" / "training.json").read_text())
+    assert training["tune"]["config"]["model.lstm_hidden"] in (8, 16) and training["retrain"]["space"] == str(space)
+    assert training["dataset"]["splits"]["test"]["start"] == decided["block"]["start"]
+    assert (folder / "latest").read_text().strip() == "s1"
+    with pytest.raises(SystemExit):  # the search takes its epochs from the space
+        load_job("retrain").parse_args(["--model", str(folder), "--space", str(space), "--epochs", "3"])

@@ -140,14 +140,17 @@ def best_trial(results: tune.ResultGrid, metric: str) -> dict[str, Any]:
 
 
 def export_best(results: tune.ResultGrid, space: SearchSpace, metric: str, experiment_dir: Path,
-                cache_root: Path, models_root: Path, name: str) -> Path:
+                cache_root: Path, models_root: Path, name: str, version: str | None = None,
+                make_latest: bool = True, extra: dict[str, Any] | None = None) -> Path:
     from stocktrend.training.export import export_artifact
 
     best = best_trial(results, metric)
     dataset = trial_dataset(str(space.path), best["config"], str(cache_root))
     run_dir = Path(experiment_dir) / TRAIN_RUNS / best["trial_id"]
     history = json.loads((run_dir / "history.json").read_text())
-    return export_artifact(best["checkpoint"], dataset, models_root, name, history=history, extra={
+    return export_artifact(best["checkpoint"], dataset, models_root, name, history=history, version=version,
+                           make_latest=make_latest, extra={
         "tune": {"experiment": str(experiment_dir), "trial_id": best["trial_id"], "config": best["config"],
                  "space": str(space.path), "selection": f"best {metric} over all trials and epochs (validation)"},
+        **(extra or {}),
     })
