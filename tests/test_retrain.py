@@ -301,3 +301,51 @@ def test_a_retrain_can_search_for_its_challenger(repo_root, tmp_path, ray_local)
     assert (folder / "latest").read_text().strip() == "s1"
     with pytest.raises(SystemExit):  # the search takes its epochs from the space
         load_job("retrain").parse_args(["--model", str(folder), "--space", str(space), "--epochs", "3"])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_an_alert_submits_the_retrain_job_once_per_interval(tmp_path, ray_head, serve_deploy, two_versions):
+    """retrain_on_alert: a latency SLO no answer can meet fires; the monitor submits the real
+    retrain job for the model (which here refuses at once: a 1000-week block cannot fit), once."""
+    import time
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from stocktrend.cluster.auth import use_token_auth
+    from stocktrend.inference.predictor import Predictor
+    from stocktrend.serving.retrain_trigger import MARKER
+
+    folder = tmp_path / "models" / "msft"
+    shutil.copytree(two_versions[0].parent, folder, ignore=shutil.ignore_patterns("predictions", MARKER))
+    app = serve_deploy([{"name": "alerting", "route_prefix": "/", "args": {
+        "model": str(folder), "backend": "torch", "num_cpus": 0.25, "monitoring_flush_s": 0.1,
+        "alerts": {"p99_latency_ms": 0.001, "min_samples": 5},
+        "retrain_on_alert": {"on": ["latency_slo"], "check_every_s": 0.5, "min_interval_hours": 1,
+                             "args": ["--compare-weeks", "1000", "--no-serve"]}}}])
+    shape = Predictor.from_artifact(folder)
+    window = np.zeros((1, shape.seq_len, shape.n_features)).tolist()  # scaled features at their training mean
+    with httpx.Client(timeout=60) as c:
+        for _ in range(10):
+            assert c.post(app.url("/v1/predict"), json={"windows": window}).status_code == 200
+        marker, deadline = folder / MARKER, time.monotonic() + 60
+        while time.monotonic() < deadline and not (marker.is_file() and json.loads(marker.read_text()).get("job")):
+            time.sleep(0.5)
+        entry = json.loads(marker.read_text())
+        assert entry["alert"] == "latency_slo" and entry["job"], entry
+        use_token_auth()
+        jobs = JobSubmissionClient(ray_head.dashboard)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not jobs.get_job_status(entry["job"]).is_terminal():
+            time.sleep(1)
+        assert jobs.get_job_status(entry["job"]) == JobStatus.FAILED  # exit 2: it said why
+        logs = jobs.get_job_logs(entry["job"])
+        assert "ray_jobs/retrain.py" in jobs.get_job_info(entry["job"]).entrypoint
+        assert "comparison block" in logs and "give fewer --compare-weeks" in logs, logs[-2000:]
+        for _ in range(10):  # still alerting: no second job within the interval
+            assert c.post(app.url("/v1/predict"), json={"windows": window}).status_code == 200
+        time.sleep(3)
+    mine = [j for j in jobs.list_jobs() if (j.metadata or {}).get("stocktrend") == "retrain-on-alert"
+            and str(folder) in j.entrypoint]
+    assert len(mine) == 1 and json.loads(marker.read_text())["job"] == entry["job"]

@@ -341,6 +341,7 @@ def build(args: ServeArgs) -> serve.Application:
         options["autoscaling_config"] = args.autoscaling.model_dump()
     else:
         options["num_replicas"] = args.num_replicas
-    monitor = Monitor.bind(args.alerts.model_dump(), args.monitoring_window, args.monitoring_minutes)
-    return PredictorDeployment.options(**options).bind(args.model_dump(), {n: str(v.parent) for n, v in served.items()},
-                                                       monitor)
+    folders = {n: str(v.parent) for n, v in served.items()}
+    trigger = args.retrain_on_alert.model_dump() if args.retrain_on_alert else None
+    monitor = Monitor.bind(args.alerts.model_dump(), args.monitoring_window, args.monitoring_minutes, trigger, folders)
+    return PredictorDeployment.options(**options).bind(args.model_dump(), folders, monitor)

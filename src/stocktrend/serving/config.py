@@ -46,6 +46,23 @@ class Alerts(BaseModel):
                                                      "figure needs before it is reported and judged")
 
 
+AlertName = Literal["feature_drift", "prediction_distribution_shift", "low_confidence", "latency_slo"]
+
+
+class RetrainOnAlert(BaseModel):
+    """Submit ``ray_jobs/retrain.py`` for a model when one of its versions raises one of these
+    alerts (serving/retrain_trigger.py). Off unless configured; at most one submission per model
+    per ``min_interval_hours``, remembered in the model folder across restarts."""
+
+    model_config = ConfigDict(extra="forbid")
+    on: list[AlertName] = Field(default_factory=lambda: ["feature_drift"], min_length=1)
+    min_interval_hours: float = Field(24.0, gt=0, description="no second submission for a model within this")
+    check_every_s: float = Field(60.0, gt=0, description="how often the monitor looks at a version's alerts")
+    args: list[str] = Field(default_factory=list, description="more retrain.py flags, e.g. ['--observe', '10d']")
+    dashboard: str | None = Field(None, description="where to submit (default: $RAY_DASHBOARD_ADDRESS, else the "
+                                                    "head the monitor's node belongs to)")
+
+
 class ServeArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field("models/msft_quick", description="the default model: models/<name> (follows 'latest') or a "
@@ -69,6 +86,8 @@ class ServeArgs(BaseModel):
     monitoring_minutes: float = Field(15.0, gt=0, description="the time window of /v1/monitoring, in minutes")
     monitoring_flush_s: float = Field(0.25, gt=0, description="how often replicas send records to the monitor")
     alerts: Alerts = Field(default_factory=Alerts)
+    retrain_on_alert: RetrainOnAlert | None = Field(None, description="submit the retrain job on these alerts "
+                                                                      "(off by default)")
     prediction_log: bool = Field(True, description="log every prediction to models/<name>/predictions/ (the "
                                                    "realised-outcome scorer reads it)")
     prediction_log_dir: str | None = Field(None, description="log to <dir>/<name>/predictions/ instead of beside "

@@ -29,10 +29,13 @@ class Monitor:
 
     GAUGE_EVERY_S = 30.0
 
-    def __init__(self, alerts: dict[str, Any], window: int, minutes: float):
+    def __init__(self, alerts: dict[str, Any], window: int, minutes: float, retrain_on_alert: dict | None = None,
+                 model_dirs: dict[str, str] | None = None):
         from stocktrend.serving.metrics import create_metrics
+        from stocktrend.serving.retrain_trigger import RetrainTrigger
 
         self.alerts, self.window, self.minutes = alerts, window, minutes
+        self.trigger = RetrainTrigger(retrain_on_alert, model_dirs or {}) if retrain_on_alert else None
         self.stats: dict[tuple[str, str], RollingStats] = {}
         self.drifted_gauge = create_metrics()["drifted"]
         self.gauge_at: dict[tuple[str, str], float] = {}
@@ -53,6 +56,8 @@ class Monitor:
             self.gauge_at[(name, version)] = time.monotonic()
             drift = stats.summary()["windows"]["count"]["drift"]
             self.drifted_gauge.set(len(drift.get("drifted_features", [])), tags={"model": name, "model_version": version})
+        if self.trigger is not None and self.trigger.due(name, version):
+            self.trigger.consider(name, version, stats.summary()["alerts"])
 
     def record_agreement(self, counts: dict[tuple[str, str, str], list[int]]) -> None:
         for key, (n, same) in counts.items():
@@ -64,6 +69,9 @@ class Monitor:
         """Champion/challenger class agreement on the windows both scored (shadow mode)."""
         return [{"champion": c, "challenger": ch, "windows": n, "agreement": same / n if n else None}
                 for (m, c, ch), (n, same) in self.agreement.items() if m == name]
+
+    def retrain_submissions(self) -> list[dict[str, Any]]:
+        return list(self.trigger.submitted) if self.trigger else []
 
     def summary(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
         """One model version's figures, or every one's under "models" when not named."""
