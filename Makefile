@@ -106,6 +106,7 @@ bench: $(STAMP)  ## benchmarks (~20 min): data build, training, inference back-e
 	$(BIN)/python bench/multiplex.py
 	$(BIN)/python bench/monitoring_alarms.py
 	$(BIN)/python bench/panel.py
+	$(BIN)/python bench/rnn.py
 	$(BIN)/python bench/report.py
 
 reliability: $(STAMP)  ## the reliability suite alone, its figures recorded for docs/BENCHMARKS.md

@@ -190,6 +190,22 @@ def panel(r: dict) -> list[str]:
     return lines
 
 
+def rnn(r: dict) -> list[str]:
+    lines = ["## LSTM or GRU in the recurrent block (`python bench/rnn.py`)", "", _machine(r), "",
+             f"Seeded random weights, 50 features x 30 days, {r['threads']} threads, median of {r['rounds']} "
+             "interleaved rounds; INT8 here is dynamic (no calibration), and ONNX Runtime keeps a GRU in fp32.", "",
+             "| preset | block | LSTM parameters | GRU parameters |", "|---|---|---|---|"]
+    for name, e in r["presets"].items():
+        for block in ("lstm", "total"):
+            lines.append(f"| {name} | {'recurrent' if block == 'lstm' else 'whole network'} | "
+                         f"{e['params']['lstm'][block]:,} | {e['params']['gru'][block]:,} |")
+    lines += ["", "| preset | back-end @ batch | LSTM ms | GRU ms | GRU / LSTM |", "|---|---|---|---|---|"]
+    for name, e in r["presets"].items():
+        for k, v in e["latency_ms"].items():
+            lines.append(f"| {name} | {k} | {v['lstm']:.3f} | {v['gru']:.3f} | {v['gru_over_lstm']:.2f} |")
+    return lines + [""]
+
+
 def reliability(r: dict) -> list[str]:
     lines = ["## Reliability suite (`make reliability`: `tests/reliability/`, also run by CI)", "",
              "Figures printed by the tests themselves (each run checks them; these are from the last recorded run).", "",
@@ -303,7 +319,7 @@ def main() -> int:
     lines += goals({k: v for k, v in results.items() if v})
     sections = [("inference", inference), ("onnx_profile", onnx_profile), ("serve_load", serve_load),
                 ("serve_load_v2", serve_load), ("multiplex", multiplex), ("monitoring_alarms", monitoring_alarms),
-                ("panel", panel),
+                ("panel", panel), ("rnn", rnn),
                 ("reliability", reliability),
                 ("data_build", data_build), ("train_throughput", train_throughput),
                 ("v2_training", lambda r: trained(r, "The v2 preset trained on CPU through Ray Train")),

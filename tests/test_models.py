@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,6 +113,30 @@ def test_residual_option_adds_projections_and_changes_forward():
     res.train()
     res(x).sum().backward()
     assert res.cnn.blocks[0].skip.weight.grad is not None
+
+
+@pytest.mark.timeout(60)
+def test_gru_option_has_three_gate_sets_and_serves_on_every_backend(tmp_path):
+    """model.rnn: gru: the same bidirectional block with 3 gate sets instead of 4 (so 3/4 of
+    its parameters), the same output width, and every inference back-end answers for it."""
+    from stocktrend.inference.backends import BACKENDS, make_backend
+
+    lstm_cfg, gru_cfg = preset("tiny"), preset("tiny", rnn="gru")
+    lstm, gru = TrendNet(lstm_cfg).eval(), TrendNet(gru_cfg).eval()
+    assert isinstance(gru.lstm.rnn, torch.nn.GRU) and isinstance(lstm.lstm.rnn, torch.nn.LSTM)
+    assert parameter_counts(gru)["lstm"] * 4 == parameter_counts(lstm)["lstm"] * 3
+    assert {k: v for k, v in parameter_counts(gru).items() if k not in ("lstm", "total")} == \
+        {k: v for k, v in parameter_counts(lstm).items() if k not in ("lstm", "total")}
+    x = torch.randn(8, gru_cfg.seq_len, gru_cfg.n_features)
+    with torch.no_grad():
+        probs, attention = gru(x, return_attention=True)
+        ref = probs.softmax(-1).numpy()
+    for name in BACKENDS:
+        got, att = make_backend(name, gru, gru_cfg.seq_len, gru_cfg.n_features, threads=1)(x.numpy())
+        assert got.shape == ref.shape and att.shape == attention.shape, name
+        assert np.abs(got - ref).max() < (1e-4 if name in ("torch", "onnx") else 0.05), name
+    with pytest.raises(ValueError, match="rnn"):
+        preset("tiny", rnn="rnn")
 
 
 @pytest.mark.timeout(20)

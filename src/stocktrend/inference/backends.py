@@ -5,7 +5,7 @@ Every back-end maps float32 windows (N, L, F) to (probabilities (N, C), attentio
 - ``torch``: eager PyTorch under ``inference_mode`` (the reference; always available).
 - ``bf16``: eager PyTorch under bfloat16 autocast (pays only where the CPU has bf16 dot
   products; the benchmark says whether it does here).
-- ``torch-int8``: ``torch.ao`` dynamic quantization of Linear and LSTM weights.
+- ``torch-int8``: ``torch.ao`` dynamic quantization of Linear and LSTM (or GRU) weights.
 - ``onnx``: the network exported to ONNX (dynamic batch axis) run by ONNX Runtime.
 - ``onnx-int8``: that graph quantized to INT8 (``quantize.py`` has the recipe and why).
 
@@ -89,7 +89,7 @@ class TorchInt8Backend(TorchBackend):
         import copy
 
         quantized = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model).eval(), {nn.Linear, nn.LSTM}, dtype=torch.qint8
+            copy.deepcopy(model).eval(), {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8
         )
         super().__init__(quantized, name="torch-int8")
 

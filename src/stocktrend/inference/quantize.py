@@ -64,6 +64,7 @@ STATIC_RECIPES = (("Conv", "MatMul"), ("Conv",))
 def quantize_onnx_int8(src: Path, dst: Path, calibration: np.ndarray | None = None,
                        static_ops: tuple[str, ...] = STATIC_RECIPES[0]) -> dict:
     """Write the INT8 graph of ``src`` to ``dst``; return the recipe used (export_report.json)."""
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -75,6 +76,8 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: np.ndarray | None = No
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     vnni = cpu_has_vnni()
+    # ONNX Runtime quantizes an LSTM dynamically; it has no INT8 GRU, which stays fp32.
+    rnn = "LSTM" if any(n.op_type == "LSTM" for n in onnx.load(str(src)).graph.node) else "GRU"
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs generic advice on the root logger
@@ -82,7 +85,8 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: np.ndarray | None = No
         if calibration is None:
             quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8 if vnni else QuantType.QUInt8,
                              op_types_to_quantize=["MatMul", "Gemm", "LSTM"], per_channel=True)
-            return {"recipe": "dynamic INT8 of MatMul, Gemm and LSTM (Conv kept fp32)", "quantized_for_vnni": vnni,
+            return {"recipe": "dynamic INT8 of MatMul, Gemm and LSTM (Conv kept fp32)" if rnn == "LSTM" else
+                    "dynamic INT8 of MatMul and Gemm (Conv and the GRU kept fp32)", "quantized_for_vnni": vnni,
                     "calibration_windows": 0}
         batches = [{"windows": np.ascontiguousarray(calibration[i:i + CALIBRATION_BATCH], np.float32)}
                    for i in range(0, len(calibration), CALIBRATION_BATCH)]
@@ -106,7 +110,8 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: np.ndarray | None = No
             pre.unlink(missing_ok=True)
             static.unlink(missing_ok=True)
         return {"recipe": f"static QDQ INT8 of {' and '.join(static_ops)} (per-channel weights, MinMax ranges from "
-                          f"the calibration windows) + dynamic INT8 LSTM; the rest fp32", "static_ops": list(static_ops),
+                          f"the calibration windows) + " + ("dynamic INT8 LSTM" if rnn == "LSTM" else "the GRU in fp32")
+                          + "; the rest fp32", "static_ops": list(static_ops),
                 "quantized_for_vnni": vnni,
                 "calibration_windows": int(len(calibration))}
     finally:

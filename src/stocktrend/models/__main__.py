@@ -25,13 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, help="window length in time steps")
     p.add_argument("--n-classes", type=int, help="number of classes")
     p.add_argument("--transformer-ff", type=int, help="override the transformer feed-forward width")
+    p.add_argument("--rnn", choices=["lstm", "gru"], help="the recurrent block (default: the preset's LSTM)")
     args = p.parse_args(argv)
 
     overrides = {
         k: v
         for k, v in dict(
             n_features=args.n_features, seq_len=args.seq_len,
-            n_classes=args.n_classes, transformer_ff=args.transformer_ff,
+            n_classes=args.n_classes, transformer_ff=args.transformer_ff, rnn=args.rnn,
         ).items()
         if v is not None
     }

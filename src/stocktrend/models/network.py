@@ -58,11 +58,12 @@ class CNN(nn.Module):
 
 
 class BiLSTM(nn.Module):
-    """Stacked bidirectional LSTM; dropout between layers (PyTorch's) and after the stack."""
+    """Stacked bidirectional LSTM (or GRU, ``cfg.rnn``); dropout between layers (PyTorch's)
+    and after the stack. Either way the block is ``lstm`` in the state dict and the counts."""
 
     def __init__(self, cfg: ModelConfig, input_size: int):
         super().__init__()
-        self.rnn = nn.LSTM(
+        self.rnn = (nn.GRU if cfg.rnn == "gru" else nn.LSTM)(
             input_size,
             cfg.lstm_hidden,
             num_layers=cfg.lstm_layers,
