@@ -2,30 +2,33 @@
 if it wins on days neither has seen, then only after a period in the deployment.
 
     python ray_jobs/retrain.py --model models/<name> [--compare-weeks 26] [--require better|not-worse]
-                               [--stage shadow|split] [--observe 10d] [--min-outcomes N] [--wait]
-    ray job submit --working-dir . -- python ray_jobs/retrain.py --model models/<name>
+                               [--stage shadow|split] [--observe 10d] [--min-outcomes 20] [--wait]
+    ray job submit -- python ray_jobs/retrain.py --model models/<name>
 
 Each run does the next step of the model's life, read from models/<name>/promotions.jsonl
 (so the same command on a schedule is idempotent):
 
 1. Nothing pending: rebuild the dataset from the serving champion's own dataset config with
    the rows its source files hold now. The last --compare-weeks of labelled days are the
-   comparison block; the challenger trains and validates on explicit dates before it (behind
-   a purge gap, stored in its artifact) with the champion's model and training configuration,
-   through Ray Train. Both versions score the block as they serve (their own features and
-   scalers); the challenger wins when the paired block-bootstrap interval of its improvement
-   on the training selection metric lies above 0 (--require better) or above -margin
-   (not-worse). A loser is kept on disk, refused, and logged with both scores. A winner enters
-   every deployment serving the model as shadow (or a --split share) until --observe has passed;
-   with no deployment it is promoted at once.
-2. A challenger pending, period not over: says so and exits 0 (--wait: sleeps until it is).
-3. Period over: scores the realised outcomes of both versions' logged predictions on the same
-   days (as ray_jobs/score_outcomes.py does); once --min-outcomes are paired, the challenger is
-   promoted unless it was significantly worse live, in which case it is dropped.
+   comparison block; it must start a purge gap after every day the champion trained or was
+   selected on (its validation split, and the block it was itself promoted on). The
+   challenger trains and validates on explicit dates before it (behind a purge gap, stored in
+   its artifact) with the champion's model and training configuration through Ray Train, or
+   as the best trial of a --space search. Both versions score the block as they serve (their
+   own features and scalers); the challenger wins when the paired date-block bootstrap
+   interval of its improvement on the training selection metric lies above --min-gain
+   (--require better) or above -margin (not-worse). A loser is kept on disk, refused, and
+   logged with both scores. A winner enters every deployment serving the model as shadow (or
+   a --split share); with no deployment it is promoted at once.
+2. A challenger pending, --observe not over: says so and exits 0 (--wait: sleeps until it is).
+3. Observation over: scores the realised outcomes both versions logged on the same days (as
+   ray_jobs/score_outcomes.py does). With --min-outcomes of them the challenger is promoted,
+   unless it was significantly worse live (then dropped); with fewer the observation goes on,
+   until --max-observe, when a challenger never proven live is dropped.
 
 Exit status: 0 the step is done (refused, waiting and dropped included); 2 the retrain cannot
-run as asked (the message says why); 3 another retrain of this model holds its lock; 1 a move
-of a deployment failed (nothing recorded as done that did not take effect).
+run as asked (the message says why; nothing changed); 3 another retrain of this model holds its
+lock; 1 a move of a deployment failed (nothing recorded as done that did not take effect).
 """
 
 from __future__ import annotations
@@ -48,24 +51,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", required=True, help="models/<name>: the folder holding versions, 'latest' and the log")
     ap.add_argument("--data-root", default=str(ROOT / "datasets"),
                     help="where the dataset config's relative source paths resolve (default: datasets/)")
+    ap.add_argument("--cache-root", default=str(ROOT / "datasets" / "cache"),
+                    help="dataset cache (on a cluster: shared storage every node sees)")
     ap.add_argument("--compare-weeks", type=float, default=26, help="length of the comparison block (weeks)")
     ap.add_argument("--require", choices=["better", "not-worse"], default="better",
-                    help="better: the improvement's interval lies above 0; not-worse: above -margin")
+                    help="better: the improvement's interval lies above --min-gain; not-worse: above -margin")
+    ap.add_argument("--min-gain", type=float, default=0.001,
+                    help="the smallest improvement that counts as better, in the selection metric's units")
     ap.add_argument("--margin", type=float, default=0.01,
                     help="not-worse margin, in the selection metric's units (nats of cross-entropy, AUROC)")
+    ap.add_argument("--reuse-block", action="store_true",
+                    help="allow a block overlapping the one the champion was promoted on (its score there is "
+                         "optimistic: it was selected on those days); logged")
     ap.add_argument("--epochs", type=int, help="max epochs (default: the champion's training configuration)")
     ap.add_argument("--space", help="search for the challenger with this search space (Ray Tune + Optuna + ASHA) on "
                                     "the challenger's window, instead of retraining the champion's configuration")
     ap.add_argument("--num-samples", type=int, help="trials of the --space search (default: the space file's)")
-    ap.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs of the training worker")
-    ap.add_argument("--storage-path", default=str(ROOT / "runs" / "retrain"), help="Ray Train storage")
+    ap.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs of each training worker")
+    ap.add_argument("--storage-path", default=str(ROOT / "runs" / "retrain"), help="Ray Train / Tune storage")
     ap.add_argument("--version", help="the challenger's version name (default: r<UTC time>)")
     ap.add_argument("--stage", choices=["shadow", "split"], default="shadow",
                     help="how a winning challenger enters the deployment: scores every request, or answers a share")
     ap.add_argument("--split-share", type=float, default=0.1, help="the share it answers with --stage split")
     ap.add_argument("--observe", default="10d", help="how long it stays there before the decision (30s, 6h, 10d)")
-    ap.add_argument("--min-outcomes", type=int, default=0,
-                    help="realised outcomes both versions must have on the same days before promotion")
+    ap.add_argument("--min-outcomes", type=int, default=20,
+                    help="realised outcomes both versions must have on the same days before promotion (0: no live "
+                         "check, the comparison block decides alone)")
+    ap.add_argument("--max-observe", default="30d", help="the longest observation; then too few outcomes drop it")
     ap.add_argument("--wait", action="store_true", help="stay until the observation ends, then finish it")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     ap.add_argument("--dashboard", help="Ray dashboard URL (default: $RAY_DASHBOARD_ADDRESS, else the local head)")
@@ -78,9 +90,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from stocktrend.retraining.state import parse_duration
 
     try:
-        args.observe_for = parse_duration(args.observe)
+        args.observe_for, args.max_observe_for = parse_duration(args.observe), parse_duration(args.max_observe)
     except ValueError as err:
-        ap.error(f"--observe: {err}")
+        ap.error(str(err))
+    if args.max_observe_for < args.observe_for:
+        ap.error("--max-observe must be at least --observe")
     if args.space and args.epochs:
         ap.error("--epochs retrains the champion's configuration; a --space search takes its epochs from the space")
     if not 0 < args.split_share <= 1:
@@ -100,8 +114,15 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _same_question(a: dict, b: dict) -> bool:
+    keys = ("label", "horizon", "n_classes", "label_rule")
+    index = (a["data_config"].get("index"), b["data_config"].get("index"))
+    return all(a.get(k) == b.get(k) for k in keys) and index[0] == index[1]
+
+
 class Job:
     def __init__(self, args: argparse.Namespace, model_dir: Path):
+        from stocktrend.retraining.plan import RetrainError
         from stocktrend.serving import control
 
         self.args, self.model_dir, self.promote = args, model_dir, _promote_module()
@@ -110,8 +131,6 @@ class Job:
             try:
                 self.dashboard, _ = control.find_dashboard(args.dashboard)
             except control.ServeControlError as err:
-                from stocktrend.retraining.plan import RetrainError
-
                 raise RetrainError(str(err)) from None
 
     # -- the promotion log and the deployment, through promote.py --------------------
@@ -125,6 +144,27 @@ class Job:
         where = ["--dashboard", self.dashboard] if self.dashboard else ["--no-serve"]
         return self.promote.main(["--model", str(self.model_dir), *flags, *where]) == 0
 
+    def serving(self):
+        """(the model's route in the first application serving it, those applications);
+        (None, []) when nothing serves it. A head that cannot be read stops the job: acting on
+        "no deployment" then would promote without the observation, or abandon one."""
+        from stocktrend.retraining.plan import RetrainError
+        from stocktrend.serving import control
+
+        if self.dashboard is None:
+            return None, []
+        try:
+            config = control.deployed_config(self.dashboard)
+        except control.NothingDeployed:
+            return None, []
+        except Exception as err:  # unreachable, 401, 5xx: we cannot tell what serves the model
+            raise RetrainError(f"cannot read the deployments on {self.dashboard} ({err}); nothing changed: run "
+                               "again when the head answers, or give --no-serve") from None
+        apps = control.apps_serving(config, self.model_dir)
+        if not apps:
+            return None, []
+        return control.current_routing(control.app_config(config, apps[0])).models.get(self.model_dir.name), apps
+
     def run(self) -> int:
         from stocktrend.retraining.state import pending
 
@@ -133,25 +173,27 @@ class Job:
 
     # -- 1. retrain and compare ----------------------------------------------------------
     def retrain(self) -> int:
+        import dataclasses
+
         from stocktrend.cluster.connect import connect
-        from stocktrend.cluster.resources import ResourcesUnavailable
         from stocktrend.config_io import config_from_dict, with_overrides
         from stocktrend.data.build import prepare
-        from stocktrend.data.cache import build_cached
         from stocktrend.data.store import atomic_write_text, read_metadata
         from stocktrend.evaluation.outcomes import realised
         from stocktrend.evaluation.report import artifact_data_config
         from stocktrend.inference.artifact import load_parts, resolve_version_dir
         from stocktrend.inference.predictor import Predictor
-        from stocktrend.models.config import model_config_from_metadata
+        from stocktrend.retraining.challenger import retrain_champion_config, search_challenger
         from stocktrend.retraining.compare import block_keys, block_probabilities, compare
         from stocktrend.retraining.plan import RetrainError, plan_retrain
         from stocktrend.training.config import TrainConfig
-        from stocktrend.training.export import export_artifact
-        from stocktrend.training.repeat import train_many
 
         args = self.args
-        route, apps = self.promote.serving_route(self.model_dir, self.dashboard)
+        route, apps = self.serving()
+        if route is not None and route.challenger is not None:
+            raise RetrainError(f"application {apps[0]!r} already runs {route.challenger} beside {route.champion} and "
+                               "no retrain of this job started it: finish that comparison first (promote.py "
+                               "--promote-challenger or --drop-challenger)")
         champion = route.champion if route else resolve_version_dir(self.model_dir).name
         champion_dir, _, parts = load_parts(self.model_dir / champion)
         pre, training = parts["preprocessing"], parts["training"]
@@ -160,6 +202,9 @@ class Job:
             raise RetrainError(f"{champion_dir}: trained on the leaky 'seed' protocol (the audit's); not retrained")
         s = cfg.split
         fractions = {"train": s.train, "val": s.val, "test": s.test, "purge_rows": s.purge_rows}
+        if cfg.panel is not None:  # the champion's instruments, whatever else the files now hold
+            cfg = dataclasses.replace(cfg, panel=dataclasses.replace(cfg.panel, include=list(pre["tickers"]),
+                                                                     exclude=[]))
         free = with_overrides(cfg, {"split": fractions})
         if cfg.panel is not None:
             from stocktrend.data.panel import build_panel
@@ -168,37 +213,32 @@ class Job:
             labelled = labels_and_ends(free, build_panel(free))[3]
         else:
             labelled = prepare(free).labelled_rows
-        plan = plan_retrain(labelled, args.compare_weeks, cfg.purge_rows, s.val / (s.train + s.val),
-                            training["dataset"]["splits"]["val"]["end"])
+        seen = training["dataset"]["splits"]["val"]["end"]
+        own_block = (training.get("retrain") or {}).get("plan", {}).get("block_end")
+        if own_block and not args.reuse_block:
+            seen = max(seen, own_block)  # it was promoted on those days: selected on them
+        plan = plan_retrain(labelled, args.compare_weeks, cfg.purge_rows, s.val / (s.train + s.val), seen)
         log.info("comparison block %s to %s (%d days); challenger trains from %s, validates from %s", plan.block_start,
                  plan.block_end, plan.block_days, plan.train_start, plan.val_start)
+
         challenger_cfg = with_overrides(cfg, {"split": {**fractions, **plan.split()}})
         train_cfg = config_from_dict(TrainConfig, training["train_config"], f"{champion_dir}/training.json")
         if args.epochs:
             train_cfg = with_overrides(train_cfg, {"max_epochs": args.epochs})
         version = args.version or _now().strftime("r%Y%m%dT%H%M%SZ")
-        record = {"champion": champion, "plan": plan.to_dict()}
+        record = {"champion": champion, "plan": plan.to_dict(), "reused_block": bool(own_block and args.reuse_block)}
+        cache, storage = Path(args.cache_root).resolve(), Path(args.storage_path)
         connect()
         t0 = time.perf_counter()
-        try:
-            if args.space:
-                challenger_dir = self.search(challenger_cfg, train_cfg.selection_metric, version, record)
-            else:
-                dataset = build_cached(challenger_cfg, ROOT / "datasets" / "cache")
-                shape_free = {k: v for k, v in parts["model"].items() if k not in ("n_features", "seq_len", "n_classes")}
-                model_cfg = model_config_from_metadata("v2", read_metadata(dataset), **shape_free)
-                (run,) = train_many([{"name": f"{self.model_dir.name}-{version}", "dataset": dataset,
-                                      "model": model_cfg, "train": train_cfg}], Path(args.storage_path),
-                                    cpus_per_worker=args.cpus_per_worker, wait_s=args.wait_for_resources)
-                challenger_dir = export_artifact(
-                    run["checkpoint"], dataset, self.model_dir.parent, self.model_dir.name, history=run["history"],
-                    version=version, make_latest=False,
-                    extra={"engine": "ray-train x1", "train_seconds": round(time.perf_counter() - t0, 1),
-                           "retrain": record})
-        except ResourcesUnavailable as err:
-            raise RetrainError(str(err)) from None
-        chal_training = json.loads((challenger_dir / "training.json").read_text())
-        dataset = ROOT / "datasets" / "cache" / chal_training["dataset"]["fingerprint"]  # build_cached's folder
+        if args.space:
+            challenger_dir = search_challenger(challenger_cfg, Path(args.space), train_cfg.selection_metric,
+                                               self.model_dir, version, record, storage, cache, args.cpus_per_worker,
+                                               args.num_samples, args.wait_for_resources)
+        else:
+            challenger_dir = retrain_champion_config(challenger_cfg, parts["model"], train_cfg, self.model_dir, version,
+                                                     record, storage, cache, args.cpus_per_worker,
+                                                     args.wait_for_resources)
+        dataset = cache / json.loads((challenger_dir / "training.json").read_text())["dataset"]["fingerprint"]
         meta = read_metadata(dataset)
         window = {"train": [meta["splits"]["train"]["start"], meta["splits"]["train"]["end"]],
                   "val": [meta["splits"]["val"]["start"], meta["splits"]["val"]["end"]],
@@ -210,16 +250,17 @@ class Job:
             k = keys[truth.isna().to_numpy()].iloc[0]
             raise RetrainError(f"no realised label for {k['ticker']} on block day {k['date']}")
         champ, chal = Predictor.from_artifact(champion_dir), Predictor.from_artifact(challenger_dir)
-        if champ.preprocessing["label_rule"] != chal.preprocessing["label_rule"]:
-            raise RetrainError(f"{champion} and {version} answer different questions (label rules differ)")
+        if not _same_question(champ.preprocessing, chal.preprocessing):
+            raise RetrainError(f"{champion} and {version} answer different questions (label, horizon or index differ)")
         root = Path(args.data_root)
         result = compare(truth.to_numpy().astype(int), block_probabilities(champ, root, keys),
                          block_probabilities(chal, root, keys), keys["date"].to_numpy(), train_cfg.selection_metric,
                          cfg.horizon, args.bootstrap)
-        won, reason = result.decide(args.require, args.margin)
+        won, reason = result.decide(args.require, args.margin, args.min_gain)
         entry = {"action": "retrain", "champion": champion, "challenger": version, "require": args.require,
-                 **({"margin": args.margin} if args.require == "not-worse" else {}), "reason": reason,
-                 **result.to_dict(), "challenger_window": window, "dataset": meta["fingerprint"]}
+                 "threshold": args.min_gain if args.require == "better" else -args.margin, "reason": reason,
+                 **result.to_dict(), "challenger_window": window, "dataset": meta["fingerprint"],
+                 "reused_block": record["reused_block"]}
         atomic_write_text(challenger_dir / "evaluation" / "retrain.json", json.dumps(entry, indent=2))
         print(f"challenger {version} (trained in {time.perf_counter() - t0:.0f} s): {reason}")
         if not won:
@@ -235,108 +276,66 @@ class Job:
             return 0
         stage = ["--shadow"] if args.stage == "shadow" else ["--split", str(args.split_share)]
         if not self.move("--challenger", version, *stage):
-            self.record({**entry, "decision": "failed", "why": "the deployment did not take the challenger"})
+            self.record({**entry, "decision": "failed", "why": "the deployment did not take the challenger (an "
+                                                             "application may have: check `promote.py --list`)"})
             return 1
-        until = _now() + args.observe_for
-        pend = {**entry, "decision": "challenger", "stage": args.stage, "observe_until": until.isoformat(),
-                "min_outcomes": args.min_outcomes}
+        now = _now()
+        pend = {**entry, "decision": "challenger", "stage": args.stage, "observe_until": (now + args.observe_for)
+                .isoformat(), "give_up_at": (now + args.max_observe_for).isoformat(), "min_outcomes": args.min_outcomes}
         self.record(pend)
-        print(f"{version} is now {args.stage} beside {champion} until {until:%Y-%m-%d %H:%M} UTC; "
+        print(f"{version} is now {args.stage} beside {champion} until {now + args.observe_for:%Y-%m-%d %H:%M} UTC; "
               "the next run of this command decides")
         return self.observe(pend) if args.wait else 0
-
-    def search(self, challenger_cfg, metric: str, version: str, record: dict) -> Path:
-        """The challenger as the best trial of a search on its window: the space's own file,
-        with its dataset replaced by the challenger's config (written beside the experiment,
-        since every trial reloads the space from its file)."""
-        import dataclasses
-
-        import yaml
-
-        from stocktrend.cluster.resources import ResourcesUnavailable
-        from stocktrend.config_io import config_to_dict, read_yaml, with_overrides
-        from stocktrend.data.store import atomic_write_text
-        from stocktrend.retraining.plan import RetrainError
-        from stocktrend.tuning.run import SearchOptions, export_best, fit_concurrency, run_search
-        from stocktrend.tuning.space import load_space
-
-        raw = read_yaml(Path(self.args.space))
-        if "split" in (raw.get("data") or {}) or any(k.startswith("data.split") for k in raw.get("space") or {}):
-            raise RetrainError(f"{self.args.space}: sets data.split, which a retrain fixes to its own dates")
-        name = f"{self.model_dir.name}-{version}"
-        experiment = Path(self.args.storage_path).resolve() / name
-        experiment.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(experiment / "dataset.yaml", yaml.safe_dump(config_to_dict(challenger_cfg), sort_keys=False))
-        atomic_write_text(experiment / "space.yaml", yaml.safe_dump({**raw, "dataset": str(experiment / "dataset.yaml")},
-                                                                    sort_keys=False))
-        space = load_space(experiment / "space.yaml")
-        space = dataclasses.replace(space, train=with_overrides(space.train, {"selection_metric": metric}))
-        opts = SearchOptions(num_samples=self.args.num_samples, metric=metric, cpus_per_trial=self.args.cpus_per_worker)
-        try:
-            opts = fit_concurrency(space, opts, self.args.wait_for_resources)
-        except ResourcesUnavailable as err:
-            raise RetrainError(str(err)) from None
-        cache = ROOT / "datasets" / "cache"
-        results = run_search(space, opts, experiment.parent, name, cache)
-        if results.num_errors == len(results):
-            raise RetrainError(f"all {len(results)} trials of the search failed; see {experiment}")
-        return export_best(results, space, metric, experiment, cache, self.model_dir.parent, self.model_dir.name,
-                           version=version, make_latest=False,
-                           extra={"engine": f"ray-tune x{len(results)}", "retrain": {**record, "space": self.args.space}})
 
     # -- 2./3. the observation in the deployment -------------------------------------
     def observe(self, pend: dict) -> int:
         from stocktrend.evaluation.outcomes import score_model
-        from stocktrend.retraining.state import observation_over
+        from stocktrend.retraining.state import judge_observation, observation_over
 
         champion, challenger = pend["champion"], pend["challenger"]
         until = dt.datetime.fromisoformat(pend["observe_until"])
-        if not observation_over(pend):
-            if not self.args.wait:
-                print(f"{challenger} is {pend['stage']} beside {champion} until {until:%Y-%m-%d %H:%M} UTC: "
-                      "nothing to do yet")
-                return 0
-            while not observation_over(pend):
+        give_up = dt.datetime.fromisoformat(pend.get("give_up_at", pend["observe_until"]))
+        if not observation_over(pend) and not self.args.wait:
+            print(f"{challenger} is {pend['stage']} beside {champion} until {until:%Y-%m-%d %H:%M} UTC: nothing to do yet")
+            return 0
+        while True:
+            while _now() < until:
                 log.info("observing %s beside %s until %s", challenger, champion, until.isoformat())
                 time.sleep(min(30.0, max(0.0, (until - _now()).total_seconds())))
-        route, _ = self.promote.serving_route(self.model_dir, self.dashboard)
-        if route is None or route.champion != champion or route.challenger != challenger:
+            route, _ = self.serving()
+            if route is not None and route.champion == challenger and route.challenger is None:
+                # promoted by hand, or promote.py moved the deployment and failed before its record
+                latest = (self.model_dir / "latest").read_text().strip()
+                if latest != challenger and not self.move("--version", challenger):
+                    return 1
+                self.record({"action": "observation", "champion": champion, "challenger": challenger,
+                             "decision": "promoted", "reason": "the deployment already answers with it (promoted "
+                                                               "by hand, or an earlier move not recorded)"})
+                return 0
+            if route is None or route.champion != champion or route.challenger != challenger:
+                self.record({"action": "observation", "champion": champion, "challenger": challenger,
+                             "decision": "abandoned", "reason": "the deployment no longer routes this pair (changed "
+                                                                "by hand, or no deployment found)"})
+                print(f"{challenger}: no deployment runs it beside {champion} any more; observation abandoned")
+                return 0
+            report = score_model(self.model_dir, data_root=self.args.data_root, n_boot=self.args.bootstrap)
+            pair = next((p for p in report["paired"] if {p["a"], p["b"]} == {champion, challenger}), None)
+            decision, reason, diff = judge_observation(pair, challenger, int(pend.get("min_outcomes", 0)),
+                                                       _now() >= give_up)
+            facts = {"paired_outcomes": pair["n"] if pair else 0, "window": report["window"],
+                     "accuracy": {v: report["versions"].get(v, {}).get("accuracy") for v in (champion, challenger)},
+                     "accuracy_challenger_minus_champion": diff}
+            if decision == "extended" and self.args.wait:
+                log.info("%s: %s; waiting", challenger, reason)
+                until = min(give_up, _now() + dt.timedelta(seconds=30))
+                continue
+            if decision != "extended" and not self.move("--promote-challenger" if decision == "promoted"
+                                                        else "--drop-challenger"):
+                return 1
             self.record({"action": "observation", "champion": champion, "challenger": challenger,
-                         "decision": "abandoned", "reason": "the deployment no longer routes this pair (changed "
-                                                            "by hand, or no deployment found)"})
-            print(f"{challenger}: no deployment runs it beside {champion} any more; observation abandoned")
+                         "decision": decision, "realised": facts, "reason": reason})
+            print(f"{challenger}: {decision} ({reason})")
             return 0
-        report = score_model(self.model_dir, data_root=self.args.data_root, n_boot=self.args.bootstrap)
-        pair = next((p for p in report["paired"] if {p["a"], p["b"]} == {champion, challenger}), None)
-        n = pair["n"] if pair else 0
-        need = int(pend.get("min_outcomes", 0))
-        facts = {"paired_outcomes": n, "window": report["window"],
-                 "accuracy": {v: report["versions"].get(v, {}).get("accuracy") for v in (champion, challenger)}}
-        if n < need:
-            self.record({"action": "observation", "champion": champion, "challenger": challenger,
-                         "decision": "extended", "realised": facts,
-                         "reason": f"{n} realised outcomes on the same days, {need} needed"})
-            print(f"{challenger}: {n} of {need} realised outcomes so far; the observation goes on")
-            return 0
-        diff = None
-        if pair:  # challenger minus champion, whichever order the report pairs them in
-            d = pair["accuracy_a_minus_b"]
-            sign = 1 if pair["a"] == challenger else -1
-            lo, hi = (d["low"], d["high"]) if sign == 1 else (-d["high"] if d["high"] is not None else None,
-                                                              -d["low"] if d["low"] is not None else None)
-            diff = {"point": sign * d["point"], "low": lo, "high": hi}
-        worse = diff is not None and diff["high"] is not None and diff["high"] < 0
-        facts["accuracy_challenger_minus_champion"] = diff
-        if not self.move("--drop-challenger" if worse else "--promote-challenger"):
-            return 1
-        decision = "dropped" if worse else "promoted"
-        reason = (f"{n} realised outcomes on the same days; accuracy difference "
-                  + (f"{diff['point']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]" if diff and diff["low"] is not None
-                     else "not defined") + (": significantly worse live" if worse else ": not worse live"))
-        self.record({"action": "observation", "champion": champion, "challenger": challenger, "decision": decision,
-                     "realised": facts, "reason": reason})
-        print(f"{challenger} {decision} ({reason})")
-        return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -187,7 +187,7 @@ def test_the_retrain_cron_line_runs_as_a_job_beside_the_deployment(machine):
     decision (either way) is logged with both versions' scores on the comparison block."""
     folder = machine.out / "models" / "msft_smoke"
     job = machine.shell(f"ray job submit -- python ray_jobs/retrain.py --model {folder} --epochs 1 --observe 0s "
-                        f"--wait --bootstrap 200 --storage-path {machine.out}/runs/retrain", 400, activate=True)
+                        f"--min-outcomes 0 --wait --bootstrap 200 --storage-path {machine.out}/runs/retrain", 400, activate=True)
     out = job.stdout + job.stderr
     assert job.returncode == 0 and "succeeded" in out, out[-5000:]
     history = [json.loads(line) for line in (folder / "promotions.jsonl").read_text().splitlines()]

@@ -134,6 +134,9 @@ def test_entrypoints_name_scripts_whose_parsers_take_their_flags(name, repo_root
     words = entrypoint(manifests()[name])
     assert words[0] == "python" and (repo_root / words[1]).is_file()
     args = load_job(Path(words[1]).stem).parse_args(words[2:])  # argparse exits on an unknown flag
+    for flag in ("storage_path", "cache_root", "models", "model", "data_root"):  # what a pod writes or shares
+        if getattr(args, flag, None) is not None:
+            assert str(getattr(args, flag)).startswith("/shared/"), (flag, getattr(args, flag))
     for value in vars(args).values():  # files the job reads from the image exist there
         if isinstance(value, str) and value.startswith(("search_spaces/", "datasets/", "serve/")):
             assert (repo_root / value).is_file(), value

@@ -85,6 +85,20 @@ def test_the_comparison_block_is_purged_from_both_models(repo_root, tmp_path):
     assert not spans["test"] & (spans["train"] | spans["val"]) and not spans["train"] & spans["val"]
     assert meta["config"]["split"]["test_start"] == str(plan.block_start)  # stored as dates, not fractions
 
+    # A champion built on the sources cut at CUT: its validation windows (the last days it was
+    # selected on) share no day with the block's windows, on the full calendar.
+    cut = tmp_path / "cut"
+    cut_path, _ = _small_config(repo_root, cut)
+    _copy_sources(repo_root, cut, raw, CUT)
+    champ_meta = build_dataset(load_data_config(cut_path), tmp_path / "champ")
+    seen = champ_meta["splits"]["val"]["end"]
+    plan = plan_retrain(days, 26, purge, 0.1 / 0.9, seen)
+    champ_val = p.calendar.get_indexer(pd.DatetimeIndex(np.load(tmp_path / "champ" / "val_dates.npy")))
+    block = p.calendar.get_indexer(pd.DatetimeIndex(np.load(tmp_path / "ds" / "test_dates.npy")))
+    assert (champ_val >= 0).all() and str(np.load(tmp_path / "ds" / "test_dates.npy")[0])[:10] == str(plan.block_start)
+    assert not day_span(p.calendar, champ_val, cfg.seq_len, cfg.horizon) & day_span(p.calendar, block, cfg.seq_len,
+                                                                                     cfg.horizon)
+
 
 def test_the_decision_rule_is_the_paired_interval():
     rng = np.random.default_rng(0)
@@ -100,6 +114,10 @@ def test_the_decision_rule_is_the_paired_interval():
     assert won and "better" in reason and "cross_entropy" in reason
     lost, _ = compare(y, sharper, base, days, "val_auroc", 5, n_boot=200).decide("not-worse", 0.01)
     assert not lost
+    nudged = np.clip(base + np.where(y == 1, 1e-4, -1e-4), 0.01, 0.99)  # better on every day, by a hair
+    hair = compare(y, base, nudged, days, "val_ce", 5, n_boot=200)
+    assert 0 < hair.improvement["low"] < 0.001
+    assert hair.decide("better", 0.01, min_gain=0.0)[0] and not hair.decide("better", 0.01, min_gain=0.001)[0]
 
 
 def test_the_log_says_what_is_pending_and_durations_parse():
@@ -112,6 +130,26 @@ def test_the_log_says_what_is_pending_and_durations_parse():
     assert parse_duration("10d") == dt.timedelta(days=10) and parse_duration("30s") == dt.timedelta(seconds=30)
     with pytest.raises(ValueError, match="one of s, m, h, d"):
         parse_duration("10 weeks")
+
+
+def test_the_live_check_waits_for_outcomes_and_drops_a_worse_or_unproven_challenger():
+    from stocktrend.retraining.state import judge_observation
+
+    def pair(a, point, low, high, n=40):
+        return {"a": a, "b": "c1" if a == "r1" else "r1", "n": n,
+                "accuracy_a_minus_b": {"point": point, "low": low, "high": high}}
+
+    assert judge_observation(None, "r1", 20, False)[0] == "extended"
+    assert judge_observation(pair("r1", 0.1, 0.0, 0.2, n=5), "r1", 20, False)[0] == "extended"
+    decision, reason, _ = judge_observation(pair("r1", 0.1, 0.0, 0.2, n=5), "r1", 20, True)
+    assert decision == "dropped" and "not proven live" in reason
+    assert judge_observation(pair("r1", -0.02, -0.1, 0.05), "r1", 20, False)[0] == "promoted"
+    decision, _, diff = judge_observation(pair("r1", -0.2, -0.3, -0.1), "r1", 20, False)
+    assert decision == "dropped" and diff["high"] == -0.1
+    # The report may pair them the other way round: the difference is turned to challenger - champion.
+    decision, _, diff = judge_observation(pair("c1", 0.2, 0.1, 0.3), "r1", 20, False)
+    assert decision == "dropped" and (diff["low"], diff["high"]) == (-0.3, -0.1)
+    assert judge_observation(None, "r1", 0, False)[0] == "promoted"  # --min-outcomes 0: no live check
 
 
 def test_a_second_retrain_of_the_same_model_refuses_to_start(tmp_path, capsys):
@@ -147,7 +185,7 @@ def _weaken(version_dir):
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_retrain_challenges_shadows_and_promotes_under_traffic(repo_root, tmp_path, ray_head, serve_deploy):
+def test_retrain_challenges_shadows_and_promotes_under_traffic(repo_root, tmp_path, ray_head, serve_deploy, capsys):
     from conftest import load_job, train_small_artifact
     from stocktrend.data.build import build_dataset, prepare
     from stocktrend.data.config import load_data_config
@@ -223,18 +261,29 @@ def test_retrain_challenges_shadows_and_promotes_under_traffic(repo_root, tmp_pa
     assert json.loads((folder / "r1" / "preprocessing.json").read_text())["data_config"]["split"]["val_start"] \
         == str(plan.val_start)
 
-    # The same command again, on the same data: the challenger trains to the same model; refused.
-    assert retrain.main([*common, "--version", "r2"]) == 0
+    # The same command again: no new rows since r1's block, on which r1 was selected: refused at once.
+    assert retrain.main([*common, "--version", "r2"]) == 2
+    assert "the block it was promoted on" in capsys.readouterr().err
+    # Accepting that reuse: the same data trains the same model, no better; refused, both scores logged.
+    assert retrain.main([*common, "--version", "r2", "--reuse-block"]) == 0
     history = [json.loads(line) for line in (folder / "promotions.jsonl").read_text().splitlines()]
     refused = history[-1]
     assert refused["decision"] == "refused" and refused["champion"] == "r1" and refused["challenger"] == "r2"
-    assert abs(refused["improvement"]["point"]) < 1e-3
+    assert refused["reused_block"] and abs(refused["improvement"]["point"]) < 1e-3 and "not better" in refused["reason"]
     for side in ("champion", "challenger"):
         scores = refused["scores"][side]
         assert 0 < scores["cross_entropy"]["point"] < 1 and scores["accuracy"]["point"] > 0
     assert (folder / "latest").read_text().strip() == "r1" and (folder / "r2" / "manifest.json").is_file()
     model = httpx.get(app.url("/v1/model"), timeout=30).json()
     assert model["model_version"] == "r1"
+    # A challenger started by hand is not overwritten by a retrain.
+    promote = load_job("promote")
+    assert promote.main(["--model", str(folder), "--challenger", "r2", "--split", "0.1",
+                         "--dashboard", ray_head.dashboard]) == 0
+    capsys.readouterr()
+    assert retrain.main([*common, "--version", "r3", "--reuse-block"]) == 2
+    assert "already runs r2 beside r1" in capsys.readouterr().err and not (folder / "r3").exists()
+    assert promote.main(["--model", str(folder), "--drop-challenger", "--dashboard", ray_head.dashboard]) == 0
     shutil.rmtree(folder / "predictions", ignore_errors=True)
 
 

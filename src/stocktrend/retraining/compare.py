@@ -109,7 +109,9 @@ class Comparison:
     improvement: dict[str, float | None]  # challenger over champion, oriented so that > 0 is better
     differences: dict[str, Any]  # challenger - champion, every metric, paired
 
-    def decide(self, require: str, margin: float) -> tuple[bool, str]:
+    def decide(self, require: str, margin: float, min_gain: float = 0.0) -> tuple[bool, str]:
+        """better: the improvement's interval lies above ``min_gain`` (a gain too small to
+        matter is no reason to swap models); not-worse: above ``-margin``."""
         imp, name = self.improvement, self.on_block
         low = imp["low"] if imp["low"] is not None else -math.inf
         high = imp["high"] if imp["high"] is not None else math.inf
@@ -118,9 +120,9 @@ class Comparison:
                 f"{self.champion[name]['point']:.4f} on the comparison block ({where}, {self.first} to {self.last}); "
                 f"improvement {imp['point']:+.4f} [{low:+.4f}, {high:+.4f}] (95%, paired date-block bootstrap)")
         if require == "better":
-            ok = low > 0
-            return ok, text + (": better, the whole interval above 0" if ok else ": not better, the interval "
-                               "reaches 0 or below")
+            ok = low > min_gain
+            return ok, text + (f": better, the whole interval above {min_gain:g}" if ok else
+                               f": not better, the interval reaches {min_gain:g} or below")
         ok = low > -margin
         return ok, text + (f": not worse, the interval stays above -{margin:g}" if ok else
                            f": possibly worse, the interval reaches below -{margin:g}")

@@ -5,8 +5,8 @@ kernel drops the lock when the holder exits, however it exits, so a crashed job 
 leaves the folder locked. It covers processes on one machine and, on NFS v4 (or v3 with
 lockd), processes on machines sharing the folder. It does NOT cover object storage
 (S3, GCS) or file systems mounted without lock support (many FUSE mounts): there two
-jobs can run at once, so schedule a single retrain per model (one cron line, a RayCronJob
-with ``concurrencyPolicy: Forbid``).
+jobs can run at once, so schedule a single retrain per model (one cron line, or one
+RayCronJob whose schedule leaves each run time to finish).
 """
 
 from __future__ import annotations

@@ -71,8 +71,9 @@ def plan_retrain(labelled: pd.DatetimeIndex, weeks: float, purge_rows: int, val_
     if b < earliest_block:
         new = len(labelled) - first_after_seen
         raise RetrainError(
-            f"the comparison block ({labelled[b].date()} to {last.date()}) would reach into the champion's "
-            f"validation days or their purge gap: the champion saw days up to {seen.date()}, and since then the "
+            f"the comparison block ({labelled[b].date()} to {last.date()}) would reach into days the champion was "
+            f"trained or selected on, or their purge gap: it saw days up to {seen.date()} (its validation split, or "
+            f"the block it was promoted on; --reuse-block accepts the latter), and since then the "
             f"sources hold {new} labelled days, of which the first {purge_rows} are the purge gap. Wait for more "
             f"rows, or give fewer --compare-weeks (at most {max(0, new - purge_rows)} trading days fit)")
     pre = b - purge_rows  # labelled days the challenger may train and validate on

@@ -42,3 +42,35 @@ def parse_duration(text: str) -> dt.timedelta:
     if value < 0:
         raise ValueError(f"duration {text!r} is negative")
     return dt.timedelta(**{unit: value})
+
+
+def oriented(pair: dict[str, Any], challenger: str) -> dict[str, float | None]:
+    """The paired accuracy difference as challenger minus champion, whichever order the
+    outcome report paired them in."""
+    d = pair["accuracy_a_minus_b"]
+    if pair["a"] == challenger:
+        return {"point": d["point"], "low": d["low"], "high": d["high"]}
+    flip = (lambda v: None if v is None else -v)
+    return {"point": flip(d["point"]), "low": flip(d["high"]), "high": flip(d["low"])}
+
+
+def judge_observation(pair: dict[str, Any] | None, challenger: str, need: int,
+                      out_of_time: bool) -> tuple[str, str, dict[str, float | None] | None]:
+    """(decision, reason, accuracy difference) from the realised outcomes both versions had
+    on the same days: ``extended`` while fewer than ``need`` (``dropped`` once out of time: a
+    challenger never proven live does not replace the champion), then ``dropped`` when the
+    challenger was significantly worse live, else ``promoted``."""
+    n = pair["n"] if pair else 0
+    diff = oriented(pair, challenger) if pair else None
+    if n < need:
+        if out_of_time:
+            return "dropped", (f"only {n} realised outcomes on the same days by the end of the longest observation, "
+                               f"{need} needed: not proven live"), diff
+        return "extended", f"{n} realised outcomes on the same days so far, {need} needed", diff
+    if diff is None or diff["low"] is None or diff["high"] is None:
+        return "promoted", (f"{n} realised outcomes on the same days (no interval: too few to resample); "
+                            "promoted on the comparison block"), diff
+    worse = diff["high"] < 0
+    text = f"{n} realised outcomes on the same days; accuracy {diff['point']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
+    return ("dropped", text + ": significantly worse live", diff) if worse else \
+        ("promoted", text + ": not worse live", diff)

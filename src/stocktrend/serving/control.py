@@ -30,6 +30,10 @@ class ServeControlError(RuntimeError):
     pass
 
 
+class NothingDeployed(ServeControlError):
+    """The head answers, and serves no application deployed from a config."""
+
+
 def find_dashboard(explicit: str | None = None) -> tuple[str | None, bool]:
     """(dashboard URL, whether it is the cluster this process joins): ``explicit``, else
     $RAY_DASHBOARD_ADDRESS, else the running head's (found as `ray job submit` finds it);
@@ -213,7 +217,7 @@ def deployed_config(dashboard: str) -> dict[str, Any]:
     apps = details.get("applications") or {}
     configs = [a["deployed_app_config"] for a in apps.values() if a.get("deployed_app_config")]
     if not configs:
-        raise ServeControlError(f"no application deployed from a config on the head at {dashboard}; "
+        raise NothingDeployed(f"no application deployed from a config on the head at {dashboard}; "
                                 "deploy with ray_jobs/deploy.py or `serve deploy` first")
     http = details.get("http_options") or {}
     return {"proxy_location": details.get("proxy_location") or "HeadOnly",

@@ -57,7 +57,10 @@ class Monitor:
             drift = stats.summary()["windows"]["count"]["drift"]
             self.drifted_gauge.set(len(drift.get("drifted_features", [])), tags={"model": name, "model_version": version})
         if self.trigger is not None and self.trigger.due(name, version):
-            self.trigger.consider(name, version, stats.summary()["alerts"])
+            try:
+                self.trigger.consider(name, version, stats.summary()["alerts"])
+            except Exception:  # acting on an alert must never break the monitor
+                log.exception("retrain trigger for %s/%s failed", name, version)
 
     def record_agreement(self, counts: dict[tuple[str, str, str], list[int]]) -> None:
         for key, (n, same) in counts.items():

@@ -54,11 +54,14 @@ class RetrainTrigger:
         threading.Thread(target=self._submit, args=(folder, entry), daemon=True).start()
 
     def _submit(self, folder: Path, entry: dict[str, Any]) -> None:
-        from stocktrend.cluster.auth import use_token_auth
+        # The header, not use_token_auth(): that changes this live replica's environment and
+        # Ray's config. The script by its path in this installation (the job's working folder
+        # is the head's, which need not be the project's).
+        from stocktrend.cluster.auth import auth_headers
 
-        entrypoint = shlex.join(["python", "ray_jobs/retrain.py", "--model", str(folder), *self.config["args"]])
+        script = Path(__file__).resolve().parents[3] / "ray_jobs" / "retrain.py"
+        entrypoint = shlex.join(["python", str(script), "--model", str(folder), *self.config["args"]])
         try:
-            use_token_auth()
             from ray.job_submission import JobSubmissionClient
 
             dashboard = self.config.get("dashboard") or os.environ.get("RAY_DASHBOARD_ADDRESS")
@@ -68,7 +71,7 @@ class RetrainTrigger:
                 dashboard = running_dashboard()
             if not dashboard:
                 raise RuntimeError("no dashboard to submit to: set retrain_on_alert.dashboard")
-            entry["job"] = JobSubmissionClient(dashboard).submit_job(
+            entry["job"] = JobSubmissionClient(dashboard, headers=auth_headers()).submit_job(
                 entrypoint=entrypoint, metadata={"stocktrend": "retrain-on-alert", "alert": entry["alert"]})
             log.warning("alert %s on %s/%s: submitted %s as job %s", entry["alert"], entry["model"], entry["version"],
                         entrypoint, entry["job"])
