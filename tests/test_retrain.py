@@ -230,7 +230,7 @@ def test_retrain_challenges_shadows_and_promotes_under_traffic(repo_root, tmp_pa
     common = ["--model", str(folder), "--data-root", str(data), "--epochs", "1", "--compare-weeks", "26",
               "--bootstrap", "200", "--dashboard", ray_head.dashboard, "--storage-path", str(tmp_path / "runs")]
     try:
-        assert retrain.main([*common, "--version", "r1", "--observe", "20s", "--wait", "--min-outcomes", "10"]) == 0
+        assert retrain.main([*common, "--version", "r1", "--observe", "10s", "--wait", "--min-outcomes", "10"]) == 0
         stop_at = len(seen_answers)
         deadline = 60
         while len(seen_answers) < stop_at + 10 and deadline:  # answers after the promotion
@@ -256,8 +256,10 @@ def test_retrain_challenges_shadows_and_promotes_under_traffic(repo_root, tmp_pa
     assert won["challenger_window"]["val"][1] < str(plan.block_start)
     assert history[3]["realised"]["paired_outcomes"] >= 10
     r1 = json.loads((folder / "r1" / "training.json").read_text())
-    assert r1["retrain"]["window"]["comparison_block"] == [str(plan.block_start), str(plan.block_end)]
-    assert r1["dataset"]["splits"]["test"]["start"] == str(plan.block_start)
+    assert r1["retrain"]["champion"] == "c1" and r1["retrain"]["plan"]["block_start"] == str(plan.block_start)
+    splits = r1["dataset"]["splits"]  # the challenger's window, as dates, in its artifact
+    assert splits["test"]["start"] == str(plan.block_start) and splits["val"]["end"] < str(plan.block_start)
+    assert splits["val"]["start"] == str(plan.val_start) and splits["train"]["end"] < str(plan.val_start)
     assert json.loads((folder / "r1" / "preprocessing.json").read_text())["data_config"]["split"]["val_start"] \
         == str(plan.val_start)
 
