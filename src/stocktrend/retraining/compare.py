@@ -27,7 +27,6 @@ from stocktrend.retraining.plan import RetrainError
 
 # The training selection metric, as a metric on the block: (name, True when higher is better).
 ON_BLOCK = {"val_ce": ("cross_entropy", False), "val_auroc": ("auroc", True)}
-REQUIRE = ("better", "not-worse")
 
 
 def raw_bars(cfg: DataConfig) -> dict[str, pd.DataFrame]:
