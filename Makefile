@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[dev,onnx]"
+	$(PIP) -e ".[dev,onnx,mlflow]"
 	@grep -q RAY_AUTH_MODE $(BIN)/activate || printf '\n# stocktrend: the Ray CLI (ray status, ray job submit, serve status) sends the token\n# of the token-authenticated heads only in token mode\nexport RAY_AUTH_MODE=token\n' >> $(BIN)/activate
 	touch $(STAMP)
 

@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--name", help="experiment name (required with --resume)")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted experiment --name")
     ap.add_argument("--no-evaluate", action="store_true", help="skip the test-split report")
+    ap.add_argument("--mlflow", nargs="?", const="", metavar="URI",
+                    help="track every trial in MLflow (default store: <storage-path>/mlruns; needs the mlflow extra)")
     from stocktrend.cluster.resources import add_wait_flag
 
     add_wait_flag(ap)
@@ -78,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                          kill_worker_at_epoch=args.kill_worker_at_epoch)
     name = args.name or f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = Path(args.storage_path).resolve()
+    if args.mlflow is not None:
+        from stocktrend.tuning.tracking import default_uri
+
+        opts = dataclasses.replace(opts, tracking_uri=args.mlflow or default_uri(storage))
     cache = Path(args.cache_root).resolve()
 
     connect()
@@ -88,7 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
     t0 = time.perf_counter()
-    results = run_search(space, opts, storage, name, cache, resume=args.resume)
+    from stocktrend.tuning.tracking import TrackingUnavailable
+
+    try:
+        results = run_search(space, opts, storage, name, cache, resume=args.resume)
+    except TrackingUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     minutes = (time.perf_counter() - t0) / 60
     table = write_summary(results, space, args.metric, storage / name / "summary")
     if results.num_errors == len(results):
@@ -106,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best trial {best['trial_id']} (epoch {best['epoch']}, {args.metric}={best['score']:.4f}): {best['config']}")
     print(f"summary: {storage / name / 'summary'}")
     print(f"model artifact: {artifact}")
+    if opts.tracking_uri:
+        from stocktrend.tuning.tracking import tag_artifact
+
+        run_id = tag_artifact(opts.tracking_uri, name, best["trial_id"], artifact)
+        print(f"MLflow: experiment {name!r} at {opts.tracking_uri} (best trial's run {run_id})")
     if not args.no_evaluate:
         from stocktrend.evaluation.report import evaluate_artifact, summary_lines
 

@@ -133,7 +133,7 @@ def test_standalone_command_starts_its_own_ray_and_reports(no_ray_cluster, repo_
     out = subprocess.run(
         [sys.executable, str(repo_root / "ray_jobs" / "tune.py"), "--space", str(repo_root / "search_spaces" / "smoke.yaml"),
          "--num-samples", "1", "--storage-path", str(tmp_path / "runs"), "--cache-root", str(tmp_path / "cache"),
-         "--models", str(tmp_path / "models"), "--name", "standalone"],
+         "--models", str(tmp_path / "models"), "--name", "standalone", "--mlflow"],
         # RAY_ADDRESS=local: never join a head the user left running on this machine.
         capture_output=True, text=True, timeout=400, env={**os.environ, "RAY_ADDRESS": "local"},
     )
@@ -141,3 +141,16 @@ def test_standalone_command_starts_its_own_ray_and_reports(no_ray_cluster, repo_
     assert "model artifact:" in out.stdout and "1 trials (0 failed)" in out.stdout
     versions = [p for p in (tmp_path / "models" / "msft_smoke").iterdir() if p.is_dir()]
     assert len(versions) == 1 and (versions[0] / "evaluation" / "report.json").is_file()
+
+    # --mlflow: the trial is a run of the experiment, with its configuration, every epoch's
+    # metrics, and (the best trial) where its artifact went; read back with MLflow's client.
+    from mlflow.tracking import MlflowClient
+
+    from stocktrend.tuning.tracking import ARTIFACT_TAG
+
+    client = MlflowClient(tracking_uri=(tmp_path / "runs" / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("standalone").experiment_id])
+    assert {"data.seq_len", "model.lstm_hidden", "train.lr"} <= set(run.data.params)
+    epochs = client.get_metric_history(run.info.run_id, "val_ce")
+    assert len(epochs) >= 1 and all(0 < m.value < 5 for m in epochs)
+    assert run.data.tags[ARTIFACT_TAG] == str(versions[0]) and "MLflow: experiment 'standalone'" in out.stdout

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from stocktrend.training.config import selection_mode
 from stocktrend.tuning.space import SearchSpace
+from stocktrend.tuning.tracking import callbacks as tracking_callbacks
 from stocktrend.tuning.trial import TRAIN_RUNS, run_trial, trial_dataset
 
 log = logging.getLogger(__name__)
@@ -35,6 +34,7 @@ class SearchOptions:
     max_failures: int = 1
     seed: int | None = None
     kill_worker_at_epoch: int | None = None  # fault injection (reliability tests)
+    tracking_uri: str | None = None  # MLflow (tuning/tracking.py); None: no tracking
 
 
 def fit_concurrency(space: SearchSpace, opts: SearchOptions, wait_s: float = 0.0) -> SearchOptions:
@@ -86,19 +86,6 @@ def _trainable(space: SearchSpace, opts: SearchOptions, experiment_dir: Path, ca
     return tune.with_resources(fn, {"CPU": 0, "memory": 1})
 
 
-def _tracking_callbacks(storage_path: Path, name: str) -> list:
-    """MLflow tracking through Ray's callback when the optional `mlflow` extra is installed
-    (every trial a run, its config as params, every epoch's metrics); TensorBoard logs are
-    written per trial by Lightning regardless."""
-    if importlib.util.find_spec("mlflow") is None:
-        return []
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-    uri = os.environ.get("MLFLOW_TRACKING_URI", (storage_path / "mlruns").as_uri())
-    log.info("MLflow tracking to %s (experiment %s)", uri, name)
-    return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=name, save_artifact=False)]
-
-
 def run_search(space: SearchSpace, opts: SearchOptions, storage_path: Path, name: str,
                cache_root: Path, resume: bool = False) -> tune.ResultGrid:
     mode = selection_mode(opts.metric)
@@ -122,7 +109,7 @@ def run_search(space: SearchSpace, opts: SearchOptions, storage_path: Path, name
             run_config=tune.RunConfig(
                 name=name, storage_path=str(storage_path),
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
-                callbacks=_tracking_callbacks(storage_path, name),
+                callbacks=tracking_callbacks(opts.tracking_uri, name),
             ),
         )
     return tuner.fit()
