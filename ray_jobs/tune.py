@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--resume", action="store_true", help="continue an interrupted experiment --name")
     ap.add_argument("--no-evaluate", action="store_true", help="skip the test-split report")
     ap.add_argument("--mlflow", nargs="?", const="", metavar="URI",
-                    help="track every trial in MLflow (default store: <storage-path>/mlruns; needs the mlflow extra)")
+                    help="track every trial in MLflow (default store: <storage-path>/mlflow.db; needs the mlflow extra)")
     from stocktrend.cluster.resources import add_wait_flag
 
     add_wait_flag(ap)

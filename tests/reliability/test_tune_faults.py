@@ -148,7 +148,7 @@ def test_standalone_command_starts_its_own_ray_and_reports(no_ray_cluster, repo_
 
     from stocktrend.tuning.tracking import ARTIFACT_TAG
 
-    client = MlflowClient(tracking_uri=(tmp_path / "runs" / "mlruns").as_uri())
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("standalone").experiment_id])
     assert {"data.seq_len", "model.lstm_hidden", "train.lr"} <= set(run.data.params)
     epochs = client.get_metric_history(run.info.run_id, "val_ce")

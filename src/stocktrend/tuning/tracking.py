@@ -3,7 +3,7 @@
 Opt-in (``tune.py --mlflow [URI]``): every trial becomes an MLflow run of the experiment
 named after the search, with its sampled configuration as parameters and every reported
 epoch's metrics as steps; after the search the best trial's run is tagged with where its
-model artifact went. The client is the ``mlflow`` extra (``mlflow-skinny``); a local file
+model artifact went. The client is the ``mlflow`` extra (``mlflow-skinny``); a local SQLite
 store under the search's storage path needs no server. ``mlflow ui`` (the full ``mlflow``
 package) shows it.
 """
@@ -23,7 +23,9 @@ class TrackingUnavailable(RuntimeError):
 
 
 def default_uri(storage_path: Path) -> str:
-    return (Path(storage_path).resolve() / "mlruns").as_uri()
+    """An SQLite store beside the experiments: MLflow 3 refuses its file store unless told to,
+    and the callback writes from the one Tune driver, so SQLite's single writer is enough."""
+    return f"sqlite:///{Path(storage_path).resolve() / 'mlflow.db'}"
 
 
 def callbacks(uri: str | None, experiment: str) -> list:
