@@ -320,11 +320,13 @@ class Job:
                 return 0
             report = score_model(self.model_dir, data_root=self.args.data_root, n_boot=self.args.bootstrap)
             pair = next((p for p in report["paired"] if {p["a"], p["b"]} == {champion, challenger}), None)
+            metric, higher = pend.get("on_block", "cross_entropy"), bool(pend.get("higher_is_better", False))
             decision, reason, diff = judge_observation(pair, challenger, int(pend.get("min_outcomes", 0)),
-                                                       _now() >= give_up)
-            facts = {"paired_outcomes": pair["n"] if pair else 0, "window": report["window"],
-                     "accuracy": {v: report["versions"].get(v, {}).get("accuracy") for v in (champion, challenger)},
-                     "accuracy_challenger_minus_champion": diff}
+                                                       _now() >= give_up, metric, higher)
+            facts = {"paired_outcomes": pair["n"] if pair else 0, "window": report["window"], "metric": metric,
+                     "scores": {v: {m: report["versions"].get(v, {}).get(m) for m in (metric, "accuracy")}
+                                for v in (champion, challenger)},
+                     "improvement": diff}
             if decision == "extended" and self.args.wait:
                 log.info("%s: %s; waiting", challenger, reason)
                 until = min(give_up, _now() + dt.timedelta(seconds=30))

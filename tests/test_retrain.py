@@ -135,20 +135,23 @@ def test_the_log_says_what_is_pending_and_durations_parse():
 def test_the_live_check_waits_for_outcomes_and_drops_a_worse_or_unproven_challenger():
     from stocktrend.retraining.state import judge_observation
 
-    def pair(a, point, low, high, n=40):
+    def pair(a, point, low, high, n=40, metric="cross_entropy"):
         return {"a": a, "b": "c1" if a == "r1" else "r1", "n": n,
-                "accuracy_a_minus_b": {"point": point, "low": low, "high": high}}
+                f"{metric}_a_minus_b": {"point": point, "low": low, "high": high}}
 
     assert judge_observation(None, "r1", 20, False)[0] == "extended"
-    assert judge_observation(pair("r1", 0.1, 0.0, 0.2, n=5), "r1", 20, False)[0] == "extended"
-    decision, reason, _ = judge_observation(pair("r1", 0.1, 0.0, 0.2, n=5), "r1", 20, True)
+    assert judge_observation(pair("r1", -0.1, -0.2, 0.0, n=5), "r1", 20, False)[0] == "extended"
+    decision, reason, _ = judge_observation(pair("r1", -0.1, -0.2, 0.0, n=5), "r1", 20, True)
     assert decision == "dropped" and "not proven live" in reason
-    assert judge_observation(pair("r1", -0.02, -0.1, 0.05), "r1", 20, False)[0] == "promoted"
-    decision, _, diff = judge_observation(pair("r1", -0.2, -0.3, -0.1), "r1", 20, False)
-    assert decision == "dropped" and diff["high"] == -0.1
-    # The report may pair them the other way round: the difference is turned to challenger - champion.
-    decision, _, diff = judge_observation(pair("c1", 0.2, 0.1, 0.3), "r1", 20, False)
+    # Cross-entropy, lower is better: a challenger whose loss is higher on every resample is worse.
+    decision, _, diff = judge_observation(pair("r1", 0.2, 0.1, 0.3), "r1", 20, False)
     assert decision == "dropped" and (diff["low"], diff["high"]) == (-0.3, -0.1)
+    assert judge_observation(pair("r1", 0.02, -0.05, 0.1), "r1", 20, False)[0] == "promoted"
+    # The report may pair them the other way round: the difference is turned to the challenger's side.
+    assert judge_observation(pair("c1", 0.2, 0.1, 0.3), "r1", 20, False)[0] == "promoted"
+    # AUROC, higher is better.
+    auc = pair("r1", -0.2, -0.3, -0.1, metric="auroc")
+    assert judge_observation(auc, "r1", 20, False, "auroc", True)[0] == "dropped"
     assert judge_observation(None, "r1", 0, False)[0] == "promoted"  # --min-outcomes 0: no live check
 
 
@@ -185,7 +188,8 @@ def _weaken(version_dir):
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_retrain_challenges_shadows_and_promotes_under_traffic(repo_root, tmp_path, ray_head, serve_deploy, capsys):
+def test_retrain_challenges_shadows_and_promotes_under_traffic(repo_root, tmp_path, ray_head, serve_deploy, capsys,
+                                                               request):
     from conftest import load_job, train_small_artifact
     from stocktrend.data.build import build_dataset, prepare
     from stocktrend.data.config import load_data_config
@@ -212,6 +216,7 @@ def test_retrain_challenges_shadows_and_promotes_under_traffic(repo_root, tmp_pa
     app = serve_deploy([{"name": "retrain", "route_prefix": "/", "args": {
         "model": str(folder), "backend": "torch", "num_cpus": 0.25, "num_replicas": 1, "monitoring_flush_s": 0.1,
         "health_check_period_s": 1}}])
+    request.addfinalizer(app.delete)  # the next tests get the head's CPUs back, whatever happens here
     seen_answers: list[tuple[int, str]] = []
     stop = threading.Event()
 
@@ -343,6 +348,7 @@ def test_a_retrain_can_search_for_its_challenger(repo_root, tmp_path, ray_local)
     folder = models / "msft"
     assert load_job("retrain").main(["--model", str(folder), "--data-root", str(data), "--space", str(space),
                                      "--require", "not-worse", "--margin", "1", "--bootstrap", "200", "--no-serve",
+                                     "--cpus-per-worker", "0.5",
                                      "--version", "s1", "--storage-path", str(tmp_path / "runs")]) == 0
     decided = [json.loads(line) for line in (folder / "promotions.jsonl").read_text().splitlines()][-1]
     assert decided["decision"] == "promoted" and "not worse" in decided["reason"]

@@ -78,7 +78,11 @@ def predictions_table(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    return {"accuracy": float(((p > 0.5) == (y == 1)).mean()) if len(y) else math.nan, "auroc": auroc(y, p)}
+    if not len(y):
+        return {"accuracy": math.nan, "auroc": math.nan, "cross_entropy": math.nan}
+    q = np.clip(p, 1e-7, 1 - 1e-7)  # cross-entropy: the training selection metric, judged live too
+    return {"accuracy": float(((p > 0.5) == (y == 1)).mean()), "auroc": auroc(y, p),
+            "cross_entropy": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))}
 
 
 def _interval_dict(iv: Interval) -> dict[str, float]:

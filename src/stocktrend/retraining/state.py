@@ -44,24 +44,28 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(**{unit: value})
 
 
-def oriented(pair: dict[str, Any], challenger: str) -> dict[str, float | None]:
-    """The paired accuracy difference as challenger minus champion, whichever order the
-    outcome report paired them in."""
-    d = pair["accuracy_a_minus_b"]
-    if pair["a"] == challenger:
-        return {"point": d["point"], "low": d["low"], "high": d["high"]}
+def oriented(pair: dict[str, Any], challenger: str, metric: str = "accuracy",
+             higher_is_better: bool = True) -> dict[str, float | None]:
+    """The paired difference of ``metric`` as the challenger's improvement over the champion
+    (> 0: better), whichever order the outcome report paired them in."""
+    d = pair[f"{metric}_a_minus_b"]
+    sign = (1 if pair["a"] == challenger else -1) * (1 if higher_is_better else -1)
     flip = (lambda v: None if v is None else -v)
+    if sign == 1:
+        return {"point": d["point"], "low": d["low"], "high": d["high"]}
     return {"point": flip(d["point"]), "low": flip(d["high"]), "high": flip(d["low"])}
 
 
-def judge_observation(pair: dict[str, Any] | None, challenger: str, need: int,
-                      out_of_time: bool) -> tuple[str, str, dict[str, float | None] | None]:
-    """(decision, reason, accuracy difference) from the realised outcomes both versions had
-    on the same days: ``extended`` while fewer than ``need`` (``dropped`` once out of time: a
-    challenger never proven live does not replace the champion), then ``dropped`` when the
-    challenger was significantly worse live, else ``promoted``."""
+def judge_observation(pair: dict[str, Any] | None, challenger: str, need: int, out_of_time: bool,
+                      metric: str = "cross_entropy", higher_is_better: bool = False
+                      ) -> tuple[str, str, dict[str, float | None] | None]:
+    """(decision, reason, improvement) from the realised outcomes both versions had on the same
+    days, on the selection metric (the one the comparison block decided on): ``extended`` while
+    fewer than ``need`` (``dropped`` once out of time: a challenger never proven live does not
+    replace the champion), then ``dropped`` when the challenger was significantly worse live,
+    else ``promoted``."""
     n = pair["n"] if pair else 0
-    diff = oriented(pair, challenger) if pair else None
+    diff = oriented(pair, challenger, metric, higher_is_better) if pair else None
     if n < need:
         if out_of_time:
             return "dropped", (f"only {n} realised outcomes on the same days by the end of the longest observation, "
@@ -71,6 +75,7 @@ def judge_observation(pair: dict[str, Any] | None, challenger: str, need: int,
         return "promoted", (f"{n} realised outcomes on the same days (no interval: too few to resample); "
                             "promoted on the comparison block"), diff
     worse = diff["high"] < 0
-    text = f"{n} realised outcomes on the same days; accuracy {diff['point']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
+    text = (f"{n} realised outcomes on the same days; {metric} improvement {diff['point']:+.3f} "
+            f"[{diff['low']:+.3f}, {diff['high']:+.3f}]")
     return ("dropped", text + ": significantly worse live", diff) if worse else \
         ("promoted", text + ": not worse live", diff)

@@ -64,13 +64,7 @@ class RetrainTrigger:
         try:
             from ray.job_submission import JobSubmissionClient
 
-            dashboard = self.config.get("dashboard") or os.environ.get("RAY_DASHBOARD_ADDRESS")
-            if not dashboard:
-                from stocktrend.cluster.connect import running_dashboard
-
-                dashboard = running_dashboard()
-            if not dashboard:
-                raise RuntimeError("no dashboard to submit to: set retrain_on_alert.dashboard")
+            dashboard = self.config.get("dashboard") or os.environ.get("RAY_DASHBOARD_ADDRESS") or own_dashboard()
             entry["job"] = JobSubmissionClient(dashboard, headers=auth_headers()).submit_job(
                 entrypoint=entrypoint, metadata={"stocktrend": "retrain-on-alert", "alert": entry["alert"]})
             log.warning("alert %s on %s/%s: submitted %s as job %s", entry["alert"], entry["model"], entry["version"],
@@ -97,3 +91,12 @@ class RetrainTrigger:
             atomic_write_text(folder / MARKER, json.dumps(entry) + "\n")
         except OSError as err:  # a read-only model folder: the in-memory record still rate-limits this monitor
             log.error("cannot record the retrain submission in %s: %s", folder, err)
+
+
+def own_dashboard() -> str:
+    """The dashboard of the cluster this process is a worker of, looked up through its GCS
+    (not "the head on this machine": another cluster may run beside it)."""
+    import ray
+    from ray.dashboard.utils import get_address_for_submission_client
+
+    return get_address_for_submission_client(ray.get_runtime_context().gcs_address).rstrip("/")
