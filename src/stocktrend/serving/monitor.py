@@ -73,9 +73,6 @@ class Monitor:
         return [{"champion": c, "challenger": ch, "windows": n, "agreement": same / n if n else None}
                 for (m, c, ch), (n, same) in self.agreement.items() if m == name]
 
-    def retrain_submissions(self) -> list[dict[str, Any]]:
-        return list(self.trigger.submitted) if self.trigger else []
-
     def summary(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
         """One model version's figures, or every one's under "models" when not named."""
         if name is not None:

@@ -27,7 +27,6 @@ class RetrainTrigger:
     def __init__(self, config: dict[str, Any], model_dirs: dict[str, str]):
         self.config, self.model_dirs = config, model_dirs
         self.checked_at: dict[tuple[str, str], float] = {}
-        self.submitted: list[dict[str, Any]] = []
         self.last: dict[str, float] = {}  # also kept here: the marker may not be writable
         self.lock = threading.Lock()
 
@@ -73,7 +72,6 @@ class RetrainTrigger:
             entry["error"] = f"{type(err).__name__}: {err}"
             log.error("alert %s on %s: could not submit the retrain job: %s", entry["alert"], entry["model"], err)
         with self.lock:
-            self.submitted.append(dict(entry))
             self._write_marker(folder, entry)
 
     @staticmethod
