@@ -77,7 +77,8 @@ def predictions_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.drop_duplicates(["version", "date", "ticker"], keep="last").reset_index(drop=True)
 
 
-def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+def outcome_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Accuracy, AUROC and cross-entropy of p(up) against 0/1 labels (also the retrain's block metrics)."""
     if not len(y):
         return {"accuracy": math.nan, "auroc": math.nan, "cross_entropy": math.nan}
     q = np.clip(p, 1e-7, 1 - 1e-7)  # cross-entropy: the training selection metric, judged live too
@@ -130,10 +131,10 @@ def score_versions(preds: pd.DataFrame, facts: dict[str, VersionFacts], weeks: f
                    "in_sample_not_scored": in_sample.get(version, 0), "out_of_sample_after": facts[version].last_seen,
                    "share_up_realised": float(y.mean())}
         if len(g) >= 2:
-            cis = date_block_ci(_metrics, dates, (y, p), n_boot, seed, horizon)
+            cis = date_block_ci(outcome_metrics, dates, (y, p), n_boot, seed, horizon)
             figures.update({k: _interval_dict(v) for k, v in cis.items()})
         else:
-            figures.update({k: {"point": v} for k, v in _metrics(y, p).items()})
+            figures.update({k: {"point": v} for k, v in outcome_metrics(y, p).items()})
         if g["ticker"].nunique() > 1:
             ic = rank_ic_by_date(dates, p, g["fwd"].to_numpy())
             figures["rank_ic"] = _interval_dict(mean_interval(ic.to_numpy(), n_boot, seed, horizon))
@@ -151,7 +152,7 @@ def score_versions(preds: pd.DataFrame, facts: dict[str, VersionFacts], weeks: f
             y = both["label_a"].to_numpy().astype(int)
 
             def difference(y, pa, pb):  # both scored on the same resampled dates
-                ma, mb = _metrics(y, pa), _metrics(y, pb)
+                ma, mb = outcome_metrics(y, pa), outcome_metrics(y, pb)
                 return {k: ma[k] - mb[k] for k in ma}
 
             diff = date_block_ci(difference, both["date"].to_numpy(),

@@ -20,7 +20,7 @@ import pandas as pd
 from stocktrend.data.config import DataConfig
 from stocktrend.data.store import read_metadata
 from stocktrend.evaluation.bootstrap import Interval
-from stocktrend.evaluation.metrics import auroc
+from stocktrend.evaluation.outcomes import outcome_metrics
 from stocktrend.evaluation.panel_metrics import date_block_ci
 from stocktrend.inference.predictor import Predictor
 from stocktrend.retraining.plan import RetrainError
@@ -84,10 +84,7 @@ def block_probabilities(predictor: Predictor, data_root: Path, keys: pd.DataFram
                            for i in range(0, len(windows), 512)])
 
 
-def block_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    q = np.clip(p, 1e-7, 1 - 1e-7)
-    return {"cross_entropy": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))),
-            "accuracy": float(((p > 0.5) == (y == 1)).mean()), "auroc": auroc(y, p)}
+block_metrics = outcome_metrics  # the same figures live outcomes are judged by
 
 
 def _iv(iv: Interval) -> dict[str, float | None]:
