@@ -151,6 +151,23 @@ def small_real_dataset(tmp_path_factory, repo_root) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def small_multitask_dataset(tmp_path_factory, repo_root) -> Path:
+    """The small real dataset with the auxiliary volatility target (a multi-task model's)."""
+    import datetime as dt
+
+    from stocktrend.config_io import with_overrides
+    from stocktrend.data.build import build_dataset
+    from stocktrend.data.config import load_data_config
+
+    cfg = load_data_config(repo_root / "datasets" / "msft_v2.yaml")
+    cfg = with_overrides(cfg, {"start": dt.date(2008, 1, 2), "seq_len": 10, "n_features": 8,
+                               "auxiliary": "volatility"})
+    out = tmp_path_factory.mktemp("small_multitask") / "npy"
+    build_dataset(cfg, out)
+    return out
+
+
 def load_job(name: str):
     """A ray_jobs/<name>.py entry point as a module (they are scripts, not a package)."""
     import importlib.util
@@ -205,7 +222,9 @@ class ServeDeployment:
                 one["runtime_env"] = app["runtime_env"]
             config["applications"].append(one)
         self.config = config
-        control.deploy(head.dashboard, config, timeout=180)
+        # 300 s: four applications' replicas start on a 2-core machine that may be running the
+        # rest of the suite (and a user's head); 180 s was once not enough for one of them.
+        control.deploy(head.dashboard, config, timeout=300)
         self.base_url = f"http://127.0.0.1:{head.serve_port}"
 
     def url(self, path: str, app: int = 0) -> str:

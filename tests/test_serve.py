@@ -26,7 +26,23 @@ MAX_BODY = 4 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def app(serve_deploy, two_versions):
+def multitask_model(ray_module, small_multitask_dataset, tmp_path_factory):
+    """A multi-task (direction + volatility) tiny model trained through Ray Train, exported."""
+    from stocktrend.data.store import read_metadata
+    from stocktrend.models.config import model_config_from_metadata
+    from stocktrend.training.config import TrainConfig
+    from stocktrend.training.export import export_artifact
+    from stocktrend.training.ray_train import ray_train
+
+    tmp = tmp_path_factory.mktemp("multitask")
+    cfg = model_config_from_metadata("tiny", read_metadata(small_multitask_dataset))
+    res = ray_train(small_multitask_dataset, cfg, TrainConfig(max_epochs=2, batch_size=64, accumulate_grad_batches=1),
+                    tmp / "runs", "mt", num_workers=1, cpus_per_worker=1)
+    return export_artifact(res["checkpoint"], small_multitask_dataset, tmp / "models", "mt", history=res["history"])
+
+
+@pytest.fixture(scope="module")
+def app(serve_deploy, two_versions, multitask_model):
     _, v2 = two_versions
     common = {"model": str(v2.parent), "backend": "onnx", "num_cpus": 0.25, "max_batch_size": 16,
               "batch_wait_timeout_s": 0.01, "max_windows_per_request": MAX_WINDOWS, "max_body_bytes": MAX_BODY,
@@ -42,6 +58,8 @@ def app(serve_deploy, two_versions):
         # Monitoring judged on exactly the last 200 predictions (the minimum sample).
         {"name": "watched", "route_prefix": "/watched", "args": {**common, "num_replicas": 1,
                                                                  "monitoring_window": 200}},
+        {"name": "multitask", "route_prefix": "/multitask", "args": {**common, "num_replicas": 1,
+                                                                     "model": str(multitask_model.parent)}},
     ])
 
 
@@ -88,6 +106,26 @@ def test_single_and_batched_predictions_match_the_offline_predictor(app, http, v
             assert pred["direction"] == ("up" if probs[1] > probs[0] else "down")
             np.testing.assert_allclose(pred["attention"], att, atol=1e-4)
     assert "attention" not in _ok(http, app, x[:2])["predictions"][0]  # opt-in
+
+
+def test_a_multitask_model_trained_through_ray_train_answers_its_volatility(app, http, val, multitask_model,
+                                                                            small_multitask_dataset):
+    training = json.loads((multitask_model / "training.json").read_text())
+    assert all("val_vol_r2" in h and "train_vol_mse" in h for h in training["history"])  # from the Ray Train worker
+    x = np.load(small_multitask_dataset / "val_X.npy")[:8]
+    want = Predictor.from_artifact(multitask_model, backend="onnx").predict_windows(x)
+    r = http.post(app.url("/v1/predict", app=4), json={"windows": x.tolist()})
+    assert r.status_code == 200, r.text
+    got = r.json()["predictions"]
+    np.testing.assert_allclose([g["volatility"] for g in got], want.volatility, rtol=1e-5)
+    np.testing.assert_allclose([g["p_up"] for g in got], want.probs[:, 1], atol=1e-6)
+    model = http.get(app.url("/v1/model", app=4)).json()
+    assert model["outputs"][-1] == "volatility" and model["preprocessing"]["auxiliary"]["kind"] == "volatility"
+    assert model["model_config"]["volatility_head"] is True
+    # A direction-only model's answers carry no volatility.
+    plain = _ok(http, app, val[0][:2])
+    assert all("volatility" not in p for p in plain["predictions"])
+    assert "volatility" not in http.get(app.url("/v1/model")).json()["outputs"]
 
 
 def test_a_npy_body_answers_as_the_json_body(app, http, val):

@@ -39,6 +39,7 @@ class Prepared:
     end_rows: np.ndarray  # rows t whose window t-L+1..t is complete and label known
     labelled_rows: pd.DatetimeIndex  # feature-complete labelled days (seq_len-independent)
     sources: dict[str, dict]
+    vol: np.ndarray | None = None  # (days, 3) labels.VOL_COLUMNS when cfg.auxiliary == "volatility"
 
 
 def prepare(cfg: DataConfig) -> Prepared:
@@ -51,11 +52,15 @@ def prepare(cfg: DataConfig) -> Prepared:
         index = adjusted_ohlc(align_to(frames[cfg.index], calendar, cfg.ffill_limit))["close"]
         fwd = fwd - labels.forward_return(index, cfg.horizon)
     complete = feats.notna().all(axis=1).to_numpy()
-    known = fwd.notna().to_numpy()
+    known = fwd.notna().to_numpy().copy()
+    vol = None
+    if cfg.auxiliary == "volatility":  # the stock's own volatility, whatever the label compares
+        vol = labels.volatility_columns(price.to_numpy(), cfg.horizon)
+        known &= np.isfinite(vol).all(axis=1)
     end_rows = np.flatnonzero(full_windows(complete, cfg.seq_len) & known)
     if cfg.split.end is not None:
         end_rows = end_rows[calendar[end_rows] <= pd.Timestamp(cfg.split.end)]
-    return Prepared(calendar, feats, fwd, end_rows, calendar[complete & known], facts)
+    return Prepared(calendar, feats, fwd, end_rows, calendar[complete & known], facts, vol)
 
 
 def _labels_for(fwd: np.ndarray, fit_rows: np.ndarray, n_classes: int) -> tuple[np.ndarray, list[float]]:
@@ -162,6 +167,8 @@ def build_dataset(
         arrays[f"{s}_X"] = cut_windows(matrix, rows, cfg.seq_len)
         arrays[f"{s}_y"] = np.eye(cfg.n_classes, dtype=np.float32)[y[rows]]
         arrays[f"{s}_dates"] = p.calendar[rows].to_numpy().astype("datetime64[D]")
+        if p.vol is not None:
+            arrays[f"{s}_vol"] = p.vol[rows].astype(np.float32)
     steps.update()
 
     steps.set_postfix_str("writing")
@@ -180,6 +187,7 @@ def build_dataset(
         "edges": split["edges"],
         "y": y,
         "scaled": scaled,
+        "auxiliary": None if p.vol is None else labels.volatility_record(cfg.horizon, p.vol[np.unique(parts["train"]), 0]),
     }
     metadata = write_dataset(Path(out_dir), arrays, context, analysis_dir=analysis_dir)
     steps.update()

@@ -24,6 +24,9 @@ CANONICAL_OHLCV = ("open", "high", "low", "close", "adj_close", "volume")
 # What a label says about the h-day return r of the window's instrument: r > 0; r above
 # the median r of the panel's instruments that day; r above the index's h-day return.
 LabelKind = Literal["direction", "relative_median", "relative_index"]
+# A second, regression target beside the label: "volatility" is the log realised volatility
+# of the instrument's next h days (``labels.future_log_vol``), for a multi-task network.
+AuxiliaryKind = Literal["none", "volatility"]
 YAHOO_COLUMNS = {"date": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close",
                  "adj_close": "Adj Close", "volume": "Volume"}
 
@@ -137,6 +140,7 @@ class DataConfig:
     panel: PanelSpec | None = None  # many instruments instead of one target (data/panel.py)
     label: LabelKind = "direction"
     index: str | None = None  # the source relative_index labels compare with (a close or ohlcv source)
+    auxiliary: AuxiliaryKind = "none"
     horizon: int = pydantic.Field(5, ge=1, le=250)
     seq_len: int = pydantic.Field(30, ge=2, le=1000)
     n_features: int | Literal["all"] = 50

@@ -34,6 +34,7 @@ from stocktrend.data import fitting
 from stocktrend.data.config import DataConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.features import FEATURE_CODE_VERSION
+from stocktrend.data.labels import volatility_columns, volatility_record
 from stocktrend.data.panel import build_panel, forward_returns, panel_labels
 from stocktrend.data.splits import SplitPlan, assign_splits, plan_for
 from stocktrend.data.store import EWM_BURN_IN, FEATURE_LOOKBACK, fingerprint, swap_dir
@@ -58,7 +59,14 @@ def labels_and_ends(cfg: DataConfig, p) -> tuple[np.ndarray, np.ndarray, np.ndar
     index_fwd = forward_returns(p.index_close, cfg.horizon) if p.index_close is not None else None
     y = panel_labels(cfg, fwd, index_fwd)
     complete, known = np.isfinite(p.features).all(axis=-1), np.isfinite(y)
+    if cfg.auxiliary == "volatility":
+        known &= np.isfinite(volatility_of(cfg, p)).all(axis=-1)
     return fwd, y, full_windows(complete, cfg.seq_len) & known, p.calendar[(complete & known).any(axis=0)]
+
+
+def volatility_of(cfg: DataConfig, p) -> np.ndarray:
+    """(tickers, days, 3) ``labels.VOL_COLUMNS`` of every instrument, from its own closes."""
+    return volatility_columns(p.close, cfg.horizon)
 
 
 def build_panel_dataset(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan | None = None,
@@ -109,13 +117,19 @@ def build_panel_dataset(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan
     steps.set_postfix_str("writing")
     arrays = {"features": matrix, "calendar": p.calendar.to_numpy().astype("datetime64[D]"),
               "forward_returns": fwd.astype(np.float32), "close": p.close}
+    vol = volatility_of(cfg, p) if cfg.auxiliary == "volatility" else None
     for s in SPLITS:
         arrays[f"{s}_index"] = index[s]
         arrays[f"{s}_y"] = np.eye(2, dtype=np.float32)[labels[s]]
         arrays[f"{s}_dates"] = arrays["calendar"][index[s][:, 1]]
+        if vol is not None:
+            arrays[f"{s}_vol"] = vol[index[s][:, 0], index[s][:, 1]].astype(np.float32)
     # The first training window, cut as every consumer cuts it: the layout's self-check.
     assert cut_windows(matrix, index["train"][:1], cfg.seq_len).shape == (1, cfg.seq_len, k)
     meta = _metadata(cfg, p, plan, index, counts_before, labels, chosen, scores, scaler, fit_mask)
+    if vol is not None:
+        distinct = np.unique(tr, axis=0)
+        meta["auxiliary"] = volatility_record(cfg.horizon, vol[distinct[:, 0], distinct[:, 1], 0])
     out = Path(out_dir).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))

@@ -33,7 +33,7 @@ def fingerprint(cfg: DataConfig) -> str:
     conf.pop("base_dir")
     # Keys added with panels, at their defaults, are left out: single-stock fingerprints
     # (and so cached datasets and the datasets artifacts record) stay what they were.
-    for key, default in (("panel", None), ("label", "direction"), ("index", None)):
+    for key, default in (("panel", None), ("label", "direction"), ("index", None), ("auxiliary", "none")):
         if conf.get(key) == default:
             conf.pop(key, None)
     conf["sources"] = {k: {**v, "path": Path(v["path"]).name} for k, v in conf["sources"].items()}
@@ -123,6 +123,7 @@ def build_metadata(ctx: dict) -> dict:
         "config": {k: v for k, v in config_to_dict(cfg).items() if k != "base_dir"},
         "feature_code_version": FEATURE_CODE_VERSION,
         "fingerprint": fingerprint(cfg),
+        **({"auxiliary": ctx["auxiliary"]} if ctx.get("auxiliary") else {}),
     }
 
 

@@ -75,7 +75,8 @@ def export_backends(model: str | Path, fmt: str = "int8", dataset_dir: str | Pat
     data = artifact_dataset(predictor.training, predictor.preprocessing, dataset_dir)
     val = split_arrays(data, "val")
     x, y = np.asarray(val["X"]), val["y"].argmax(1)
-    ref = predictor.predict_windows(x).probs
+    ref_pred = predictor.predict_windows(x)
+    ref = ref_pred.probs
 
     tmp = Path(tempfile.mkdtemp(dir=version_dir, prefix=f".{EXPORT_DIR}.tmp-"))
     try:
@@ -100,8 +101,11 @@ def export_backends(model: str | Path, fmt: str = "int8", dataset_dir: str | Pat
             "split": "val", "n_windows": int(len(x)), "backends": {},
         }
         for name in kept:
-            got = OnnxBackend(files[name], name, threads)(x)[0]
-            report["backends"][name] = _parity(ref, got, y)
+            probs, _, z = OnnxBackend(files[name], name, threads)(x)
+            report["backends"][name] = _parity(ref, probs, y)
+            if z is not None:  # a multi-task model: how far its volatility forecast moved (relative)
+                report["backends"][name]["max_rel_volatility_diff"] = float(
+                    np.max(np.abs(predictor.volatility(z) / ref_pred.volatility - 1)))
         fp32 = report["backends"]["onnx"]
         fp32["within_tolerance"] = fp32["max_abs_prob_diff"] <= PARITY_TOLERANCE
         if "onnx-int8" in report["backends"]:

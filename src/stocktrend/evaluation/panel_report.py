@@ -31,6 +31,7 @@ from stocktrend.evaluation.panel_metrics import (
     rank_ic_by_date,
     reversal_score,
 )
+from stocktrend.evaluation.volatility import markdown_lines
 
 HINDSIGHT = ("This universe is today's large caps, chosen knowing they survived and grew: any long-only figure "
              "(the equal-weight book above all) is flattered by that hindsight; the long-short book and the rank IC "
@@ -139,7 +140,8 @@ def render_markdown(r: dict[str, Any], title: str) -> str:
     for ticker, m in r["test"]["per_instrument"].items():
         lines.append(f"| {ticker} | {m['accuracy']['point']:.3f} [{m['accuracy']['low']:.3f}, {m['accuracy']['high']:.3f}] | "
                      f"{m['auroc']['point']:.3f} [{m['auroc']['low']:.3f}, {m['auroc']['high']:.3f}] |")
-    return "\n".join(lines) + "\n"
+    vol = markdown_lines(r.get("volatility"))
+    return "\n".join(lines + ([""] + vol if vol else [])) + "\n"
 
 
 def evaluate_panel(dataset: Path, p_up: np.ndarray, out: Path, n_boot: int, seed: int, cost_bps: float,

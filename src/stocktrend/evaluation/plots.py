@@ -132,3 +132,17 @@ def attention_by_class(attention: np.ndarray, p_up: np.ndarray, path: Path) -> P
 
 
 __all__ = ["learning_curves", "confusion", "roc", "calibration", "equity_curves", "attention_by_class"]
+
+
+def volatility_forecasts(y: np.ndarray, forecasts: dict[str, np.ndarray], path: Path) -> Path:
+    """Forecast against realised log volatility, one panel per forecaster, with the diagonal."""
+    fig, axes = plt.subplots(1, len(forecasts), figsize=(4.6 * len(forecasts), 4), sharey=True, squeeze=False)
+    lo, hi = np.percentile(y, [0.5, 99.5])
+    for ax, (name, f) in zip(axes[0], forecasts.items(), strict=True):
+        ax.scatter(f, y, s=4, alpha=0.25, rasterized=True)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="forecast = realised")
+        ax.set(title=name, xlabel="forecast log daily volatility", xlim=(lo, hi), ylim=(lo, hi))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("realised log daily volatility (test)")
+    axes[0][0].legend(loc="upper left")
+    return _save(fig, path)

@@ -40,6 +40,7 @@ from stocktrend.evaluation import plots
 from stocktrend.evaluation.bootstrap import block_indices, default_block_length, interval, replicates
 from stocktrend.evaluation.metrics import HEADLINE, SCALARS, THRESHOLD, all_metrics, scalar_metrics
 from stocktrend.evaluation.report_text import _interpretation, render_markdown, summary_lines  # noqa: F401
+from stocktrend.evaluation.volatility import volatility_section
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[3]  # the repository (src/stocktrend/evaluation/report.py)
@@ -241,13 +242,15 @@ def _validation_section(training: dict) -> dict:
             "best_epoch": training.get("best_epoch"), "metrics": metrics}
 
 
-def _predict(predictor, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    probs, attn = [], []
+def _predict(predictor, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(probabilities, attention, log-volatility forecast or None) of every window."""
+    probs, attn, log_vol = [], [], []
     for start in range(0, len(x), PREDICT_BATCH):
-        pred = predictor.predict_windows(x[start : start + PREDICT_BATCH])
-        probs.append(pred.probs)
-        attn.append(pred.attention)
-    return np.concatenate(probs), np.concatenate(attn)
+        out = predictor.backend(predictor.check_windows(x[start : start + PREDICT_BATCH]))
+        probs.append(out[0])
+        attn.append(out[1])
+        log_vol.append(predictor.log_volatility(out[2]))
+    return np.concatenate(probs), np.concatenate(attn), None if log_vol[0] is None else np.concatenate(log_vol)
 
 
 def _clean(obj: Any) -> Any:
@@ -299,16 +302,18 @@ def evaluate_artifact(
         from stocktrend.data.windows import split_arrays
         from stocktrend.evaluation.panel_report import evaluate_panel
 
-        probs, _ = _predict(Predictor(version_dir, manifest, parts), split_arrays(dataset, "test")["X"])
+        out = Path(out_dir) if out_dir else version_dir / "evaluation"
+        probs, _, log_vol = _predict(Predictor(version_dir, manifest, parts), split_arrays(dataset, "test")["X"])
         header["dataset"] = {"dir": str(dataset), "fingerprint": meta["fingerprint"], "test": meta["splits"]["test"],
                              "tickers": meta["tickers"], "horizon": horizon, "seq_len": meta["seq_len"]}
-        return evaluate_panel(dataset, probs[:, 1], Path(out_dir) if out_dir else version_dir / "evaluation", n_boot,
-                              seed, cost_bps, staggered, header)
+        if log_vol is not None:
+            header["volatility"] = volatility_section(dataset, log_vol, n_boot, seed, out / "volatility.png")
+        return evaluate_panel(dataset, probs[:, 1], out, n_boot, seed, cost_bps, staggered, header)
 
     test, train = _load_split(dataset, "test"), _load_split(dataset, "train")
     y_true = test["y"].argmax(axis=1)
     predictor = Predictor(version_dir, manifest, parts)
-    probs, attention = _predict(predictor, test["X"])
+    probs, attention, log_vol = _predict(predictor, test["X"])
     p_up = probs[:, 1]
 
     check_price_sources(training, cfg, [cfg.target, "ust"])
@@ -330,6 +335,8 @@ def evaluate_artifact(
     report["interpretation"] = _interpretation(report)
 
     out = Path(out_dir) if out_dir else version_dir / "evaluation"
+    if log_vol is not None:
+        report["volatility"] = volatility_section(dataset, log_vol, n_boot, seed, out / "volatility.png")
     names = {"learning_curves": "learning_curves.png", "confusion_matrix": "confusion_matrix.png",
              "roc": "roc.png", "calibration": "calibration.png", "equity": "equity.png",
              "attention": "attention_by_class.png"}
@@ -339,6 +346,8 @@ def evaluate_artifact(
     plots.calibration(y_true, p_up, out / names["calibration"])
     plots.equity_curves(curves, out / names["equity"])
     plots.attention_by_class(attention, p_up, out / names["attention"])
+    if log_vol is not None:
+        names["volatility"] = "volatility.png"
     report["plots"] = names
     report["files"] = {"json": str(out / "report.json"), "markdown": str(out / "report.md"),
                        "predictions": str(out / "predictions.csv")}

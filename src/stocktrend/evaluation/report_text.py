@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from stocktrend.evaluation.volatility import markdown_lines
+
 
 def _interpretation(r: dict) -> list[str]:
     t, ds = r["test"], r["dataset"]
@@ -107,6 +109,7 @@ def render_markdown(r: dict) -> str:
         L += ["", "![equity curves](equity.png)", ""]
     L += ["## Training and attention", "", "![learning curves](learning_curves.png)", "",
           "![attention by predicted class](attention_by_class.png)", ""]
+    L += markdown_lines(r.get("volatility"))
     L += ["## Interpretation", ""] + [f"- {line}" for line in r["interpretation"]] + [""]
     return "\n".join(L)
 
@@ -133,6 +136,8 @@ def summary_lines(report: dict) -> list[str]:
         lines.append("  backtest " + ", ".join(
             f"{k} {_fmt(bk[k]['total_return'], '+.1%')} (Sharpe {_fmt(bk[k]['sharpe'], '.2f')}, "
             f"max DD {_fmt(bk[k]['max_drawdown'], '.1%')})" for k in ("long_flat", "long_short", "buy_and_hold")))
+    if report.get("volatility"):
+        lines.append("  " + report["volatility"]["verdict"])
     lines.append("  test results are reported only; they feed no choice")
     return lines
 
@@ -148,5 +153,8 @@ def panel_summary_lines(report: dict) -> list[str]:
                      + (f"  model - this {d['point']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d else ""))
     pooled = report["test"]["pooled"]
     lines.append("  pooled " + "  ".join(f"{k} {_ci(v)}" for k, v in pooled.items()))
-    lines += ["  " + report["verdict"], "  test results are reported only; they feed no choice"]
+    lines += ["  " + report["verdict"]]
+    if report.get("volatility"):
+        lines.append("  " + report["volatility"]["verdict"])
+    lines.append("  test results are reported only; they feed no choice")
     return lines

@@ -1,6 +1,8 @@
 """Inference back-ends for a loaded TrendNet: one interface, several runtimes.
 
-Every back-end maps float32 windows (N, L, F) to (probabilities (N, C), attention (N, L)).
+Every back-end maps float32 windows (N, L, F) to (probabilities (N, C), attention (N, L),
+volatility (N,) or None): the multi-task network's standardised log-volatility forecast,
+None for a direction-only network (the Predictor turns it back into a volatility).
 
 - ``torch``: eager PyTorch under ``inference_mode`` (the reference; always available).
 - ``bf16``: eager PyTorch under bfloat16 autocast (pays only where the CPU has bf16 dot
@@ -42,22 +44,31 @@ EXPORT_RECORD = "exports.json"
 ONNX_OPSET = 17
 
 
+Outputs = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # probs, attention, volatility
+
+
 class Backend(Protocol):
     name: str
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def __call__(self, x: np.ndarray) -> Outputs: ...
+
+
+def output_names(model: nn.Module) -> list[str]:
+    """The graph outputs of ``model`` (the ONNX file's names, in order)."""
+    return ["probs", "attention", *(["volatility"] if model.cfg.volatility_head else [])]
 
 
 class _ProbsAndAttention(nn.Module):
-    """What every back-end computes: softmax probabilities and the pooling weights."""
+    """What every back-end computes: softmax probabilities, the pooling weights and, for a
+    multi-task network, the volatility forecast."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, attention = self.model(x, return_attention=True)
-        return logits.softmax(dim=-1), attention
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, attention, vol = self.model.outputs(x)
+        return (logits.softmax(dim=-1), attention) if vol is None else (logits.softmax(dim=-1), attention, vol)
 
 
 @contextlib.contextmanager
@@ -78,10 +89,14 @@ class TorchBackend:
         self.name, self.net, self.dtype = name, _ProbsAndAttention(model).eval(), autocast_dtype
 
     @torch.inference_mode()
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, x: np.ndarray) -> Outputs:
         with torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype is not None):
-            probs, attention = self.net(torch.from_numpy(x))
-        return probs.float().numpy(), attention.float().numpy()
+            out = self.net(torch.from_numpy(x))
+        return _outputs([o.float().numpy() for o in out])
+
+
+def _outputs(arrays: list[np.ndarray]) -> Outputs:
+    return arrays[0], arrays[1], arrays[2] if len(arrays) > 2 else None
 
 
 class TorchInt8Backend(TorchBackend):
@@ -93,7 +108,7 @@ class TorchInt8Backend(TorchBackend):
         )
         super().__init__(quantized, name="torch-int8")
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, x: np.ndarray) -> Outputs:
         with mha_fastpath(False):
             return super().__call__(x)
 
@@ -108,10 +123,10 @@ class OnnxBackend:
         opts.log_severity_level = 3  # ORT warns about every unused initializer otherwise
         self.name = name
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probs, attention = self.session.run(["probs", "attention"], {"windows": np.ascontiguousarray(x, np.float32)})
-        return probs, attention
+    def __call__(self, x: np.ndarray) -> Outputs:
+        return _outputs(self.session.run(self.outputs, {"windows": np.ascontiguousarray(x, np.float32)}))
 
 
 def cpu_flags() -> set[str]:

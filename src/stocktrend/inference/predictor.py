@@ -40,10 +40,16 @@ class InputError(ValueError):
         self.field, self.message = field, message
 
 
+TRADING_DAYS = 252  # annualising a daily volatility
+
+
 @dataclasses.dataclass
 class Prediction:
     probs: np.ndarray  # (N, C)
     attention: np.ndarray  # (N, L)
+    # A multi-task model's forecast of the annualised realised volatility of the next h
+    # days (0.25 = 25%); None for a direction-only model.
+    volatility: np.ndarray | None = None  # (N,)
     as_of: list[str] | None = None  # window end date per row, when known
 
 
@@ -69,6 +75,9 @@ class Predictor:
         except RuntimeError as err:
             raise ArtifactError(f"{version_dir / WEIGHTS}: weights do not fit model.json ({err})") from None
         self.model.eval()
+        if self.model_cfg.volatility_head and "auxiliary" not in pre:
+            raise ArtifactError(f"{version_dir}/preprocessing.json: the model has a volatility head but no "
+                                "auxiliary record (the standardisation of its target)")
         try:
             self.backend = make_backend(backend, self.model, self.seq_len, self.n_features,
                                         threads or torch.get_num_threads(), version_dir, manifest["files"][WEIGHTS])
@@ -103,7 +112,24 @@ class Predictor:
         return arr
 
     def predict_windows(self, x: Any) -> Prediction:
-        return Prediction(*self.backend(self.check_windows(x)))  # (N, C), (N, L)
+        probs, attention, vol = self.backend(self.check_windows(x))  # (N, C), (N, L), (N,) | None
+        return Prediction(probs, attention, self.volatility(vol))
+
+    @property
+    def has_volatility(self) -> bool:
+        return self.model_cfg.volatility_head
+
+    def log_volatility(self, z: np.ndarray | None) -> np.ndarray | None:
+        """The network's standardised output as the log daily volatility it forecasts."""
+        if z is None:
+            return None
+        aux = self.preprocessing["auxiliary"]
+        return np.asarray(z, np.float64) * aux["std"] + aux["mean"]
+
+    def volatility(self, z: np.ndarray | None) -> np.ndarray | None:
+        """The network's standardised output as an annualised volatility (None stays None)."""
+        log_vol = self.log_volatility(z)
+        return None if log_vol is None else np.exp(log_vol) * np.sqrt(TRADING_DAYS)
 
     # -- raw bars ------------------------------------------------------------
     def parse_bars(self, bars: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

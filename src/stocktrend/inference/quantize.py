@@ -32,14 +32,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from stocktrend.inference.backends import ONNX_FILES, ONNX_OPSET, _ProbsAndAttention, cpu_has_vnni, mha_fastpath
+from stocktrend.inference.backends import (
+    ONNX_FILES,
+    ONNX_OPSET,
+    _ProbsAndAttention,
+    cpu_has_vnni,
+    mha_fastpath,
+    output_names,
+)
 
 log = logging.getLogger(__name__)
 CALIBRATION_BATCH = 32
 
 
 def export_onnx(model: nn.Module, seq_len: int, n_features: int, path: Path) -> Path:
-    """Export probabilities and attention with a dynamic batch axis."""
+    """Export probabilities, attention (and a multi-task model's volatility) with a dynamic batch axis."""
     net = _ProbsAndAttention(model).eval()
     dummy = torch.zeros(2, seq_len, n_features)
     with mha_fastpath(False), torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
@@ -48,8 +55,8 @@ def export_onnx(model: nn.Module, seq_len: int, n_features: int, path: Path) -> 
         warnings.simplefilter("ignore")
         torch.onnx.export(
             net, (dummy,), str(path), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=["windows"], output_names=["probs", "attention"],
-            dynamic_axes={"windows": {0: "batch"}, "probs": {0: "batch"}, "attention": {0: "batch"}},
+            input_names=["windows"], output_names=output_names(model),
+            dynamic_axes={name: {0: "batch"} for name in ("windows", *output_names(model))},
         )
     return path
 

@@ -57,6 +57,11 @@ class ModelConfig:
     head_width: PositiveInt = 256
     head_dropout: Dropout = 0.35
 
+    # Multi-task: a second head on the pooled context forecasting the (standardised) log
+    # realised volatility of the next h days. Set from the dataset (its ``auxiliary``
+    # target) by model_config_from_metadata, like the shape fields.
+    volatility_head: bool = False
+
     @pydantic.field_validator("cnn_kernel")
     @classmethod
     def _odd_kernel(cls, v: int) -> int:
@@ -129,6 +134,7 @@ def model_config_from_metadata(preset_name: str, metadata: dict[str, Any], **ove
             n_features=len(metadata["features"]["selected"]),
             seq_len=int(metadata["seq_len"]),
             n_classes=int(metadata["n_classes"]),
+            volatility_head=(metadata.get("auxiliary") or {}).get("kind") == "volatility",
         )
     except (KeyError, TypeError) as err:
         raise ValueError(

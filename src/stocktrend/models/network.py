@@ -15,6 +15,7 @@ from torch import nn
 from stocktrend.models.config import ModelConfig
 
 BLOCKS = ("cnn", "lstm", "transformer", "pool", "head")
+VOL_HEAD = "vol_head"  # the multi-task block, present only with ModelConfig.volatility_head
 
 
 class ConvBlock(nn.Module):
@@ -146,6 +147,13 @@ def dense_head(cfg: ModelConfig) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def volatility_head(cfg: ModelConfig) -> nn.Sequential:
+    """Linear -> ReLU -> Dropout -> Linear to one number: the standardised log volatility.
+    Small on purpose: the shared trunk does the work, which is the point of multi-tasking."""
+    width = cfg.head_widths[-1]
+    return nn.Sequential(nn.Linear(cfg.d_model, width), nn.ReLU(), nn.Dropout(cfg.head_dropout), nn.Linear(width, 1))
+
+
 class TrendNet(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -155,10 +163,11 @@ class TrendNet(nn.Module):
         self.transformer = TemporalEncoder(cfg)
         self.pool = AttentionPool(cfg.d_model)
         self.head = dense_head(cfg)
+        if cfg.volatility_head:
+            self.vol_head = volatility_head(cfg)
 
-    def forward(
-        self, x: torch.Tensor, return_attention: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(logits (B, C), attention (B, L), standardised log-volatility forecast (B,) or None)."""
         if x.dim() != 3 or x.shape[-1] != self.cfg.n_features:
             raise ValueError(
                 f"TrendNet expects (batch, seq_len, {self.cfg.n_features}) inputs, got {tuple(x.shape)}"
@@ -168,6 +177,13 @@ class TrendNet(nn.Module):
         h = self.transformer(h)  # (B, L, D)
         context, weights = self.pool(h)  # (B, D), (B, L)
         logits = self.head(context)  # (B, n_classes)
+        vol = self.vol_head(context).squeeze(-1) if self.cfg.volatility_head else None  # (B,)
+        return logits, weights, vol
+
+    def forward(
+        self, x: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        logits, weights, _ = self.outputs(x)
         return (logits, weights) if return_attention else logits
 
 
@@ -178,7 +194,8 @@ def parameter_counts(model: TrendNet) -> dict[str, int]:
     (as in torch/Keras "trainable params"). PyTorch's LSTM has two bias vectors per
     gate set (b_ih and b_hh), 8H per direction and layer, which Keras-style counts omit.
     """
-    counts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in BLOCKS}
+    blocks = (*BLOCKS, VOL_HEAD) if model.cfg.volatility_head else BLOCKS
+    counts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in blocks}
     counts["total"] = sum(p.numel() for p in model.parameters())
-    assert counts["total"] == sum(counts[b] for b in BLOCKS), "a parameter lives outside the named blocks"
+    assert counts["total"] == sum(counts[b] for b in blocks), "a parameter lives outside the named blocks"
     return counts

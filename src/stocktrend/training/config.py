@@ -41,6 +41,11 @@ class TrainConfig:
     class_weights: Literal["auto", "none"] | list[PositiveFloat] = "auto"
     gradient_clip_val: NonNegativeFloat | None = 1.0  # None or 0 disables clipping
 
+    # Multi-task (a model with a volatility head, from a dataset with the volatility
+    # target): loss = cross-entropy + aux_weight * MSE of the standardised log volatility.
+    # The selection metric stays a direction metric; 0 trains no volatility head.
+    aux_weight: NonNegativeFloat = 1.0
+
     early_stopping_patience: PositiveInt = 15  # validation epochs without improvement
     selection_metric: SelectionMetric = "val_ce"
     milestone_every: PositiveInt = 10  # keep a checkpoint every N epochs

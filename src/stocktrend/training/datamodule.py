@@ -46,9 +46,11 @@ class WindowDataset(Dataset):
     that unpickles this object maps the file itself instead of receiving a copy.
     """
 
-    def __init__(self, x_path: Path, labels: np.ndarray):
+    def __init__(self, x_path: Path, labels: np.ndarray, aux: np.ndarray | None = None):
+        """``aux``: the standardised volatility target per window (then items are (x, y, vol))."""
         self.x_path = Path(x_path)
         self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.aux = None if aux is None else torch.as_tensor(aux, dtype=torch.float32)
         self._x: np.ndarray | None = None
 
     @property
@@ -60,10 +62,12 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def item(self, i: int, window: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (window, self.labels[i]) if self.aux is None else (window, self.labels[i], self.aux[i])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         # np.array copies the window out of the read-only map (torch wants writable memory).
-        window = torch.from_numpy(np.array(self.x[i], dtype=np.float32))  # (L, K)
-        return window, self.labels[i]
+        return self.item(i, torch.from_numpy(np.array(self.x[i], dtype=np.float32)))  # (L, K)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_x": None}  # never pickle the mapped array
@@ -72,13 +76,14 @@ class WindowDataset(Dataset):
 class PanelWindowDataset(WindowDataset):
     """Windows of a panel, cut from the memory-mapped ``features.npy`` at (instrument, end row)."""
 
-    def __init__(self, features_path: Path, index: np.ndarray, labels: np.ndarray, seq_len: int):
-        super().__init__(features_path, labels)
+    def __init__(self, features_path: Path, index: np.ndarray, labels: np.ndarray, seq_len: int,
+                 aux: np.ndarray | None = None):
+        super().__init__(features_path, labels, aux)
         self.index, self.seq_len = np.asarray(index), seq_len
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         window = cut_windows(self.x, self.index[i : i + 1], self.seq_len)[0]  # (L, K), a copy
-        return torch.from_numpy(window), self.labels[i]
+        return self.item(i, torch.from_numpy(window))
 
 
 class TrendDataModule(pl.LightningDataModule):
@@ -116,8 +121,23 @@ class TrendDataModule(pl.LightningDataModule):
         y = np.asarray(y)
         if not np.allclose(y.sum(axis=1), 1.0):
             raise ValueError(f"{split}_y.npy rows must be one-hot (each row sums to 1)")
-        self.datasets[split] = WindowDataset(d / f"{split}_X.npy", y.argmax(axis=1))
+        self.datasets[split] = WindowDataset(d / f"{split}_X.npy", y.argmax(axis=1), self._aux(split, len(y)))
         self.dates[split] = dates.astype("datetime64[D]")
+
+    def _aux(self, split: str, n: int) -> np.ndarray | None:
+        """The standardised volatility target of a split (None: the dataset has none), with
+        the standardisation the builder fitted on training windows (metadata ``auxiliary``)."""
+        aux = self.metadata.get("auxiliary")
+        if not aux:
+            return None
+        path = self.dataset_dir / aux["file"].format(split=split)
+        vol = np.asarray(_load_npy(path))
+        if vol.shape != (n, len(aux["columns"])):
+            raise ValueError(f"{path} has shape {vol.shape}; expected ({n}, {len(aux['columns'])}) for {n} windows")
+        target = vol[:, 0].astype(np.float64)
+        if not np.isfinite(target).all():
+            raise ValueError(f"{path}: row {int(np.flatnonzero(~np.isfinite(target))[0])} has no volatility target")
+        return ((target - aux["mean"]) / aux["std"]).astype(np.float32)
 
     def _load_panel_split(self, split: str) -> None:
         d = self.dataset_dir
@@ -134,7 +154,8 @@ class TrendDataModule(pl.LightningDataModule):
         if len(index) and ((index[:, 1] < self.seq_len - 1).any() or (index[:, 1] >= features.shape[1]).any()
                            or (index[:, 0] >= features.shape[0]).any() or (index < 0).any()):
             raise ValueError(f"{split}_index.npy points outside features.npy {features.shape[:2]}")
-        self.datasets[split] = PanelWindowDataset(d / "features.npy", index, y.argmax(axis=1), self.seq_len)
+        self.datasets[split] = PanelWindowDataset(d / "features.npy", index, y.argmax(axis=1), self.seq_len,
+                                                  self._aux(split, len(y)))
         self.dates[split] = dates.astype("datetime64[D]")
 
     def setup(self, stage: str | None = None) -> None:

@@ -122,6 +122,10 @@ def export_artifact(
             "label_rule": meta["label_rule"],
             "layout": meta.get("layout", "windows"),
             **({"tickers": meta["tickers"]} if meta.get("tickers") else {}),
+            # The multi-task model's second target and its training-window standardisation:
+            # what turns the network's output back into a volatility.
+            **({"auxiliary": meta["auxiliary"]} if meta.get("auxiliary") and hp["model_cfg"].get("volatility_head")
+               else {}),
         },
         "training": {
             "name": name,

@@ -16,6 +16,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+import torchmetrics as tm
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics import classification as tmc
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 # Epoch metrics are logged as plain floats computed by torchmetrics, whose compute()
 # already reduces across DDP processes; Lightning cannot know that and warns per key.
 warnings.filterwarnings("ignore", message=r".*sync_dist=True.*", category=UserWarning)
+# The volatility head's Spearman correlation keeps an epoch of forecasts (a few MB at most).
+warnings.filterwarnings("ignore", message=r".*SpearmanCorrcoef.*will save all targets", category=UserWarning)
 
 FINAL_DIV_FACTOR = 1e4  # OneCycleLR default: the cycle ends at lr / 1e4
 PROGRESS_BAR_KEYS = {"val_ce", "val_acc", "train_loss"}
@@ -38,9 +41,13 @@ PROGRESS_BAR_KEYS = {"val_ce", "val_acc", "train_loss"}
 class StageMetrics(nn.Module):
     """Epoch metrics of one stage (train or val); compute() returns plain Python values."""
 
-    def __init__(self, n_classes: int):
+    def __init__(self, n_classes: int, volatility: bool = False):
         super().__init__()
         self.binary = n_classes == 2
+        # The volatility head's scores, on the standardised target: MSE, R^2 (against the
+        # split's own mean) and Spearman's rank correlation.
+        self.vol = MetricCollection({"vol_mse": tm.MeanSquaredError(), "vol_r2": tm.R2Score(),
+                                     "vol_rank_corr": tm.SpearmanCorrCoef()}) if volatility else None
         if self.binary:  # fed P(class 1); F1/precision-style scores are of class 1
             self.scalar = MetricCollection({
                 "acc": tmc.BinaryAccuracy(), "f1": tmc.BinaryF1Score(),
@@ -63,7 +70,11 @@ class StageMetrics(nn.Module):
         self.loss = MeanMetric()  # the training objective (weighted, smoothed)
         self.ce = MeanMetric()  # plain cross-entropy: unweighted, unsmoothed
 
-    def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+    def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor,
+               vol: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """``vol``: (forecast, target) of the volatility head, (B,) each."""
+        if self.vol is not None and vol is not None:
+            self.vol.update(vol[0].detach().float(), vol[1].float())
         logits = logits.detach().float()  # (B, C)
         probs = logits.softmax(dim=-1)  # (B, C)
         self.scalar.update(probs[:, 1] if self.binary else probs, target)
@@ -76,11 +87,14 @@ class StageMetrics(nn.Module):
         out.update({k: v.tolist() for k, v in self.per_class.compute().items()})
         out["loss"] = float(self.loss.compute())
         out["ce"] = float(self.ce.compute())
+        if self.vol is not None:
+            out.update({k: float(v) for k, v in self.vol.compute().items()})
         return out
 
     def reset(self) -> None:
-        for m in (self.scalar, self.per_class, self.loss, self.ce):
-            m.reset()
+        for m in (self.scalar, self.per_class, self.loss, self.ce, self.vol):
+            if m is not None:
+                m.reset()
 
 
 def _as_config(cls: type, value: Any) -> Any:
@@ -110,9 +124,13 @@ class TrendClassifier(pl.LightningModule):
             "steps_per_epoch": steps_per_epoch,
         })
         self.model = TrendNet(self.model_cfg)
+        self.multitask = self.model_cfg.volatility_head
+        if self.multitask and self.train_cfg.aux_weight == 0:
+            raise ValueError("train aux_weight is 0 but the model has a volatility head, which would stay untrained: "
+                             "give aux_weight > 0, or build the model with volatility_head false")
         self.loss_fn = build_loss(self.train_cfg.class_weights, self.class_counts, self.train_cfg.label_smoothing)
-        self.train_metrics = StageMetrics(self.model_cfg.n_classes)
-        self.val_metrics = StageMetrics(self.model_cfg.n_classes)
+        self.train_metrics = StageMetrics(self.model_cfg.n_classes, self.multitask)
+        self.val_metrics = StageMetrics(self.model_cfg.n_classes, self.multitask)
         self.history: list[dict[str, Any]] = []
         self._last_val: dict[str, Any] = {}
 
@@ -120,18 +138,29 @@ class TrendClassifier(pl.LightningModule):
         return self.model(x, return_attention=return_attention)
 
     # -- steps ---------------------------------------------------------------
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch  # (B, L, F), (B,)
-        logits = self.model(x)  # (B, C)
+    def _step(self, batch, metrics: StageMetrics) -> torch.Tensor:
+        """The objective of a batch (x, y) or, from a dataset with a volatility target,
+        (x, y, vol); the vol target is used only when the model has the head for it."""
+        x, y = batch[0], batch[1]  # (B, L, F), (B,)
+        logits, _, vol_hat = self.model.outputs(x)  # (B, C), _, (B,) or None
         loss = self.loss_fn(logits, y)
-        self.train_metrics.update(logits, y, loss)
-        self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(y))
+        vol = None
+        if self.multitask:
+            if len(batch) < 3:
+                raise ValueError("the model has a volatility head but the dataset has no volatility target: build it "
+                                 "with auxiliary: volatility, or the model with volatility_head false")
+            vol = (vol_hat, batch[2])
+            loss = loss + self.train_cfg.aux_weight * F.mse_loss(vol_hat, batch[2])
+        metrics.update(logits, y, loss, vol)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, self.train_metrics)
+        self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch[1]))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
-        logits = self.model(x)  # (B, C)
-        self.val_metrics.update(logits, y, self.loss_fn(logits, y))
+        self._step(batch, self.val_metrics)
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch

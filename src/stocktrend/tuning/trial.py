@@ -45,6 +45,8 @@ def run_trial(
     data_cfg, model_overrides, train_cfg = resolve(space, values)
     train_cfg = with_overrides(train_cfg, {"max_epochs": space.max_epochs})
     dataset = build_cached(data_cfg, cache_root)  # shared by trials with the same data config
+    if train_cfg.aux_weight == 0:  # a searched weight of 0: the plain single-task network
+        model_overrides = {**model_overrides, "volatility_head": False}
     model_cfg = model_config_from_metadata(space.preset, read_metadata(dataset), **model_overrides)
     trial_id = tune.get_context().get_trial_id()
     log.info("trial %s: %s", trial_id, values)

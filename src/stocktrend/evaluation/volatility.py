@@ -1,0 +1,134 @@
+"""The volatility head on the test split: a multi-task model's forecast of the log realised
+volatility of the next h days, against the trailing-volatility baseline a quant fits first.
+
+- Baseline: ordinary least squares of the target on [1, trailing log volatility over the
+  last h days, over the last 20] (a HAR-style regression: the past week and month), fitted on
+  the distinct training windows only, then applied to the test windows.
+- Scores: R^2 = 1 - SSE / SST with SST around the test split's own mean (a forecast must
+  beat the constant it could only know in hindsight), and Spearman's rank correlation over
+  all test windows; for a panel also the mean over dates of the cross-sectional rank
+  correlation (which instruments will be the most volatile this week).
+- Intervals: 95% block bootstrap over whole dates; model minus baseline is paired (both
+  scored on the same resamples). Nothing here is fitted on, or chooses anything from, the
+  test split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stocktrend.data.store import read_metadata
+from stocktrend.data.windows import window_keys
+from stocktrend.evaluation.panel_metrics import date_block_ci, mean_interval, rank_ic_by_date
+
+BASELINE = "trailing_har"
+BASELINE_NOTE = ("OLS of the log target on the trailing log volatilities of the last h and 20 days, "
+                 "fitted on the distinct training windows")
+
+
+def _design(vol: np.ndarray) -> np.ndarray:
+    return np.column_stack([np.ones(len(vol)), vol[:, 1], vol[:, 2]])
+
+
+def fit_baseline(train_vol: np.ndarray) -> np.ndarray:
+    """OLS coefficients [const, trailing h, trailing 20] from training rows (N, 3)."""
+    coef, *_ = np.linalg.lstsq(_design(train_vol), train_vol[:, 0], rcond=None)
+    return coef
+
+
+def r2(y: np.ndarray, f: np.ndarray) -> float:
+    sst = float(((y - y.mean()) ** 2).sum())
+    return float("nan") if sst == 0 else 1.0 - float(((y - f) ** 2).sum()) / sst
+
+
+def rank_corr(y: np.ndarray, f: np.ndarray) -> float:
+    ry, rf = np.argsort(np.argsort(y)), np.argsort(np.argsort(f))
+    return float(np.corrcoef(ry, rf)[0, 1]) if len(y) > 2 else float("nan")
+
+
+def _scores(y: np.ndarray, model: np.ndarray, base: np.ndarray) -> dict[str, float]:
+    m = {"model_r2": r2(y, model), "baseline_r2": r2(y, base),
+         "model_rank_corr": rank_corr(y, model), "baseline_rank_corr": rank_corr(y, base)}
+    m["r2_model_minus_baseline"] = m["model_r2"] - m["baseline_r2"]
+    m["rank_corr_model_minus_baseline"] = m["model_rank_corr"] - m["baseline_rank_corr"]
+    return m
+
+
+def _distinct(dataset: Path, split: str) -> np.ndarray:
+    """Row numbers of a split's distinct windows (oversampled copies dropped), in file order."""
+    _, first = np.unique(window_keys(dataset, split), axis=0, return_index=True)
+    return np.sort(first)
+
+
+def volatility_section(dataset: str | Path, log_vol: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                       plot: Path | None = None) -> dict[str, Any]:
+    """The report's ``volatility`` entry; ``log_vol``: the model's forecast of each test
+    window's log daily volatility (the order of ``test_vol.npy``); ``plot``: where to draw
+    forecasts against realised volatility."""
+    dataset = Path(dataset)
+    meta = read_metadata(dataset)
+    aux = meta.get("auxiliary")
+    if not aux:
+        raise ValueError(f"{dataset}: the dataset has no volatility target (metadata auxiliary)")
+    test = np.load(dataset / aux["file"].format(split="test")).astype(np.float64)
+    if len(test) != len(log_vol):
+        raise ValueError(f"{len(log_vol)} volatility forecasts for {len(test)} test windows")
+    train = np.load(dataset / aux["file"].format(split="train"))[_distinct(dataset, "train")].astype(np.float64)
+    coef = fit_baseline(train)
+    y, model, base = test[:, 0], np.asarray(log_vol, np.float64), _design(test) @ coef
+    dates = np.load(dataset / "test_dates.npy")
+    horizon = int(meta["horizon"])
+    ci = date_block_ci(_scores, dates, (y, model, base), n_boot, seed, horizon)
+    section: dict[str, Any] = {
+        "target": aux["rule"], "baseline": {"name": BASELINE, "rule": BASELINE_NOTE,
+                                            "coefficients": [float(c) for c in coef], "fit_windows": int(len(train))},
+        "windows": int(len(y)), "dates": int(len(np.unique(dates))),
+        "scores": {k: v.to_dict() for k, v in ci.items()},
+        "r2_definition": "1 - SSE/SST, SST around the test split's own mean",
+    }
+    d = ci["r2_model_minus_baseline"]
+    section["model_beats_baseline_r2"] = bool(d.low > 0)
+    if meta.get("layout") == "panel":  # which instruments are the most volatile this week
+        ics = {name: rank_ic_by_date(dates, f, y) for name, f in (("model", model), (BASELINE, base))}
+        common = ics["model"].index.intersection(ics[BASELINE].index)
+        section["cross_sectional_rank_corr"] = {
+            "model": mean_interval(ics["model"].to_numpy(), n_boot, seed, horizon).to_dict(),
+            BASELINE: mean_interval(ics[BASELINE].to_numpy(), n_boot, seed, horizon).to_dict(),
+            "model_minus_baseline": mean_interval((ics["model"][common] - ics[BASELINE][common]).to_numpy(),
+                                                  n_boot, seed, horizon).to_dict()}
+    if plot is not None:
+        from stocktrend.evaluation.plots import volatility_forecasts
+
+        volatility_forecasts(y, {"model": model, BASELINE: base}, plot)
+    section["verdict"] = (
+        f"Volatility forecast, test R^2 {d.point + ci['baseline_r2'].point:+.3f} against the trailing baseline's "
+        f"{ci['baseline_r2'].point:+.3f}: the model {'beats' if d.low > 0 else 'does not beat'} it "
+        f"(model - baseline {d.point:+.3f} [{d.low:+.3f}, {d.high:+.3f}], paired block bootstrap over dates).")
+    return section
+
+
+def markdown_lines(section: dict[str, Any] | None) -> list[str]:
+    """The report.md section (nothing for a direction-only model)."""
+    if not section:
+        return []
+    s = section["scores"]
+
+    def ci(k: str) -> str:
+        return f"{s[k]['point']:+.3f} [{s[k]['low']:+.3f}, {s[k]['high']:+.3f}]"
+
+    lines = ["## Volatility forecast (multi-task head)", "", section["verdict"], "",
+             f"Target: {section['target']}. Baseline: {section['baseline']['rule']}. "
+             f"R^2: {section['r2_definition']}. {section['windows']} test windows over {section['dates']} dates.", "",
+             "| scorer | R^2 [95%] | rank correlation [95%] |", "|---|---|---|",
+             f"| model | {ci('model_r2')} | {ci('model_rank_corr')} |",
+             f"| {section['baseline']['name']} | {ci('baseline_r2')} | {ci('baseline_rank_corr')} |",
+             f"| model - baseline | {ci('r2_model_minus_baseline')} | {ci('rank_corr_model_minus_baseline')} |", ""]
+    cs = section.get("cross_sectional_rank_corr")
+    if cs:
+        lines += ["Cross-sectional rank correlation per date (mean over dates): " + ", ".join(
+            f"{k} {v['point']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]" for k, v in cs.items()), ""]
+    lines += ["![volatility](volatility.png)", ""]
+    return lines
