@@ -23,7 +23,10 @@ log = logging.getLogger("train")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="v2", choices=["v2", "v1", "tiny"])
+    from stocktrend.models.config import PRESETS
+
+    ap.add_argument("--preset", default="v2", choices=sorted(PRESETS),
+                    help="network preset (tft: the Temporal-Fusion-style family)")
     ap.add_argument("--config", default=None, help="dataset YAML (default: datasets/msft_v2.yaml; msft_v1.yaml for --preset v1)")
     ap.add_argument("--dataset", help="use this built dataset folder instead of --config")
     ap.add_argument("--epochs", type=int, help="max epochs (default: the recipe's 150)")

@@ -132,7 +132,7 @@ def test_gru_option_has_three_gate_sets_and_serves_on_every_backend(tmp_path):
         probs, attention = gru(x, return_attention=True)
         ref = probs.softmax(-1).numpy()
     for name in BACKENDS:
-        got, att, _ = make_backend(name, gru, gru_cfg.seq_len, gru_cfg.n_features, threads=1)(x.numpy())
+        got, att, *_ = make_backend(name, gru, gru_cfg.seq_len, gru_cfg.n_features, threads=1)(x.numpy())
         assert got.shape == ref.shape and att.shape == attention.shape, name
         assert np.abs(got - ref).max() < (1e-4 if name in ("torch", "onnx") else 0.05), name
     with pytest.raises(ValueError, match="rnn"):

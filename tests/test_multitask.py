@@ -145,7 +145,7 @@ def test_the_head_is_a_block_of_its_own_and_only_with_the_target(small_multitask
     counts = parameter_counts(net)
     width = cfg.head_widths[-1]
     assert counts["vol_head"] == cfg.d_model * width + width + width + 1
-    logits, attention, vol = net.eval().outputs(torch.zeros(3, cfg.seq_len, cfg.n_features))
+    logits, attention, vol, _ = net.eval().outputs(torch.zeros(3, cfg.seq_len, cfg.n_features))
     assert logits.shape == (3, 2) and attention.shape == (3, cfg.seq_len) and vol.shape == (3,)
 
 
@@ -187,7 +187,7 @@ def test_every_backend_answers_the_volatility_forecast(multitask_artifact, small
     x = np.load(small_multitask_dataset / "val_X.npy")[:32]
     ref = Predictor.from_artifact(artifact)
     with torch.inference_mode():
-        _, _, z = ref.model.outputs(torch.from_numpy(x))
+        z = ref.model.outputs(torch.from_numpy(x)).volatility
     aux = ref.preprocessing["auxiliary"]
     expect = np.exp(z.numpy().astype(np.float64) * aux["std"] + aux["mean"]) * np.sqrt(TRADING_DAYS)
     np.testing.assert_allclose(ref.predict_windows(x).volatility, expect, rtol=1e-6)

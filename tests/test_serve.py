@@ -27,7 +27,8 @@ MAX_BODY = 4 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def multitask_model(ray_module, small_multitask_dataset, tmp_path_factory):
-    """A multi-task (direction + volatility) tiny model trained through Ray Train, exported."""
+    """The model roadmap's options in one tiny network, trained through Ray Train and exported:
+    the TFT-style family, its recurrent encoder a GRU, with the volatility head."""
     from stocktrend.data.store import read_metadata
     from stocktrend.models.config import model_config_from_metadata
     from stocktrend.training.config import TrainConfig
@@ -35,7 +36,7 @@ def multitask_model(ray_module, small_multitask_dataset, tmp_path_factory):
     from stocktrend.training.ray_train import ray_train
 
     tmp = tmp_path_factory.mktemp("multitask")
-    cfg = model_config_from_metadata("tiny", read_metadata(small_multitask_dataset))
+    cfg = model_config_from_metadata("tiny", read_metadata(small_multitask_dataset), family="tft", rnn="gru")
     res = ray_train(small_multitask_dataset, cfg, TrainConfig(max_epochs=2, batch_size=64, accumulate_grad_batches=1),
                     tmp / "runs", "mt", num_workers=1, cpus_per_worker=1)
     return export_artifact(res["checkpoint"], small_multitask_dataset, tmp / "models", "mt", history=res["history"])
@@ -108,8 +109,8 @@ def test_single_and_batched_predictions_match_the_offline_predictor(app, http, v
     assert "attention" not in _ok(http, app, x[:2])["predictions"][0]  # opt-in
 
 
-def test_a_multitask_model_trained_through_ray_train_answers_its_volatility(app, http, val, multitask_model,
-                                                                            small_multitask_dataset):
+def test_a_tft_gru_multitask_model_trained_through_ray_train_answers_volatility_and_feature_weights(
+        app, http, val, multitask_model, small_multitask_dataset):
     training = json.loads((multitask_model / "training.json").read_text())
     assert all("val_vol_r2" in h and "train_vol_mse" in h for h in training["history"])  # from the Ray Train worker
     x = np.load(small_multitask_dataset / "val_X.npy")[:8]
@@ -120,12 +121,24 @@ def test_a_multitask_model_trained_through_ray_train_answers_its_volatility(app,
     np.testing.assert_allclose([g["volatility"] for g in got], want.volatility, rtol=1e-5)
     np.testing.assert_allclose([g["p_up"] for g in got], want.probs[:, 1], atol=1e-6)
     model = http.get(app.url("/v1/model", app=4)).json()
-    assert model["outputs"][-1] == "volatility" and model["preprocessing"]["auxiliary"]["kind"] == "volatility"
+    assert "volatility" in model["outputs"] and model["preprocessing"]["auxiliary"]["kind"] == "volatility"
+    assert "feature_weights (?attention=true)" in model["outputs"]
     assert model["model_config"]["volatility_head"] is True
+    assert model["model_config"]["family"] == "tft" and model["model_config"]["rnn"] == "gru"
+    # ?attention=true: the pooling weights and, from this family, each feature's selection weight.
+    explained = http.post(app.url("/v1/predict", app=4) + "?attention=true", json={"windows": x[:2].tolist()}).json()
+    for row, weights in zip(explained["predictions"], want.feature_weights[:2]):
+        assert list(row["feature_weights"]) == want_features(multitask_model)
+        np.testing.assert_allclose(list(row["feature_weights"].values()), weights, atol=2e-6)
+        assert sum(row["feature_weights"].values()) == pytest.approx(1, abs=1e-4) and len(row["attention"]) == 10
     # A direction-only model's answers carry no volatility.
     plain = _ok(http, app, val[0][:2])
     assert all("volatility" not in p for p in plain["predictions"])
     assert "volatility" not in http.get(app.url("/v1/model")).json()["outputs"]
+
+
+def want_features(artifact) -> list[str]:
+    return json.loads((artifact / "preprocessing.json").read_text())["features"]
 
 
 def test_a_npy_body_answers_as_the_json_body(app, http, val):

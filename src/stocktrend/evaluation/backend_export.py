@@ -101,11 +101,11 @@ def export_backends(model: str | Path, fmt: str = "int8", dataset_dir: str | Pat
             "split": "val", "n_windows": int(len(x)), "backends": {},
         }
         for name in kept:
-            probs, _, z = OnnxBackend(files[name], name, threads)(x)
-            report["backends"][name] = _parity(ref, probs, y)
-            if z is not None:  # a multi-task model: how far its volatility forecast moved (relative)
+            got = OnnxBackend(files[name], name, threads)(x)
+            report["backends"][name] = _parity(ref, got.probs, y)
+            if got.volatility is not None:  # a multi-task model: how far its volatility forecast moved (relative)
                 report["backends"][name]["max_rel_volatility_diff"] = float(
-                    np.max(np.abs(predictor.volatility(z) / ref_pred.volatility - 1)))
+                    np.max(np.abs(predictor.volatility(got.volatility) / ref_pred.volatility - 1)))
         fp32 = report["backends"]["onnx"]
         fp32["within_tolerance"] = fp32["max_abs_prob_diff"] <= PARITY_TOLERANCE
         if "onnx-int8" in report["backends"]:

@@ -247,9 +247,9 @@ def _predict(predictor, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     probs, attn, log_vol = [], [], []
     for start in range(0, len(x), PREDICT_BATCH):
         out = predictor.backend(predictor.check_windows(x[start : start + PREDICT_BATCH]))
-        probs.append(out[0])
-        attn.append(out[1])
-        log_vol.append(predictor.log_volatility(out[2]))
+        probs.append(out.probs)
+        attn.append(out.attention)
+        log_vol.append(predictor.log_volatility(out.volatility))
     return np.concatenate(probs), np.concatenate(attn), None if log_vol[0] is None else np.concatenate(log_vol)
 
 

@@ -1,8 +1,9 @@
 """Inference back-ends for a loaded TrendNet: one interface, several runtimes.
 
-Every back-end maps float32 windows (N, L, F) to (probabilities (N, C), attention (N, L),
-volatility (N,) or None): the multi-task network's standardised log-volatility forecast,
-None for a direction-only network (the Predictor turns it back into a volatility).
+Every back-end maps float32 windows (N, L, F) to ``Outputs``: probabilities (N, C), attention
+(N, L), and where the network has them the multi-task network's standardised log-volatility
+forecast (N,) (the Predictor turns it back into a volatility) and the TFT-style network's
+per-feature selection weights (N, F); None otherwise.
 
 - ``torch``: eager PyTorch under ``inference_mode`` (the reference; always available).
 - ``bf16``: eager PyTorch under bfloat16 autocast (pays only where the CPU has bf16 dot
@@ -26,7 +27,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -44,7 +45,11 @@ EXPORT_RECORD = "exports.json"
 ONNX_OPSET = 17
 
 
-Outputs = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # probs, attention, volatility
+class Outputs(NamedTuple):
+    probs: np.ndarray  # (N, C)
+    attention: np.ndarray  # (N, L)
+    volatility: np.ndarray | None = None  # (N,) standardised log volatility
+    feature_weights: np.ndarray | None = None  # (N, F)
 
 
 class Backend(Protocol):
@@ -54,21 +59,23 @@ class Backend(Protocol):
 
 
 def output_names(model: nn.Module) -> list[str]:
-    """The graph outputs of ``model`` (the ONNX file's names, in order)."""
-    return ["probs", "attention", *(["volatility"] if model.cfg.volatility_head else [])]
+    """The graph outputs of ``model`` (the ONNX file's names, in order: ``Outputs``' fields)."""
+    return ["probs", "attention", *(["volatility"] if model.cfg.volatility_head else []),
+            *(["feature_weights"] if model.cfg.family == "tft" else [])]
 
 
 class _ProbsAndAttention(nn.Module):
-    """What every back-end computes: softmax probabilities, the pooling weights and, for a
-    multi-task network, the volatility forecast."""
+    """What every back-end computes: softmax probabilities, the pooling weights and the
+    network's optional outputs (``output_names``)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, attention, vol = self.model.outputs(x)
-        return (logits.softmax(dim=-1), attention) if vol is None else (logits.softmax(dim=-1), attention, vol)
+        out = self.model.outputs(x)
+        return (out.logits.softmax(dim=-1), out.attention,
+                *(o for o in (out.volatility, out.feature_weights) if o is not None))
 
 
 @contextlib.contextmanager
@@ -92,11 +99,11 @@ class TorchBackend:
     def __call__(self, x: np.ndarray) -> Outputs:
         with torch.autocast("cpu", dtype=self.dtype, enabled=self.dtype is not None):
             out = self.net(torch.from_numpy(x))
-        return _outputs([o.float().numpy() for o in out])
+        return _outputs(output_names(self.net.model), [o.float().numpy() for o in out])
 
 
-def _outputs(arrays: list[np.ndarray]) -> Outputs:
-    return arrays[0], arrays[1], arrays[2] if len(arrays) > 2 else None
+def _outputs(names: list[str], arrays: list[np.ndarray]) -> Outputs:
+    return Outputs(**dict(zip(names, arrays, strict=True)))
 
 
 class TorchInt8Backend(TorchBackend):
@@ -126,7 +133,7 @@ class OnnxBackend:
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, x: np.ndarray) -> Outputs:
-        return _outputs(self.session.run(self.outputs, {"windows": np.ascontiguousarray(x, np.float32)}))
+        return _outputs(self.outputs, self.session.run(self.outputs, {"windows": np.ascontiguousarray(x, np.float32)}))
 
 
 def cpu_flags() -> set[str]:

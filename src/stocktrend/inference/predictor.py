@@ -27,7 +27,7 @@ from stocktrend.data.windows import cut_windows, full_windows
 from stocktrend.inference.artifact import WEIGHTS, ArtifactError, load_parts
 from stocktrend.inference.backends import make_backend
 from stocktrend.models.config import ModelConfig
-from stocktrend.models.network import TrendNet
+from stocktrend.models.network import build_network
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ class Prediction:
     # A multi-task model's forecast of the annualised realised volatility of the next h
     # days (0.25 = 25%); None for a direction-only model.
     volatility: np.ndarray | None = None  # (N,)
+    # The TFT-style model's variable-selection weights per feature (mean over the window's
+    # steps; rows sum to 1, columns in the order of ``Predictor.features``); None otherwise.
+    feature_weights: np.ndarray | None = None  # (N, F)
     as_of: list[str] | None = None  # window end date per row, when known
 
 
@@ -68,7 +71,7 @@ class Predictor:
         self.mean = np.asarray(pre["scaler"]["mean"], dtype=np.float64)
         self.std = np.asarray(pre["scaler"]["std"], dtype=np.float64)
         self.data_cfg = config_from_dict(DataConfig, {**pre["data_config"], "base_dir": "."}, "preprocessing.json")
-        self.model = TrendNet(self.model_cfg)
+        self.model = build_network(self.model_cfg)
         state = torch.load(version_dir / WEIGHTS, map_location="cpu", weights_only=True)
         try:
             self.model.load_state_dict(state)
@@ -112,8 +115,8 @@ class Predictor:
         return arr
 
     def predict_windows(self, x: Any) -> Prediction:
-        probs, attention, vol = self.backend(self.check_windows(x))  # (N, C), (N, L), (N,) | None
-        return Prediction(probs, attention, self.volatility(vol))
+        out = self.backend(self.check_windows(x))
+        return Prediction(out.probs, out.attention, self.volatility(out.volatility), out.feature_weights)
 
     @property
     def has_volatility(self) -> bool:

@@ -11,13 +11,13 @@ import sys
 
 from stocktrend.config_io import ConfigError
 from stocktrend.models.config import PRESETS, model_config_from_metadata, preset
-from stocktrend.models.network import TrendNet, parameter_counts
+from stocktrend.models.network import build_network, parameter_counts
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m stocktrend.models",
-        description="Build a TrendNet from a preset and print its parameters per block.",
+        description="Build a network (TrendNet, or the TFT-style family) from a preset and print its parameters per block.",
     )
     p.add_argument("--preset", default="v2", choices=sorted(PRESETS), help="model preset (default v2)")
     p.add_argument("--metadata", help="a dataset's metadata.json: takes n_features/seq_len/n_classes from it")
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    counts = parameter_counts(TrendNet(cfg))
+    counts = parameter_counts(build_network(cfg))
     print(f"preset {args.preset}: n_features={cfg.n_features} seq_len={cfg.seq_len} n_classes={cfg.n_classes}")
     print(f"{'block':<12}{'parameters':>14}")
     for block, n in counts.items():

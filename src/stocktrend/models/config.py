@@ -23,6 +23,15 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 
 @pydantic.dataclasses.dataclass(config=STRICT)
 class ModelConfig:
+    # The network family: the reference's CNN -> BiLSTM -> Transformer ("trendnet"), or the
+    # Temporal-Fusion-style network (models/tft.py: variable selection over the features,
+    # gated residual blocks, the same BiLSTM, interpretable attention; no CNN). Both pool
+    # with attention into the same head(s); the TFT-style one also answers the per-feature
+    # selection weights. Its fields: tft_hidden, and the lstm_*, transformer_heads /
+    # transformer_dropout and head_* fields below (cnn_* and transformer_layers/ff unused).
+    family: Literal["trendnet", "tft"] = "trendnet"
+    tft_hidden: PositiveInt = 64  # width of each feature's embedding in variable selection
+
     # Input/output shape: taken from the dataset's metadata.json, never guessed.
     n_features: PositiveInt = 50
     seq_len: PositiveInt = 30
@@ -74,7 +83,7 @@ class ModelConfig:
     @pydantic.model_validator(mode="after")
     def _cross_field_checks(self) -> ModelConfig:
         d_model = 2 * self.lstm_hidden
-        if self.transformer_layers > 0 and d_model % self.transformer_heads != 0:
+        if (self.transformer_layers > 0 or self.family == "tft") and d_model % self.transformer_heads != 0:
             raise ValueError(
                 f"transformer_heads={self.transformer_heads} must divide d_model = "
                 f"2 * lstm_hidden = {d_model}"
@@ -115,7 +124,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         cnn_layers=2, cnn_first_filters=16, cnn_filters=32, cnn_kernel=3, cnn_dropout=0.1,
         lstm_layers=1, lstm_hidden=16, lstm_dropout=0.1,
         transformer_layers=1, transformer_heads=2, transformer_ff=64, transformer_dropout=0.1,
-        head_layers=2, head_width=32, head_dropout=0.1,
+        head_layers=2, head_width=32, head_dropout=0.1, tft_hidden=16,
+    ),
+    # The Temporal-Fusion-style family at a CPU-friendly size (about 0.3M parameters
+    # with 50 features, against v2's 11M).
+    "tft": dict(
+        family="tft", tft_hidden=32, lstm_layers=1, lstm_hidden=64, lstm_dropout=0.2,
+        transformer_heads=4, transformer_dropout=0.1, head_layers=2, head_width=64, head_dropout=0.2,
     ),
 }
 

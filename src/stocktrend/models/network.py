@@ -3,11 +3,14 @@
 Built only from a ModelConfig (see models/config.py). The top-level submodules are
 named ``cnn``, ``lstm``, ``transformer``, ``pool`` and ``head`` so parameters can be
 counted per block (``parameter_counts``) and compared with the reference document.
+``build_network`` builds the config's family: this one, or the Temporal-Fusion-style
+network of ``models/tft.py``; both answer ``outputs(x)`` with the same ``NetOutputs``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -15,7 +18,20 @@ from torch import nn
 from stocktrend.models.config import ModelConfig
 
 BLOCKS = ("cnn", "lstm", "transformer", "pool", "head")
+FAMILY_BLOCKS = {"trendnet": BLOCKS, "tft": ("vsn", "lstm", "attention", "pool", "head")}
 VOL_HEAD = "vol_head"  # the multi-task block, present only with ModelConfig.volatility_head
+
+
+class NetOutputs(NamedTuple):
+    logits: torch.Tensor  # (B, C)
+    attention: torch.Tensor  # (B, L) pooling weights over the window's steps
+    volatility: torch.Tensor | None  # (B,) standardised log volatility (ModelConfig.volatility_head)
+    feature_weights: torch.Tensor | None  # (B, F) variable-selection weights (family "tft")
+
+
+def check_input(cfg: ModelConfig, x: torch.Tensor) -> None:
+    if x.dim() != 3 or x.shape[-1] != cfg.n_features:
+        raise ValueError(f"the network expects (batch, seq_len, {cfg.n_features}) inputs, got {tuple(x.shape)}")
 
 
 class ConvBlock(nn.Module):
@@ -166,35 +182,40 @@ class TrendNet(nn.Module):
         if cfg.volatility_head:
             self.vol_head = volatility_head(cfg)
 
-    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(logits (B, C), attention (B, L), standardised log-volatility forecast (B,) or None)."""
-        if x.dim() != 3 or x.shape[-1] != self.cfg.n_features:
-            raise ValueError(
-                f"TrendNet expects (batch, seq_len, {self.cfg.n_features}) inputs, got {tuple(x.shape)}"
-            )
+    def outputs(self, x: torch.Tensor) -> NetOutputs:
+        check_input(self.cfg, x)
         h = self.cnn(x)  # (B, L, C)
         h = self.lstm(h)  # (B, L, D)  D = 2 * lstm_hidden
         h = self.transformer(h)  # (B, L, D)
         context, weights = self.pool(h)  # (B, D), (B, L)
         logits = self.head(context)  # (B, n_classes)
         vol = self.vol_head(context).squeeze(-1) if self.cfg.volatility_head else None  # (B,)
-        return logits, weights, vol
+        return NetOutputs(logits, weights, vol, None)
 
     def forward(
         self, x: torch.Tensor, return_attention: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        logits, weights, _ = self.outputs(x)
-        return (logits, weights) if return_attention else logits
+        out = self.outputs(x)
+        return (out.logits, out.attention) if return_attention else out.logits
 
 
-def parameter_counts(model: TrendNet) -> dict[str, int]:
+def build_network(cfg: ModelConfig) -> nn.Module:
+    """The network of ``cfg.family``."""
+    if cfg.family == "tft":
+        from stocktrend.models.tft import TemporalFusionNet
+
+        return TemporalFusionNet(cfg)
+    return TrendNet(cfg)
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
     """Trainable + frozen parameters per named block, plus ``total``.
 
     BatchNorm running statistics are buffers, not parameters, so they are not counted
     (as in torch/Keras "trainable params"). PyTorch's LSTM has two bias vectors per
     gate set (b_ih and b_hh), 8H per direction and layer, which Keras-style counts omit.
     """
-    blocks = (*BLOCKS, VOL_HEAD) if model.cfg.volatility_head else BLOCKS
+    blocks = FAMILY_BLOCKS[model.cfg.family] + ((VOL_HEAD,) if model.cfg.volatility_head else ())
     counts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in blocks}
     counts["total"] = sum(p.numel() for p in model.parameters())
     assert counts["total"] == sum(counts[b] for b in blocks), "a parameter lives outside the named blocks"

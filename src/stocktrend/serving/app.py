@@ -4,8 +4,9 @@
     GET  /v1/model          one model's version, back-end, configs, features, metrics, dates, and
                             what a bars request carries; every served model and its route
     POST /v1/predict        {"windows": [[[...]]]} (JSON) or one .npy array (application/x-npy);
-                            ?attention=true adds the pooling weights to each prediction; a
-                            multi-task model adds "volatility" (annualised, next h days) to each
+                            ?attention=true adds the pooling weights to each prediction (and
+                            a TFT-style model's per-feature selection weights); a multi-task
+                            model adds "volatility" (annualised, next h days) to each
     POST /v1/predict/bars   {"bars": {"<source>": [{"date": ..., "<column>": ...}, ...]},
                              "ticker": "<instrument>" (panel models)}
     GET  /v1/monitoring     rolling figures of one model's versions, and champion/challenger agreement
@@ -185,7 +186,8 @@ class PredictorDeployment:
                 if bars is not None:
                     x, dates = await asyncio.to_thread(challenger.windows_from_bars, bars, 1, ticker)
                     as_of = dates[-1]
-                probs, _, _, batch = await self.infer((challenger, x))
+                res, batch = await self.infer((challenger, x))
+                probs = res.probs
             except Exception:  # the shadow must never affect what clients get
                 log.exception("shadow scoring by %s/%s failed", sel.name, sel.shadow)
                 return
@@ -229,7 +231,9 @@ class PredictorDeployment:
             "preprocessing": {k: p.preprocessing.get(k) for k in ("seq_len", "horizon", "bars_needed", "label",
                                                                   "label_rule", "layout", "tickers", "auxiliary")},
             # What each prediction holds: a multi-task model adds its volatility forecast.
-            "outputs": ["direction", "p_up", "p_down", "confidence", *(["volatility"] if p.has_volatility else [])],
+            "outputs": ["direction", "p_up", "p_down", "confidence", *(["volatility"] if p.has_volatility else []),
+                        "attention (?attention=true)",
+                        *(["feature_weights (?attention=true)"] if p.model_cfg.family == "tft" else [])],
             "label": p.data_cfg.label,
             "features": p.features,
             "sources": {n: {"kind": s.kind, "columns": dict(s.columns)} for n, s in p.data_cfg.sources.items()},
@@ -262,13 +266,13 @@ class PredictorDeployment:
                                                f"{self.args.max_windows_per_request}")
         except (ApiError, InputError) as err:
             return self._error("predict", err, rid, t0, sel)
-        probs, att, vol, batch = await self.infer((predictor, windows))
+        res, batch = await self.infer((predictor, windows))
+        probs = res.probs
         client = request.headers.get(CLIENT_HEADER)
         self._observe(sel, predictor, "predict", t0, windows, probs, batch, rid, client)
         if sel.shadow:
             self._shadow(sel, probs, "predict", rid, client, windows=windows)
-        body = wire.predictions_body(probs, att if attention else None, vol, model=sel.name,
-                                     model_version=predictor.version)
+        body = wire.predictions_body(res, predictor.features, attention, model=sel.name, model_version=predictor.version)
         return self._answer(body, rid, "predict", t0, n=len(windows), sel=sel)
 
     @api.post("/v1/predict/bars")
@@ -294,13 +298,14 @@ class PredictorDeployment:
             windows, dates = await asyncio.to_thread(predictor.windows_from_bars, bars, 1, ticker)
         except (ApiError, InputError) as err:
             return self._error("predict_bars", err, rid, t0, sel)
-        probs, att, vol, batch = await self.infer((predictor, windows))
+        res, batch = await self.infer((predictor, windows))
+        probs = res.probs
         as_of, client = dates[-1], request.headers.get(CLIENT_HEADER)
         ticker = ticker.upper() if ticker else predictor.data_cfg.ticker
         self._observe(sel, predictor, "predict_bars", t0, windows, probs, batch, rid, client, as_of, ticker)
         if sel.shadow:
             self._shadow(sel, probs, "predict_bars", rid, client, bars=bars, ticker=ticker)
-        body = wire.predictions_body(probs, att if attention else None, vol, model=sel.name,
+        body = wire.predictions_body(res, predictor.features, attention, model=sel.name,
                                      model_version=predictor.version, ticker=ticker, as_of=as_of, horizon_days=predictor.horizon,
                                      staleness_days=predictor.staleness_days(as_of))
         return self._answer(body, rid, "predict_bars", t0, n=len(windows), sel=sel)

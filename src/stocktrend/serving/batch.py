@@ -20,6 +20,7 @@ class WindowScorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ends = batch["end"]
-        probs, _, z = self.predictor.backend(self.predictor.windows_at(self.values, ends))
-        vol = self.predictor.volatility(z)
-        return {"end": ends, "p_down": probs[:, 0], "p_up": probs[:, 1], **({"volatility": vol} if vol is not None else {})}
+        out = self.predictor.backend(self.predictor.windows_at(self.values, ends))
+        vol = self.predictor.volatility(out.volatility)
+        return {"end": ends, "p_down": out.probs[:, 0], "p_up": out.probs[:, 1],
+                **({"volatility": vol} if vol is not None else {})}

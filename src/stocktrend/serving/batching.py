@@ -12,6 +12,7 @@ import asyncio
 import numpy as np
 from ray import serve
 
+from stocktrend.inference.backends import Outputs
 from stocktrend.inference.predictor import Predictor
 
 
@@ -21,17 +22,18 @@ class BatchedInference:
         self.__call__.set_batch_wait_timeout_s(wait_s)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def __call__(self, items: list[tuple[Predictor, np.ndarray]]) -> list[tuple]:
-        """``items``: (predictor, windows) per request -> (probs, attention, annualised
-        volatility or None, batch size) each."""
+    async def __call__(self, items: list[tuple[Predictor, np.ndarray]]) -> list[tuple[Outputs, int]]:
+        """``items``: (predictor, windows) per request -> (its rows of the back-end's
+        ``Outputs``, the volatility annualised; batch size) each."""
         out: list = [None] * len(items)
         for predictor in {id(p): p for p, _ in items}.values():
             idx = [i for i, (p, _) in enumerate(items) if p is predictor]
             sizes = np.cumsum([len(items[i][1]) for i in idx])[:-1]
             x = items[idx[0]][1] if len(idx) == 1 else np.concatenate([items[i][1] for i in idx])
-            probs, attention, z = await asyncio.to_thread(predictor.backend, x)
-            vol = predictor.volatility(z)
-            vols = np.split(vol, sizes) if vol is not None else [None] * len(idx)
-            for i, p, a, v in zip(idx, np.split(probs, sizes), np.split(attention, sizes), vols):
-                out[i] = (p, a, v, len(items))
+            res = await asyncio.to_thread(predictor.backend, x)
+            res = res._replace(volatility=predictor.volatility(res.volatility))
+            # Each field split into the requests' rows (None stays None for every request).
+            parts = [np.split(f, sizes) if f is not None else [None] * len(idx) for f in res]
+            for k, i in enumerate(idx):
+                out[i] = (Outputs(*(p[k] for p in parts)), len(items))
         return out

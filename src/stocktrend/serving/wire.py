@@ -94,22 +94,27 @@ def error_body(err: ApiError, version: str | None) -> bytes:
     return orjson.dumps({"error": {"field": err.field, "message": err.message}, "model_version": version})
 
 
-def predictions_body(probs: np.ndarray, attention: np.ndarray | None, volatility: np.ndarray | None = None,
-                     **extra: Any) -> bytes:
+def predictions_body(out, features: list[str], explain: bool, **extra: Any) -> bytes:
     """``{..extra, "predictions": [{"direction", "p_up", "p_down", "confidence"[, "volatility"]
-    [, "attention"]}]}``, built column-wise in NumPy and serialised by orjson. ``volatility``:
-    a multi-task model's forecast of the annualised realised volatility of the next h days."""
+    [, "attention"][, "feature_weights"]}]}`` from a back-end's ``Outputs`` (volatility
+    annualised: a multi-task model's forecast for the next h days); ``explain``: add the pooling
+    weights and, for a TFT-style model, the selection weight of each of ``features``. Built
+    column-wise in NumPy and serialised by orjson."""
+    probs = out.probs
     p_up, p_down = probs[:, 1].astype(np.float64), probs[:, 0].astype(np.float64)
     direction = np.where(p_up > p_down, "up", "down")
     confidence = np.maximum(p_up, p_down)
     rows = [{"direction": d, "p_up": u, "p_down": w, "confidence": c}
             for d, u, w, c in zip(direction.tolist(), p_up.tolist(), p_down.tolist(), confidence.tolist())]
-    if volatility is not None:
-        for row, v in zip(rows, np.round(volatility.astype(np.float64), 6).tolist()):
+    if out.volatility is not None:
+        for row, v in zip(rows, np.round(out.volatility.astype(np.float64), 6).tolist()):
             row["volatility"] = v
-    if attention is not None:
-        for row, a in zip(rows, attention.astype(np.float64).tolist()):
+    if explain:
+        for row, a in zip(rows, out.attention.astype(np.float64).tolist()):
             row["attention"] = a
+        if out.feature_weights is not None:
+            for row, w in zip(rows, np.round(out.feature_weights.astype(np.float64), 6).tolist()):
+                row["feature_weights"] = dict(zip(features, w, strict=True))
     return orjson.dumps({**extra, "predictions": rows})
 
 

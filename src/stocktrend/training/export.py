@@ -62,12 +62,12 @@ def validation_outputs(dataset_dir: Path, model_cfg: dict[str, Any], state: dict
     serving's monitoring compares live traffic against (share predicted up, confidence)."""
     from stocktrend.config_io import config_from_dict
     from stocktrend.models.config import ModelConfig
-    from stocktrend.models.network import TrendNet
+    from stocktrend.models.network import build_network
 
     x = split_arrays(dataset_dir, "val")["X"]
     if len(x) == 0:
         return {}
-    model = TrendNet(config_from_dict(ModelConfig, model_cfg, "model config"))
+    model = build_network(config_from_dict(ModelConfig, model_cfg, "model config"))
     model.load_state_dict(state)
     model.eval()
     with torch.inference_mode():

@@ -23,7 +23,7 @@ from torchmetrics import classification as tmc
 
 from stocktrend.config_io import config_from_dict, config_to_dict
 from stocktrend.models.config import ModelConfig
-from stocktrend.models.network import TrendNet
+from stocktrend.models.network import build_network
 from stocktrend.training.config import TrainConfig
 from stocktrend.training.loss import build_loss
 
@@ -123,7 +123,7 @@ class TrendClassifier(pl.LightningModule):
             "class_counts": self.class_counts,
             "steps_per_epoch": steps_per_epoch,
         })
-        self.model = TrendNet(self.model_cfg)
+        self.model = build_network(self.model_cfg)
         self.multitask = self.model_cfg.volatility_head
         if self.multitask and self.train_cfg.aux_weight == 0:
             raise ValueError("train aux_weight is 0 but the model has a volatility head, which would stay untrained: "
@@ -142,7 +142,8 @@ class TrendClassifier(pl.LightningModule):
         """The objective of a batch (x, y) or, from a dataset with a volatility target,
         (x, y, vol); the vol target is used only when the model has the head for it."""
         x, y = batch[0], batch[1]  # (B, L, F), (B,)
-        logits, _, vol_hat = self.model.outputs(x)  # (B, C), _, (B,) or None
+        out = self.model.outputs(x)
+        logits, vol_hat = out.logits, out.volatility  # (B, C), (B,) or None
         loss = self.loss_fn(logits, y)
         vol = None
         if self.multitask:
