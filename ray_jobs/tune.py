@@ -116,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             if c in table]
     print(table[cols].head(8).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"best trial {best['trial_id']} (epoch {best['epoch']}, {args.metric}={best['score']:.4f}): {best['config']}")
+    from stocktrend.tuning.summary import choices_table
+
+    choices = choices_table(table, space, args.metric)
+    if not choices.empty:  # which family / cell / weight won on validation
+        print("searched choices on validation:")
+        print(choices.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"summary: {storage / name / 'summary'}")
     print(f"model artifact: {artifact}")
     if opts.tracking_uri:

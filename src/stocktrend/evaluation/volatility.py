@@ -63,11 +63,9 @@ def _distinct(dataset: Path, split: str) -> np.ndarray:
     return np.sort(first)
 
 
-def volatility_section(dataset: str | Path, log_vol: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                       plot: Path | None = None) -> dict[str, Any]:
-    """The report's ``volatility`` entry; ``log_vol``: the model's forecast of each test
-    window's log daily volatility (the order of ``test_vol.npy``); ``plot``: where to draw
-    forecasts against realised volatility."""
+def volatility_table(dataset: str | Path, log_vol: np.ndarray) -> dict[str, Any]:
+    """The test windows' realised target, the model's and the baseline's forecasts (the
+    baseline fitted on this dataset's distinct training windows) and dates."""
     dataset = Path(dataset)
     meta = read_metadata(dataset)
     aux = meta.get("auxiliary")
@@ -78,20 +76,33 @@ def volatility_section(dataset: str | Path, log_vol: np.ndarray, n_boot: int = 1
         raise ValueError(f"{len(log_vol)} volatility forecasts for {len(test)} test windows")
     train = np.load(dataset / aux["file"].format(split="train"))[_distinct(dataset, "train")].astype(np.float64)
     coef = fit_baseline(train)
-    y, model, base = test[:, 0], np.asarray(log_vol, np.float64), _design(test) @ coef
-    dates = np.load(dataset / "test_dates.npy")
-    horizon = int(meta["horizon"])
+    return {"y": test[:, 0], "model": np.asarray(log_vol, np.float64), "base": _design(test) @ coef,
+            "dates": np.load(dataset / "test_dates.npy"), "coef": coef, "fit_windows": len(train),
+            "rule": aux["rule"], "horizon": int(meta["horizon"]), "panel": meta.get("layout") == "panel"}
+
+
+def join_tables(tables: list[dict[str, Any]]) -> dict[str, Any]:
+    """Walk-forward folds' tables as one (consecutive test blocks: one longer test period);
+    each fold's baseline stays fitted on its own training windows."""
+    joined = {k: np.concatenate([t[k] for t in tables]) for k in ("y", "model", "base", "dates")}
+    return {**tables[0], **joined, "coef": np.mean([t["coef"] for t in tables], axis=0),
+            "fit_windows": int(sum(t["fit_windows"] for t in tables))}
+
+
+def score_volatility(t: dict[str, Any], n_boot: int = 1000, seed: int = 0, plot: Path | None = None) -> dict[str, Any]:
+    y, model, base, dates, horizon = t["y"], t["model"], t["base"], t["dates"], t["horizon"]
     ci = date_block_ci(_scores, dates, (y, model, base), n_boot, seed, horizon)
     section: dict[str, Any] = {
-        "target": aux["rule"], "baseline": {"name": BASELINE, "rule": BASELINE_NOTE,
-                                            "coefficients": [float(c) for c in coef], "fit_windows": int(len(train))},
+        "target": t["rule"], "baseline": {"name": BASELINE, "rule": BASELINE_NOTE,
+                                          "coefficients": [float(c) for c in t["coef"]],
+                                          "fit_windows": int(t["fit_windows"])},
         "windows": int(len(y)), "dates": int(len(np.unique(dates))),
         "scores": {k: v.to_dict() for k, v in ci.items()},
         "r2_definition": "1 - SSE/SST, SST around the test split's own mean",
     }
     d = ci["r2_model_minus_baseline"]
     section["model_beats_baseline_r2"] = bool(d.low > 0)
-    if meta.get("layout") == "panel":  # which instruments are the most volatile this week
+    if t["panel"]:  # which instruments are the most volatile this week
         ics = {name: rank_ic_by_date(dates, f, y) for name, f in (("model", model), (BASELINE, base))}
         common = ics["model"].index.intersection(ics[BASELINE].index)
         section["cross_sectional_rank_corr"] = {
@@ -104,10 +115,24 @@ def volatility_section(dataset: str | Path, log_vol: np.ndarray, n_boot: int = 1
 
         volatility_forecasts(y, {"model": model, BASELINE: base}, plot)
     section["verdict"] = (
-        f"Volatility forecast, test R^2 {d.point + ci['baseline_r2'].point:+.3f} against the trailing baseline's "
+        f"Volatility forecast, test R^2 {ci['model_r2'].point:+.3f} against the trailing baseline's "
         f"{ci['baseline_r2'].point:+.3f}: the model {'beats' if d.low > 0 else 'does not beat'} it "
         f"(model - baseline {d.point:+.3f} [{d.low:+.3f}, {d.high:+.3f}], paired block bootstrap over dates).")
     return section
+
+
+def volatility_section(dataset: str | Path, log_vol: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                       plot: Path | None = None) -> dict[str, Any]:
+    """The report's ``volatility`` entry; ``log_vol``: the model's forecast of each test
+    window's log daily volatility (the order of ``test_vol.npy``); ``plot``: where to draw
+    forecasts against realised volatility."""
+    return score_volatility(volatility_table(dataset, log_vol), n_boot, seed, plot)
+
+
+def log_vol_of(dataset: str | Path, z: np.ndarray) -> np.ndarray:
+    """A network's standardised output as log daily volatility, by the dataset's standardisation."""
+    aux = read_metadata(dataset)["auxiliary"]
+    return np.asarray(z, np.float64) * aux["std"] + aux["mean"]
 
 
 def markdown_lines(section: dict[str, Any] | None) -> list[str]:

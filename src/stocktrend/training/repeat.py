@@ -27,15 +27,19 @@ log = logging.getLogger(__name__)
 
 
 def predict_split(checkpoint: str, dataset_dir: Path, split: str = "test") -> dict[str, np.ndarray]:
+    """{"probs", "attention"} of every window of ``split``, and "volatility_z" (the
+    standardised log-volatility forecast) from a multi-task model."""
     module = TrendClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
     x = np.asarray(split_arrays(dataset_dir, split)["X"])
-    probs, attention = [], []
+    out: dict[str, list[np.ndarray]] = {"probs": [], "attention": [], "volatility_z": []}
     with torch.inference_mode():
         for start in range(0, len(x), 512):
-            logits, attn = module(torch.from_numpy(x[start : start + 512]), return_attention=True)
-            probs.append(logits.softmax(-1).numpy())
-            attention.append(attn.numpy())
-    return {"probs": np.concatenate(probs), "attention": np.concatenate(attention)}
+            res = module.model.outputs(torch.from_numpy(x[start : start + 512]))
+            out["probs"].append(res.logits.softmax(-1).numpy())
+            out["attention"].append(res.attention.numpy())
+            if res.volatility is not None:
+                out["volatility_z"].append(res.volatility.numpy())
+    return {k: np.concatenate(v) for k, v in out.items() if v}
 
 
 @ray.remote(num_cpus=0)

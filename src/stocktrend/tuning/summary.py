@@ -40,6 +40,30 @@ def trials_table(results: tune.ResultGrid, metric: str) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+def choices_table(table: pd.DataFrame, space: SearchSpace, metric: str) -> pd.DataFrame:
+    """Which value of each searched choice won on validation (the model family, the
+    recurrent cell, the auxiliary weight...): per value, its trials, the best and the median
+    of their best ``metric``, and whether the search's best trial had it. Trials cut early by
+    ASHA count with the score they reached, so a value tried mostly early looks worse; the
+    trial counts say how much each row rests on."""
+    key, mode = f"best_{metric}", selection_mode(metric)
+    rows = []
+    for dim, dist in space.distributions.items():
+        col = f"cfg.{dim}"
+        if "choice" not in dist or col not in table or key not in table:
+            continue
+        scored = table.dropna(subset=[key])
+        if scored.empty:
+            continue
+        winner = scored[key].idxmin() if mode == "min" else scored[key].idxmax()
+        for value in dist["choice"]:
+            sub = scored[scored[col].astype(str) == str(value)]
+            rows.append({"dimension": dim, "value": value, "trials": len(sub),
+                         f"best {metric}": sub[key].min() if mode == "min" else sub[key].max(),
+                         f"median {metric}": sub[key].median(), "in best trial": str(scored.at[winner, col]) == str(value)})
+    return pd.DataFrame(rows)
+
+
 def plot_trials(results: tune.ResultGrid, space: SearchSpace, metric: str, path: Path) -> None:
     import matplotlib
 
@@ -72,6 +96,10 @@ def write_summary(results: tune.ResultGrid, space: SearchSpace, metric: str, out
     table = trials_table(results, metric)
     atomic_write_text(out_dir / "trials.csv", table.to_csv(index=False))
     atomic_write_text(out_dir / "trials.md", table.to_markdown(index=False, floatfmt=".4f"))
+    choices = choices_table(table, space, metric)
+    if not choices.empty:
+        atomic_write_text(out_dir / "choices.md", f"# Which searched choice won on validation ({metric})\n\n"
+                          + choices.to_markdown(index=False, floatfmt=".4f") + "\n")
     plot_trials(results, space, metric, out_dir / "trials.png")
     log.info("experiment summary written to %s", out_dir)
     return table
