@@ -11,6 +11,8 @@ per-feature selection weights (N, F); None otherwise.
 - ``torch-int8``: ``torch.ao`` dynamic quantization of Linear and LSTM (or GRU) weights.
 - ``onnx``: the network exported to ONNX (dynamic batch axis) run by ONNX Runtime.
 - ``onnx-int8``: that graph quantized to INT8 (``quantize.py`` has the recipe and why).
+- ``cuda``: on an NVIDIA GPU, requests padded to a few fixed batch sizes, each replayed from a
+  captured CUDA graph (``cuda_graphs.py``).
 
 ONNX files come from ``ray_jobs/export.py`` (``<version>/backends/``, each file's sha256
 recorded next to the sha256 of the weights it was exported from, and checked on load);
@@ -38,7 +40,8 @@ from stocktrend.data.sources import sha256_of
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "bf16", "torch-int8", "onnx", "onnx-int8")
-SETTINGS = (*BACKENDS, "auto")  # `auto`: resolved on each serving node (resolve_backend)
+GPU_BACKENDS = ("cuda",)  # need a GPU on the node: not in BACKENDS, which every node can run
+SETTINGS = (*BACKENDS, *GPU_BACKENDS, "auto")  # `auto`: resolved on each serving node (resolve_backend)
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 EXPORT_DIR = "backends"
 EXPORT_RECORD = "exports.json"
@@ -175,8 +178,12 @@ def make_backend(
     name: str, model: nn.Module, seq_len: int, n_features: int, threads: int,
     version_dir: Path | None = None, weights_sha256: str | None = None,
 ) -> Backend:
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")
+    if name not in (*BACKENDS, *GPU_BACKENDS):
+        raise ValueError(f"unknown backend {name!r}; choose one of {list(BACKENDS + GPU_BACKENDS)}")
+    if name == "cuda":
+        from stocktrend.inference.cuda_graphs import GraphBackend
+
+        return GraphBackend(model, seq_len, n_features)
     if name == "torch":
         return TorchBackend(model)
     if name == "bf16":
@@ -203,10 +210,12 @@ def resolve_backend(setting: str, version_dir: Path) -> tuple[str, str]:
     """The back-end to load for ``setting`` on this node, and why. ``auto``: the exported
     INT8 graph when its validation fidelity met the goals and, if it was quantized for VNNI
     (signed weights), this CPU has VNNI too (without it those kernels can saturate); else
-    fp32 ONNX. (A GPU back-end will join here; none exists yet, so a GPU node gets ONNX on
-    its CPU.)"""
+    fp32 ONNX; on a node with a CUDA device, the ``cuda`` back-end."""
     if setting != "auto":
         return setting, f"{setting} asked for"
+    if torch.cuda.is_available():
+        return "cuda", (f"auto: this node has a CUDA device ({torch.cuda.get_device_name(0)}): padded batches "
+                        "replayed from captured CUDA graphs")
     report_path = version_dir / EXPORT_DIR / "export_report.json"
     if not report_path.is_file():
         return "onnx", "auto: no exported INT8 graph with a fidelity report (ray_jobs/export.py writes one)"

@@ -340,7 +340,7 @@ def build(args: ServeArgs) -> serve.Application:
     served = served_models(args)
     routing = initial_routing(served)  # a deployed config's own user config (its routes) takes precedence
     options: dict[str, Any] = {
-        "ray_actor_options": {"num_cpus": args.num_cpus},
+        "ray_actor_options": {"num_cpus": args.num_cpus, **({"num_gpus": args.num_gpus} if args.num_gpus else {})},
         "max_ongoing_requests": max(args.max_ongoing_requests, args.max_batch_size),
         "user_config": routing.user_config(),
         "health_check_period_s": args.health_check_period_s,

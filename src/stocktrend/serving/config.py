@@ -76,6 +76,8 @@ class ServeArgs(BaseModel):
     autoscaling: Autoscaling | None = None
     num_cpus: float = Field(0.5, gt=0, description="CPU share reserved by each replica (fractional)")
     threads: int | None = Field(None, ge=1, description="torch/ONNX threads per replica (default: ceil(num_cpus))")
+    num_gpus: float = Field(0.0, ge=0, le=1, description="GPU share reserved by each replica (fractional: replicas "
+                                                          "pack on one card); with backend cuda or auto")
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.0, ge=0, description="0: a batch is whatever queued while the last one ran")
     max_ongoing_requests: int = Field(64, ge=1, description="raised to max_batch_size if lower: it caps batches")
@@ -96,6 +98,14 @@ class ServeArgs(BaseModel):
                                                                                  "file past this size")
     health_check_period_s: float = Field(5.0, gt=0)
     access_log: bool = Field(False, description="Serve's per-request log line (about 6% of a replica's CPU)")
+
+    @model_validator(mode="after")
+    def _gpu_for_cuda(self):
+        # Ray hides the GPUs from an actor that reserved none: a cuda replica without a
+        # share would fail on its node, minutes later, instead of here.
+        if self.backend == "cuda" and self.num_gpus == 0:
+            raise ValueError("backend cuda needs a GPU share per replica: set num_gpus (e.g. 0.25)")
+        return self
 
     def resolved_model(self) -> Path:
         return self.resolve_path(self.model)
