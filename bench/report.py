@@ -212,6 +212,73 @@ def rnn(r: dict) -> list[str]:
     return lines + [""]
 
 
+def families(r: dict) -> list[str]:
+    lines = ["## The network families: size and latency (`python bench/families.py`)", "", _machine(r), "",
+             f"Seeded random weights, 50 features x 30 days, {r['threads']} threads, median of {r['rounds']} "
+             "interleaved rounds; INT8 dynamic (no calibration). `+vol`: with the volatility head.", "",
+             "| network | parameters | " + " | ".join(f"{k} ms" for k in r["networks"]["v2"]["latency_ms"]) + " |",
+             "|---|---|" + "---|" * len(r["networks"]["v2"]["latency_ms"])]
+    for name, e in r["networks"].items():
+        lines.append(f"| {name} | {e['params']['total']:,} | "
+                     + " | ".join(f"{v:.2f} ({e['latency_over_v2'][k]:.2f}x)" for k, v in e["latency_ms"].items()) + " |")
+    tft = r["networks"]["tft"]["latency_over_v2"]
+    lines += ["", "In brackets: latency over v2's in the same cell. The tft preset against v2: median "
+              f"{sorted(tft.values())[len(tft) // 2]:.2f}x over back-ends and batch sizes; the volatility head "
+              "adds one small Linear block."]
+    return lines + [""]
+
+
+def _ci(d: dict, fmt: str = "+.4f") -> str:
+    return f"{d['point']:{fmt}} [{d['low']:{fmt}}, {d['high']:{fmt}}]"
+
+
+def family_comparison(r: dict) -> list[str]:
+    s = r["settings"]
+    lines = ["## Model families on the 20-stock panel, walk-forward (`python ray_jobs/compare_families.py`)", "",
+             _machine(r), "",
+             f"`{s['command']}`: {len(r['candidates'])} candidates x {s['folds']} folds at the `{s['preset']}` size, "
+             f"{s['epochs']} epochs each, {s['minutes']:.0f} min; {r['test_windows']:,} pooled test windows over "
+             f"{r['test_dates']:,} dates. Rank IC: Spearman per date between the score and the realised 5-day "
+             "return; intervals 95% block bootstrap over dates, differences paired.", "",
+             f"| scorer | mean rank IC [95%] | dates > 0 | AUROC | mean val CE | minus v2 | minus {r['best_simple_rule']} |",
+             "|---|---|---|---|---|---|---|"]
+    for n, e in r["scores"].items():
+        cells = [n, _ci(e["mean_rank_ic"]), f"{e['share_dates_positive']:.1%}", f"{e['auroc']['point']:.3f}",
+                 f"{e['mean_val_ce']:.4f}" if "mean_val_ce" in e else "-",
+                 _ci(e["minus_v2"]) if "minus_v2" in e else "-",
+                 _ci(e[f"minus_{r['best_simple_rule']}"]) if f"minus_{r['best_simple_rule']}" in e else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", r["verdict"], ""]
+    vol = [(n, e["volatility"]) for n, e in r["scores"].items() if "volatility" in e]
+    if vol:
+        lines += ["Volatility forecasts of the multi-task candidates (the log realised volatility of the next 5 days; "
+                  "baseline: OLS on the trailing 5- and 20-day volatility, fitted on each fold's training windows):", "",
+                  "| candidate | R^2 model | R^2 baseline | model - baseline | cross-sectional rank corr. model | baseline |",
+                  "|---|---|---|---|---|---|"]
+        for n, v in vol:
+            sc, cs = v["scores"], v.get("cross_sectional_rank_corr", {})
+            lines.append(f"| {n} | {_ci(sc['model_r2'], '+.3f')} | {_ci(sc['baseline_r2'], '+.3f')} | "
+                         f"{_ci(sc['r2_model_minus_baseline'], '+.3f')} | "
+                         f"{_ci(cs['model'], '+.3f') if cs else '-'} | {_ci(cs['trailing_har'], '+.3f') if cs else '-'} |")
+        lines.append("")
+    return lines + [r["hindsight"], ""]
+
+
+# Measured on 2026-11-27 on one NVIDIA H100 80GB (a lent machine: torch 2.11, Lightning 2.6.6, Python 3.12), by
+# bench/gpu_check.py (random data of the real shape, 5,400 training windows) and a bare PyTorch probe of the v2
+# network; recorded by the session of issue 19, which quotes them. Not re-measured since.
+H100_2026_11_27 = [
+    ("plain-Lightning fit, recipe batch 16 x accumulate 4, fp32",
+     "432 training samples/s over the whole fit including validation (12.5 s/epoch); bf16-mixed 369/s"),
+    ("bare loop (AdamW, CE, clip; training steps only), batch 16 / 64 / 512, fp32",
+     "640 / 2,186 / 18,020 samples/s; bf16 autocast 508 / 1,796 / 15,091 (slower: launch-bound)"),
+    ("inference batch 1: eager fp32 / eager bf16 / CUDA-graph replay fp32", "6.1 ms / 10.3 ms / 0.81 ms"),
+    ("inference batch 4096: fp32 / bf16", "125k / 321k samples/s"),
+    ("`ray_jobs/train.py --preset v2 --use-gpu` through Ray Train", "~12 s per epoch, the same as plain Lightning"),
+    ("four smoke trials packed at 0.25 GPU each (`--gpus-per-trial 0.25`)", "all finished in 1.1 min"),
+]
+
+
 def reliability(r: dict) -> list[str]:
     lines = ["## Reliability suite (`make reliability`: `tests/reliability/`, also run by CI)", "",
              "Figures printed by the tests themselves (each run checks them; these are from the last recorded run).", "",
@@ -325,7 +392,7 @@ def main() -> int:
     lines += goals({k: v for k, v in results.items() if v})
     sections = [("inference", inference), ("onnx_profile", onnx_profile), ("serve_load", serve_load),
                 ("serve_load_v2", serve_load), ("multiplex", multiplex), ("monitoring_alarms", monitoring_alarms),
-                ("panel", panel), ("rnn", rnn),
+                ("panel", panel), ("rnn", rnn), ("families", families), ("family_comparison", family_comparison),
                 ("reliability", reliability),
                 ("data_build", data_build), ("train_throughput", train_throughput),
                 ("v2_training", lambda r: trained(r, "The v2 preset trained on CPU through Ray Train")),
@@ -338,11 +405,18 @@ def main() -> int:
         else:
             lines += render(r)
     gpu = _load("gpu_check")
-    lines += ["## GPU", ""]
+    lines += ["## GPU", "",
+              "### One H100 80GB, 2026-11-27 (v2 network; `bench/gpu_check.py` and a bare PyTorch probe)", "",
+              "Quoted from the run of that day (torch 2.11, Lightning 2.6.6, Python 3.12; Ray and the project's other "
+              "dependencies carried there as wheels, `shared/notes/gpu-device.md`), not re-measured since:", "",
+              "| what | figure |", "|---|---|", *(f"| {a} | {b} |" for a, b in H100_2026_11_27), "",
+              "On a GPU the recipe is bound by kernel launches and Python, not by the card: accumulating 4 x 16 (a "
+              "memory workaround of the reference's laptop) costs 3-4x, and eager batch-1 inference wastes 7x against "
+              "a captured graph (hence the `cuda` Serve back-end's captured graphs).", ""]
     if gpu is None:
-        lines += ["No NVIDIA GPU has been at hand for these runs: `bench/gpu_check.sh` (v2 epoch time and batched "
-                  "inference with plain Lightning; fractional-GPU trial packing where Ray is installed) is ready and "
-                  "has not been run.", ""]
+        lines += ["No GPU machine was lent to the sessions since: `bench/gpu_check.sh` has not run on the project's "
+                  "current code, and the `cuda` back-end has run on the CPU only (its padding, chunking and choice "
+                  "rules are tested there).", ""]
     else:
         lines += ["```json", json.dumps(gpu, indent=2), "```", ""]
     missing = [m for m in missing if m != "serve_load_v2"]  # optional: needs a trained v2 artifact

@@ -2,7 +2,7 @@
 
     python ray_jobs/compare_families.py [--config datasets/stocks20.yaml] [--preset tiny]
         [--candidates v2,v2-gru,v2+vol,tft,tft+vol] [--folds 3] [--epochs 3]
-        [--start 2004-01-02] [--seq-len 20] [--n-features 30] [--out runs/families]
+        [--start 2004-01-02] [--seq-len 20] [--n-features 30] [--out runs/families] [--record JSON]
 
 Candidates (evaluation/families.py): v2 (the reference's CNN -> BiLSTM -> Transformer
 topology at the preset's size), v2-gru (its GRU cell), v2+vol (with the volatility head),
@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cache-root", default=str(ROOT / "datasets" / "cache"))
     ap.add_argument("--storage-path", default=str(ROOT / "runs" / "families"), help="Ray Train runs")
     ap.add_argument("--out", help="report folder (default: <storage-path>/report-<time>)")
+    ap.add_argument("--record", metavar="JSON", help="also write the report with this machine's description and the "
+                                                      "settings there (bench/results/family_comparison.json feeds "
+                                                      "docs/BENCHMARKS.md)")
     add_wait_flag(ap)
     args = ap.parse_args(argv)
     args.candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
@@ -108,9 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     for job, res in zip(jobs, results):
         runs[job["candidate"]].append(res)
     out = Path(args.out) if args.out else Path(args.storage_path) / f"report-{stamp}"
+    minutes = (time.perf_counter() - t0) / 60
     report = compare_families(runs, datasets, out, n_boot=args.boot, seed=args.seed)
     print(f"\n{len(jobs)} runs ({len(args.candidates)} candidates x {args.folds} folds, preset {args.preset}) "
-          f"in {(time.perf_counter() - t0) / 60:.1f} min")
+          f"in {minutes:.1f} min")
+    if args.record:
+        settings = {"command": " ".join(["python ray_jobs/compare_families.py", *(argv if argv is not None else
+                                                                                  sys.argv[1:])]),
+                    "folds": args.folds, "epochs": args.epochs, "preset": args.preset, "minutes": minutes}
+        record(report, settings, Path(args.record))
     for n, e in report["scores"].items():
         m = e["mean_rank_ic"]
         print(f"  {n:20s} mean rank IC {m['point']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]"
@@ -120,6 +129,19 @@ def main(argv: list[str] | None = None) -> int:
         print("  " + line)
     print(f"report: {out / 'report.md'}")
     return 0
+
+
+def record(report: dict, settings: dict, path: Path) -> None:
+    """The report as a benchmark result: with the machine it ran on and how it was run."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from machine import machine_info
+
+    from stocktrend.data.store import atomic_write_text
+
+    atomic_write_text(path, json.dumps({**report, "machine": machine_info(), "settings": settings}, indent=2,
+                                       default=float))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Deploy a model artifact on Ray Serve (HTTP on 127.0.0.1 unless told otherwise).
 
-    python ray_jobs/deploy.py [--model models/<name>] [--also models/<other> ...] [--backend onnx|...]
+    python ray_jobs/deploy.py [--model models/<name>] [--also models/<other> ...] [--backend onnx|...] [--num-gpus F]
                               [--replicas N] [--num-cpus F] [--port P] [--host H]
                               [--config serve/config.yaml] [--dashboard URL] [--predict-latest]
 
@@ -35,9 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--also", action="append", metavar="MODEL",
                     help="another model served by the same deployment, addressed by its folder's name with the "
                          "serve_multiplexed_model_id header or ?model= (repeatable)")
-    ap.add_argument("--backend", help="torch | bf16 | torch-int8 | onnx | onnx-int8")
+    ap.add_argument("--backend", help="torch | bf16 | torch-int8 | onnx | onnx-int8 | cuda (a GPU node) | auto")
     ap.add_argument("--replicas", type=int, help="fixed number of replicas (instead of the config's autoscaling)")
     ap.add_argument("--num-cpus", type=float, help="CPU share per replica")
+    ap.add_argument("--num-gpus", type=float, help="GPU share per replica (e.g. 0.25; needed by --backend cuda)")
     ap.add_argument("--max-batch-size", type=int)
     ap.add_argument("--host", help="HTTP host (default 127.0.0.1; 0.0.0.0 exposes the service)")
     ap.add_argument("--port", type=int, help="HTTP port (default 8000)")
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         config = control.with_overrides(
             config, args.app,
             {"model": args.model, "models": args.also, "backend": args.backend, "num_replicas": args.replicas,
-             "num_cpus": args.num_cpus, "max_batch_size": args.max_batch_size},
+             "num_cpus": args.num_cpus, "num_gpus": args.num_gpus, "max_batch_size": args.max_batch_size},
             {"host": args.host, "port": args.port},
         )
         target = control.app_config(config, args.app)

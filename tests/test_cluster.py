@@ -164,5 +164,6 @@ def test_every_entry_point_has_help_and_those_asking_for_resources_can_wait(name
     out = subprocess.run([sys.executable, str(repo_root / "ray_jobs" / f"{name}.py"), "--help"], capture_output=True,
                          text=True, timeout=120, cwd=repo_root)
     assert out.returncode == 0 and out.stdout.startswith("usage:"), out.stderr[-2000:]
-    asks = name in ("audit_leakage", "train", "tune", "evaluate", "predict", "deploy", "retrain")
+    asks = name in ("audit_leakage", "train", "tune", "evaluate", "predict", "deploy", "retrain",
+                    "compare_families")
     assert ("--wait-for-resources" in out.stdout) == asks

@@ -107,14 +107,14 @@ def replica_ask(config: dict[str, Any]):
     """The resources the config's applications need to start, as a preflight Ask."""
     from stocktrend.cluster.resources import Ask
 
-    units, cpus, names = 0, 0.0, []
+    units, cpus, gpus, names = 0, 0.0, 0.0, []
     for a in config["applications"]:
         args = ServeArgs(**(a.get("args") or {}))
         n = args.autoscaling.min_replicas if args.autoscaling else args.num_replicas
-        units, cpus = units + n, max(cpus, args.num_cpus)
+        units, cpus, gpus = units + n, max(cpus, args.num_cpus), max(gpus, args.num_gpus)
         names.append(a["name"])
-    return Ask(f"Serve deployment {', '.join(repr(n) for n in names)}", {"CPU": cpus}, units, "replica",
-               hint="--num-cpus F (a share of a CPU per replica) or --replicas N")
+    return Ask(f"Serve deployment {', '.join(repr(n) for n in names)}", {"CPU": cpus, "GPU": gpus}, units, "replica",
+               hint="--num-cpus F / --num-gpus F (a share per replica) or --replicas N")
 
 
 def preflight(config: dict[str, Any], wait_s: float = 0.0) -> None:
