@@ -240,6 +240,15 @@ def test_report_scores_the_forecast_against_a_baseline_fitted_on_training_window
         assert s["low"] <= s["point"] <= s["high"], k
     diff = vol["scores"]["r2_model_minus_baseline"]
     assert vol["model_beats_baseline_r2"] == (diff["low"] > 0)
+    assert vol["model_beats_linear_r2"] == (vol["scores"]["r2_model_minus_linear"]["low"] > 0)
+    # The linear baseline: a ridge on the trailing columns and the last day's features of the
+    # distinct training windows, nothing from the test split.
+    from sklearn.linear_model import Ridge
+
+    last = np.load(d / "train_X.npy")[_distinct_train(d)][:, -1, :].astype(np.float64)
+    ridge = Ridge(alpha=1.0).fit(np.column_stack([train[:, 1:], last]), train[:, 0])
+    lin = ridge.predict(np.column_stack([test[:, 1:], np.load(d / "test_X.npy")[:, -1, :].astype(np.float64)]))
+    assert vol["scores"]["linear_r2"]["point"] == pytest.approx(r2(test[:, 0], lin), abs=1e-9)
     md = (tmp_path / "eval" / "report.md").read_text()
     assert "## Volatility forecast" in md and (tmp_path / "eval" / "volatility.png").stat().st_size > 5000
     # The trailing baseline is a real opponent here: it explains part of next week's volatility.

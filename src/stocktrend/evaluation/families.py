@@ -127,6 +127,7 @@ def render(r: dict[str, Any]) -> str:
             cs = e.get("volatility", {}).get("cross_sectional_rank_corr")
             if cs:
                 lines.append(f"- {n}: cross-sectional rank correlation of volatility per date, model "
-                             f"{_ci(cs['model'])}, trailing baseline {_ci(cs['trailing_har'])}, model - baseline "
-                             f"{_ci(cs['model_minus_baseline'])}")
+                             f"{_ci(cs['model'])}, trailing baseline {_ci(cs['trailing_har'])}, linear model on the "
+                             f"features {_ci(cs['linear_features'])}; model - trailing {_ci(cs['model_minus_baseline'])},"
+                             f" model - linear {_ci(cs['model_minus_linear'])}")
     return "\n".join(lines) + "\n"

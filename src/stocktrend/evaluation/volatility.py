@@ -1,9 +1,11 @@
 """The volatility head on the test split: a multi-task model's forecast of the log realised
 volatility of the next h days, against the trailing-volatility baseline a quant fits first.
 
-- Baseline: ordinary least squares of the target on [1, trailing log volatility over the
-  last h days, over the last 20] (a HAR-style regression: the past week and month), fitted on
-  the distinct training windows only, then applied to the test windows.
+- Baselines, fitted on the distinct training windows only, then applied to the test windows:
+  ``trailing_har``, ordinary least squares of the target on [1, trailing log volatility over
+  the last h days, over the last 20] (a HAR-style regression: the past week and month); and
+  ``linear_features``, a ridge regression on those two and every feature the network sees on
+  the window's last day (the same information as the network, used linearly).
 - Scores: R^2 = 1 - SSE / SST with SST around the test split's own mean (a forecast must
   beat the constant it could only know in hindsight), and Spearman's rank correlation over
   all test windows; for a panel also the mean over dates of the cross-sectional rank
@@ -21,12 +23,15 @@ from typing import Any
 import numpy as np
 
 from stocktrend.data.store import read_metadata
-from stocktrend.data.windows import window_keys
+from stocktrend.data.windows import distinct_windows, window_keys
 from stocktrend.evaluation.panel_metrics import date_block_ci, mean_interval, rank_ic_by_date
 
 BASELINE = "trailing_har"
 BASELINE_NOTE = ("OLS of the log target on the trailing log volatilities of the last h and 20 days, "
                  "fitted on the distinct training windows")
+LINEAR = "linear_features"
+LINEAR_NOTE = ("ridge regression (alpha 1) of the log target on the two trailing volatilities and the network's "
+               "input features on the window's last day, fitted on the distinct training windows")
 
 
 def _design(vol: np.ndarray) -> np.ndarray:
@@ -49,12 +54,21 @@ def rank_corr(y: np.ndarray, f: np.ndarray) -> float:
     return float(np.corrcoef(ry, rf)[0, 1]) if len(y) > 2 else float("nan")
 
 
-def _scores(y: np.ndarray, model: np.ndarray, base: np.ndarray) -> dict[str, float]:
-    m = {"model_r2": r2(y, model), "baseline_r2": r2(y, base),
-         "model_rank_corr": rank_corr(y, model), "baseline_rank_corr": rank_corr(y, base)}
-    m["r2_model_minus_baseline"] = m["model_r2"] - m["baseline_r2"]
-    m["rank_corr_model_minus_baseline"] = m["model_rank_corr"] - m["baseline_rank_corr"]
+def _scores(y: np.ndarray, model: np.ndarray, base: np.ndarray, lin: np.ndarray) -> dict[str, float]:
+    m = {"model_r2": r2(y, model), "baseline_r2": r2(y, base), "linear_r2": r2(y, lin),
+         "model_rank_corr": rank_corr(y, model), "baseline_rank_corr": rank_corr(y, base),
+         "linear_rank_corr": rank_corr(y, lin)}
+    for other in ("baseline", "linear"):
+        m[f"r2_model_minus_{other}"] = m["model_r2"] - m[f"{other}_r2"]
+        m[f"rank_corr_model_minus_{other}"] = m["model_rank_corr"] - m[f"{other}_rank_corr"]
     return m
+
+
+def fit_linear(train_vol: np.ndarray, train_last: np.ndarray, test_vol: np.ndarray, test_last: np.ndarray) -> np.ndarray:
+    from sklearn.linear_model import Ridge
+
+    model = Ridge(alpha=1.0).fit(np.column_stack([train_vol[:, 1:], train_last]), train_vol[:, 0])
+    return model.predict(np.column_stack([test_vol[:, 1:], test_last]))
 
 
 def _distinct(dataset: Path, split: str) -> np.ndarray:
@@ -76,7 +90,10 @@ def volatility_table(dataset: str | Path, log_vol: np.ndarray) -> dict[str, Any]
         raise ValueError(f"{len(log_vol)} volatility forecasts for {len(test)} test windows")
     train = np.load(dataset / aux["file"].format(split="train"))[_distinct(dataset, "train")].astype(np.float64)
     coef = fit_baseline(train)
+    train_last = distinct_windows(dataset, "train", last_day_only=True)[0]  # the same rows, in the same order
+    test_last = distinct_windows(dataset, "test", last_day_only=True)[0]  # the test split has no copies
     return {"y": test[:, 0], "model": np.asarray(log_vol, np.float64), "base": _design(test) @ coef,
+            "lin": fit_linear(train, np.asarray(train_last, np.float64), test, np.asarray(test_last, np.float64)),
             "dates": np.load(dataset / "test_dates.npy"), "coef": coef, "fit_windows": len(train),
             "rule": aux["rule"], "horizon": int(meta["horizon"]), "panel": meta.get("layout") == "panel"}
 
@@ -84,40 +101,46 @@ def volatility_table(dataset: str | Path, log_vol: np.ndarray) -> dict[str, Any]
 def join_tables(tables: list[dict[str, Any]]) -> dict[str, Any]:
     """Walk-forward folds' tables as one (consecutive test blocks: one longer test period);
     each fold's baseline stays fitted on its own training windows."""
-    joined = {k: np.concatenate([t[k] for t in tables]) for k in ("y", "model", "base", "dates")}
+    joined = {k: np.concatenate([t[k] for t in tables]) for k in ("y", "model", "base", "lin", "dates")}
     return {**tables[0], **joined, "coef": np.mean([t["coef"] for t in tables], axis=0),
             "fit_windows": int(sum(t["fit_windows"] for t in tables))}
 
 
 def score_volatility(t: dict[str, Any], n_boot: int = 1000, seed: int = 0, plot: Path | None = None) -> dict[str, Any]:
-    y, model, base, dates, horizon = t["y"], t["model"], t["base"], t["dates"], t["horizon"]
-    ci = date_block_ci(_scores, dates, (y, model, base), n_boot, seed, horizon)
+    y, model, base, lin, dates, horizon = t["y"], t["model"], t["base"], t["lin"], t["dates"], t["horizon"]
+    ci = date_block_ci(_scores, dates, (y, model, base, lin), n_boot, seed, horizon)
     section: dict[str, Any] = {
         "target": t["rule"], "baseline": {"name": BASELINE, "rule": BASELINE_NOTE,
                                           "coefficients": [float(c) for c in t["coef"]],
                                           "fit_windows": int(t["fit_windows"])},
+        "linear": {"name": LINEAR, "rule": LINEAR_NOTE},
         "windows": int(len(y)), "dates": int(len(np.unique(dates))),
         "scores": {k: v.to_dict() for k, v in ci.items()},
         "r2_definition": "1 - SSE/SST, SST around the test split's own mean",
     }
-    d = ci["r2_model_minus_baseline"]
+    d, dl = ci["r2_model_minus_baseline"], ci["r2_model_minus_linear"]
     section["model_beats_baseline_r2"] = bool(d.low > 0)
+    section["model_beats_linear_r2"] = bool(dl.low > 0)
     if t["panel"]:  # which instruments are the most volatile this week
-        ics = {name: rank_ic_by_date(dates, f, y) for name, f in (("model", model), (BASELINE, base))}
-        common = ics["model"].index.intersection(ics[BASELINE].index)
-        section["cross_sectional_rank_corr"] = {
-            "model": mean_interval(ics["model"].to_numpy(), n_boot, seed, horizon).to_dict(),
-            BASELINE: mean_interval(ics[BASELINE].to_numpy(), n_boot, seed, horizon).to_dict(),
-            "model_minus_baseline": mean_interval((ics["model"][common] - ics[BASELINE][common]).to_numpy(),
-                                                  n_boot, seed, horizon).to_dict()}
+        ics = {name: rank_ic_by_date(dates, f, y) for name, f in (("model", model), (BASELINE, base), (LINEAR, lin))}
+        cs = {name: mean_interval(ic.to_numpy(), n_boot, seed, horizon).to_dict() for name, ic in ics.items()}
+        for name, key in ((BASELINE, "model_minus_baseline"), (LINEAR, "model_minus_linear")):
+            common = ics["model"].index.intersection(ics[name].index)
+            cs[key] = mean_interval((ics["model"][common] - ics[name][common]).to_numpy(), n_boot, seed,
+                                    horizon).to_dict()
+        section["cross_sectional_rank_corr"] = cs
     if plot is not None:
         from stocktrend.evaluation.plots import volatility_forecasts
 
-        volatility_forecasts(y, {"model": model, BASELINE: base}, plot)
+        volatility_forecasts(y, {"model": model, BASELINE: base, LINEAR: lin}, plot)
+
+    def beats(x) -> str:
+        return f"{'beats' if x.low > 0 else 'does not beat'} it ({x.point:+.3f} [{x.low:+.3f}, {x.high:+.3f}])"
+
     section["verdict"] = (
-        f"Volatility forecast, test R^2 {ci['model_r2'].point:+.3f} against the trailing baseline's "
-        f"{ci['baseline_r2'].point:+.3f}: the model {'beats' if d.low > 0 else 'does not beat'} it "
-        f"(model - baseline {d.point:+.3f} [{d.low:+.3f}, {d.high:+.3f}], paired block bootstrap over dates).")
+        f"Volatility forecast, test R^2 {ci['model_r2'].point:+.3f}; the trailing baseline's "
+        f"{ci['baseline_r2'].point:+.3f}, the model {beats(d)}; the linear model on the same features' "
+        f"{ci['linear_r2'].point:+.3f}, the model {beats(dl)} (model minus each, paired block bootstrap over dates).")
     return section
 
 
@@ -150,7 +173,12 @@ def markdown_lines(section: dict[str, Any] | None) -> list[str]:
              "| scorer | R^2 [95%] | rank correlation [95%] |", "|---|---|---|",
              f"| model | {ci('model_r2')} | {ci('model_rank_corr')} |",
              f"| {section['baseline']['name']} | {ci('baseline_r2')} | {ci('baseline_rank_corr')} |",
-             f"| model - baseline | {ci('r2_model_minus_baseline')} | {ci('rank_corr_model_minus_baseline')} |", ""]
+             f"| {section['linear']['name']} | {ci('linear_r2')} | {ci('linear_rank_corr')} |",
+             f"| model - {section['baseline']['name']} | {ci('r2_model_minus_baseline')} | "
+             f"{ci('rank_corr_model_minus_baseline')} |",
+             f"| model - {section['linear']['name']} | {ci('r2_model_minus_linear')} | "
+             f"{ci('rank_corr_model_minus_linear')} |", "",
+             f"{section['linear']['name']}: {section['linear']['rule']}.", ""]
     cs = section.get("cross_sectional_rank_corr")
     if cs:
         lines += ["Cross-sectional rank correlation per date (mean over dates): " + ", ".join(
