@@ -91,3 +91,25 @@ def test_the_backend_outputs_are_named_for_the_network():
     assert out.volatility is None and out.feature_weights.shape == (2, 4)
     plain = make_backend("torch", build_network(preset("tiny", n_features=4, seq_len=6)).eval(), 6, 4, 1)
     assert plain(np.zeros((2, 6, 4), np.float32)).feature_weights is None
+
+
+def test_the_export_job_writes_and_checks_its_onnx_graphs(small_multitask_dataset, tmp_path):
+    """ray_jobs/export.py's path on this family (multi-task too): the fp32 graph within the
+    parity tolerance, the INT8 graph calibrated on training windows, both loadable."""
+    from stocktrend.evaluation.backend_export import export_backends
+    from stocktrend.inference.predictor import Predictor
+    from stocktrend.training.export import export_artifact
+
+    cfg = model_config_from_metadata("tiny", read_metadata(small_multitask_dataset), family="tft")
+    train = TrainConfig(batch_size=64, accumulate_grad_batches=1, max_epochs=1, seed=0)
+    res = fit_local(small_multitask_dataset, cfg, train, tmp_path / "run", progress=False, accelerator="cpu",
+                    enable_model_summary=False)
+    artifact = export_artifact(res["best_checkpoint"], small_multitask_dataset, tmp_path / "models", "tft", version="v1")
+    report = export_backends(artifact, "int8", small_multitask_dataset, threads=1)
+    assert report["backends"]["onnx"]["within_tolerance"]
+    assert report["backends"]["onnx"]["max_rel_volatility_diff"] < 1e-4
+    assert report["backends"]["onnx-int8"]["calibration_windows"] > 0
+    x = np.load(small_multitask_dataset / "val_X.npy")[:8]
+    for name in ("onnx", "onnx-int8"):  # the exported files, sha256-checked at load
+        got = Predictor.from_artifact(artifact, backend=name, threads=1).predict_windows(x)
+        assert got.feature_weights.shape == (8, 8) and got.volatility.shape == (8,)
