@@ -224,7 +224,7 @@ def families(r: dict) -> list[str]:
     tft = r["networks"]["tft"]["latency_over_v2"]
     lines += ["", "In brackets: latency over v2's in the same cell. The tft preset against v2: median "
               f"{sorted(tft.values())[len(tft) // 2]:.2f}x over back-ends and batch sizes; the volatility head "
-              "adds one small Linear block."]
+              "adds one small Linear block, so v2 and v2+vol show how noisy a single cell is (torch@1 above all)."]
     return lines + [""]
 
 
