@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import machine_info  # noqa: E402
+from timing import interleaved_medians  # noqa: E402
 
 from stocktrend.inference.backends import make_backend  # noqa: E402
 from stocktrend.models.config import preset  # noqa: E402
@@ -57,20 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = preset("v2")
     inputs = {n: np.random.default_rng(n).standard_normal((n, cfg.seq_len, cfg.n_features)).astype(np.float32)
               for n in BATCHES}
-    times: dict = {key + (n,): [] for key in runs for n in BATCHES}
-    for run in runs.values():  # warm-up
-        for n in BATCHES:
-            for _ in range(3):
-                run(inputs[n])
-    for _ in range(args.rounds):  # interleaved: every network and back-end in each round
-        for key, run in runs.items():
-            for n in BATCHES:
-                t0 = time.perf_counter()
-                run(inputs[n])
-                times[key + (n,)].append((time.perf_counter() - t0) * 1000)
+    medians_by_key = interleaved_medians(runs, inputs, args.rounds)
     out: dict = {"machine": machine_info(), "threads": args.threads, "rounds": args.rounds, "networks": {}}
     def medians(name: str) -> dict[str, float]:
-        return {f"{b}@{n}": statistics.median(times[(name, b, n)]) for b in BACKENDS for n in BATCHES}
+        return {f"{b}@{n}": medians_by_key[((name, b), n)] for b in BACKENDS for n in BATCHES}
 
     v2 = medians("v2")
     for name, net in nets.items():

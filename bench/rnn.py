@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import machine_info  # noqa: E402
+from timing import interleaved_medians  # noqa: E402
 
 from stocktrend.inference.backends import make_backend  # noqa: E402
 from stocktrend.models.config import preset  # noqa: E402
@@ -55,21 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = models["lstm"][0]
         inputs = {n: np.random.default_rng(n).standard_normal((n, cfg.seq_len, cfg.n_features)).astype(np.float32)
                   for n in BATCHES}
-        times: dict = {key + (n,): [] for key in backends for n in BATCHES}
-        for run in backends.values():  # warm-up
-            for n in BATCHES:
-                for _ in range(3):
-                    run(inputs[n])
-        for _ in range(args.rounds):  # interleaved: every model and back-end in each round
-            for key, run in backends.items():
-                for n in BATCHES:
-                    t0 = time.perf_counter()
-                    run(inputs[n])
-                    times[key + (n,)].append((time.perf_counter() - t0) * 1000)
+        medians = interleaved_medians(backends, inputs, args.rounds)
         entry = {"params": {rnn: parameter_counts(m) for rnn, (_, m) in models.items()}, "latency_ms": {}}
         for b in BACKENDS:
             for n in BATCHES:
-                lstm, gru = (statistics.median(times[(r, b, n)]) for r in ("lstm", "gru"))
+                lstm, gru = (medians[((r, b), n)] for r in ("lstm", "gru"))
                 entry["latency_ms"][f"{b}@{n}"] = {"lstm": lstm, "gru": gru, "gru_over_lstm": gru / lstm}
         out["presets"][name] = entry
         print(f"{name}: rnn block {entry['params']['lstm']['lstm']:,} (LSTM) vs {entry['params']['gru']['lstm']:,} "
