@@ -202,7 +202,12 @@ def wait_running(dashboard: str, app: str, timeout: float = 300, routing: Routin
                     log.warning("deployment %s: %s %s", name, d.get("status"), d.get("message"))
         time.sleep(1)
     message = json.dumps({k: (last or {}).get(k) for k in ("status", "message")})
-    raise ServeControlError(f"application {app!r} not running after {timeout:.0f} s: {message}")
+    # Serve says why a replica waits (resources, a runtime environment being set up) on the
+    # deployment, not on the application.
+    waiting = "; ".join(f"{n}: {d.get('status')} {d.get('message')}" for n, d in
+                        ((last or {}).get("deployments") or {}).items() if d.get("message"))
+    raise ServeControlError(f"application {app!r} not running after {timeout:.0f} s: {message}"
+                            + (f"; deployments: {waiting}" if waiting else ""))
 
 
 def deploy(dashboard: str, config: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
