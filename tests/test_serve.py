@@ -45,7 +45,9 @@ def multitask_model(ray_module, small_multitask_dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def app(serve_deploy, two_versions, multitask_model):
     _, v2 = two_versions
-    common = {"model": str(v2.parent), "backend": "onnx", "num_cpus": 0.25, "max_batch_size": 16,
+    # Six replicas at 0.2 CPU: 1.2 of the head's 2, leaving room for what earlier modules'
+    # runs may still hold (at 0.25 apiece the sixth replica once waited past the timeout).
+    common = {"model": str(v2.parent), "backend": "onnx", "num_cpus": 0.2, "max_batch_size": 16,
               "batch_wait_timeout_s": 0.01, "max_windows_per_request": MAX_WINDOWS, "max_body_bytes": MAX_BODY,
               "monitoring_flush_s": 0.1, "health_check_period_s": 1}
     return serve_deploy([
