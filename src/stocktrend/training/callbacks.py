@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from stocktrend.training.config import TrainConfig, selection_mode
+from stocktrend.training.device import DevicePlan, apply_backend_settings
 
 
 def best_checkpoint_callback(callbacks: list[Callback]) -> ModelCheckpoint | None:
@@ -74,14 +75,21 @@ def build_trainer(
     callbacks: list[Callback] | None = None,
     logger: Any = None,
     with_progress: bool = True,
+    plan: DevicePlan | None = None,
     **kw: Any,
 ) -> pl.Trainer:
     """A Trainer configured from ``train_cfg``; extra keywords go to ``pl.Trainer``.
 
     accelerator="auto" lets Lightning pick CUDA, then MPS (Apple), then CPU.
     ``logger=None`` means a TensorBoardLogger under out_dir; pass False for none.
+    ``plan`` (training/device.py): its precision and accumulation replace the config's, and
+    its process-wide settings (TF32) are applied; None runs the config as written.
     """
     out_dir = Path(out_dir)
+    precision, accumulate = train_cfg.precision, train_cfg.accumulate_grad_batches
+    if plan is not None:
+        precision, accumulate = plan.precision, plan.accumulate
+        apply_backend_settings(plan)
     # Seeds python/numpy/torch and, with workers=True, each DataLoader worker distinctly.
     pl.seed_everything(train_cfg.seed, workers=True)
     if logger is None:
@@ -95,9 +103,9 @@ def build_trainer(
     return pl.Trainer(
         accelerator=accelerator,
         devices=devices,
-        precision=train_cfg.precision,
+        precision=precision,
         gradient_clip_val=train_cfg.gradient_clip_val or None,
-        accumulate_grad_batches=train_cfg.accumulate_grad_batches,
+        accumulate_grad_batches=accumulate,
         callbacks=callbacks,
         logger=logger,
         default_root_dir=str(out_dir),

@@ -51,6 +51,10 @@ class TrainConfig:
     milestone_every: PositiveInt = 10  # keep a checkpoint every N epochs
 
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
+    # On a GPU (CUDA or MPS): run the effective batch (batch_size x accumulate_grad_batches) as
+    # one micro-batch, stepping down by halves on out-of-memory (training/device.py). False
+    # keeps the accumulation there too. The CPU always runs the config as written.
+    gpu_single_step: bool = True
     seed: int = 42
     num_workers: NonNegativeInt = 0  # DataLoader worker processes
 

@@ -8,11 +8,17 @@ one-hot (N, C), ``{split}_dates.npy`` window end dates (datetime64[D]) and
 
 The test split is deliberately never opened here: it belongs to the evaluation
 command only (the reference picked models on test - seed-audit leak 6).
+
+``device_resident=True`` (a GPU's DevicePlan) copies each split to the device once and
+indexes batches there (DeviceBatches): the dataset is tens of MB, and a DataLoader would
+collate on the host and copy every batch across.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +78,10 @@ class WindowDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_x": None}  # never pickle the mapped array
 
+    def to_device(self, device: torch.device | str) -> DeviceSplit:
+        x = torch.from_numpy(np.array(self.x, dtype=np.float32)).to(device)  # (N, L, K), read out of the map
+        return DeviceSplit(x, self.labels.to(device), None if self.aux is None else self.aux.to(device))
+
 
 class PanelWindowDataset(WindowDataset):
     """Windows of a panel, cut from the memory-mapped ``features.npy`` at (instrument, end row)."""
@@ -85,14 +95,117 @@ class PanelWindowDataset(WindowDataset):
         window = cut_windows(self.x, self.index[i : i + 1], self.seq_len)[0]  # (L, K), a copy
         return self.item(i, torch.from_numpy(window))
 
+    def to_device(self, device: torch.device | str) -> DeviceSplit:
+        # The panel's feature matrix goes across, not its windows: they overlap seq_len-fold.
+        features = torch.from_numpy(np.array(self.x, dtype=np.float32)).to(device)  # (I, D, K)
+        return DeviceSplit(features, self.labels.to(device), None if self.aux is None else self.aux.to(device),
+                           index=torch.as_tensor(self.index, dtype=torch.long).to(device), seq_len=self.seq_len)
+
+
+class DeviceSplit:
+    """A split's tensors on one device; ``take(rows)`` is a batch, cut there.
+
+    ``x``: the windows (N, L, K), or with ``index`` a panel's features (I, D, K) whose windows
+    are cut at (instrument, end row) pairs as ``cut_windows`` does."""
+
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor, aux: torch.Tensor | None = None,
+                 index: torch.Tensor | None = None, seq_len: int = 0):
+        self.x, self.labels, self.aux, self.index = x, labels, aux, index
+        self.offsets = None if index is None else torch.arange(-seq_len + 1, 1, device=x.device)  # (L,)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.index is None:
+            x = self.x[rows]  # (B, L, K)
+        else:
+            at = self.index[rows]  # (B, 2)
+            x = self.x[at[:, 0:1], at[:, 1:2] + self.offsets]  # (B, L, K)
+        return (x, self.labels[rows]) if self.aux is None else (x, self.labels[rows], self.aux[rows])
+
+
+class EpochOrder:
+    """The row order of one epoch, as the DataLoader it replaces would draw it.
+
+    One process: a DataLoader(shuffle=True) with a generator seeded once, which each epoch
+    draws one number (its workers' base seed), the epoch's permutation, and one more
+    permutation (RandomSampler's, for the num_samples % n = 0 rows left over): the same order,
+    epoch after epoch, as today's loader. Sharded (``world_size`` given, as Lightning's DDP would inject a
+    DistributedSampler): permutation seeded by seed + epoch, padded by repeating its start to a
+    multiple of the world size, every world_size-th row from ``rank``. Lightning calls
+    ``set_epoch`` through the loader's ``sampler`` attribute.
+    """
+
+    def __init__(self, n: int, shuffle: bool, seed: int, rank: int = 0, world_size: int | None = None):
+        if world_size is not None and not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
+        self.n, self.shuffle, self.seed, self.rank, self.world_size = n, shuffle, seed, rank, world_size
+        self.epoch = 0
+        self._generator = torch.Generator().manual_seed(seed) if shuffle and world_size is None else None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n if self.world_size is None else math.ceil(self.n / self.world_size)
+
+    def indices(self) -> torch.Tensor:
+        if self.world_size is None:
+            if not self.shuffle:
+                return torch.arange(self.n)
+            torch.empty((), dtype=torch.int64).random_(generator=self._generator)  # the DataLoader's base seed
+            order = torch.randperm(self.n, generator=self._generator)
+            torch.randperm(self.n, generator=self._generator)  # RandomSampler's empty remainder
+            return order
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.n)
+        total = len(self) * self.world_size
+        if total > self.n:  # pad with the order's own start, as DistributedSampler does
+            order = torch.cat([order, order.repeat(math.ceil((total - self.n) / self.n))[: total - self.n]])
+        return order[self.rank : total : self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices().tolist())
+
+
+class DeviceBatches:
+    """Batches of a DeviceSplit in an EpochOrder: what a DataLoader over the split would yield,
+    already on the device. ``batch_sampler`` is None and ``sampler`` the order, which is what
+    Lightning looks for to call set_epoch and to tell a shuffled loader."""
+
+    def __init__(self, split: DeviceSplit, order: EpochOrder, batch_size: int, drop_last: bool = False):
+        self.split, self.sampler, self.batch_size, self.drop_last = split, order, batch_size, drop_last
+        self.batch_sampler = None
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        rows = self.sampler.indices().to(self.split.device, non_blocking=True)  # one small copy per epoch
+        for b in range(len(self)):
+            yield self.split.take(rows[b * self.batch_size : (b + 1) * self.batch_size])
+
 
 class TrendDataModule(pl.LightningDataModule):
-    def __init__(self, dataset_dir: str | Path, batch_size: int = 16, num_workers: int = 0, seed: int = 42):
+    def __init__(self, dataset_dir: str | Path, batch_size: int = 16, num_workers: int = 0, seed: int = 42,
+                 device_resident: bool = False):
+        """``device_resident``: batches come from copies of the splits on the Trainer's device
+        (the CPU when no Trainer is attached) instead of a DataLoader (num_workers unused)."""
         super().__init__()
         self.dataset_dir = Path(dataset_dir).expanduser().resolve()
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.device_resident = device_resident
+        self.device_splits: dict[str, DeviceSplit] = {}
         self.metadata = read_metadata(self.dataset_dir)
         self.n_classes = int(self.metadata["n_classes"])
         self.seq_len = int(self.metadata["seq_len"])
@@ -223,8 +336,27 @@ class TrendDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def _device_loader(self, split: str, shuffle: bool) -> DeviceBatches:
+        self.setup("fit")
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if split not in self.device_splits or self.device_splits[split].device != device:
+            self.device_splits[split] = self.datasets[split].to_device(device)
+            logger.info("%s split on %s: %d windows", split, device, len(self.device_splits[split]))
+        # Where Lightning would inject a DistributedSampler (a DDP strategy, Ray's included),
+        # shard as it would; it leaves non-DataLoader iterables alone.
+        shard = trainer.distributed_sampler_kwargs if trainer is not None else None
+        n = len(self.datasets[split])
+        order = (EpochOrder(n, shuffle, self.seed, rank=shard["rank"], world_size=shard["num_replicas"]) if shard
+                 else EpochOrder(n, shuffle, self.seed))
+        return DeviceBatches(self.device_splits[split], order, self.batch_size, drop_last=shuffle and self._drop_last())
+
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
+        if self.device_resident:
+            return self._device_loader("train", shuffle=True)
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
+        if self.device_resident:
+            return self._device_loader("val", shuffle=False)
         return self._loader("val", shuffle=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from stocktrend.config_io import config_from_dict, config_to_dict
 from stocktrend.models.config import ModelConfig
 from stocktrend.models.network import build_network
 from stocktrend.training.config import TrainConfig
+from stocktrend.training.device import DevicePlan
 from stocktrend.training.loss import build_loss
 
 logger = logging.getLogger(__name__)
@@ -39,11 +41,19 @@ PROGRESS_BAR_KEYS = {"val_ce", "val_acc", "train_loss"}
 
 
 class StageMetrics(nn.Module):
-    """Epoch metrics of one stage (train or val); compute() returns plain Python values."""
+    """Epoch metrics of one stage (train or val); compute() returns plain Python values.
 
-    def __init__(self, n_classes: int, volatility: bool = False):
+    ``deferred``: each step only keeps its (detached) outputs on the device, and the metrics
+    are updated once, from all of them, when the epoch's values are asked for. Why: torchmetrics'
+    updates read values back to the host (input checks, NaN checks, probability-or-logit
+    tests), which stalls a GPU once per metric per step; an epoch of outputs is a few hundred kB.
+    """
+
+    def __init__(self, n_classes: int, volatility: bool = False, deferred: bool = False):
         super().__init__()
         self.binary = n_classes == 2
+        self.deferred = deferred
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]] = []
         # The volatility head's scores, on the standardised target: MSE, R^2 (against the
         # split's own mean) and Spearman's rank correlation.
         self.vol = MetricCollection({"vol_mse": tm.MeanSquaredError(), "vol_r2": tm.R2Score(),
@@ -73,16 +83,39 @@ class StageMetrics(nn.Module):
     def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor,
                vol: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """``vol``: (forecast, target) of the volatility head, (B,) each."""
+        vol = None if vol is None else (vol[0].detach(), vol[1])
+        if self.deferred:
+            self._pending.append((logits.detach(), target, loss.detach(), vol))
+            return
+        self._update(logits, target, loss.detach(), target.numel(), vol)
+
+    def _update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor, weight: float | torch.Tensor,
+                vol: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """``loss`` and ``weight``: one per batch, a batch's mean loss weighted by its size."""
         if self.vol is not None and vol is not None:
-            self.vol.update(vol[0].detach().float(), vol[1].float())
+            self.vol.update(vol[0].float(), vol[1].float())
         logits = logits.detach().float()  # (B, C)
         probs = logits.softmax(dim=-1)  # (B, C)
         self.scalar.update(probs[:, 1] if self.binary else probs, target)
         self.per_class.update(probs, target)
-        self.loss.update(loss.detach(), weight=target.numel())
+        self.loss.update(loss, weight=weight)
         self.ce.update(F.cross_entropy(logits, target, reduction="none"))  # (B,) exact mean
 
+    def _flush(self) -> None:
+        """The deferred steps' outputs, concatenated, into the metrics in one update."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        logits = torch.cat([p[0] for p in pending])  # (N, C)
+        target = torch.cat([p[1] for p in pending])  # (N,)
+        losses = torch.stack([p[2].reshape(()).float() for p in pending])  # (steps,)
+        weights = torch.tensor([float(p[1].numel()) for p in pending], device=losses.device)  # (steps,)
+        vols = [p[3] for p in pending if p[3] is not None]
+        vol = (torch.cat([v[0] for v in vols]), torch.cat([v[1] for v in vols])) if vols else None
+        self._update(logits, target, losses, weights, vol)
+
     def compute(self) -> dict[str, Any]:
+        self._flush()
         out: dict[str, Any] = {k: float(v) for k, v in self.scalar.compute().items()}
         out.update({k: v.tolist() for k, v in self.per_class.compute().items()})
         out["loss"] = float(self.loss.compute())
@@ -92,6 +125,7 @@ class StageMetrics(nn.Module):
         return out
 
     def reset(self) -> None:
+        self._pending = []
         for m in (self.scalar, self.per_class, self.loss, self.ce, self.vol):
             if m is not None:
                 m.reset()
@@ -108,11 +142,15 @@ class TrendClassifier(pl.LightningModule):
         train_cfg: TrainConfig | dict[str, Any],
         class_counts: Sequence[int],
         steps_per_epoch: int | None = None,
+        plan: DevicePlan | None = None,
     ):
         """``class_counts``: training-label counts (for "auto" class weights).
         ``steps_per_epoch``: training *batches* per epoch, only used to size the LR
-        schedule when no Trainer is attached (the Trainer's own estimate wins)."""
+        schedule when no Trainer is attached (the Trainer's own estimate wins).
+        ``plan``: how this run uses its device (fused AdamW, metrics kept on the device); not
+        a hyperparameter: the model is the same whatever trained it. None: the CPU's ways."""
         super().__init__()
+        self.plan = plan
         self.model_cfg = _as_config(ModelConfig, model_cfg)
         self.train_cfg = _as_config(TrainConfig, train_cfg)
         self.class_counts = [int(c) for c in class_counts]
@@ -129,8 +167,9 @@ class TrendClassifier(pl.LightningModule):
             raise ValueError("train aux_weight is 0 but the model has a volatility head, which would stay untrained: "
                              "give aux_weight > 0, or build the model with volatility_head false")
         self.loss_fn = build_loss(self.train_cfg.class_weights, self.class_counts, self.train_cfg.label_smoothing)
-        self.train_metrics = StageMetrics(self.model_cfg.n_classes, self.multitask)
-        self.val_metrics = StageMetrics(self.model_cfg.n_classes, self.multitask)
+        deferred = bool(plan and plan.deferred_metrics)
+        self.train_metrics = StageMetrics(self.model_cfg.n_classes, self.multitask, deferred)
+        self.val_metrics = StageMetrics(self.model_cfg.n_classes, self.multitask, deferred)
         self.history: list[dict[str, Any]] = []
         self._last_val: dict[str, Any] = {}
 
@@ -157,7 +196,10 @@ class TrendClassifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, self.train_metrics)
-        self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(batch[1]))
+        # On the progress bar the loss is read back to the host at every refresh; with metrics
+        # kept on the device it goes to the logger only, every log_every_n_steps.
+        self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=not self.train_metrics.deferred,
+                 batch_size=len(batch[1]))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -183,12 +225,31 @@ class TrendClassifier(pl.LightningModule):
                 self.log(k, v, prog_bar=k in PROGRESS_BAR_KEYS)
         return flat
 
+    # Each epoch's wall time, training batches and validation apart (in the history: what a
+    # throughput figure is computed from). The device is synchronised at these boundaries
+    # only, once per epoch, so queued GPU work is counted where it ran.
+    def _clock(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def on_train_epoch_start(self) -> None:
+        self._times = {"start": self._clock()}
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking and getattr(self, "_times", None):
+            self._times["val_start"] = self._clock()
+
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.val_metrics.reset()
         if self.trainer.sanity_checking:
             return  # the pre-fit sanity pass is not an epoch
         self._last_val = self._log_stage("val", values)
+        if "val_start" in getattr(self, "_times", {}):
+            now = self._clock()
+            self._last_val["train_s"] = self._times["val_start"] - self._times["start"]
+            self._last_val["val_s"] = now - self._times["val_start"]
 
     def on_train_epoch_end(self) -> None:
         # Lightning runs the epoch's validation before this hook, so _last_val is current.
@@ -207,6 +268,8 @@ class TrendClassifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["history"] = self.history
+        if self.plan is not None:  # how it was trained (micro-batch, precision), for the record
+            checkpoint["device_plan"] = self.plan.as_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("history", []))
@@ -226,11 +289,16 @@ class TrendClassifier(pl.LightningModule):
         if not self.steps_per_epoch:
             raise ValueError("no Trainer attached and steps_per_epoch not given: cannot size the LR schedule")
         tc = self.train_cfg
-        return math.ceil(self.steps_per_epoch / tc.accumulate_grad_batches) * tc.max_epochs
+        accumulate = self.plan.accumulate if self.plan is not None else tc.accumulate_grad_batches
+        return math.ceil(self.steps_per_epoch / accumulate) * tc.max_epochs
 
     def configure_optimizers(self) -> dict[str, Any]:
         tc = self.train_cfg
-        optimizer = torch.optim.AdamW(self.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+        # Fused: one kernel for all parameters instead of a few per tensor (CUDA; the CPU keeps
+        # PyTorch's default implementation, as before).
+        fused = {"fused": True} if self.plan is not None and self.plan.fused_optimizer else {}
+        optimizer = torch.optim.AdamW(self.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay,
+                                      **fused)
         total = self.total_optimizer_steps()
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
@@ -241,6 +309,6 @@ class TrendClassifier(pl.LightningModule):
             final_div_factor=FINAL_DIV_FACTOR,
             cycle_momentum=False,  # keep AdamW's betas as configured instead of cycling beta1
         )
-        logger.info("OneCycleLR over %d optimizer steps (peak %.1e)", total, tc.max_lr)
+        logger.info("OneCycleLR over %d optimizer steps (peak %.1e)%s", total, tc.max_lr, ", fused AdamW" if fused else "")
         # interval "step": Lightning steps it once per optimizer step, i.e. after accumulation.
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"}}
