@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True, help="models/<name> (follows 'latest') or a version folder")
+    ap.add_argument("--model", required=True, help="models/<name> (follows 'latest') or a version folder; or s3://bucket/models/<name>")
     ap.add_argument("--input", required=True, help="CSV of the target's daily bars (the target source's layout)")
     ap.add_argument("--output", required=True, help="predictions CSV to write")
     ap.add_argument("--source", action="append", default=[], metavar="NAME=PATH", help="replace a context source's file")
@@ -47,14 +47,15 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     import pandas as pd
 
+    from stocktrend import storage
     from stocktrend.data.errors import DataError
     from stocktrend.data.store import atomic_write_text
-    from stocktrend.inference.artifact import ArtifactError
+    from stocktrend.inference.artifact import MANIFEST, ArtifactError, local_model_dir
     from stocktrend.inference.predictor import InputError, Predictor
     from stocktrend.serving.batch import WindowScorer
 
     try:
-        predictor = Predictor.from_artifact(args.model)
+        predictor = Predictor.from_artifact(local_model_dir(args.model))
         cfg = predictor.data_cfg
         if cfg.panel is not None:
             raise InputError("--model", "a panel model scores the windows of its dataset (ray_jobs/evaluate.py); "
@@ -105,10 +106,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     actors = min(args.concurrency, units_that_fit(per_actor))
     ds = ray.data.from_items([{"end": int(e)} for e in ends])
+    # The scoring actors open this very version, from storage every node reaches.
+    version_location = str(predictor.version_dir)
+    if storage.is_remote(args.model):
+        is_version = storage.exists(storage.join(args.model, MANIFEST))
+        version_location = args.model if is_version else storage.join(args.model, predictor.version)
     scored = ds.map_batches(
         WindowScorer, batch_size=args.batch_size, num_cpus=args.num_cpus,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
-        fn_constructor_kwargs={"model": str(predictor.version_dir), "backend": args.backend,
+        fn_constructor_kwargs={"model": version_location, "backend": args.backend,
                                "threads": max(1, int(args.num_cpus)), "values": ray.put(values)},
     ).to_pandas().sort_values("end")
     out = pd.DataFrame({

@@ -3,11 +3,16 @@ then export the best trial as a model artifact and evaluate it once on the test 
 
     python ray_jobs/tune.py --space search_spaces/quick.yaml [--num-samples N] [--max-concurrent N]
         [--search optuna|random] [--scheduler asha|fifo] [--metric val_ce|val_auroc --mode min|max]
-        [--cpus-per-trial N] [--gpus-per-trial F] [--storage-path PATH] [--name NAME] [--resume]
+        [--cpus-per-trial N] [--gpus-per-trial F] [--resources JSON] [--storage-path PATH|URI]
+        [--models PATH|URI] [--name NAME] [--resume]
 
 Standalone it starts a local Ray (dashboard on 127.0.0.1:8265); under
 `ray job submit -- python ray_jobs/tune.py ...` it joins the cluster. Trials are chosen on
 the validation split only; the test split is scored once, after the choice.
+
+On a cluster of several nodes, --storage-path and --models name storage every node reaches
+(a shared file system, or object storage such as s3://bucket/prefix): trials and training
+workers read nothing from this machine's disk (docs/CONTAINERS.md, "More than one node").
 """
 
 from __future__ import annotations
@@ -34,12 +39,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--mode", choices=["min", "max"], help="must agree with --metric (val_ce: min)")
     ap.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs of each trial's training worker")
     ap.add_argument("--gpus-per-trial", type=float, default=0, help="fractional GPUs pack trials on a card")
+    ap.add_argument("--resources", type=resources_arg, default={}, metavar="JSON",
+                    help='custom Ray resources each trial and its training worker hold, e.g. \'{"gpu_node": 1}\'')
     ap.add_argument("--max-failures", type=int, default=1, help="retries of a failed trial / worker group")
     ap.add_argument("--seed", type=int, help="searcher seed (default: the space file's)")
     ap.add_argument("--storage-path", default=str(ROOT / "runs" / "tune"),
                     help="experiment storage (shared storage such as s3:// or NFS on a multi-node cluster)")
     ap.add_argument("--cache-root", default=str(ROOT / "datasets" / "cache"), help="dataset cache (shared on a cluster)")
-    ap.add_argument("--models", default=str(ROOT / "models"), help="where the best model artifact goes")
+    ap.add_argument("--models", default=str(ROOT / "models"),
+                    help="where the best model artifact goes (a folder, or object storage: s3://bucket/models)")
     ap.add_argument("--model-name", help="artifact name (default: <ticker>_<space>)")
     ap.add_argument("--name", help="experiment name (required with --resume)")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted experiment --name")
@@ -58,9 +66,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def resources_arg(text: str) -> dict[str, float]:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, int | float) and v >= 0 for v in value.values()):
+        raise argparse.ArgumentTypeError('a JSON object of resource amounts, e.g. {"gpu_node": 1}')
+    return {str(k): float(v) for k, v in value.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from stocktrend import storage as storage_lib
     from stocktrend.cluster.connect import connect
     from stocktrend.cluster.resources import ResourcesUnavailable
     from stocktrend.config_io import ConfigError, with_overrides
@@ -76,14 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     space = dataclasses.replace(space, train=with_overrides(space.train, {"selection_metric": args.metric}))
     opts = SearchOptions(search=args.search, scheduler=args.scheduler, num_samples=args.num_samples,
                          max_concurrent=args.max_concurrent, metric=args.metric, cpus_per_trial=args.cpus_per_trial,
-                         gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures, seed=args.seed,
+                         gpus_per_trial=args.gpus_per_trial, resources=args.resources,
+                         max_failures=args.max_failures, seed=args.seed,
                          kill_worker_at_epoch=args.kill_worker_at_epoch)
     name = args.name or f"{space.path.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = Path(args.storage_path).resolve()
+    storage = storage_lib.normalise(args.storage_path)  # a folder or an object-storage URI
     if args.mlflow is not None:
         from stocktrend.tuning.tracking import default_uri
 
-        opts = dataclasses.replace(opts, tracking_uri=args.mlflow or default_uri(storage))
+        if not args.mlflow and storage_lib.is_remote(storage):
+            print("error: --mlflow needs a tracking URI when --storage-path is object storage", file=sys.stderr)
+            return 2
+        opts = dataclasses.replace(opts, tracking_uri=args.mlflow or default_uri(Path(storage)))
     cache = Path(args.cache_root).resolve()
 
     connect()
@@ -102,14 +127,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     minutes = (time.perf_counter() - t0) / 60
-    table = write_summary(results, space, args.metric, storage / name / "summary")
+    summary = storage_lib.join(storage, name, "summary")
+    with storage_lib.staged(summary) as folder:
+        table = write_summary(results, space, args.metric, folder)
     if results.num_errors == len(results):
-        print(f"error: all {len(results)} trials failed; see {storage / name}", file=sys.stderr)
+        print(f"error: all {len(results)} trials failed; see {storage_lib.join(storage, name)}", file=sys.stderr)
         return 1
 
     best = best_trial(results, args.metric)
     model_name = args.model_name or f"{space.data.ticker.lower()}_{space.path.stem}"
-    artifact = export_best(results, space, args.metric, storage / name, cache, Path(args.models), model_name)
+    # On object storage the artifact is written here first, evaluated, then published whole.
+    models = Path(args.models) if not storage_lib.is_remote(args.models) else storage_lib.scratch("models-staged")
+    artifact = export_best(results, space, args.metric, storage_lib.join(storage, name), cache, models, model_name)
     print(f"\nsearch {name}: {len(results)} trials ({results.num_errors} failed) in {minutes:.1f} min "
           f"[{args.search} + {args.scheduler}]")
     cols = [c for c in ("trial_id", "status", "epochs", f"best_{args.metric}", "val_auroc@best", "val_acc@best")
@@ -122,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if not choices.empty:  # which family / cell / weight won on validation
         print("searched choices on validation:")
         print(choices.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"summary: {storage / name / 'summary'}")
+    print(f"summary: {summary}")
     print(f"model artifact: {artifact}")
     if opts.tracking_uri:
         from stocktrend.tuning.tracking import tag_artifact
@@ -139,13 +168,17 @@ def main(argv: list[str] | None = None) -> int:
 
             retrain = argparse.Namespace(seeds=None, walk_forward=space.walk_forward, epochs=space.walk_forward_epochs,
                                          dataset=None, boot=1000, cost_bps=5.0, wait_for_resources=args.wait_for_resources,
-                                         storage_path=str(storage.parent / "walk_forward"),
+                                         storage_path=storage_lib.join(storage_lib.parent(storage), "walk_forward"),
                                          cpus_per_worker=args.cpus_per_trial)
             try:
                 print("\n".join(retrain_and_report(artifact, retrain, Path(report["files"]["json"]).parent)))
             except ResourcesUnavailable as err:
                 print(f"error: walk-forward retraining: {err}", file=sys.stderr)
                 return 2
+    if storage_lib.is_remote(args.models):
+        from stocktrend.training.export import publish_artifact
+
+        print(f"model artifact published: {publish_artifact(artifact, args.models)}")
     return 0
 
 

@@ -252,3 +252,43 @@ def serve_deploy(ray_module, ray_head):
     yield deploy
     if made:
         made[-1].delete()
+
+
+# -- object storage -----------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto's) on 127.0.0.1 for the session; the AWS_* variables
+    that point pyarrow (and so Ray's storage layer, and every process started from here) at it
+    are set while it runs."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "stocktrend-test", "AWS_SECRET_ACCESS_KEY": "stocktrend-test",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server) -> str:
+    """A new, empty bucket: ``s3://<bucket>`` (fetched copies are keyed by location, so no
+    two tests, or test runs, share one)."""
+    import uuid
+
+    import pyarrow.fs as pafs
+
+    bucket = f"st-{uuid.uuid4().hex[:16]}"
+    pafs.FileSystem.from_uri(f"s3://{bucket}?allow_bucket_creation=true")[0].create_dir(bucket)
+    return f"s3://{bucket}"

@@ -109,9 +109,10 @@ def holders() -> list[str]:
 
 def unavailable_message(ask: Ask, nodes: list[dict[str, float]], total: dict[str, float],
                         largest_node: dict[str, float]) -> str:
-    free = {r: sum(n.get(r, 0.0) for n in nodes) for r in RESOURCES}
+    kinds = [*RESOURCES, *(r for r in ask.per_unit if r not in RESOURCES)]  # and custom ones asked for
+    free = {r: sum(n.get(r, 0.0) for n in nodes) for r in kinds}
     lines = [f"{ask.what} asks for {ask.describe()}; the cluster has "
-             + ", ".join(f"{_fmt(free[r])} of {_fmt(total.get(r, 0.0))} {r} free" for r in RESOURCES
+             + ", ".join(f"{_fmt(free[r])} of {_fmt(total.get(r, 0.0))} {r} free" for r in kinds
                          if ask.per_unit.get(r) or total.get(r))
              + (f" ({units_that_fit(ask.per_unit, nodes)} {ask.unit_name}s fit)" if ask.units > 1 else "") + "."]
     never = [r for r, v in ask.per_unit.items() if v and v > largest_node.get(r, 0.0)]
@@ -142,7 +143,7 @@ def require(ask: Ask, wait_s: float = 0.0, poll_s: float = 5.0) -> None:
             from ray._private.state import total_resources_per_node
 
             per_node = list(total_resources_per_node().values())
-            largest = {r: max((n.get(r, 0.0) for n in per_node), default=0.0) for r in RESOURCES}
+            largest = {r: max((n.get(r, 0.0) for n in per_node), default=0.0) for r in {*RESOURCES, *ask.per_unit}}
             raise ResourcesUnavailable(unavailable_message(ask, nodes, ray.cluster_resources(), largest))
         log.warning("waiting for resources: %s asks for %s; %s free", ask.what, ask.describe(),
                     {r: _fmt(sum(n.get(r, 0.0) for n in nodes)) for r in RESOURCES})

@@ -59,7 +59,15 @@ from stocktrend.serving.metrics import create_metrics
 from stocktrend.serving.monitor import Monitor, RecordBuffer
 from stocktrend.serving.predlog import PredictionLog
 from stocktrend.serving.replica_models import ReplicaModels
-from stocktrend.serving.routes import Routing, Selection, initial_routing, select, served_models, versions_on_disk
+from stocktrend.serving.routes import (
+    Routing,
+    Selection,
+    initial_routing,
+    model_folder_location,
+    select,
+    served_models,
+    versions_on_disk,
+)
 from stocktrend.serving.wire import ApiError
 
 log = logging.getLogger(__name__)
@@ -91,8 +99,7 @@ class PredictorDeployment:
         self.threads = self.args.threads or max(1, math.ceil(self.args.num_cpus))
         torch.set_num_threads(self.threads)
         self.monitor = monitor
-        self.models = ReplicaModels(self.args, {name: Path(d) for name, d in model_dirs.items()}, self.threads,
-                                    monitor)
+        self.models = ReplicaModels(self.args, model_dirs, self.threads, monitor)
         self.load_model = self.models.load  # an attribute of the deployment: how Serve sees it multiplexes
         self.api_key = os.environ.get(self.args.api_key_env) or None
         self.infer = BatchedInference(self.args.max_batch_size, self.args.batch_wait_timeout_s)
@@ -340,7 +347,8 @@ def build(args: ServeArgs) -> serve.Application:
     served = served_models(args)
     routing = initial_routing(served)  # a deployed config's own user config (its routes) takes precedence
     options: dict[str, Any] = {
-        "ray_actor_options": {"num_cpus": args.num_cpus, **({"num_gpus": args.num_gpus} if args.num_gpus else {})},
+        "ray_actor_options": {"num_cpus": args.num_cpus, **({"num_gpus": args.num_gpus} if args.num_gpus else {}),
+                              **({"resources": args.resources} if args.resources else {})},
         "max_ongoing_requests": max(args.max_ongoing_requests, args.max_batch_size),
         "user_config": routing.user_config(),
         "health_check_period_s": args.health_check_period_s,
@@ -350,7 +358,9 @@ def build(args: ServeArgs) -> serve.Application:
         options["autoscaling_config"] = args.autoscaling.model_dump()
     else:
         options["num_replicas"] = args.num_replicas
-    folders = {n: str(v.parent) for n, v in served.items()}
+    # Each replica opens its models on its own node: a local folder as it is, a model on
+    # object storage through that node's mirror (built in the replica, not here).
+    folders = {n: model_folder_location(given, v) for given, (n, v) in zip([args.model, *args.models], served.items())}
     trigger = args.retrain_on_alert.model_dump() if args.retrain_on_alert else None
     monitor = Monitor.bind(args.alerts.model_dump(), args.monitoring_window, args.monitoring_minutes, trigger, folders)
     return PredictorDeployment.options(**options).bind(args.model_dump(), folders, monitor)

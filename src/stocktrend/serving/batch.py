@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stocktrend.inference.artifact import local_model_dir
 from stocktrend.inference.predictor import Predictor
 
 
@@ -15,7 +16,8 @@ class WindowScorer:
     def __init__(self, model: str, backend: str, threads: int, values):
         import ray
 
-        self.predictor = Predictor.from_artifact(model, backend, threads)
+        # On object storage, the actor's node reads its own mirror of the model.
+        self.predictor = Predictor.from_artifact(local_model_dir(model), backend, threads)
         self.values = ray.get(values) if isinstance(values, ray.ObjectRef) else values
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

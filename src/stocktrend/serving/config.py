@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stocktrend.inference.backends import SETTINGS
+from stocktrend.storage import is_remote, normalise
 
 ROOT = Path(__file__).resolve().parents[3]
 PREDICTOR_DEPLOYMENT = "Predictor"
@@ -66,7 +67,7 @@ class RetrainOnAlert(BaseModel):
 class ServeArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field("models/msft_quick", description="the default model: models/<name> (follows 'latest') or a "
-                                                       "version folder")
+                                                       "version folder; or on object storage, s3://bucket/models/<name>")
     models: list[str] = Field(default_factory=list, description="more models served beside it, each addressed by "
                                                                 "its folder's name (serving/routes.py)")
     max_models_per_replica: int = Field(4, ge=1, description="models a replica keeps loaded (least recently used "
@@ -78,6 +79,8 @@ class ServeArgs(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch/ONNX threads per replica (default: ceil(num_cpus))")
     num_gpus: float = Field(0.0, ge=0, le=1, description="GPU share reserved by each replica (fractional: replicas "
                                                           "pack on one card); with backend cuda or auto")
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources each replica holds "
+                                                                          "(a node type, e.g. {'serve_node': 1})")
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.0, ge=0, description="0: a batch is whatever queued while the last one ran")
     max_ongoing_requests: int = Field(64, ge=1, description="raised to max_batch_size if lower: it caps batches")
@@ -107,11 +110,30 @@ class ServeArgs(BaseModel):
             raise ValueError("backend cuda needs a GPU share per replica: set num_gpus (e.g. 0.25)")
         return self
 
-    def resolved_model(self) -> Path:
-        return self.resolve_path(self.model)
+    @model_validator(mode="after")
+    def _remote_models_need_no_local_writes(self):
+        # A model on object storage is read through a node's mirror: what a replica writes
+        # beside a model folder (prediction logs, the alert trigger's record and lock) would
+        # stay on that node. Say so here rather than lose it there.
+        remote = [m for m in [self.model, *self.models] if is_remote(m)]
+        if remote and self.prediction_log and not self.prediction_log_dir:
+            raise ValueError(f"models on object storage ({remote[0]}): the prediction log needs prediction_log_dir "
+                             "(a shared folder), or prediction_log: false")
+        if remote and self.retrain_on_alert is not None:
+            raise ValueError("retrain_on_alert needs the model folder on a shared file system (its lock and "
+                             f"record live there), not object storage ({remote[0]})")
+        return self
 
-    def resolved_models(self) -> list[Path]:
-        return [self.resolve_path(m) for m in self.models]
+    def resolved_model(self) -> str:
+        return self.locate(self.model)
+
+    def resolved_models(self) -> list[str]:
+        return [self.locate(m) for m in self.models]
+
+    @staticmethod
+    def locate(given: str) -> str:
+        """A model's location: an object-storage URI as given, a path resolved as below."""
+        return normalise(given) if is_remote(given) else str(ServeArgs.resolve_path(given))
 
     @staticmethod
     def resolve_path(given: str) -> Path:

@@ -17,7 +17,8 @@ from typing import Any
 
 from ray import serve
 
-from stocktrend.inference.artifact import ArtifactError
+from stocktrend import storage
+from stocktrend.inference.artifact import ArtifactError, local_model_dir
 from stocktrend.inference.backends import resolve_backend
 from stocktrend.inference.predictor import Predictor
 from stocktrend.serving.config import ServeArgs
@@ -28,8 +29,12 @@ log = logging.getLogger(__name__)
 
 
 class ReplicaModels:
-    def __init__(self, args: ServeArgs, model_dirs: dict[str, Path], threads: int, monitor):
-        self.args, self.model_dirs, self.threads, self.monitor = args, model_dirs, threads, monitor
+    def __init__(self, args: ServeArgs, locations: dict[str, str], threads: int, monitor):
+        self.args, self.threads, self.monitor = args, threads, monitor
+        # {name: model folder location}: local folders as they are; a model on object
+        # storage is opened through this node's mirror, refreshed when the routes change.
+        self.locations = locations
+        self.model_dirs: dict[str, Path] = {name: local_model_dir(loc) for name, loc in locations.items()}
         self.routing: Routing | None = None
         self.backend_reasons: dict[str, str] = {}
         self.same_inputs: dict[tuple[str, str, str], bool] = {}
@@ -67,6 +72,9 @@ class ReplicaModels:
         # Verified and loaded before the routes switch, so the first requests after a move do
         # not wait for a load (a version that fails to load fails the update: promote.py
         # verifies it before asking).
+        for loc in self.locations.values():
+            if storage.is_remote(loc):  # a version promoted since: copied to this node first
+                await asyncio.to_thread(local_model_dir, loc)
         for model_id in routing.model_ids()[: self.args.max_models_per_replica]:
             await self.load(model_id)
         self.routing = routing

@@ -29,7 +29,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from stocktrend.inference.artifact import MANIFEST, ArtifactError, resolve_version_dir
+from stocktrend import storage
+from stocktrend.inference.artifact import MANIFEST, ArtifactError, local_model_dir, resolve_version_dir
 from stocktrend.serving.config import ServeArgs
 from stocktrend.serving.wire import ApiError
 
@@ -93,7 +94,8 @@ def served_models(args: ServeArgs) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for given in [args.model, *args.models]:
         try:
-            version_dir = resolve_version_dir(ServeArgs.resolve_path(given))
+            # A model on object storage: this node's mirror of it (inference.artifact).
+            version_dir = resolve_version_dir(local_model_dir(ServeArgs.locate(given)))
         except ArtifactError as err:
             raise ValueError(f"args.model(s): {err}") from None
         name = version_dir.parent.name
@@ -101,6 +103,15 @@ def served_models(args: ServeArgs) -> dict[str, Path]:
             raise ValueError(f"args.models: two models named {name!r} ({out[name].parent} and {version_dir.parent})")
         out[name] = version_dir
     return out
+
+
+def model_folder_location(given: str, version_dir: Path) -> str:
+    """Where a replica finds the model folder that ``given`` (a model or version folder)
+    names: a local folder, or the model folder's object-storage URI."""
+    location = ServeArgs.locate(given)
+    if not storage.is_remote(location):
+        return str(version_dir.parent)
+    return storage.parent(location) if storage.exists(storage.join(location, MANIFEST)) else location
 
 
 def initial_routing(served: dict[str, Path]) -> Routing:

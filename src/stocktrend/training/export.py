@@ -173,3 +173,19 @@ def export_artifact(
         atomic_write_text(model_dir / LATEST, version + "\n")
     log.info("exported model artifact %s", final)
     return final
+
+
+def publish_artifact(version_dir: Path, models_location: str) -> str:
+    """Copy a finished artifact (with any reports written since) to object storage as
+    ``<models_location>/<name>/<version>/``, then point that model's ``latest`` at it: a
+    reader that follows ``latest`` never finds a version half-uploaded."""
+    from stocktrend import storage
+
+    version_dir = Path(version_dir)
+    target = storage.join(models_location, version_dir.parent.name, version_dir.name)
+    if storage.exists(storage.join(target, MANIFEST)):
+        raise FileExistsError(f"{target} already exists; artifacts are immutable, pick another version")
+    storage.upload_dir(version_dir, target, last=MANIFEST)
+    storage.write_text(storage.join(models_location, version_dir.parent.name, LATEST), version_dir.name + "\n")
+    log.info("published model artifact %s", target)
+    return target

@@ -21,12 +21,19 @@ from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, LearningRateM
 from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback, prepare_trainer
 from ray.train.torch import TorchTrainer
 
+from stocktrend import storage
 from stocktrend.config_io import config_from_dict, config_to_dict
-from stocktrend.data.store import atomic_write_text
 from stocktrend.models.config import ModelConfig
 from stocktrend.training.callbacks import build_trainer
 from stocktrend.training.config import TrainConfig, selection_mode
 from stocktrend.training.datamodule import TrendDataModule
+from stocktrend.training.device import (
+    DevicePlan,
+    bound_gpu_memory,
+    fit_with_oom_fallback,
+    plan_for,
+    resolve_device_type,
+)
 from stocktrend.training.faults import KillOnce
 from stocktrend.training.module import TrendClassifier
 
@@ -38,15 +45,16 @@ class ReportToRay(RayTrainReportCallback, Checkpoint):
     """Ray's report callback, made a Lightning ``Checkpoint`` so Lightning runs it after the
     module's ``on_train_epoch_end`` (checkpoint callbacks go last): the reported checkpoint's
     history then includes its own epoch. Rank 0 also keeps ``history.json`` current, so a
-    trial stopped early by ASHA still leaves its full per-epoch history."""
+    trial stopped early by ASHA still leaves its full per-epoch history. It goes to the run's
+    storage location (a local file, or one object written whole)."""
 
-    def __init__(self, history_path: Path):
+    def __init__(self, history_location: str):
         super().__init__()
-        self.history_path = history_path
+        self.history_location = history_location
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_rank == 0:
-            atomic_write_text(self.history_path, json.dumps(pl_module.history, default=float))
+            storage.write_text(self.history_location, json.dumps(pl_module.history, default=float))
         super().on_train_epoch_end(trainer, pl_module)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -67,6 +75,19 @@ def prune_stale_run_folders(temp: Path, max_age_s: float = 6 * 3600) -> None:
                 folder.rmdir()
         except OSError:
             continue  # another worker's, just removed or just filled
+
+
+class UploadRunFolder(pl.Callback):
+    """With the run on object storage, a worker writes its Lightning outputs (milestones,
+    TensorBoard, restarts) into its node's scratch folder; this copies them to the run's
+    location when training ends, so they outlive the node."""
+
+    def __init__(self, local_dir: Path, location: str):
+        self.local_dir, self.location = local_dir, location
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.local_dir.is_dir():
+            storage.upload_dir(self.local_dir, self.location)
 
 
 class RecordStarts(pl.Callback):
@@ -96,14 +117,19 @@ class RecordStarts(pl.Callback):
                                "train_batches": self.batches})
 
 
-def resume_checkpoint(run_dir: Path) -> str | None:
+def resume_checkpoint(run_dir: Path, remote: bool = False) -> str | None:
     """What a (re)started worker group continues from: Ray's latest registered checkpoint,
     else the newest complete checkpoint in this run's folder. Ray registers a report only
     when its controller polls the worker, so a worker killed within a second of reporting
     loses that report, and the group would restart from scratch (seen in the fault test)."""
     registered = ray.train.get_checkpoint()
     if registered is not None:
+        if remote:  # on object storage: this node's copy
+            local = storage.scratch("checkpoints") / f"resume-{time.time_ns()}"
+            return str(Path(registered.to_directory(str(local))) / ReportToRay.CHECKPOINT_NAME)
         return str(Path(registered.path) / ReportToRay.CHECKPOINT_NAME)
+    if remote:
+        return None
     found = sorted(run_dir.glob(f"checkpoint_*/{ReportToRay.CHECKPOINT_NAME}"), key=lambda p: p.stat().st_mtime,
                    reverse=True)
     for path in found:
@@ -122,38 +148,56 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model_cfg = config_from_dict(ModelConfig, config["model"], "model")
     train_cfg = config_from_dict(TrainConfig, config["train"], "train")
     metric, mode = train_cfg.selection_metric, selection_mode(train_cfg.selection_metric)
-    dm = TrendDataModule(config["dataset_dir"], train_cfg.batch_size, train_cfg.num_workers, train_cfg.seed)
-    pl.seed_everything(train_cfg.seed, workers=True)  # before the model: weight init is seeded too
-    module = TrendClassifier(model_cfg, train_cfg, dm.class_counts_train(), dm.train_batches_per_epoch())
-    out_dir = Path(config["out_dir"])
-    ckpt_path = resume_checkpoint(out_dir)
+    # The dataset and the run folder are locations: a worker may be on a node that has
+    # neither the driver's disk nor the trial's; a remote dataset is fetched to this node.
+    dataset_dir = storage.fetch_dir(config["dataset"], "datasets")
+    remote = storage.is_remote(config["run"])
+    out_dir = storage.scratch("runs") / storage.key_of(config["run"]) if remote else Path(config["run"])
+    # The device decides the step (training/device.py): on a CPU exactly the config; on a
+    # GPU the effective batch in one step, data on the device, fused AdamW, and a step down
+    # of the micro-batch on out-of-memory. A trial holding part of a card stays in its part.
+    accelerator = config.get("accelerator", "auto")
+    plan = plan_for(resolve_device_type(accelerator), train_cfg)
+    if config.get("gpus_per_worker"):
+        log.info("GPU memory: %s", bound_gpu_memory(float(config["gpus_per_worker"])))
+    ckpt_path = resume_checkpoint(out_dir, remote)
     if ckpt_path:
         log.warning("resuming from %s", ckpt_path)
-    callbacks = [
-        EarlyStopping(monitor=metric, mode=mode, patience=train_cfg.early_stopping_patience, check_finite=True),
-        ModelCheckpoint(  # milestones every N epochs, beside Ray's best checkpoint
-            dirpath=out_dir / "milestones", filename="e{epoch:03d}", every_n_epochs=train_cfg.milestone_every,
-            save_top_k=-1, monitor=None,
-        ),
-        LearningRateMonitor(logging_interval="step"),
-        ReportToRay(out_dir / HISTORY),
-        RecordStarts(out_dir / "starts", ckpt_path),
-    ]
-    if config.get("kill_worker_at_epoch") is not None:
-        callbacks.append(KillOnce(config["kill_worker_at_epoch"], out_dir / "fault-injected"))
-    trainer = build_trainer(
-        train_cfg,
-        out_dir,
-        accelerator=config.get("accelerator", "auto"),
-        devices="auto",
-        callbacks=callbacks,
-        with_progress=config.get("progress", False),
-        strategy=RayDDPStrategy(),
-        plugins=[RayLightningEnvironment()],
-        enable_checkpointing=True,
-    )
-    trainer = prepare_trainer(trainer)
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+
+    def fit(p: DevicePlan) -> None:  # from scratch for each plan tried: fresh data, model, callbacks
+        dm = TrendDataModule(dataset_dir, p.micro_batch, train_cfg.num_workers, train_cfg.seed,
+                             device_resident=p.device_data)
+        pl.seed_everything(train_cfg.seed, workers=True)  # before the model: weight init is seeded too
+        module = TrendClassifier(model_cfg, train_cfg, dm.class_counts_train(), dm.train_batches_per_epoch(), plan=p)
+        callbacks = [
+            EarlyStopping(monitor=metric, mode=mode, patience=train_cfg.early_stopping_patience, check_finite=True),
+            ModelCheckpoint(  # milestones every N epochs, beside Ray's best checkpoint
+                dirpath=out_dir / "milestones", filename="e{epoch:03d}", every_n_epochs=train_cfg.milestone_every,
+                save_top_k=-1, monitor=None,
+            ),
+            LearningRateMonitor(logging_interval="step"),
+            ReportToRay(storage.join(config["run"], HISTORY)),
+            RecordStarts(out_dir / "starts", ckpt_path),
+        ]
+        if remote:
+            callbacks.append(UploadRunFolder(out_dir, config["run"]))
+        if config.get("kill_worker_at_epoch") is not None:
+            callbacks.append(KillOnce(config["kill_worker_at_epoch"], out_dir / "fault-injected"))
+        trainer = build_trainer(
+            train_cfg,
+            out_dir,
+            accelerator=accelerator,
+            devices="auto",
+            callbacks=callbacks,
+            with_progress=config.get("progress", False),
+            plan=p,
+            strategy=RayDDPStrategy(),
+            plugins=[RayLightningEnvironment()],
+            enable_checkpointing=True,
+        )
+        prepare_trainer(trainer).fit(module, datamodule=dm, ckpt_path=ckpt_path)
+
+    fit_with_oom_fallback(fit, plan, world_size=ray.train.get_context().get_world_size())
 
 
 def ray_train(
@@ -170,32 +214,40 @@ def ray_train(
     progress: bool = False,
     max_failures: int = 1,
     kill_worker_at_epoch: int | None = None,
+    resources: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Fit through a TorchTrainer; return the best checkpoint, its metrics and the history.
+    """Fit through a TorchTrainer; return the best checkpoint (a local file), its metrics and
+    the history.
 
-    ``max_failures``: times Ray restarts a failed worker group, resuming from the last
-    reported checkpoint. ``gpus_per_worker`` may be fractional to pack trials on a GPU.
+    ``dataset_dir`` and ``storage_path`` are locations (``stocktrend.storage``): local folders,
+    or object-storage URIs that workers fetch from. ``max_failures``: times Ray restarts a
+    failed worker group, resuming from the last reported checkpoint. ``gpus_per_worker`` may
+    be fractional to pack trials on a GPU. ``resources``: custom Ray resources each worker
+    also holds (a node type, e.g. ``{"gpu_node": 1}``).
     """
-    storage_path = Path(storage_path).resolve()  # Ray requires an absolute storage path
+    storage_path = storage.normalise(storage_path)  # Ray requires an absolute storage path
+    run = storage.join(storage_path, name)
     metric, mode = train_cfg.selection_metric, selection_mode(train_cfg.selection_metric)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "dataset_dir": str(Path(dataset_dir).resolve()),
+            "dataset": storage.normalise(dataset_dir),
             "model": config_to_dict(model_cfg),
             "train": config_to_dict(train_cfg),
-            "out_dir": str(storage_path / name),
+            "run": run,
+            "gpus_per_worker": gpus_per_worker,
             "progress": progress,
             "kill_worker_at_epoch": kill_worker_at_epoch,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=num_workers,
             use_gpu=use_gpu or bool(gpus_per_worker),
-            resources_per_worker={"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})},
+            resources_per_worker={"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {}),
+                                  **(resources or {})},
         ),
         run_config=ray.train.RunConfig(
             name=name,
-            storage_path=str(storage_path),
+            storage_path=storage_path,
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=1, checkpoint_score_attribute=metric, checkpoint_score_order=mode
             ),
@@ -212,9 +264,10 @@ def ray_train(
     metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
     log.info("best %s %.4f at epoch %s", metric, metrics[metric], metrics.get("epoch"))
     # Ray's metrics_dataframe keeps only the retained checkpoints' reports.
-    history = json.loads((storage_path / name / HISTORY).read_text())
+    history = json.loads(storage.read_text(storage.join(run, HISTORY)))
+    folder = storage.fetch_dir(storage.location_of(storage_path, best.path), "checkpoints")
     return {
-        "checkpoint": str(Path(best.path) / RayTrainReportCallback.CHECKPOINT_NAME),
+        "checkpoint": str(folder / RayTrainReportCallback.CHECKPOINT_NAME),
         "metrics": metrics,
         "history": history,
     }

@@ -16,7 +16,9 @@ import numpy as np
 import ray
 import torch
 
+from stocktrend import storage as storage_lib
 from stocktrend.config_io import config_from_dict, config_to_dict
+from stocktrend.data.cache import publish_dataset
 from stocktrend.data.windows import split_arrays
 from stocktrend.models.config import ModelConfig
 from stocktrend.training.config import TrainConfig
@@ -49,9 +51,10 @@ def _run(job: dict[str, Any]) -> dict[str, Any]:
     train_cfg = config_from_dict(TrainConfig, job["train"], "train")
     res = ray_train(job["dataset"], model_cfg, train_cfg, job["storage"], job["name"],
                     cpus_per_worker=job["cpus_per_worker"])
-    out = {**job, **res, **predict_split(res["checkpoint"], Path(job["dataset"]))}
+    dataset = storage_lib.fetch_dir(job["dataset"], "datasets")  # this task's node may not be the driver's
+    out = {**job, **res, **predict_split(res["checkpoint"], dataset)}
     for split in job.get("also_predict", ()):
-        out[f"{split}_probs"] = predict_split(res["checkpoint"], Path(job["dataset"]), split)["probs"]
+        out[f"{split}_probs"] = predict_split(res["checkpoint"], dataset, split)["probs"]
     return out
 
 
@@ -62,12 +65,13 @@ def train_many(jobs: list[dict[str, Any]], storage: str | Path, cpus_per_worker:
     come back in the jobs' order."""
     from stocktrend.cluster.resources import Ask, require, units_that_fit
 
-    storage = str(Path(storage).resolve())
+    storage = storage_lib.normalise(storage)
     per_run = {"CPU": cpus_per_worker}
     require(Ask(f"retraining ({len(jobs)} runs)", per_run, 1, "training worker"), wait_s)
     slots = min(len(jobs), units_that_fit(per_run))
     payloads = [{**j, "model": config_to_dict(j["model"]), "train": config_to_dict(j["train"]),
-                 "dataset": str(Path(j["dataset"]).resolve()), "storage": storage, "cpus_per_worker": cpus_per_worker}
+                 "dataset": publish_dataset(Path(j["dataset"]), storage_lib.join(storage, "datasets")),
+                 "storage": storage, "cpus_per_worker": cpus_per_worker}
                 for j in jobs]
     pending, running, done = list(enumerate(payloads)), {}, {}
     while pending or running:

@@ -14,6 +14,8 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from stocktrend import storage
+from stocktrend.data.bundle import bundle_sources
 from stocktrend.training.config import selection_mode
 from stocktrend.tuning.space import SearchSpace
 from stocktrend.tuning.tracking import callbacks as tracking_callbacks
@@ -31,6 +33,9 @@ class SearchOptions:
     metric: str = "val_ce"
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
+    # Custom Ray resources each trial's driver and training worker hold: a node type on a
+    # cluster (e.g. {"gpu_node": 1}), or the second node of the multi-node test.
+    resources: dict[str, float] = dataclasses.field(default_factory=dict)
     max_failures: int = 1
     seed: int | None = None
     kill_worker_at_epoch: int | None = None  # fault injection (reliability tests)
@@ -44,8 +49,9 @@ def fit_concurrency(space: SearchSpace, opts: SearchOptions, wait_s: float = 0.0
     from stocktrend.cluster.resources import Ask, require, units_that_fit
 
     asked = opts.max_concurrent or space.max_concurrent
-    per_trial = {"CPU": opts.cpus_per_trial, "GPU": opts.gpus_per_trial}
-    require(Ask("the search", per_trial, 1, "trial", hint="--cpus-per-trial F, --gpus-per-trial F"), wait_s)
+    per_trial = {"CPU": opts.cpus_per_trial, "GPU": opts.gpus_per_trial, **opts.resources}
+    require(Ask("the search", per_trial, 1, "trial", hint="--cpus-per-trial F, --gpus-per-trial F, --resources"),
+            wait_s)
     fits = units_that_fit(per_trial)
     if fits < asked:
         log.warning("%d trials at a time asked; the free resources hold %d: running %d at a time", asked, fits, fits)
@@ -74,29 +80,34 @@ def _scheduler(space: SearchSpace, opts: SearchOptions, mode: str):
     raise ValueError(f"unknown scheduler {opts.scheduler!r}: asha or fifo")
 
 
-def _trainable(space: SearchSpace, opts: SearchOptions, experiment_dir: Path, cache_root: Path):
+def _trainable(space: SearchSpace, opts: SearchOptions, experiment_dir: str):
+    # The space and its dataset's source files travel in Ray's object store: a trial on
+    # another node reads nothing of this machine's.
     fn = tune.with_parameters(
-        run_trial, space_path=str(space.path), cache_root=str(cache_root), experiment_dir=str(experiment_dir),
-        cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial,
+        run_trial, space=space, sources=bundle_sources(space.data), experiment_dir=experiment_dir,
+        cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial, resources=opts.resources,
         max_failures=opts.max_failures, kill_worker_at_epoch=opts.kill_worker_at_epoch,
     )
     # The driver only waits on its TorchTrainer: it reserves no CPU, so two trials on a
     # 2-CPU machine don't hold both CPUs while their workers wait forever (Ray 2.60's
     # classic deadlock). An all-zero bundle is rejected, hence the token memory request.
-    return tune.with_resources(fn, {"CPU": 0, "memory": 1})
+    return tune.with_resources(fn, {"CPU": 0, "memory": 1, **opts.resources})
 
 
-def run_search(space: SearchSpace, opts: SearchOptions, storage_path: Path, name: str,
-               cache_root: Path, resume: bool = False) -> tune.ResultGrid:
+def run_search(space: SearchSpace, opts: SearchOptions, storage_path: str | Path, name: str,
+               cache_root: Path | None = None, resume: bool = False) -> tune.ResultGrid:
+    """The search, its experiment at ``storage_path/name`` (a local folder or an
+    object-storage URI). ``cache_root`` is unused by the search (trials cache their datasets
+    in the storage location) and kept for callers that pass it."""
     mode = selection_mode(opts.metric)
-    storage_path = Path(storage_path).resolve()
-    experiment_dir = storage_path / name
-    trainable = _trainable(space, opts, experiment_dir, cache_root)
+    storage_path = storage.normalise(storage_path)
+    experiment_dir = storage.join(storage_path, name)
+    trainable = _trainable(space, opts, experiment_dir)
     if resume:
-        if not tune.Tuner.can_restore(str(experiment_dir)):
+        if not tune.Tuner.can_restore(experiment_dir):
             raise FileNotFoundError(f"nothing to resume at {experiment_dir}")
         log.info("resuming %s: finished trials are kept, unfinished and errored ones rerun", experiment_dir)
-        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
+        tuner = tune.Tuner.restore(experiment_dir, trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -107,7 +118,7 @@ def run_search(space: SearchSpace, opts: SearchOptions, storage_path: Path, name
                 scheduler=_scheduler(space, opts, mode), num_samples=opts.num_samples or space.num_samples,
             ),
             run_config=tune.RunConfig(
-                name=name, storage_path=str(storage_path),
+                name=name, storage_path=storage_path,
                 failure_config=tune.FailureConfig(max_failures=opts.max_failures),
                 callbacks=tracking_callbacks(opts.tracking_uri, name),
             ),
@@ -123,19 +134,24 @@ def best_trial(results: tune.ResultGrid, metric: str) -> dict[str, Any]:
     row = frame.loc[frame[metric].idxmin() if mode == "min" else frame[metric].idxmax()]
     trial_id = best.metrics["trial_id"]
     return {"result": best, "trial_id": trial_id, "config": best.config, "epoch": int(row["epoch"]),
-            "score": float(row[metric]), "checkpoint": str(Path(row["checkpoint_path"]) / "checkpoint.ckpt")}
+            "score": float(row[metric]), "checkpoint_path": row["checkpoint_path"]}
 
 
-def export_best(results: tune.ResultGrid, space: SearchSpace, metric: str, experiment_dir: Path,
+def export_best(results: tune.ResultGrid, space: SearchSpace, metric: str, experiment_dir: str | Path,
                 cache_root: Path, models_root: Path, name: str, version: str | None = None,
                 make_latest: bool = True, extra: dict[str, Any] | None = None) -> Path:
+    """The best trial's model artifact under ``models_root`` (local: to publish it on object
+    storage, see ``training.export.publish_artifact``)."""
     from stocktrend.training.export import export_artifact
 
     best = best_trial(results, metric)
-    dataset = trial_dataset(str(space.path), best["config"], str(cache_root))
-    run_dir = Path(experiment_dir) / TRAIN_RUNS / best["trial_id"]
-    history = json.loads((run_dir / "history.json").read_text())
-    return export_artifact(best["checkpoint"], dataset, models_root, name, history=history, version=version,
+    dataset = trial_dataset(space, best["config"], cache_root)
+    experiment_dir = storage.normalise(experiment_dir)
+    # Ray reports the checkpoint as a path in the storage's file system (no scheme on s3).
+    checkpoint = storage.fetch_dir(storage.location_of(experiment_dir, best["checkpoint_path"]), "checkpoints")
+    run_dir = storage.join(experiment_dir, TRAIN_RUNS, best["trial_id"])
+    history = json.loads(storage.read_text(storage.join(run_dir, "history.json")))
+    return export_artifact(checkpoint / "checkpoint.ckpt", dataset, models_root, name, history=history, version=version,
                            make_latest=make_latest, extra={
         "tune": {"experiment": str(experiment_dir), "trial_id": best["trial_id"], "config": best["config"],
                  "space": str(space.path), "selection": f"best {metric} over all trials and epochs (validation)"},

@@ -1,0 +1,197 @@
+"""Where runs, datasets and models live when more than one node reads them.
+
+A *location* is a local folder (one machine, or a shared file system mounted at the same
+path on every node) or an object-storage URI (``s3://bucket/prefix``, ``gs://...``), read
+and written through ``pyarrow.fs`` exactly as Ray Train's own storage layer does; an S3
+endpoint and credentials come from the usual ``AWS_*`` environment variables.
+
+The rule this module serves: a process Ray places on some node (a Tune trial, a Train
+worker, a Serve replica, a batch-scoring actor) never reads the driver's working tree. What
+it needs travels through the run's storage location or Ray's object store, and a remote
+location is fetched into a node-local scratch folder (``<temp>/stocktrend/<kind>/``) once,
+keyed by the location, before anything opens it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+COMPLETE = ".complete"  # written last into a fetched folder: a half-fetched one is never used
+
+
+def is_remote(location: str | Path) -> bool:
+    return "://" in str(location) and not str(location).startswith("file://")
+
+
+def normalise(location: str | Path) -> str:
+    """A URI as given (no trailing slash); a local path absolute (Ray needs that)."""
+    text = str(location)
+    if is_remote(text):
+        base, sep, query = text.partition("?")
+        return base.rstrip("/") + sep + query
+    return str(Path(text.removeprefix("file://")).expanduser().resolve())
+
+
+def join(location: str | Path, *parts: str) -> str:
+    text = normalise(location)
+    if not is_remote(text):
+        return str(Path(text, *parts))
+    base, sep, query = text.partition("?")
+    return "/".join([base, *(p.strip("/") for p in parts)]) + sep + query
+
+
+def parent(location: str | Path) -> str:
+    text = normalise(location)
+    if not is_remote(text):
+        return str(Path(text).parent)
+    base, sep, query = text.partition("?")
+    return base.rsplit("/", 1)[0] + sep + query
+
+
+def filesystem(location: str | Path):
+    """(pyarrow filesystem, path in it) of a location."""
+    import pyarrow.fs as pafs
+
+    text = normalise(location)
+    if not is_remote(text):
+        return pafs.LocalFileSystem(), text
+    return pafs.FileSystem.from_uri(text)
+
+
+def location_of(storage: str | Path, fs_path: str) -> str:
+    """The location of ``fs_path``, a path in ``storage``'s file system as Ray reports it
+    (a checkpoint's ``path``: ``bucket/key`` for s3, without the scheme)."""
+    text = normalise(storage)
+    if not is_remote(text):
+        return fs_path
+    scheme = text.split("://", 1)[0]
+    query = text.partition("?")[2]
+    return f"{scheme}://{fs_path.lstrip('/')}" + (f"?{query}" if query else "")
+
+
+def exists(location: str | Path) -> bool:
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def read_text(location: str | Path) -> str:
+    if not is_remote(location):
+        return Path(location).read_text()
+    fs, path = filesystem(location)
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def write_text(location: str | Path, text: str) -> None:
+    """Whole or not at all: a local file by rename, an object by one PUT (atomic in S3)."""
+    if not is_remote(location):
+        from stocktrend.data.store import atomic_write_text
+
+        atomic_write_text(Path(location), text)
+        return
+    fs, path = filesystem(location)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
+
+
+def upload_dir(local_dir: Path, location: str | Path, last: str | None = None) -> None:
+    """Copy a local folder to a location; ``last`` (a file name in it) goes after the rest, so
+    a reader that checks for it never sees a half-copied folder."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(location)
+    local = pafs.LocalFileSystem()
+    fs.create_dir(path, recursive=True)
+    for item in sorted(Path(local_dir).rglob("*")):
+        if item.is_dir() or item.name == last:
+            continue
+        rel = item.relative_to(local_dir).as_posix()
+        pafs.copy_files(str(item), f"{path}/{rel}", source_filesystem=local, destination_filesystem=fs)
+    if last and (Path(local_dir) / last).is_file():
+        pafs.copy_files(str(Path(local_dir) / last), f"{path}/{last}", source_filesystem=local,
+                        destination_filesystem=fs)
+
+
+def download_dir(location: str | Path, local_dir: Path) -> None:
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"no folder at {location}")
+    local_dir.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(path, str(local_dir), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+
+
+def key_of(location: str | Path) -> str:
+    """A short, stable folder name for a location's local copy."""
+    return hashlib.sha256(normalise(location).encode()).hexdigest()[:20]
+
+
+def scratch(kind: str) -> Path:
+    """This node's own folder for fetched copies (outside any repository: the temp folder)."""
+    folder = Path(tempfile.gettempdir()) / "stocktrend" / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(lock_path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def fetch_dir(location: str | Path, kind: str) -> Path:
+    """A local folder holding ``location``'s files: the folder itself when local, else this
+    node's copy, fetched once (concurrent callers on a node wait on a lock; the copy is
+    renamed into place whole). For immutable folders: a dataset by fingerprint, a model
+    version, a checkpoint."""
+    if not is_remote(location):
+        return Path(location)
+    text, key = normalise(location), key_of(location)
+    root = scratch(kind)
+    out = root / key
+    if (out / COMPLETE).is_file():
+        return out
+    with _locked(root / f".{key}.lock"):
+        if not (out / COMPLETE).is_file():
+            tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.tmp-"))
+            try:
+                download_dir(text, tmp)
+                (tmp / COMPLETE).write_text(text + "\n")
+                shutil.rmtree(out, ignore_errors=True)
+                os.replace(tmp, out)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            log.info("fetched %s into %s", text, out)
+    return out
+
+
+@contextlib.contextmanager
+def staged(location: str | Path) -> Iterator[Path]:
+    """A local folder to write ``location``'s files into: the location itself when local,
+    else a temporary folder uploaded to it when the block ends without an error."""
+    if not is_remote(location):
+        path = Path(location)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="stocktrend-stage-") as tmp:
+        yield Path(tmp)
+        upload_dir(Path(tmp), location)

@@ -1,0 +1,222 @@
+"""Two Ray nodes on this machine and object storage on 127.0.0.1: what a real cluster asks of
+the search, its export and a deployment, simulated (docs/CONTAINERS.md says how far).
+
+The second node is a ``ray start --address`` of its own, in its own temp folder and working
+folder, with a custom resource that the search's trials and training workers and the Serve
+replica ask for, so all of them run there. The run's storage and the models are on an S3
+server (moto's) started by the test. Every Python process of the second node carries an
+audit hook (``sitecustomize``) that records each file it opens, and each folder it lists,
+under the repository, other than code (``.venv/``, ``src/``, code files): the test asserts
+there are none, and a second test shows that a read of a data file is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from stocktrend import storage
+from stocktrend.cluster.head import haproxy_env, ray_executable
+from stocktrend.cluster.ports import HeadPorts, free_ports
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
+NODE = "second_node"  # the custom resource only the second node has
+
+AUDIT_HOOK = '''
+import os, sys
+_log, _root = os.environ.get("STOCKTREND_AUDIT_LOG"), os.environ.get("STOCKTREND_AUDIT_ROOT")
+if _log and _root:
+    # The code: the environment, the package's source tree and its install metadata (on a
+    # real cluster all of it comes with the image), and code files anywhere.
+    _code_dirs = (os.path.join(_root, ".venv") + os.sep, os.path.join(_root, "src") + os.sep)
+    _code = (".py", ".pyc", ".pth", ".so", ".typed")
+
+    def _audit(event, args):
+        if event not in ("open", "os.listdir", "os.scandir") or not args:
+            return
+        path = args[0]
+        if path is None or isinstance(path, int):
+            return
+        try:
+            path = os.path.abspath(os.fsdecode(path))
+        except Exception:
+            return
+        if not (path == _root or path.startswith(_root + os.sep)) or path.startswith(_code_dirs):
+            return
+        if event == "open" and path.endswith(_code):
+            return  # the code itself (on a real cluster it comes with the image)
+        if event != "open" and path in sys.path:
+            return  # the import system looking through sys.path
+        with open(_log, "a") as f:
+            f.write(f"{os.getpid()} {event} {path} {' '.join(sys.argv[:2])[:120]}\\n")
+
+    sys.addaudithook(_audit)
+    with open(_log, "a") as f:
+        f.write(f"{os.getpid()} armed\\n")
+'''
+
+
+class SecondNode:
+    """A ``ray start --address`` worker node on loopback, in its own folders, started with
+    ``--block`` in a process group of its own (stopping it stops its raylet and workers)."""
+
+    def __init__(self, head, base: Path, repo_root: Path, num_cpus: int = 2):
+        self.base, self.audit_log = base, base / "opened-under-repo.log"
+        (base / "tmp").mkdir(parents=True, exist_ok=True)
+        (base / "cwd").mkdir()
+        (base / "hook").mkdir()
+        (base / "hook" / "sitecustomize.py").write_text(AUDIT_HOOK)
+        self.audit_log.write_text("")
+        ports = HeadPorts.free()
+        agent_http, agent_grpc, metrics, runtime_env = free_ports(4)
+        self.haproxy_dir = Path(tempfile.mkdtemp(prefix="sthap", dir="/tmp"))
+        env = {**head.env(), **haproxy_env(self.haproxy_dir), **{k: v for k, v in ports.env().items()},
+               "TMPDIR": str(base / "tmp"), "STOCKTREND_AUDIT_LOG": str(self.audit_log),
+               "STOCKTREND_AUDIT_ROOT": str(repo_root),
+               "PYTHONPATH": os.pathsep.join([str(base / "hook"), os.environ.get("PYTHONPATH", "")])}
+        cmd = [ray_executable(), "start", "--address", head.address, "--node-ip-address", "127.0.0.1",
+               "--num-cpus", str(num_cpus), "--resources", json.dumps({NODE: 100}), "--temp-dir", str(base / "ray"),
+               "--dashboard-agent-listen-port", str(agent_http), "--dashboard-agent-grpc-port", str(agent_grpc),
+               "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env),
+               "--disable-usage-stats", "--block"]
+        self.log = base / "node.log"
+        self.proc = subprocess.Popen(cmd, env=env, cwd=base / "cwd", stdout=open(self.log, "w"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def node_id(self, timeout: float = 90) -> str:
+        import ray
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for node in ray.nodes():
+                if node["Alive"] and node["Resources"].get(NODE):
+                    return node["NodeID"]
+            if self.proc.poll() is not None:
+                break
+            time.sleep(1)
+        raise RuntimeError(f"the second node did not join:\n{self.log.read_text()[-3000:]}")
+
+    def opened(self) -> tuple[int, list[str]]:
+        lines = self.audit_log.read_text().splitlines()
+        return sum(line.endswith(" armed") for line in lines), [line for line in lines if not line.endswith(" armed")]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        shutil.rmtree(self.haproxy_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server, repo_root, ray_head):
+    """A head and a second node of their own, both started with the S3 server's variables
+    in their environment (as a real cluster's nodes get credentials); the session's head is
+    stopped first (one cluster at a time on a machine) and comes back for later modules."""
+    from conftest import SESSION_TMP, RayHead
+
+    ray_head.down()
+    # Short folders: Ray's unix socket paths must stay under 108 bytes.
+    head = RayHead(Path(tempfile.mkdtemp(prefix="mn", dir=SESSION_TMP)), num_cpus=1)
+    head.up()
+    node = SecondNode(head, Path(tempfile.mkdtemp(prefix="n2", dir=SESSION_TMP)), repo_root)
+    try:
+        node_id = node.node_id()
+        yield head, node, node_id
+    finally:
+        node.stop()
+        head.down()
+
+
+def _actors_by_node(head, prefix: str) -> dict[str, str]:
+    from ray.util.state import list_actors
+
+    return {a.actor_id: a.node_id for a in list_actors(address=head.dashboard, limit=10_000, detail=True)
+            if a.class_name.startswith(prefix)}
+
+
+def test_search_export_and_deployment_run_on_the_second_node_from_object_storage(cluster, s3, repo_root, tmp_path):
+    head, node, node_id = cluster
+    armed_before, _ = node.opened()
+    env = {**head.env(), "RAY_ADDRESS": head.address}
+    # The smoke search as a user runs it against a cluster, storage and models on S3.
+    out = subprocess.run(
+        [sys.executable, str(repo_root / "ray_jobs" / "tune.py"), "--space", str(repo_root / "search_spaces" / "smoke.yaml"),
+         "--num-samples", "2", "--max-concurrent", "1", "--storage-path", f"{s3}/runs", "--models", f"{s3}/models",
+         "--model-name", "smoke", "--name", "two-nodes", "--resources", json.dumps({NODE: 1}), "--no-evaluate",
+         "--cache-root", str(tmp_path / "driver-cache")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert f"model artifact published: {s3}/models/smoke/" in out.stdout
+    # Trials and their training workers ran on the second node, and left everything on S3.
+    import ray
+
+    ray.init(address=head.address, log_to_driver=False, ignore_reinit_error=True)
+    trials, workers = _actors_by_node(head, "ImplicitFunc"), _actors_by_node(head, "RayTrainWorker")
+    assert trials and workers, "no trial or training-worker actors recorded"
+    assert set(trials.values()) == {node_id} and set(workers.values()) == {node_id}
+    assert storage.exists(f"{s3}/runs/two-nodes/summary/trials.csv")
+    assert storage.exists(f"{s3}/runs/two-nodes/train_runs")
+    version = storage.read_text(f"{s3}/models/smoke/latest").strip()
+    assert storage.exists(f"{s3}/models/smoke/{version}/manifest.json")
+
+    # Served from S3 by a replica on the second node, answering HTTP on the head's proxy.
+    from conftest import ServeDeployment
+    from stocktrend.inference.artifact import local_model_dir
+    from stocktrend.inference.predictor import Predictor
+
+    app = ServeDeployment(head, [{"name": "remote", "route_prefix": "/", "args": {
+        "model": f"{s3}/models/smoke", "resources": {NODE: 1}, "num_cpus": 0.25, "backend": "torch",
+        "prediction_log": False, "num_replicas": 1}}])
+    try:
+        replicas = _actors_by_node(head, "ServeReplica:remote:Predictor")
+        assert set(replicas.values()) == {node_id}
+        offline = Predictor.from_artifact(local_model_dir(f"{s3}/models/smoke"), "torch")
+        window = np.random.default_rng(0).standard_normal((3, offline.seq_len, offline.n_features)).astype("float32")
+        r = httpx.post(app.url("/v1/predict"), json={"windows": window.tolist()}, timeout=30)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model_version"] == version
+        expected = offline.predict_windows(window).probs[:, 1]
+        got = [p["p_up"] for p in body["predictions"]]
+        assert max(abs(a - b) for a, b in zip(got, expected)) < 1e-5
+    finally:
+        app.delete()
+    armed, opened = node.opened()
+    assert armed > armed_before, "the audit hook never ran on the second node: this test would prove nothing"
+    assert not opened, "the second node opened files under the repository:\n" + "\n".join(opened[:20])
+
+
+def test_the_audit_hook_sees_a_read_of_the_repository(cluster, repo_root):
+    """The check above can fail: a task placed on the second node that reads a data file
+    of the repository is recorded."""
+    head, node, node_id = cluster
+    import ray
+
+    ray.init(address=head.address, log_to_driver=False, ignore_reinit_error=True)
+    target = repo_root / "datasets" / "msft_v2.yaml"
+
+    @ray.remote(num_cpus=0, resources={NODE: 1})
+    def read(path: str) -> int:
+        with open(path) as f:
+            return len(f.read())
+
+    assert ray.get(read.remote(str(target)), timeout=120) > 0
+    _, opened = node.opened()
+    assert any(str(target) in line for line in opened)
+    node.audit_log.write_text("")
