@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "serve" / "config.yaml"), help="Serve config to start from")
     ap.add_argument("--app", help="application of the config to deploy (default: its first)")
-    ap.add_argument("--model", help="the default model: models/<name> (follows 'latest') or a version folder")
+    ap.add_argument("--model", help="the default model: models/<name> (follows 'latest') or a version folder; "
+                                    "or on object storage, s3://bucket/models/<name>")
     ap.add_argument("--also", action="append", metavar="MODEL",
                     help="another model served by the same deployment, addressed by its folder's name with the "
                          "serve_multiplexed_model_id header or ?model= (repeatable)")
@@ -39,6 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--replicas", type=int, help="fixed number of replicas (instead of the config's autoscaling)")
     ap.add_argument("--num-cpus", type=float, help="CPU share per replica")
     ap.add_argument("--num-gpus", type=float, help="GPU share per replica (e.g. 0.25; needed by --backend cuda)")
+    from stocktrend.cluster.resources import parse_resources
+
+    ap.add_argument("--resources", type=parse_resources, metavar="JSON",
+                    help='custom Ray resources each replica holds (a node type), e.g. \'{"serve_node": 1}\'')
     ap.add_argument("--max-batch-size", type=int)
     ap.add_argument("--host", help="HTTP host (default 127.0.0.1; 0.0.0.0 exposes the service)")
     ap.add_argument("--port", type=int, help="HTTP port (default 8000)")
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         config = control.with_overrides(
             config, args.app,
             {"model": args.model, "models": args.also, "backend": args.backend, "num_replicas": args.replicas,
-             "num_cpus": args.num_cpus, "num_gpus": args.num_gpus, "max_batch_size": args.max_batch_size},
+             "num_cpus": args.num_cpus, "num_gpus": args.num_gpus, "resources": args.resources,
+             "max_batch_size": args.max_batch_size},
             {"host": args.host, "port": args.port},
         )
         target = control.app_config(config, args.app)

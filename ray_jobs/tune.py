@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--mode", choices=["min", "max"], help="must agree with --metric (val_ce: min)")
     ap.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs of each trial's training worker")
     ap.add_argument("--gpus-per-trial", type=float, default=0, help="fractional GPUs pack trials on a card")
-    ap.add_argument("--resources", type=resources_arg, default={}, metavar="JSON",
+    from stocktrend.cluster.resources import add_wait_flag, parse_resources
+
+    ap.add_argument("--resources", type=parse_resources, default={}, metavar="JSON",
                     help='custom Ray resources each trial and its training worker hold, e.g. \'{"gpu_node": 1}\'')
     ap.add_argument("--max-failures", type=int, default=1, help="retries of a failed trial / worker group")
     ap.add_argument("--seed", type=int, help="searcher seed (default: the space file's)")
@@ -54,8 +56,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-evaluate", action="store_true", help="skip the test-split report")
     ap.add_argument("--mlflow", nargs="?", const="", metavar="URI",
                     help="track every trial in MLflow (default store: <storage-path>/mlflow.db; needs the mlflow extra)")
-    from stocktrend.cluster.resources import add_wait_flag
-
     add_wait_flag(ap)
     ap.add_argument("--kill-worker-at-epoch", type=int, help=argparse.SUPPRESS)  # fault injection (tests)
     args = ap.parse_args(argv)
@@ -64,18 +64,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.mode and args.mode != {"val_ce": "min", "val_auroc": "max"}[args.metric]:
         ap.error(f"--mode {args.mode} contradicts --metric {args.metric}")
     return args
-
-
-def resources_arg(text: str) -> dict[str, float]:
-    import json
-
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not JSON: {err}") from None
-    if not isinstance(value, dict) or not all(isinstance(v, int | float) and v >= 0 for v in value.values()):
-        raise argparse.ArgumentTypeError('a JSON object of resource amounts, e.g. {"gpu_node": 1}')
-    return {str(k): float(v) for k, v in value.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,6 +159,29 @@ def test_the_message_says_what_was_asked_what_is_free_who_holds_it_and_what_to_d
     assert "no node with that much GPU: it can never be met here" in text
 
 
+def test_custom_resources_are_asked_for_and_named_when_missing(monkeypatch):
+    """A node type (--resources '{"gpu_node": 1}') is part of the ask: a cluster without
+    such a node is told so, in the same words as CPUs and GPUs."""
+    import argparse
+
+    from stocktrend.serving.control import replica_ask
+
+    assert resources.parse_resources('{"gpu_node": 1, "x": 0.5}') == {"gpu_node": 1.0, "x": 0.5}
+    for bad in ("gpu_node", '{"gpu_node": -1}', "[1]"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            resources.parse_resources(bad)
+    nodes = [{"CPU": 2.0}, {"CPU": 2.0, "gpu_node": 1.0}]
+    assert resources.units_that_fit({"CPU": 1, "gpu_node": 1}, nodes) == 1
+    monkeypatch.setattr(resources, "holders", lambda: [])
+    ask = resources.Ask("the search", {"CPU": 1.0, "GPU": 0.0, "gpu_node": 1.0}, 1, "trial")
+    text = resources.unavailable_message(ask, [{"CPU": 2.0}], {"CPU": 2.0}, {"CPU": 2.0})
+    assert "0 of 0 gpu_node free" in text and "no node with that much gpu_node" in text
+    config = {"applications": [{"name": "a", "args": {"num_replicas": 2, "num_cpus": 0.5, "resources": {"serve_node": 1}}},
+                               {"name": "b", "args": {"num_replicas": 1, "num_cpus": 1.0}}]}
+    got = replica_ask(config)
+    assert got.units == 3 and got.per_unit == {"CPU": 1.0, "GPU": 0.0, "serve_node": 1.0}
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "ray_jobs").glob("*.py")))
 def test_every_entry_point_has_help_and_those_asking_for_resources_can_wait(name, repo_root):
     out = subprocess.run([sys.executable, str(repo_root / "ray_jobs" / f"{name}.py"), "--help"], capture_output=True,

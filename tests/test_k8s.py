@@ -1,6 +1,6 @@
-"""k8s/: the KubeRay manifests, checked without a Kubernetes cluster (none exists here) and
-without KubeRay's CRD schemas (not obtainable on these machines: see docs/CONTAINERS.md).
-What is checked is what ties them to this project: the RayService's Serve config loads through
+"""k8s/: the KubeRay manifests, checked without a Kubernetes cluster (none exists here); their
+validation against KubeRay's CRD schemas is tests/test_k8s_crds.py. What is checked here is
+what ties them to this project: the RayService's Serve config loads through
 ``ServeArgs`` with serve/config.yaml's builder arguments; every entry point and its flags parse
 with the script's own argument parser; every Ray container runs the project's image with
 token authentication from one Secret and the shared volume; the GPU worker group holds the

@@ -89,3 +89,17 @@ def test_sources_bundle_rebuilds_the_same_dataset_elsewhere(repo_root, tmp_path,
     assert storage.read_text(f"{location}/metadata.json") == (built / "metadata.json").read_text()
     fetched = storage.fetch_dir(location, "test-datasets")
     assert read_metadata(fetched)["fingerprint"] == fingerprint(cfg)
+
+
+def test_models_on_object_storage_refuse_what_would_stay_on_one_node():
+    from pydantic import ValidationError
+
+    from stocktrend.serving.config import ServeArgs
+
+    with pytest.raises(ValidationError, match="prediction_log_dir"):
+        ServeArgs(model="s3://bucket/models/m")
+    assert ServeArgs(model="s3://bucket/models/m", prediction_log=False).resolved_model() == "s3://bucket/models/m"
+    assert ServeArgs(model="s3://bucket/models/m/", prediction_log_dir="/shared/logs").resolved_model() == \
+        "s3://bucket/models/m"
+    with pytest.raises(ValidationError, match="retrain_on_alert"):
+        ServeArgs(model="s3://bucket/models/m", prediction_log=False, retrain_on_alert={})

@@ -150,6 +150,20 @@ def require(ask: Ask, wait_s: float = 0.0, poll_s: float = 5.0) -> None:
         time.sleep(min(poll_s, max(0.1, deadline - time.monotonic())))
 
 
+def parse_resources(text: str) -> dict[str, float]:
+    """A ``--resources`` value: a JSON object of custom Ray resource amounts (a node type)."""
+    import argparse
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON: {err}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, int | float) and v >= 0 for v in value.values()):
+        raise argparse.ArgumentTypeError('a JSON object of resource amounts, e.g. {"gpu_node": 1}')
+    return {str(k): float(v) for k, v in value.items()}
+
+
 def add_wait_flag(ap) -> None:
     """The one command-line flag every entry point that asks for resources shares."""
     ap.add_argument("--wait-for-resources", type=float, default=0, metavar="SECONDS",

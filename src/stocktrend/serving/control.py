@@ -107,14 +107,15 @@ def replica_ask(config: dict[str, Any]):
     """The resources the config's applications need to start, as a preflight Ask."""
     from stocktrend.cluster.resources import Ask
 
-    units, cpus, gpus, names = 0, 0.0, 0.0, []
+    units, per_unit, names = 0, {"CPU": 0.0, "GPU": 0.0}, []
     for a in config["applications"]:
         args = ServeArgs(**(a.get("args") or {}))
-        n = args.autoscaling.min_replicas if args.autoscaling else args.num_replicas
-        units, cpus, gpus = units + n, max(cpus, args.num_cpus), max(gpus, args.num_gpus)
+        units += args.autoscaling.min_replicas if args.autoscaling else args.num_replicas
+        for key, amount in {"CPU": args.num_cpus, "GPU": args.num_gpus, **args.resources}.items():
+            per_unit[key] = max(per_unit.get(key, 0.0), amount)
         names.append(a["name"])
-    return Ask(f"Serve deployment {', '.join(repr(n) for n in names)}", {"CPU": cpus, "GPU": gpus}, units, "replica",
-               hint="--num-cpus F / --num-gpus F (a share per replica) or --replicas N")
+    return Ask(f"Serve deployment {', '.join(repr(n) for n in names)}", per_unit, units, "replica",
+               hint="--num-cpus F / --num-gpus F / --resources (a share per replica) or --replicas N")
 
 
 def preflight(config: dict[str, Any], wait_s: float = 0.0) -> None:
