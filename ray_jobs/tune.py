@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, help="searcher seed (default: the space file's)")
     ap.add_argument("--storage-path", default=str(ROOT / "runs" / "tune"),
                     help="experiment storage (shared storage such as s3:// or NFS on a multi-node cluster)")
-    ap.add_argument("--cache-root", default=str(ROOT / "datasets" / "cache"), help="dataset cache (shared on a cluster)")
+    ap.add_argument("--cache-root", default=str(ROOT / "datasets" / "cache"),
+                    help="this machine's dataset cache (export, test report); trials cache theirs in the storage path")
     ap.add_argument("--models", default=str(ROOT / "models"),
                     help="where the best model artifact goes (a folder, or object storage: s3://bucket/models)")
     ap.add_argument("--model-name", help="artifact name (default: <ticker>_<space>)")
@@ -141,33 +142,44 @@ def main(argv: list[str] | None = None) -> int:
         print(choices.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"summary: {summary}")
     print(f"model artifact: {artifact}")
-    if opts.tracking_uri:
-        from stocktrend.tuning.tracking import tag_artifact
-
-        run_id = tag_artifact(opts.tracking_uri, name, best["trial_id"], artifact)
-        print(f"MLflow: experiment {name!r} at {opts.tracking_uri} (best trial's run {run_id})")
+    report = None
     if not args.no_evaluate:
         from stocktrend.evaluation.report import evaluate_artifact, summary_lines
 
         report = evaluate_artifact(artifact, dataset_dir=None)
         print("\n".join(summary_lines(report)))
-        if space.walk_forward:  # the space asks for the best configuration retrained on K folds
-            from stocktrend.evaluation.retrain_report import retrain_and_report
-
-            retrain = argparse.Namespace(seeds=None, walk_forward=space.walk_forward, epochs=space.walk_forward_epochs,
-                                         dataset=None, boot=1000, cost_bps=5.0, wait_for_resources=args.wait_for_resources,
-                                         storage_path=storage_lib.join(storage_lib.parent(storage), "walk_forward"),
-                                         cpus_per_worker=args.cpus_per_trial)
-            try:
-                print("\n".join(retrain_and_report(artifact, retrain, Path(report["files"]["json"]).parent)))
-            except ResourcesUnavailable as err:
-                print(f"error: walk-forward retraining: {err}", file=sys.stderr)
-                return 2
-    if storage_lib.is_remote(args.models):
+    published = None
+    if storage_lib.is_remote(args.models):  # whole, with its report, `latest` moved last
         from stocktrend.training.export import publish_artifact
 
-        print(f"model artifact published: {publish_artifact(artifact, args.models)}")
-    return 0
+        published = publish_artifact(artifact, args.models)
+        print(f"model artifact published: {published}")
+    if opts.tracking_uri:
+        from stocktrend.tuning.tracking import tag_artifact
+
+        run_id = tag_artifact(opts.tracking_uri, name, best["trial_id"], published or artifact)
+        print(f"MLflow: experiment {name!r} at {opts.tracking_uri} (best trial's run {run_id})")
+    rc = 0
+    if report is not None and space.walk_forward:  # the space asks for the best configuration retrained on K folds
+        from stocktrend.evaluation.retrain_report import retrain_and_report
+
+        retrain = argparse.Namespace(seeds=None, walk_forward=space.walk_forward, epochs=space.walk_forward_epochs,
+                                     dataset=None, boot=1000, cost_bps=5.0, wait_for_resources=args.wait_for_resources,
+                                     storage_path=storage_lib.join(storage_lib.parent(storage), "walk_forward"),
+                                     cpus_per_worker=args.cpus_per_trial)
+        evaluation = Path(report["files"]["json"]).parent
+        try:
+            print("\n".join(retrain_and_report(artifact, retrain, evaluation)))
+        except ResourcesUnavailable as err:
+            print(f"error: walk-forward retraining: {err}", file=sys.stderr)
+            rc = 2
+        if published:  # the walk-forward report joins the published artifact's evaluation
+            storage_lib.upload_dir(evaluation, storage_lib.join(published, "evaluation"))
+    if published:
+        import shutil
+
+        shutil.rmtree(artifact, ignore_errors=True)  # the staged copy
+    return rc
 
 
 if __name__ == "__main__":

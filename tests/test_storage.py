@@ -19,6 +19,15 @@ from stocktrend.inference.artifact import LATEST, MANIFEST, load_parts, local_mo
 from stocktrend.training.export import publish_artifact
 
 
+@pytest.fixture(autouse=True)
+def own_scratch(tmp_path, monkeypatch):
+    """Fetched copies in this test's folder, not the machine's temp folder."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+
+
 def test_locations_local_and_remote(tmp_path):
     assert storage.normalise("s3://b/x/") == "s3://b/x"
     assert storage.join("s3://b/x", "runs", "t1") == "s3://b/x/runs/t1"
@@ -29,6 +38,9 @@ def test_locations_local_and_remote(tmp_path):
     assert storage.location_of(tmp_path, str(tmp_path / "c")) == str(tmp_path / "c")
     assert not storage.is_remote(tmp_path) and storage.is_remote("s3://b") and not storage.is_remote("file:///x")
     assert storage.fetch_dir(tmp_path, "x") == tmp_path  # a local folder is read where it is
+    assert storage.fetch_dir(f"file://{tmp_path}", "x") == tmp_path
+    storage.write_text(f"file://{tmp_path}/a.txt", "x")
+    assert storage.read_text(tmp_path / "a.txt") == "x"
 
 
 def test_folders_travel_whole(s3, tmp_path):
@@ -103,3 +115,25 @@ def test_models_on_object_storage_refuse_what_would_stay_on_one_node():
         "s3://bucket/models/m"
     with pytest.raises(ValidationError, match="retrain_on_alert"):
         ServeArgs(model="s3://bucket/models/m", prediction_log=False, retrain_on_alert={})
+
+
+def _materialise_slowly(out: str, log: str) -> str:
+    import time
+
+    def write(tmp):
+        with open(log, "a") as f:
+            f.write("wrote\n")
+        time.sleep(0.5)
+        (tmp / "data.txt").write_text("whole")
+
+    return str(storage.materialise(__import__("pathlib").Path(out), write))
+
+
+def test_concurrent_processes_on_a_node_write_a_folder_once(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    out, log = tmp_path / "folder", tmp_path / "writes.log"
+    with ProcessPoolExecutor(3) as pool:
+        got = list(pool.map(_materialise_slowly, [str(out)] * 3, [str(log)] * 3))
+    assert got == [str(out)] * 3 and (out / "data.txt").read_text() == "whole"
+    assert log.read_text().count("wrote") == 1  # the others waited and found it finished

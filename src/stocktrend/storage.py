@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def exists(location: str | Path) -> bool:
 
 def read_text(location: str | Path) -> str:
     if not is_remote(location):
-        return Path(location).read_text()
+        return Path(normalise(location)).read_text()
     fs, path = filesystem(location)
     with fs.open_input_stream(path) as f:
         return f.read().decode()
@@ -97,7 +97,7 @@ def write_text(location: str | Path, text: str) -> None:
     if not is_remote(location):
         from stocktrend.data.store import atomic_write_text
 
-        atomic_write_text(Path(location), text)
+        atomic_write_text(Path(normalise(location)), text)
         return
     fs, path = filesystem(location)
     with fs.open_output_stream(path) as f:
@@ -113,9 +113,9 @@ def upload_dir(local_dir: Path, location: str | Path, last: str | None = None) -
     local = pafs.LocalFileSystem()
     fs.create_dir(path, recursive=True)
     for item in sorted(Path(local_dir).rglob("*")):
-        if item.is_dir() or item.name == last:
-            continue
         rel = item.relative_to(local_dir).as_posix()
+        if item.is_dir() or rel == last:
+            continue
         pafs.copy_files(str(item), f"{path}/{rel}", source_filesystem=local, destination_filesystem=fs)
     if last and (Path(local_dir) / last).is_file():
         pafs.copy_files(str(Path(local_dir) / last), f"{path}/{last}", source_filesystem=local,
@@ -145,9 +145,11 @@ def scratch(kind: str) -> Path:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def locked(lock_path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``lock_path``: processes of one node take turns."""
     import fcntl
 
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
@@ -156,30 +158,36 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def fetch_dir(location: str | Path, kind: str) -> Path:
-    """A local folder holding ``location``'s files: the folder itself when local, else this
-    node's copy, fetched once (concurrent callers on a node wait on a lock; the copy is
-    renamed into place whole). For immutable folders: a dataset by fingerprint, a model
-    version, a checkpoint."""
-    if not is_remote(location):
-        return Path(location)
-    text, key = normalise(location), key_of(location)
-    root = scratch(kind)
-    out = root / key
-    if (out / COMPLETE).is_file():
+def materialise(out: Path, write: Callable[[Path], None], marker: str = COMPLETE) -> Path:
+    """``out``, written once by ``write(tmp)`` into a temporary sibling and renamed into place
+    whole; concurrent callers on the node wait on a lock and find the finished folder, so none
+    ever reads half of one. ``marker`` (a file name in ``out``) says it is complete."""
+    if (out / marker).is_file():
         return out
-    with _locked(root / f".{key}.lock"):
-        if not (out / COMPLETE).is_file():
-            tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.tmp-"))
+    with locked(out.parent / f".{out.name}.lock"):
+        if not (out / marker).is_file():
+            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
             try:
-                download_dir(text, tmp)
-                (tmp / COMPLETE).write_text(text + "\n")
+                write(tmp)
+                if not (tmp / marker).is_file():
+                    (tmp / marker).write_text("")
                 shutil.rmtree(out, ignore_errors=True)
                 os.replace(tmp, out)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            log.info("fetched %s into %s", text, out)
+    return out
+
+
+def fetch_dir(location: str | Path, kind: str) -> Path:
+    """A local folder holding ``location``'s files: the folder itself when local, else this
+    node's copy, fetched once. For immutable folders: a dataset by fingerprint, a model
+    version, a checkpoint."""
+    if not is_remote(location):
+        return Path(normalise(location))
+    text = normalise(location)
+    out = materialise(scratch(kind) / key_of(text), lambda tmp: download_dir(text, tmp))
+    log.debug("%s is at %s", text, out)
     return out
 
 
@@ -188,7 +196,7 @@ def staged(location: str | Path) -> Iterator[Path]:
     """A local folder to write ``location``'s files into: the location itself when local,
     else a temporary folder uploaded to it when the block ends without an error."""
     if not is_remote(location):
-        path = Path(location)
+        path = Path(normalise(location))
         path.mkdir(parents=True, exist_ok=True)
         yield path
         return

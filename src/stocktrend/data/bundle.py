@@ -17,7 +17,7 @@ from pathlib import Path
 
 from stocktrend.config_io import config_from_dict, config_to_dict
 from stocktrend.data.config import DataConfig
-from stocktrend.storage import COMPLETE, scratch
+from stocktrend.storage import materialise, scratch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,23 +51,15 @@ def bundle_sources(cfg: DataConfig) -> SourceBundle:
 
 
 def unpack(bundle: SourceBundle) -> Path:
-    """The bundle's files in this node's scratch folder (written once; a folder is renamed
-    into place whole, so a concurrent trial never reads half of it)."""
-    out = scratch("sources") / bundle.digest
-    if (out / COMPLETE).is_file():
-        return out
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    for rel, content in bundle.files.items():
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / rel).write_bytes(content)
-    (tmp / COMPLETE).write_text(bundle.root + "\n")
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another trial on this node finished first: same contents
-        import shutil
+    """The bundle's files in this node's scratch folder, written once (``storage.materialise``:
+    concurrent trials on the node wait, and none reads half of it)."""
 
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    def write(tmp: Path) -> None:
+        for rel, content in bundle.files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(content)
+
+    return materialise(scratch("sources") / bundle.digest, write)
 
 
 def rebase(cfg: DataConfig, bundle: SourceBundle, local_root: Path) -> DataConfig:

@@ -6,8 +6,7 @@ version and every source file's sha256 (``store.fingerprint``).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import json
 import logging
 from pathlib import Path
 
@@ -17,17 +16,6 @@ from stocktrend.data.config import DataConfig
 from stocktrend.data.store import fingerprint, read_metadata
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path):
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def build_cached(cfg: DataConfig, cache_root: str | Path) -> Path:
@@ -40,23 +28,27 @@ def build_cached(cfg: DataConfig, cache_root: str | Path) -> Path:
     out = root / fingerprint(cfg)
     if (out / "metadata.json").is_file():
         return out
-    with _locked(root / f".{out.name}.lock"):
+    with storage.locked(root / f".{out.name}.lock"):
         if not (out / "metadata.json").is_file():
             log.info("building dataset %s into the cache", out.name[:12])
             build_dataset(cfg, out)
     return out
 
 
-def build_published(cfg: DataConfig, location: str | Path) -> tuple[Path, str]:
-    """(a local copy, the location every node reads) of ``cfg``'s dataset, cached under
+def build_published(cfg: DataConfig, location: str | Path) -> tuple[dict, str]:
+    """(the metadata, the location every node reads) of ``cfg``'s dataset, cached under
     ``location/<fingerprint>/``. A local location (one machine, or a shared file system) is
-    the cache itself; on object storage the dataset is built in this node's scratch folder
-    and uploaded once."""
+    the cache itself. On object storage a dataset already there is taken as it is; else it
+    is built in this node's scratch folder and uploaded (one trial of the node at a time)."""
     if not storage.is_remote(location):
         local = build_cached(cfg, location)
-        return local, str(local)
-    local = build_cached(cfg, storage.scratch("datasets-built"))
-    return local, publish_dataset(local, location)
+        return read_metadata(local), str(local)
+    target = storage.join(location, fingerprint(cfg))
+    with storage.locked(storage.scratch("datasets-built") / f".{storage.key_of(target)}.upload.lock"):
+        if storage.exists(storage.join(target, "metadata.json")):
+            return json.loads(storage.read_text(storage.join(target, "metadata.json"))), target
+        local = build_cached(cfg, storage.scratch("datasets-built"))
+        return read_metadata(local), publish_dataset(local, location)
 
 
 def publish_dataset(local: Path, location: str | Path) -> str:

@@ -13,7 +13,6 @@ weights load with ``torch.load(weights_only=True)``, which executes no pickled c
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -83,36 +82,33 @@ def local_model_dir(location: str | Path) -> Path:
     object storage (``s3://bucket/models/<name>``) this node's mirror of it, refreshed on
     each call: ``latest`` read anew, every version folder not yet here copied (versions are
     immutable, so a copy never goes stale). A replica on any node serves from it."""
-    import shutil
-
     import pyarrow.fs as pafs
 
     from stocktrend import storage
     from stocktrend.data.store import atomic_write_text
 
     if not storage.is_remote(location):
-        return Path(location)
+        return Path(storage.normalise(location))
     location = storage.normalise(location)
     fs, path = storage.filesystem(location)
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    # `latest` first: a version published after this read is simply not served yet, where a
+    # listing taken first could miss the very version `latest` names.
+    latest = storage.read_text(storage.join(location, LATEST)) if storage.exists(storage.join(location, LATEST)) else None
     entries = {e.base_name: e.type for e in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))}
     if not entries:
         raise ArtifactError(f"no model artifact at {location}")
     if entries.get(MANIFEST) == pafs.FileType.File:  # a version folder: its model folder's mirror
-        return local_model_dir(storage.parent(location)) / path.rstrip("/").rsplit("/", 1)[-1]
-    local = storage.scratch("models") / storage.key_of(location) / path.rstrip("/").rsplit("/", 1)[-1]
+        return local_model_dir(storage.parent(location)) / name
+    local = storage.scratch("models") / storage.key_of(location) / name
     local.mkdir(parents=True, exist_ok=True)
     for version, kind in sorted(entries.items()):
-        if kind != pafs.FileType.Directory or version.startswith(".") or (local / version / MANIFEST).is_file():
+        if kind != pafs.FileType.Directory or version.startswith("."):
             continue
-        if not storage.exists(storage.join(location, version, MANIFEST)):
-            continue  # an upload in progress (the manifest goes last)
-        tmp = local / f".{version}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        storage.download_dir(storage.join(location, version), tmp)
-        try:
-            tmp.rename(local / version)
-        except OSError:  # another process on this node mirrored it first
-            shutil.rmtree(tmp, ignore_errors=True)
-    if entries.get(LATEST) == pafs.FileType.File:
-        atomic_write_text(local / LATEST, storage.read_text(storage.join(location, LATEST)))
+        source = storage.join(location, version)
+        if (local / version / MANIFEST).is_file() or not storage.exists(storage.join(source, MANIFEST)):
+            continue  # mirrored already, or an upload in progress (its manifest goes last)
+        storage.materialise(local / version, lambda tmp, source=source: storage.download_dir(source, tmp), MANIFEST)
+    if latest is not None:
+        atomic_write_text(local / LATEST, latest)
     return local

@@ -157,8 +157,8 @@ def free_device_memory() -> None:
 def fit_with_oom_fallback(run: Callable[[DevicePlan], T], plan: DevicePlan, min_micro_batch: int = 1,
                           world_size: int = 1) -> tuple[T, DevicePlan]:
     """``run(plan)`` builds a fresh data module, model and Trainer and fits; on
-    ``torch.cuda.OutOfMemoryError`` the memory is freed and ``run`` starts again from scratch
-    with ``plan_after_oom(plan)``. Returns (run's result, the plan that fitted).
+    ``torch.cuda.OutOfMemoryError`` (or MPS's out-of-memory RuntimeError) the memory is freed
+    and ``run`` starts again from scratch with ``plan_after_oom(plan)``. Returns (run's result, the plan that fitted).
 
     Only a single process steps down: under DDP the other ranks of a group would wait in a
     collective for the failed one, so with ``world_size`` > 1 the error is raised as it is.
@@ -166,8 +166,10 @@ def fit_with_oom_fallback(run: Callable[[DevicePlan], T], plan: DevicePlan, min_
     while True:
         try:
             return run(plan), plan
-        except torch.cuda.OutOfMemoryError as err:
-            if world_size > 1:
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+            # MPS reports its out-of-memory as a plain RuntimeError ("MPS backend out of memory").
+            is_oom = isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+            if world_size > 1 or not is_oom:
                 raise
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             smaller = plan_after_oom(plan, min_micro_batch)  # raises past the floor, chained to err

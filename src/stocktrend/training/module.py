@@ -248,8 +248,8 @@ class TrendClassifier(pl.LightningModule):
         self._last_val = self._log_stage("val", values)
         if "val_start" in getattr(self, "_times", {}):
             now = self._clock()
-            self._last_val["train_s"] = self._times["val_start"] - self._times["start"]
-            self._last_val["val_s"] = now - self._times["val_start"]
+            self._last_val["time_train_s"] = self._times["val_start"] - self._times["start"]
+            self._last_val["time_val_s"] = now - self._times["val_start"]
 
     def on_train_epoch_end(self) -> None:
         # Lightning runs the epoch's validation before this hook, so _last_val is current.

@@ -79,15 +79,38 @@ def prune_stale_run_folders(temp: Path, max_age_s: float = 6 * 3600) -> None:
 
 class UploadRunFolder(pl.Callback):
     """With the run on object storage, a worker writes its Lightning outputs (milestones,
-    TensorBoard, restarts) into its node's scratch folder; this copies them to the run's
-    location when training ends, so they outlive the node."""
+    TensorBoard, its restarts file) into its node's scratch folder; this copies what is new
+    to the run's location after every epoch and when training ends or fails, so they outlive
+    the node (a trial that ASHA stops keeps what its last epoch wrote). Rank 0 copies the
+    shared outputs; every rank its own ``starts/rank<r>.jsonl``."""
 
     def __init__(self, local_dir: Path, location: str):
         self.local_dir, self.location = local_dir, location
+        self.sent: dict[str, tuple[float, int]] = {}
+
+    def _sync(self, trainer: pl.Trainer) -> None:
+        own = f"starts/rank{trainer.global_rank}.jsonl"
+        for item in sorted(self.local_dir.rglob("*")) if self.local_dir.is_dir() else []:
+            rel = item.relative_to(self.local_dir).as_posix()
+            if item.is_dir() or (trainer.global_rank != 0 and rel != own) or (
+                    rel.startswith("starts/") and rel != own):
+                continue
+            stamp = (item.stat().st_mtime, item.stat().st_size)
+            if self.sent.get(rel) != stamp:
+                with item.open("rb") as f:
+                    fs, path = storage.filesystem(storage.join(self.location, rel))
+                    with fs.open_output_stream(path) as out:
+                        shutil.copyfileobj(f, out)
+                self.sent[rel] = stamp
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._sync(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._sync(trainer)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.local_dir.is_dir():
-            storage.upload_dir(self.local_dir, self.location)
+        self._sync(trainer)
 
 
 class RecordStarts(pl.Callback):
@@ -117,18 +140,18 @@ class RecordStarts(pl.Callback):
                                "train_batches": self.batches})
 
 
-def resume_checkpoint(run_dir: Path, remote: bool = False) -> str | None:
+def resume_checkpoint(run_dir: Path, run_location: str | None = None) -> str | None:
     """What a (re)started worker group continues from: Ray's latest registered checkpoint,
     else the newest complete checkpoint in this run's folder. Ray registers a report only
     when its controller polls the worker, so a worker killed within a second of reporting
     loses that report, and the group would restart from scratch (seen in the fault test)."""
     registered = ray.train.get_checkpoint()
     if registered is not None:
-        if remote:  # on object storage: this node's copy
-            local = storage.scratch("checkpoints") / f"resume-{time.time_ns()}"
-            return str(Path(registered.to_directory(str(local))) / ReportToRay.CHECKPOINT_NAME)
+        if run_location is not None:  # on object storage: this node's copy
+            folder = storage.fetch_dir(storage.location_of(run_location, registered.path), "checkpoints")
+            return str(folder / ReportToRay.CHECKPOINT_NAME)
         return str(Path(registered.path) / ReportToRay.CHECKPOINT_NAME)
-    if remote:
+    if run_location is not None:  # (the scan below reads a local run folder only)
         return None
     found = sorted(run_dir.glob(f"checkpoint_*/{ReportToRay.CHECKPOINT_NAME}"), key=lambda p: p.stat().st_mtime,
                    reverse=True)
@@ -160,7 +183,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     plan = plan_for(resolve_device_type(accelerator), train_cfg)
     if config.get("gpus_per_worker"):
         log.info("GPU memory: %s", bound_gpu_memory(float(config["gpus_per_worker"])))
-    ckpt_path = resume_checkpoint(out_dir, remote)
+    ckpt_path = resume_checkpoint(out_dir, config["run"] if remote else None)
     if ckpt_path:
         log.warning("resuming from %s", ckpt_path)
 
@@ -195,7 +218,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             plugins=[RayLightningEnvironment()],
             enable_checkpointing=True,
         )
-        prepare_trainer(trainer).fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        try:
+            prepare_trainer(trainer).fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        except torch.cuda.OutOfMemoryError as err:
+            if trainer.current_epoch > 0 or module.history:  # epochs already reported to Ray/Tune
+                raise RuntimeError(f"the GPU's memory ran short at epoch {trainer.current_epoch}, after epochs were "
+                                   "reported: not refitting from scratch (Ray/ASHA would see them twice); "
+                                   "set train.gpu_single_step false or a smaller batch_size") from err
+            raise
 
     fit_with_oom_fallback(fit, plan, world_size=ray.train.get_context().get_world_size())
 
@@ -215,9 +245,10 @@ def ray_train(
     max_failures: int = 1,
     kill_worker_at_epoch: int | None = None,
     resources: dict[str, float] | None = None,
+    fetch_checkpoint: bool = True,
 ) -> dict[str, Any]:
-    """Fit through a TorchTrainer; return the best checkpoint (a local file), its metrics and
-    the history.
+    """Fit through a TorchTrainer; return the best checkpoint (a local file; with
+    ``fetch_checkpoint`` False, its location, not fetched), its metrics and the history.
 
     ``dataset_dir`` and ``storage_path`` are locations (``stocktrend.storage``): local folders,
     or object-storage URIs that workers fetch from. ``max_failures``: times Ray restarts a
@@ -265,9 +296,10 @@ def ray_train(
     log.info("best %s %.4f at epoch %s", metric, metrics[metric], metrics.get("epoch"))
     # Ray's metrics_dataframe keeps only the retained checkpoints' reports.
     history = json.loads(storage.read_text(storage.join(run, HISTORY)))
-    folder = storage.fetch_dir(storage.location_of(storage_path, best.path), "checkpoints")
+    location = storage.location_of(storage_path, best.path)
+    folder = storage.fetch_dir(location, "checkpoints") if fetch_checkpoint else location
     return {
-        "checkpoint": str(folder / RayTrainReportCallback.CHECKPOINT_NAME),
+        "checkpoint": storage.join(folder, RayTrainReportCallback.CHECKPOINT_NAME),
         "metrics": metrics,
         "history": history,
     }

@@ -19,7 +19,7 @@ from stocktrend.data.bundle import bundle_sources
 from stocktrend.training.config import selection_mode
 from stocktrend.tuning.space import SearchSpace
 from stocktrend.tuning.tracking import callbacks as tracking_callbacks
-from stocktrend.tuning.trial import TRAIN_RUNS, run_trial, trial_dataset
+from stocktrend.tuning.trial import DATASETS, TRAIN_RUNS, run_trial, trial_dataset
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +80,11 @@ def _scheduler(space: SearchSpace, opts: SearchOptions, mode: str):
     raise ValueError(f"unknown scheduler {opts.scheduler!r}: asha or fifo")
 
 
-def _trainable(space: SearchSpace, opts: SearchOptions, experiment_dir: str):
+def _trainable(space: SearchSpace, opts: SearchOptions, experiment_dir: str, datasets: str):
     # The space and its dataset's source files travel in Ray's object store: a trial on
     # another node reads nothing of this machine's.
     fn = tune.with_parameters(
-        run_trial, space=space, sources=bundle_sources(space.data), experiment_dir=experiment_dir,
+        run_trial, space=space, sources=bundle_sources(space.data), experiment_dir=experiment_dir, datasets=datasets,
         cpus_per_trial=opts.cpus_per_trial, gpus_per_trial=opts.gpus_per_trial, resources=opts.resources,
         max_failures=opts.max_failures, kill_worker_at_epoch=opts.kill_worker_at_epoch,
     )
@@ -97,12 +97,14 @@ def _trainable(space: SearchSpace, opts: SearchOptions, experiment_dir: str):
 def run_search(space: SearchSpace, opts: SearchOptions, storage_path: str | Path, name: str,
                cache_root: Path | None = None, resume: bool = False) -> tune.ResultGrid:
     """The search, its experiment at ``storage_path/name`` (a local folder or an
-    object-storage URI). ``cache_root`` is unused by the search (trials cache their datasets
-    in the storage location) and kept for callers that pass it."""
+    object-storage URI). Trials cache their datasets in ``cache_root`` (default: beside the
+    experiments) when the storage is a folder, in ``<storage_path>/datasets`` on object storage."""
     mode = selection_mode(opts.metric)
     storage_path = storage.normalise(storage_path)
     experiment_dir = storage.join(storage_path, name)
-    trainable = _trainable(space, opts, experiment_dir)
+    remote = storage.is_remote(storage_path) or cache_root is None
+    datasets = storage.join(storage_path, DATASETS) if remote else storage.normalise(cache_root)
+    trainable = _trainable(space, opts, experiment_dir, datasets)
     if resume:
         if not tune.Tuner.can_restore(experiment_dir):
             raise FileNotFoundError(f"nothing to resume at {experiment_dir}")

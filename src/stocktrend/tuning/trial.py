@@ -6,7 +6,8 @@ to Tune with TuneReportCallback (which is what ASHA acts on).
 
 A trial may run on any node: it reads no file of the driver's. The search space and the
 dataset's source files reach it through Ray's object store (``SourceBundle``); the dataset
-it builds is cached in the run's storage location, where its training workers fetch it.
+it builds is cached where its training workers read it: the dataset cache (one machine, or
+a shared file system), or the run's object storage.
 """
 
 from __future__ import annotations
@@ -22,14 +23,13 @@ from stocktrend import storage
 from stocktrend.config_io import with_overrides
 from stocktrend.data.bundle import SourceBundle, localise
 from stocktrend.data.cache import build_cached, build_published
-from stocktrend.data.store import read_metadata
 from stocktrend.models.config import model_config_from_metadata
 from stocktrend.training.ray_train import ray_train
 from stocktrend.tuning.space import SearchSpace, resolve
 
 log = logging.getLogger(__name__)
 TRAIN_RUNS = "train_runs"
-DATASETS = "datasets"  # trials' datasets, in the storage location, by fingerprint
+DATASETS = "datasets"  # trials' datasets on object storage: <storage>/datasets/<fingerprint>
 
 
 def trial_dataset(space: SearchSpace, values: dict[str, Any], cache_root: str | Path) -> Path:
@@ -44,6 +44,7 @@ def run_trial(
     space: SearchSpace,
     sources: SourceBundle,
     experiment_dir: str,
+    datasets: str,
     cpus_per_trial: float = 1,
     gpus_per_trial: float = 0,
     resources: dict[str, float] | None = None,
@@ -52,11 +53,11 @@ def run_trial(
 ) -> None:
     data_cfg, model_overrides, train_cfg = resolve(space, values)
     train_cfg = with_overrides(train_cfg, {"max_epochs": space.max_epochs})
-    # Shared by trials with the same data config, in the experiment's storage.
-    local, dataset = build_published(localise(data_cfg, sources), storage.join(storage.parent(experiment_dir), DATASETS))
+    # Shared by trials with the same data config, cached where every node reads it.
+    meta, dataset = build_published(localise(data_cfg, sources), datasets)
     if train_cfg.aux_weight == 0:  # a searched weight of 0: the plain single-task network
         model_overrides = {**model_overrides, "volatility_head": False}
-    model_cfg = model_config_from_metadata(space.preset, read_metadata(local), **model_overrides)
+    model_cfg = model_config_from_metadata(space.preset, meta, **model_overrides)
     trial_id = tune.get_context().get_trial_id()
     log.info("trial %s: %s", trial_id, values)
     ray_train(
