@@ -60,11 +60,35 @@ def trained_artifact(dataset: Path, preset: str, accelerator: str, work: Path) -
     return export_artifact(res["best_checkpoint"], dataset, work / "models", f"gpu_{preset}", history=res["history"])
 
 
-def private_head(work: Path):
-    from stocktrend.cluster.head import HEAD_ENV, PrivateRayHead
+class Workspace:
+    """A stage's scratch folder and its private Ray head (loopback, free ports), both gone
+    when the stage ends, however it ends."""
 
-    os.environ.update(HEAD_ENV)
-    return PrivateRayHead(work / "ray", num_cpus=min(8, os.cpu_count() or 2)).up()
+    def __init__(self, prefix: str):
+        self.dir, self.head = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp")), None
+
+    def start_head(self):
+        from stocktrend.cluster.head import HEAD_ENV, PrivateRayHead
+
+        os.environ.update(HEAD_ENV)
+        self.head = PrivateRayHead(self.dir / "ray", num_cpus=min(8, os.cpu_count() or 2)).up()
+        return self.head
+
+    def stop_head(self) -> None:
+        if self.head is not None:
+            self.head.down()
+            self.head = None
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_head()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def show(out: dict[str, Any]) -> None:
+    print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=2, default=str))
 
 
 # -- serve -------------------------------------------------------------------------------
@@ -95,9 +119,8 @@ def serve(args: argparse.Namespace) -> int:
 
     path = Path(args.out or RESULTS / "gpu_serve.json")
     out = header(dev, "serve")
-    work = Path(tempfile.mkdtemp(prefix="gpu_serve_", dir="/tmp"))
-    head = None
-    try:
+    with Workspace("gpu_serve_") as ws:
+        work = ws.dir
         dataset = real_dataset(work)
         version_dir = trained_artifact(dataset, "tiny" if dry else "v2", dev.type, work)
         backend, gpus = ("torch", 0.0) if dry else ("cuda", 0.25)
@@ -106,7 +129,7 @@ def serve(args: argparse.Namespace) -> int:
         val = np.load(dataset / "val_X.npy")
         starts = np.linspace(0, len(val) - 1, 64).astype(int)
         single = [json.dumps({"windows": val[i : i + 1].tolist()}).encode() for i in starts]
-        head = private_head(work)
+        head = ws.start_head()
         base = control.load_config(control.DEFAULT_CONFIG)
         common = {"num_replicas": 1, "num_cpus": 0.25 if dry else 2.0}  # both apps fit the head's CPUs
         app = control.with_overrides({"applications": [base["applications"][0]]}, None, {
@@ -141,18 +164,13 @@ def serve(args: argparse.Namespace) -> int:
             out["batched"] = batched
             write_json(path, out)
         control.client(head.dashboard).delete_applications()
-        head.down()
-        head = None
+        ws.stop_head()
         for batch, row in batched.items():  # the back-end alone, same process kind, card now free
             row["backend_alone"] = backend_rate(version_dir, backend, val[: int(batch)])
             row["http_over_backend"] = round(row["http"]["predictions_per_s"] / row["backend_alone"]["predictions_per_s"], 3)
             row["goal_met"] = row["http_over_backend"] >= 2 / 3
             write_json(path, out)
-    finally:
-        if head is not None:
-            head.down()
-        shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=2, default=str))
+    show(out)
     return 0
 
 
@@ -173,9 +191,8 @@ def ray_train_stage(args: argparse.Namespace) -> int:
 
     path = Path(args.out or RESULTS / "gpu_ray_train.json")
     out = header(dev, "ray_train")
-    work = Path(tempfile.mkdtemp(prefix="gpu_raytrain_", dir="/tmp"))
-    head = None
-    try:
+    with Workspace("gpu_raytrain_") as ws:
+        work = ws.dir
         dataset = real_dataset(work)
         meta = read_metadata(dataset)
         n_train = meta["splits"]["train"]["n"]
@@ -186,7 +203,7 @@ def ray_train_stage(args: argparse.Namespace) -> int:
             torch.set_float32_matmul_precision("high")  # as the DevicePlan does on CUDA
         out["bare_loop"] = bare_loop(model_cfg, dev, (64,), 3 if dry else 50, 1 if dry else 10)
         write_json(path, out)
-        head = private_head(work)
+        ws.start_head()
         t0 = time.perf_counter()
         res = ray_train(dataset, model_cfg, TrainConfig(max_epochs=epochs, early_stopping_patience=epochs + 1),
                         work / "runs", "gpu", use_gpu=not dry)
@@ -204,11 +221,7 @@ def ray_train_stage(args: argparse.Namespace) -> int:
         }
         out["ray_train"]["goal_met"] = (out["ray_train"]["over_bare_loop_64"] or 0) >= 1.25
         write_json(path, out)
-    finally:
-        if head is not None:
-            head.down()
-        shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=2, default=str))
+    show(out)
     return 0
 
 
@@ -225,10 +238,9 @@ def packed_trials(args: argparse.Namespace) -> int:
 
     path = Path(args.out or RESULTS / "gpu_packed_trials.json")
     out = header(dev, "packed_trials")
-    work = Path(tempfile.mkdtemp(prefix="gpu_trials_", dir="/tmp"))
-    head = None
-    try:
-        head = private_head(work)
+    with Workspace("gpu_trials_") as ws:
+        work = ws.dir
+        ws.start_head()
         opts = SearchOptions(num_samples=4, max_concurrent=4, gpus_per_trial=0.0 if dry else 0.25,
                              cpus_per_trial=0.25 if dry else 1)
         t0 = time.perf_counter()
@@ -238,11 +250,7 @@ def packed_trials(args: argparse.Namespace) -> int:
                          "best_val_ce": [round(float(r.metrics.get("val_ce", float("nan"))), 4) for r in results]}
         out["goal_met"] = results.num_errors == 0 and len(results) == 4
         write_json(path, out)
-    finally:
-        if head is not None:
-            head.down()
-        shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=2, default=str))
+    show(out)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -115,7 +116,8 @@ class UploadRunFolder(pl.Callback):
 
 class RecordStarts(pl.Callback):
     """One line per (re)start of every rank in ``starts/rank<r>.jsonl``: the world size, the
-    epoch and optimizer step training starts from, the checkpoint it resumed from, and (at
+    epoch and optimizer step training starts from, the checkpoint it resumed from, the node
+    and process it ran in, and (at
     the end) the training batches this rank ran. What a person asks of a crashed and
     restarted run, and what the tests check (a resume, not a restart from scratch)."""
 
@@ -130,7 +132,9 @@ class RecordStarts(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._append(trainer, {"event": "start", "world_size": trainer.world_size, "rank": trainer.global_rank,
                                "epoch": trainer.current_epoch, "global_step": trainer.global_step,
-                               "resumed_from": self.resumed_from})
+                               "resumed_from": self.resumed_from,
+                               # where this rank ran: what a person asks of a crash on a cluster
+                               "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()})
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches += 1
