@@ -56,8 +56,10 @@ if _log and _root:
             return
         if event == "open" and path.endswith(_code):
             return  # the code itself (on a real cluster it comes with the image)
-        if event != "open" and path in sys.path:
-            return  # the import system looking through sys.path
+        if event != "open" and (path in sys.path or not os.path.isdir(path)):
+            # the import system looking through sys.path, or a library probing folders that
+            # are not there (torch looks for CUDA libraries under every sys.path entry)
+            return
         with open(_log, "a") as f:
             f.write(f"{os.getpid()} {event} {path} {' '.join(sys.argv[:2])[:120]}\\n")
 
