@@ -25,7 +25,7 @@ RUNS ?= runs
 SERVE_PORT ?= 8000
 MODEL_NAME ?= msft_$(basename $(notdir $(SPACE)))
 
-.PHONY: help venv quickstart dataset train tune test test-fast lint extract-data lock clean ray-up head ray-down stop smoke-job \
+.PHONY: help venv quickstart dataset train tune test suite-time test-fast lint extract-data lock clean ray-up head ray-down stop smoke-job \
 	serve deploy bench bench-tune reliability
 
 help:  ## list targets
@@ -65,16 +65,18 @@ train: $(STAMP)  ## train the v2 preset through Ray Train (EPOCHS=150)
 test: $(STAMP)  ## the whole test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
+suite-time: $(STAMP)  ## the whole test suite, each test's time recorded (run it beside `make quickstart`'s head, as the README orders)
+	STOCKTREND_SUITE_TIME_OUT=$(CURDIR)/bench/results/suite_time.json $(BIN)/python -m pytest -q
+	$(BIN)/python bench/report.py
+
 test-fast: $(STAMP)  ## tests not marked slow
 	$(BIN)/python -m pytest -q -m "not slow"
 
 smoke-job: $(STAMP) head  ## submit the smoke search to the local head as a Ray job
 	$(BIN)/ray job submit -- python ray_jobs/tune.py --space search_spaces/smoke.yaml
 
-ray-down:  ## stop the local Ray head (all Ray processes of this machine) and Serve's HAProxy
-	$(BIN)/ray stop
-	@# [r]: a pattern that does not match this very shell's command line
-	@pkill -f '[r]ay_haproxy/bin/haproxy' 2>/dev/null || true
+ray-down:  ## stop the local Ray head on its port and all it started (Serve, HAProxy, jobs); no other head
+	$(BIN)/python -m stocktrend.cluster down $(HEAD_ARGS)
 
 stop: ray-down  ## stop everything `make quickstart`/`make ray-up`/`make serve` left running
 

@@ -313,6 +313,21 @@ def reliability(r: dict) -> list[str]:
     return lines + [""]
 
 
+def suite_time(r: dict) -> list[str]:
+    where = ("beside a running user head (`make quickstart` then `make test`, the README's order)"
+             if r["beside_user_head"] else "with no user head on the machine")
+    minutes = r["wall_s"] / 60
+    lines = ["## The test suite's time (`make suite-time`)", "", _machine(r), "",
+             f"`make test` {where}: {r['tests_run']} tests in {minutes:.1f} min"
+             f" ({'within' if minutes <= 25 else 'over'} the 25-minute budget)"
+             + (f"; not passed: {', '.join(r['not_passed'])}" if r["not_passed"] else "") + ".", "",
+             "| module | seconds |", "|---|---|"]
+    lines += [f"| `{m}` | {s:.0f} |" for m, s in list(r["modules"].items())[:15]]
+    lines += ["", "Slowest tests (set-up + call + teardown):", "", "| test | seconds |", "|---|---|"]
+    lines += [f"| `{t['test']}` | {t['total']:.0f} |" for t in r["tests"][:15]]
+    return lines + [""]
+
+
 def _row(goal: str, target: str, reached: str, met: bool | None, why: str = "") -> str:
     verdict = "n/a" if met is None else ("met" if met else "missed")
     return f"| {goal} | {target} | {reached} | {verdict} | {why} |"
@@ -416,7 +431,7 @@ def main() -> int:
     sections = [("inference", inference), ("onnx_profile", onnx_profile), ("serve_load", serve_load),
                 ("serve_load_v2", serve_load), ("multiplex", multiplex), ("monitoring_alarms", monitoring_alarms),
                 ("panel", panel), ("rnn", rnn), ("families", families), ("family_comparison", family_comparison),
-                ("reliability", reliability),
+                ("reliability", reliability), ("suite_time", suite_time),
                 ("data_build", data_build), ("train_throughput", train_throughput),
                 ("v2_training", lambda r: trained(r, "The v2 preset trained on CPU through Ray Train")),
                 ("tune_efficiency", tune_efficiency)]

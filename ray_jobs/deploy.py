@@ -8,7 +8,8 @@ Starts from serve/config.yaml, overrides what is given, validates the builder ar
 and deploys declaratively through the Ray dashboard (as `serve deploy` does), so that
 `ray_jobs/promote.py` can later swap the model in place. Without a Ray head on this
 machine it starts one (`ray start --head`) that keeps running after this script ends:
-`make stop` (or `ray stop`) ends it and the deployment. Under `ray job submit` it uses the
+`make stop` ends it and the deployment (Ray's own `ray stop` would stop every Ray head of
+the machine, and leave Serve's HAProxy running). Under `ray job submit` it uses the
 job's cluster. With --predict-latest it sends the latest day's bars from the model's own
 source files to /v1/predict/bars, prints the answer and the equivalent curl line.
 """
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         except (urllib.error.URLError, OSError) as err:
             print(f"error: the deployment did not answer: {err}", file=sys.stderr)
             return 1
-    print("the Ray head and the deployment keep running; stop both with `make stop` (or `ray stop`), "
+    print("the Ray head and the deployment keep running; stop both with `make stop`, "
           f"the deployment alone with `serve shutdown -a {dashboard} -y`")
     return 0
 

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from stocktrend.cluster.head import HEAD_ENV
-from stocktrend.cluster.head import PrivateRayHead as RayHead
+from stocktrend.cluster.head import HEAD_ENV, PrivateRayHead
 
 # The environment of the project's heads (token authentication on, as on a user's head; the
 # token is created by the head's start-up when missing; no usage stats: no internet here).
@@ -98,15 +97,127 @@ def write_dataset():
     return write_synthetic_dataset
 
 
+# -- the session's private head, and the state every module leaves it in -----------------
+LEAK_WAIT_S = 60  # how long a module's teardown waits for what it started to let go
+
+
+class RayHead(PrivateRayHead):
+    """A private head that knows its baseline: the resources free once it started (plus
+    whatever session-wide fixtures share on purpose, after ``rebaseline``). A module that
+    leaves less free than that has leaked a trial, a worker group, a replica or an actor."""
+
+    baseline: dict[str, float] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def up(self):
+        fresh = not self.running
+        super().up()
+        if fresh or self.baseline is None:
+            self.rebaseline()
+        return self
+
+    def rebaseline(self) -> None:
+        import ray
+
+        self.baseline = _counted(ray.available_resources())
+
+    def share(self, fraction: float, units: int, step: float = 0.05) -> float:
+        """CPUs for each of ``units`` replicas or workers so that together they take
+        ``fraction`` of the baseline's CPUs, rounded down to ``step``: requests sized from
+        what a module is guaranteed to find, not from guesses about leftovers."""
+        cpus = (self.baseline or {}).get("CPU", float(self.num_cpus))
+        return max(step, int(cpus * fraction / units / step) * step)
+
+    def wait_for_baseline(self, timeout_s: float) -> str | None:
+        """None once everything beyond the baseline is let go (within ``timeout_s``); else a
+        description of who still holds what."""
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=self.address, log_to_driver=False)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            short = _shortfall(self.baseline, _counted(ray.available_resources()))
+            jobs = _running_jobs()
+            if not short and not jobs:
+                return None
+            if time.monotonic() > deadline:
+                return _who_holds(short, jobs)
+            time.sleep(1)
+
+
+def _counted(resources: dict[str, float]) -> dict[str, float]:
+    """The resources a module could leak: CPU, GPU, logical memory, custom ones (not the
+    object store, whose use moves with the objects alive, nor the per-node markers)."""
+    return {k: float(v) for k, v in resources.items() if not k.startswith("node:") and k != "object_store_memory"}
+
+
+def _shortfall(baseline: dict[str, float] | None, now: dict[str, float]) -> dict[str, float]:
+    return {k: v - now.get(k, 0.0) for k, v in (baseline or {}).items() if now.get(k, 0.0) < v - max(1e-6, 1e-9 * v)}
+
+
+def _running_jobs() -> list[str]:
+    from ray.util.state import list_jobs
+
+    from stocktrend.cluster.resources import state_address
+
+    return [f"job {j.submission_id} `{(j.entrypoint or '')[:80]}` ({j.status})"
+            for j in list_jobs(address=state_address(), limit=1000, raise_on_missing_output=False)
+            if str(j.type).endswith("SUBMISSION") and str(j.status).rsplit(".", 1)[-1] in ("PENDING", "RUNNING")]
+
+
+def _who_holds(short: dict[str, float], jobs: list[str]) -> str:
+    from ray.util.state import list_placement_groups
+
+    from stocktrend.cluster.resources import holders, state_address
+
+    lines = [f"{k}: {v:g} still held" for k, v in short.items()]
+    lines += [f"held by {h}" for h in holders()]
+    lines += [f"placement group {pg.name or pg.placement_group_id} ({pg.state}) of job {pg.creator_job_id}: "
+              f"{[b.get('unit_resources') for b in pg.bundles or []]}"
+              for pg in list_placement_groups(address=state_address(), detail=True, limit=1000,
+                                              raise_on_missing_output=False)
+              if pg.state != "REMOVED"]
+    lines += [f"still running: {j}" for j in jobs]
+    return "\n  ".join(lines)
+
+
+SESSION_HEAD: list[RayHead] = []
+
+
 @pytest.fixture(scope="session")
 def ray_head():
     head = RayHead(SESSION_TMP / "h")
+    SESSION_HEAD.append(head)
     yield head
     head.down()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def head_left_as_found(request):
+    """Every module leaves the session's head as it found it. After the module's own
+    fixtures are torn down (this one is set up first, so it is torn down last), its trials,
+    worker groups, replicas, actors and jobs have up to LEAK_WAIT_S to let go; otherwise the
+    module fails here, naming who holds what, and the head is stopped so that the next
+    module starts on a clean one instead of failing three modules later."""
+    yield
+    head = SESSION_HEAD[0] if SESSION_HEAD else None
+    if head is None or not head.running:
+        return
+    problem = head.wait_for_baseline(LEAK_WAIT_S)
+    if problem:
+        head.down()
+        pytest.fail(f"{request.node.name} left the test head holding more than its baseline after "
+                    f"{LEAK_WAIT_S} s:\n  {problem}", pytrace=False)
+
+
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(SESSION_TMP, ignore_errors=True)
+    if SUITE_TIME_OUT:
+        _write_suite_time(exitstatus)
 
 
 @pytest.fixture
@@ -232,7 +343,11 @@ class ServeDeployment:
         return f"{self.base_url}{prefix}{path}"
 
     def delete(self) -> None:
-        self.control.client(self.head.dashboard).delete_applications()
+        """Every application removed; Serve itself (controller, HAProxy: no CPUs) stays up for
+        the next module. (The REST DELETE would shut Serve down, and the next deployment
+        would start it again.)"""
+        empty = {k: v for k, v in self.config.items() if k != "applications"}
+        self.control.client(self.head.dashboard).deploy_applications({**empty, "applications": []})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.control.client(self.head.dashboard).get_serve_details().get(
                 "applications"):
@@ -292,3 +407,42 @@ def s3(s3_server) -> str:
     bucket = f"st-{uuid.uuid4().hex[:16]}"
     pafs.FileSystem.from_uri(f"s3://{bucket}?allow_bucket_creation=true")[0].create_dir(bucket)
     return f"s3://{bucket}"
+
+
+# -- the suite's own time (make suite-time) ------------------------------------------------
+# With STOCKTREND_SUITE_TIME_OUT set, every test's set-up, call and teardown time, the whole
+# run's wall time, the machine, and whether a user's head ran beside the suite are written
+# there (bench/results/suite_time.json; docs/BENCHMARKS.md quotes it).
+SUITE_TIME_OUT = os.environ.get("STOCKTREND_SUITE_TIME_OUT")
+_SUITE_T0 = time.time()
+_TIMES: dict[str, dict] = {}
+
+
+def pytest_runtest_logreport(report):
+    if SUITE_TIME_OUT:
+        entry = _TIMES.setdefault(report.nodeid, {"outcome": "passed"})
+        entry[report.when] = round(report.duration, 2)
+        if report.failed or (report.skipped and report.when == "setup"):
+            entry["outcome"] = "skipped" if report.skipped else f"{report.when} failed"
+
+
+def _write_suite_time(exitstatus) -> None:
+    from bench.machine import machine_info
+    from stocktrend.cluster.ports import HeadPorts, holder
+
+    tests = [{"test": k, **v, "total": round(sum(v.get(p, 0.0) for p in ("setup", "call", "teardown")), 2)}
+             for k, v in _TIMES.items()]
+    modules: dict[str, float] = {}
+    for t in tests:
+        module = t["test"].split("::")[0]
+        modules[module] = round(modules.get(module, 0.0) + t["total"], 1)
+    user_head = holder(HeadPorts.gcs)
+    out = {"machine": machine_info(), "wall_s": round(time.time() - _SUITE_T0, 1), "exitstatus": int(exitstatus),
+           "tests_run": len(tests), "not_passed": [t["test"] for t in tests if t["outcome"] != "passed"],
+           "beside_user_head": bool(user_head and "gcs_server" in user_head),
+           "modules": dict(sorted(modules.items(), key=lambda kv: -kv[1])),
+           "tests": sorted(tests, key=lambda t: -t["total"])}
+    path = Path(SUITE_TIME_OUT)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(path)

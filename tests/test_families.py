@@ -58,13 +58,13 @@ def test_a_search_over_the_family_on_the_panel_says_which_choice_won(ray_local, 
 
 
 @pytest.mark.timeout(900)
-def test_the_family_comparison_pairs_every_candidate_on_the_same_dates(no_ray_cluster, repo_root, tmp_path):
+def test_the_family_comparison_pairs_every_candidate_on_the_same_dates(ray_local, ray_head, repo_root, tmp_path):
     out = subprocess.run(
         [sys.executable, str(repo_root / "ray_jobs" / "compare_families.py"), "--start", SMALL_PANEL["start"],
          "--seq-len", "10", "--n-features", "8", "--folds", "2", "--epochs", "1", "--candidates", "v2,tft+vol",
          "--boot", "100", "--storage-path", str(tmp_path / "runs"), "--cache-root", str(tmp_path / "cache"),
          "--out", str(tmp_path / "report")],
-        capture_output=True, text=True, timeout=850, env={**os.environ, "RAY_ADDRESS": "local"})
+        capture_output=True, text=True, timeout=850, env={**os.environ, "RAY_ADDRESS": ray_head.address})
     assert out.returncode == 0, out.stderr[-4000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     scores = report["scores"]

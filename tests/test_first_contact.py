@@ -1,11 +1,15 @@
 """First contact: the README's commands on a fresh machine, typed in a plain shell.
 
-A head is started the way the README starts it (`make quickstart`, on the smoke search) from
-an empty home folder, on private ports and in a Ray temp folder of its own, so that a head the
-user left running on 8265/8000 is neither used nor stopped. Then, in "new shells" (a bare
-environment: HOME, PATH=/usr/bin:/bin, and the variables that stand in for the default ports),
-Ray's CLI after `source .venv/bin/activate`, `ray job submit` exactly as the README writes it,
-training beside the running Serve application, and the dashboard's login as its page does it.
+CI runs the README's two commands in the README's order (`.ci/run`: `make quickstart`, then
+`make test` beside the head it left, then `make stop`). This module checks what that run does
+not: a head and a deployment started the way the README starts them (`make deploy`, which
+runs `make head` first) from an empty home folder, on private ports and in a Ray temp folder
+of its own, so that a head the user left running on 8265/8000 is neither used nor stopped.
+Then, in "new shells" (a bare environment: HOME, PATH=/usr/bin:/bin, and the variables that
+stand in for the default ports), Ray's CLI after `source .venv/bin/activate`, `ray job
+submit` exactly as the README writes it, training beside the running Serve application, the
+dashboard's login as its page does it, the retrain cron line, and `make stop`, which must end
+this head and everything it started and nothing else.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -92,22 +97,23 @@ class FreshMachine:
 
 
 @pytest.fixture(scope="module")
-def machine(ray_head, repo_root, tmp_path_factory):
-    ray_head.down()  # one Ray cluster at a time on this machine
+def machine(ray_head, repo_root, tmp_path_factory, two_versions):
+    ray_head.down()  # the session's head steps aside: this module's head is the one under test
     m = FreshMachine(tmp_path_factory.mktemp("fresh"), repo_root)
-    t0 = time.monotonic()
-    m.quickstart = m.shell(
-        f"make quickstart SPACE=search_spaces/smoke.yaml MODELS={m.out}/models RUNS={m.out}/runs "
-        f"DASHBOARD_PORT={m.ports.dashboard} SERVE_PORT={m.serve_port} HEAD_ARGS='{m.head_args()}'", timeout=600)
-    m.quickstart_s = time.monotonic() - t0
+    # A model the way the quickstart leaves one (models/<name>/<version>, `latest`): the
+    # quickstart's search itself runs in CI, and `ray job submit` below runs the smoke search.
+    shutil.copytree(two_versions[1].parent, m.out / "models" / "msft_small",
+                    ignore=shutil.ignore_patterns("predictions"))
+    m.deployed = m.shell(f"make deploy MODEL={m.out}/models/msft_small DASHBOARD_PORT={m.ports.dashboard} "
+                         f"SERVE_PORT={m.serve_port} HEAD_ARGS='{m.head_args()}'", timeout=300)
     yield m
     m.stop()
 
 
-@pytest.mark.timeout(900)
-def test_quickstart_from_an_empty_home_ends_deployed(machine):
-    out = machine.quickstart.stdout + machine.quickstart.stderr
-    assert machine.quickstart.returncode == 0, out[-5000:]
+@pytest.mark.timeout(120)
+def test_a_head_and_a_deployment_from_an_empty_home(machine):
+    out = machine.deployed.stdout + machine.deployed.stderr
+    assert machine.deployed.returncode == 0, out[-5000:]
     token = machine.home / ".ray" / "auth_token"
     assert token.is_file() and stat.S_IMODE(token.stat().st_mode) == 0o600  # created by the project, private
     assert "created the Ray authentication token" in out
@@ -185,7 +191,7 @@ def test_dashboard_asks_for_the_token_and_its_login_shows_the_jobs_and_serve(mac
 def test_the_retrain_cron_line_runs_as_a_job_beside_the_deployment(machine):
     """README's cron line, as a new shell runs it: a real retrain of the deployed model, whose
     decision (either way) is logged with both versions' scores on the comparison block."""
-    folder = machine.out / "models" / "msft_smoke"
+    folder = machine.out / "models" / "msft_small"
     job = machine.shell(f"ray job submit -- python ray_jobs/retrain.py --model {folder} --epochs 1 --observe 0s "
                         f"--min-outcomes 0 --wait --bootstrap 200 --storage-path {machine.out}/runs/retrain", 400, activate=True)
     out = job.stdout + job.stderr
@@ -200,6 +206,29 @@ def test_the_retrain_cron_line_runs_as_a_job_beside_the_deployment(machine):
         assert history[-1]["action"] == "observation" and history[-1]["decision"] in ("promoted", "dropped")
     else:
         assert "kept champion" in out
+
+
+def other_heads(marker: str) -> dict[int, str]:
+    """GCS servers and raylets of this machine that are not this module's (the user's head, CI's)."""
+    from stocktrend.cluster import processes
+
+    mine = set(marked_pids(marker))
+    return {p.pid: p.text for p in processes.snapshot().values()
+            if Path(p.argv[0]).name in ("gcs_server", "raylet") and p.pid not in mine}
+
+
+@pytest.mark.timeout(120)
+def test_make_stop_ends_this_head_and_all_it_started_and_nothing_else(machine):
+    """Last in the module: the README's `make stop`, for this head's ports."""
+    from stocktrend.cluster.ports import port_taken
+
+    others = other_heads(machine.marker)
+    assert marked_pids(machine.marker)  # the head, its workers, the replicas, HAProxy
+    out = machine.shell(f"make stop HEAD_ARGS='{machine.head_args()}'", 100)
+    assert out.returncode == 0 and f"stopped the Ray head on port {machine.ports.gcs}" in out.stdout, out.stderr
+    assert marked_pids(machine.marker) == []  # workers, job drivers and HAProxy included
+    assert not port_taken(machine.serve_port) and not port_taken(machine.ports.haproxy_metrics)
+    assert {pid: text for pid, text in other_heads(machine.marker).items() if pid in others} == others
 
 
 def test_a_taken_port_is_named_with_what_to_do(tmp_path, repo_root):

@@ -48,11 +48,11 @@ def models(two_versions, panel_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def app(serve_deploy, models):
+def app(serve_deploy, models, ray_head):
     msft, panel = models
     return serve_deploy([{"name": "multi", "route_prefix": "/", "args": {
         "model": str(msft), "models": [str(panel)], "max_models_per_replica": 2, "backend": "onnx",
-        "num_cpus": 0.25, "num_replicas": 1, "max_batch_size": 16, "monitoring_flush_s": 0.1,
+        "num_cpus": ray_head.share(0.125, 1), "num_replicas": 1, "max_batch_size": 16, "monitoring_flush_s": 0.1,
         "health_check_period_s": 1}}])
 
 

@@ -214,7 +214,8 @@ def test_retrain_challenges_shadows_and_promotes_under_traffic(repo_root, tmp_pa
 
     folder = models / "msft"
     app = serve_deploy([{"name": "retrain", "route_prefix": "/", "args": {
-        "model": str(folder), "backend": "torch", "num_cpus": 0.25, "num_replicas": 1, "monitoring_flush_s": 0.1,
+        "model": str(folder), "backend": "torch", "num_cpus": ray_head.share(0.125, 1), "num_replicas": 1,
+        "monitoring_flush_s": 0.1,
         "health_check_period_s": 1}}])
     request.addfinalizer(app.delete)  # the next tests get the head's CPUs back, whatever happens here
     seen_answers: list[tuple[int, str]] = []
@@ -377,7 +378,7 @@ def test_an_alert_submits_the_retrain_job_once_per_interval(tmp_path, ray_head, 
     folder = tmp_path / "models" / "msft"
     shutil.copytree(two_versions[0].parent, folder, ignore=shutil.ignore_patterns("predictions", MARKER))
     app = serve_deploy([{"name": "alerting", "route_prefix": "/", "args": {
-        "model": str(folder), "backend": "torch", "num_cpus": 0.25, "monitoring_flush_s": 0.1,
+        "model": str(folder), "backend": "torch", "num_cpus": ray_head.share(0.125, 1), "monitoring_flush_s": 0.1,
         "alerts": {"p99_latency_ms": 0.001, "min_samples": 5},
         "retrain_on_alert": {"on": ["latency_slo"], "check_every_s": 0.5, "min_interval_hours": 1,
                              "args": ["--compare-weeks", "1000", "--no-serve"]}}}])

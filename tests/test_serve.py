@@ -43,11 +43,11 @@ def multitask_model(ray_module, small_multitask_dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def app(serve_deploy, two_versions, multitask_model):
+def app(serve_deploy, two_versions, multitask_model, ray_head):
     _, v2 = two_versions
-    # Six replicas at 0.2 CPU: 1.2 of the head's 2, leaving room for what earlier modules'
-    # runs may still hold (at 0.25 apiece the sixth replica once waited past the timeout).
-    common = {"model": str(v2.parent), "backend": "onnx", "num_cpus": 0.2, "max_batch_size": 16,
+    # Six replicas sharing 60% of the head's baseline CPUs (0.2 each on 2 cores): the rest is
+    # for the promotion test's second application and the traffic's own work.
+    common = {"model": str(v2.parent), "backend": "onnx", "num_cpus": ray_head.share(0.6, 6), "max_batch_size": 16,
               "batch_wait_timeout_s": 0.01, "max_windows_per_request": MAX_WINDOWS, "max_body_bytes": MAX_BODY,
               "monitoring_flush_s": 0.1, "health_check_period_s": 1}
     return serve_deploy([
@@ -398,7 +398,7 @@ def test_promotion_and_rollback_under_traffic_fail_no_request(serve_deploy, http
     models = tmp_path / "small"
     shutil.copytree(two_versions[0].parent, models)
     app = serve_deploy([{"name": "promoted", "route_prefix": "/", "args": {
-        "model": str(models), "backend": "onnx", "num_cpus": 0.25, "num_replicas": 2, "max_batch_size": 16,
+        "model": str(models), "backend": "onnx", "num_cpus": ray_head.share(0.25, 2), "num_replicas": 2, "max_batch_size": 16,
         "health_check_period_s": 1}}])
     seen: list[tuple[float, float, int, str | None]] = []  # sent, answered, status, version
     stop = threading.Event()

@@ -27,10 +27,11 @@ ARBITRARY_CASES = 400
 
 
 @pytest.fixture(scope="module")
-def app(serve_deploy, two_versions):
+def app(serve_deploy, two_versions, ray_head):
     _, v2 = two_versions
     return serve_deploy([{"name": "reliability", "route_prefix": "/", "args": {
-        "model": str(v2.parent), "backend": "onnx", "num_replicas": 2, "num_cpus": 0.25, "max_batch_size": 32,
+        "model": str(v2.parent), "backend": "onnx", "num_replicas": 2, "num_cpus": ray_head.share(0.25, 2),
+        "max_batch_size": 32,
         "max_ongoing_requests": 64, "batch_wait_timeout_s": 0.005, "health_check_period_s": 1,
         "max_windows_per_request": 16}}])
 

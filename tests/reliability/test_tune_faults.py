@@ -94,7 +94,7 @@ def _finished_in_experiment_state(experiment: Path) -> set[str]:
 @pytest.mark.timeout(600)
 def test_job_submit_interrupt_and_resume(ray_local, ray_head, repo_root, tmp_path):
     tune_py = repo_root / "ray_jobs" / "tune.py"
-    common = ["--space", str(repo_root / "search_spaces" / "smoke.yaml"), "--num-samples", "3", "--max-concurrent", "1",
+    common = ["--space", str(repo_root / "search_spaces" / "smoke.yaml"), "--num-samples", "2", "--max-concurrent", "1",
               "--storage-path", str(tmp_path / "runs"), "--cache-root", str(tmp_path / "cache"),
               "--models", str(tmp_path / "models"), "--name", "interrupted", "--no-evaluate"]
     sub = _job(ray_head, "submit", "--address", ray_head.dashboard, "--no-wait", "--submission-id", "tune-first",
@@ -120,12 +120,12 @@ def test_job_submit_interrupt_and_resume(ray_local, ray_head, repo_root, tmp_pat
     for trial_id, mtime in finished.items():  # finished trials were not trained again
         assert (experiment / TRAIN_RUNS / trial_id / "history.json").stat().st_mtime == mtime
     table = (experiment / "summary" / "trials.csv").read_text()
-    assert table.count("TERMINATED") == 3
+    assert table.count("TERMINATED") == 2
     # both jobs are visible to the dashboard's job API
     listed = _job(ray_head, "list", "--address", ray_head.dashboard)
     listed = listed.stdout + listed.stderr
     assert "tune-first" in listed and "tune-resume" in listed
-    record("search_interrupted_and_resumed", trials=3, finished_before_stop=len(finished), retrained_after_resume=0)
+    record("search_interrupted_and_resumed", trials=2, finished_before_stop=len(finished), retrained_after_resume=0)
 
 
 @pytest.mark.timeout(420)

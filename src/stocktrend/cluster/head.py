@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from stocktrend.cluster import processes
 from stocktrend.cluster.auth import SHOW_TOKEN_COMMAND, ensure_token
-from stocktrend.cluster.ports import HeadPorts, check_free, free_ports, holder
+from stocktrend.cluster.ports import HeadPorts, check_free, free_ports, holder, holder_pid
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,10 @@ def _already_running(ports: HeadPorts) -> str | None:
 
 
 def start_head(ports: HeadPorts | None = None, num_cpus: float | None = None, timeout: float = 120) -> str:
-    """Start a persistent head on this machine (it outlives this process: `make stop` or
-    `ray stop` ends it) unless one is running; return its dashboard URL."""
+    """Start a persistent head on this machine (it outlives this process: `make stop` ends
+    it) unless one is running; return its dashboard URL. Serve's HAProxy left behind by a head
+    that no longer runs (Ray's own `ray stop` does not stop it) is cleared first: it would
+    hold the Serve port and HAProxy's side ports."""
     ports = ports or HeadPorts()
     dashboard = f"http://127.0.0.1:{ports.dashboard}"
     running = _already_running(ports)
@@ -128,6 +131,7 @@ def start_head(ports: HeadPorts | None = None, num_cpus: float | None = None, ti
         log.info("a Ray head is already running (%s)", running)
         return dashboard
     ensure_token()
+    processes.clear_stale_haproxies()
     check_free(ports, "python -m stocktrend.cluster up {flag} <another port> "
                       "(with make: make head HEAD_ARGS='{flag} <another port>')")
     prune_sessions(ray_temp_root())
@@ -137,6 +141,42 @@ def start_head(ports: HeadPorts | None = None, num_cpus: float | None = None, ti
     if out.returncode != 0:
         raise HeadError(f"`ray start --head` failed:\n{(out.stdout + out.stderr)[-3000:]}")
     return dashboard
+
+
+def find_head(gcs_port: int) -> processes.HeadProcesses | None:
+    """The processes of the Ray head whose GCS server listens on ``gcs_port``, or None when
+    no Ray head does (HeadError when another program holds the port)."""
+    pid = holder_pid(gcs_port)
+    if pid is None:
+        return None
+    try:
+        found = processes.head_processes(pid)
+    except (ProcessLookupError, ValueError) as err:
+        raise HeadError(f"port {gcs_port} is held by {holder(gcs_port) or f'pid {pid}'}, not a Ray head: {err}") from None
+    return found
+
+
+def stop_head(gcs_port: int = HeadPorts.gcs, grace_s: float = 10.0) -> str:
+    """Stop the Ray head on ``gcs_port`` and everything it started (Serve, jobs, HAProxy),
+    and no other: a private head of a running `make test` or benchmark is never touched (as
+    Ray's own `ray stop`, which stops every Ray process of the machine, would). Serve HAProxies
+    of heads that are gone are cleared too. Returns what was done, in a line."""
+    head = find_head(gcs_port)
+    stale = processes.clear_stale_haproxies()
+    said = f"; cleared {len(stale)} HAProxy left by a head that is gone" if stale else ""
+    if head is None:
+        return f"no Ray head on port {gcs_port}{said}"
+    failed = processes.stop_head_processes(head, grace_s)
+    current = ray_temp_root() / "ray_current_cluster"  # where `ray.init(address="auto")` looks
+    try:
+        if current.read_text().strip().endswith(f":{gcs_port}"):
+            current.unlink()
+    except OSError:
+        pass
+    if failed:
+        raise HeadError(f"could not stop {len(failed)} processes of the head on port {gcs_port}: "
+                        + ", ".join(f"pid {p.pid}" for p in failed))
+    return f"stopped the Ray head on port {gcs_port} ({head.describe()}){said}"
 
 
 def login_lines(dashboard: str) -> list[str]:
@@ -157,6 +197,11 @@ class PrivateRayHead:
     ``down()`` stops it, so a test can exercise a script that starts its own Ray."""
 
     START_ATTEMPTS = 3
+    # How long a stopping Serve replica keeps answering behind HAProxy. Ray holds ingress
+    # replicas for 30 s so that load balancers in front of a cluster can deregister them;
+    # a private head has none (its HAProxy, on the same node, drops the replica at its next
+    # reload, well within this), and 30 s per deleted application was a fifth of the suite.
+    SERVE_DRAIN_S = 5
 
     def __init__(self, temp_dir: Path, num_cpus: int = 2):
         self.temp_dir = temp_dir
@@ -179,8 +224,14 @@ class PrivateRayHead:
 
     def env(self) -> dict[str, str]:
         """For CLI calls and jobs against this head. Ray's workers get a temp folder inside
-        ours (Lightning's per-run checkpoint folders land there, and go with it)."""
-        return head_env(self.ports, {"TMPDIR": str(self.temp_dir / "tmp"), **haproxy_env(self.haproxy_dir)})
+        ours (Lightning's per-run checkpoint folders land there, and go with it), and a Ray
+        temp root that is this head's own: Ray's state API, called inside Ray's own actors
+        (Ray Train's placement-group cleaner among them), finds "the" cluster through the
+        address file there; with the user's head also on the machine it would otherwise find
+        two, fail, and leave a dead training run's placement group holding its CPUs."""
+        return head_env(self.ports, {"TMPDIR": str(self.temp_dir / "tmp"), "RAY_TMPDIR": str(self.temp_dir),
+                                     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(self.SERVE_DRAIN_S),
+                                     **haproxy_env(self.haproxy_dir)})
 
     def _start(self) -> None:
         (self.temp_dir / "tmp").mkdir(parents=True, exist_ok=True)
@@ -224,11 +275,17 @@ class PrivateRayHead:
         if ray.is_initialized():
             ray.shutdown()
         if self.proc is not None and self.proc.poll() is None:
+            try:  # what the process group below misses: workers run in groups of their own
+                family = find_head(self.ports.gcs)
+            except HeadError:
+                family = None
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:  # a graceful stop drains for up to 30 s; nothing here needs draining
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=30)
+            if family is not None:
+                processes.stop_head_processes(family, grace_s=2.0)
         self.proc = None
         shutil.rmtree(self.haproxy_dir, ignore_errors=True)

@@ -95,8 +95,8 @@ def port_taken(port: int) -> bool:
     return False
 
 
-def holder(port: int) -> str | None:
-    """The process listening on ``port`` ("pid 123: gcs_server ..."), on Linux; None elsewhere."""
+def holder_pid(port: int) -> int | None:
+    """The pid of the process listening on ``port``, on Linux; None elsewhere or when none does."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -111,11 +111,22 @@ def holder(port: int) -> str | None:
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             if any(os.readlink(fd) in targets for fd in (proc / "fd").iterdir()):
-                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-                return f"pid {proc.name}: {cmd[:120]}"
+                return int(proc.name)
         except OSError:
             continue
     return None
+
+
+def holder(port: int) -> str | None:
+    """The process listening on ``port`` ("pid 123: gcs_server ..."), on Linux; None elsewhere."""
+    pid = holder_pid(port)
+    if pid is None:
+        return None
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None
+    return f"pid {pid}: {cmd[:120]}"
 
 
 def check_free(ports: HeadPorts, how_to_move: str) -> None:

@@ -71,14 +71,26 @@ def cpus_per_unit(units: int, nodes: list[dict[str, float]] | None = None) -> fl
     return 1.0
 
 
+def state_address() -> str | None:
+    """The address Ray's state API should ask: the cluster this process is connected to. Left
+    to itself the API looks for "the" head of this machine, and finds none or several when a
+    private head (a test's, a benchmark's) runs beside the user's."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+
+
 def holders() -> list[str]:
     """Who holds CPUs and GPUs now, one line per holder (Serve applications, training runs
     of a job, other actors), largest first."""
     from ray.util.state import list_actors, list_jobs
 
     try:
-        actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000, raise_on_missing_output=False)
-        jobs = {j.job_id: j.entrypoint for j in list_jobs(limit=1000, raise_on_missing_output=False) if j.job_id}
+        address = state_address()
+        actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True, limit=10_000,
+                             raise_on_missing_output=False)
+        jobs = {j.job_id: j.entrypoint for j in list_jobs(address=address, limit=1000, raise_on_missing_output=False)
+                if j.job_id}
     except Exception as err:  # the state API needs the dashboard; the message still helps without it
         log.debug("state API unavailable: %s", err)
         return []

@@ -63,7 +63,7 @@ def head_reachable(dashboard: str) -> bool:
 
 def start_head(dashboard: str) -> None:
     """A persistent local head whose dashboard is at ``dashboard`` (it outlives this process;
-    `make stop` or `ray stop` ends it): the same start-up as `make head`."""
+    `make stop` ends it): the same start-up as `make head`."""
     from stocktrend.cluster.head import HeadError
     from stocktrend.cluster.head import start_head as start
     from stocktrend.cluster.ports import HeadPorts, PortInUse
@@ -131,8 +131,8 @@ def preflight(config: dict[str, Any], wait_s: float = 0.0) -> None:
         return
     replaced = {a["name"] for a in config["applications"]}
     nodes = {node: dict(r) for node, r in ray._private.state.available_resources_per_node().items()}
-    for actor in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=10_000,
-                             raise_on_missing_output=False):
+    for actor in list_actors(address=resources.state_address(), filters=[("state", "=", "ALIVE")], detail=True,
+                             limit=10_000, raise_on_missing_output=False):
         cls = actor.class_name or ""
         if cls.startswith("ServeReplica:") and cls.split(":")[1] in replaced and actor.node_id in nodes:
             node = nodes[actor.node_id]
