@@ -28,7 +28,7 @@ def test_a_search_over_the_family_on_the_panel_says_which_choice_won(ray_local, 
     space_file = tmp_path / "families.yaml"
     space_file.write_text(yaml.safe_dump({
         "description": "family and multi-task search on the panel", "preset": "tiny",
-        "dataset": str(repo_root / "datasets" / "stocks20.yaml"), "num_samples": 3, "max_concurrent": 2, "seed": 0,
+        "dataset": str(repo_root / "datasets" / "stocks20.yaml"), "num_samples": 2, "max_concurrent": 2, "seed": 0,
         "scheduler": {"max_epochs": 2, "grace_period": 1, "reduction_factor": 2}, "data": SMALL_PANEL,
         "train": {"batch_size": 256, "accumulate_grad_batches": 1},
         "space": {"model.family": {"choice": ["trendnet", "tft"]}, "train.aux_weight": {"choice": [0.0, 1.0]}},
@@ -36,13 +36,13 @@ def test_a_search_over_the_family_on_the_panel_says_which_choice_won(ray_local, 
         "points_to_evaluate": [{"model.family": "trendnet", "train.aux_weight": 0.0},
                                {"model.family": "tft", "train.aux_weight": 1.0}]}))
     space = load_space(space_file)
-    results = run_search(space, SearchOptions(num_samples=3, scheduler="fifo"), tmp_path / "runs", "families",
+    results = run_search(space, SearchOptions(num_samples=2, scheduler="fifo"), tmp_path / "runs", "families",
                          tmp_path / "cache")
-    assert results.num_errors == 0 and len(results) == 3
+    assert results.num_errors == 0 and len(results) == 2
     table = write_summary(results, space, "val_ce", tmp_path / "runs" / "families" / "summary")
     choices = choices_table(table, space, "val_ce")
     family = choices[choices["dimension"] == "model.family"].set_index("value")
-    assert set(family.index) == {"trendnet", "tft"} and family["trials"].sum() == 3
+    assert set(family.index) == {"trendnet", "tft"} and family["trials"].sum() == 2
     assert family["trials"].min() >= 1 and family["in best trial"].sum() == 1
     winner = family.index[family["in best trial"]][0]
     assert family.loc[winner, "best val_ce"] == pytest.approx(table["best_val_ce"].min())

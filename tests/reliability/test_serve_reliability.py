@@ -26,14 +26,23 @@ FUZZ_CASES = 500
 ARBITRARY_CASES = 400
 
 
+TIGHT = 2  # the "tight" application: one request at a time, one more queued
+
+
 @pytest.fixture(scope="module")
 def app(serve_deploy, two_versions, ray_head):
     _, v2 = two_versions
-    return serve_deploy([{"name": "reliability", "route_prefix": "/", "args": {
-        "model": str(v2.parent), "backend": "onnx", "num_replicas": 2, "num_cpus": ray_head.share(0.25, 2),
-        "max_batch_size": 32,
-        "max_ongoing_requests": 64, "batch_wait_timeout_s": 0.005, "health_check_period_s": 1,
-        "max_windows_per_request": 16}}])
+    return serve_deploy([
+        {"name": "reliability", "route_prefix": "/", "args": {
+            "model": str(v2.parent), "backend": "onnx", "num_replicas": 2, "num_cpus": ray_head.share(0.25, 2),
+            "max_batch_size": 32, "max_ongoing_requests": 64, "batch_wait_timeout_s": 0.005,
+            "health_check_period_s": 1, "max_windows_per_request": 16, "monitoring_flush_s": 0.1}},
+        # Overload: a queue of one beyond one request in flight.
+        {"name": "tight", "route_prefix": "/tight", "args": {
+            "model": str(v2.parent), "backend": "onnx", "num_replicas": 1, "num_cpus": ray_head.share(0.1, 1),
+            "max_batch_size": 1, "max_ongoing_requests": 1, "max_queued_requests": 1, "health_check_period_s": 1,
+            "max_body_bytes": 4 * 1024 * 1024}},
+    ])
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +284,264 @@ def test_killed_replica_is_replaced_and_traffic_recovers(app, val):
     # Budget: under 1% of requests fail while Serve replaces the replica, none once it runs.
     assert len(log) > 200 and len(failures) / len(log) < 0.01
     assert all(after) and len(after) > 20  # every request succeeds once the replacement runs
+
+
+# -- bounded request cost, fuzzed past the top-level checks ---------------------------------
+@pytest.fixture(scope="module")
+def bars(two_versions, repo_root):
+    from stocktrend.inference.bars import bars_until
+    from stocktrend.inference.predictor import Predictor
+
+    return bars_until(Predictor.from_artifact(two_versions[1]), repo_root / "datasets")
+
+
+def _alive(client: httpx.Client, app) -> bool:
+    return client.get(app.url("/healthz")).status_code == 200
+
+
+scalar_or_worse = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(), st.text(max_size=12),
+                            st.sampled_from(["2017-01-03T00:00:00+05:00", "2017-13-45", "", "NaN", "-1", "1e400"]),
+                            st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(),
+                                                                                 max_size=2))
+
+
+@st.composite
+def bars_mutation(draw, sources: list[str]):
+    """One change to a valid bars body, past the top-level checks: inside a source's rows."""
+    return (draw(st.sampled_from(sources)),
+            draw(st.sampled_from(["value", "date", "new_key", "drop_key", "drop_rows", "repeat_rows", "reverse",
+                                  "not_a_row", "many_rows", "distinct_keys"])),
+            draw(st.integers(0, 10**6)), draw(scalar_or_worse), draw(st.text(min_size=1, max_size=8)))
+
+
+def _mutate(bars: dict, mutation) -> dict:
+    source, kind, at, value, key = mutation
+    body = {name: [dict(r) for r in rows] for name, rows in bars.items()}
+    rows = body[source]
+    i = at % len(rows)
+    cols = list(rows[0])
+    if kind == "value":
+        rows[i][cols[1 + at % (len(cols) - 1)]] = value
+    elif kind == "date":
+        rows[i][cols[0]] = value
+    elif kind == "new_key":
+        rows[i][key] = value
+    elif kind == "drop_key":
+        rows[i].pop(cols[at % len(cols)])
+    elif kind == "drop_rows":
+        body[source] = rows[: i]
+    elif kind == "repeat_rows":
+        body[source] = rows + rows[: i + 1]
+    elif kind == "reverse":
+        body[source] = rows[::-1]
+    elif kind == "not_a_row":
+        rows[i] = value
+    elif kind == "many_rows":
+        body[source] = rows * 4
+    elif kind == "distinct_keys":
+        body[source] = [{**r, f"{key}{n}": 1} for n, r in enumerate(rows)]
+    return body
+
+
+@st.composite
+def npy_header(draw):
+    """A .npy body whose header declares anything, followed by any amount of data."""
+    descr = draw(st.sampled_from(["<f4", "<f8", ">f8", "|O", "<i8", "<f2", "<c16", "|S10", "<U3", "x"]))
+    shape = tuple(draw(st.lists(st.one_of(st.integers(0, 40), st.integers(0, 10**12)), max_size=4)))
+    header = f"{{'descr': {descr!r}, 'fortran_order': {draw(st.booleans())}, 'shape': {shape!r}, }}"
+    if draw(st.booleans()):
+        header = header[: draw(st.integers(0, len(header)))]  # cut anywhere
+    version = draw(st.sampled_from([(1, 0), (2, 0), (3, 0), (9, 9)]))
+    text = header.encode("latin1")
+    size = 4 if version == (1, 0) else 4 + 2
+    text += b" " * ((64 - (8 + size + len(text) + 1) % 64) % 64) + b"\n"
+    length = len(text).to_bytes(2 if version == (1, 0) else 4, "little")
+    data = b"\0" * draw(st.sampled_from([0, 1, 7, 4 * 30 * 8, 8 * 30 * 8, 8 * 10 * 8, 4 * 10 * 8 * 3]))
+    return b"\x93NUMPY" + bytes(version) + length + text + data
+
+
+@pytest.mark.timeout(600)
+def test_fuzzed_bars_rows_and_npy_headers_get_4xx_and_leave_the_replica_alive(app, bars, val):
+    """Generated, not hand-listed: changes inside a source's rows (values, dates with other
+    UTC offsets, keys, row counts) and .npy headers declaring any dtype, shape and size. No
+    5xx, and after every case the replica answers /healthz."""
+    client = httpx.Client(timeout=60)
+    statuses: dict[int, int] = {}
+
+    @settings(max_examples=80, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(case=st.one_of(bars_mutation(sorted(bars)).map(lambda m: ("bars", m)), npy_header().map(lambda b: ("npy", b))))
+    def check(case):
+        kind, what = case
+        if kind == "bars":
+            r = client.post(app.url("/v1/predict/bars"), json={"bars": _mutate(bars, what)})
+        else:
+            r = client.post(app.url("/v1/predict"), content=what, headers={"Content-Type": "application/x-npy"})
+        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+        assert r.status_code < 500, (kind, str(what)[:300], r.text[:300])
+        if r.status_code != 200:
+            assert r.json()["error"]["field"], r.text[:300]
+        assert _alive(client, app)
+
+    try:
+        check()
+        assert client.post(app.url("/v1/predict/bars"), json={"bars": bars}).status_code == 200
+    finally:
+        client.close()
+    record("serve_fuzz_rows_and_headers", cases=sum(statuses.values()), statuses=statuses, errors_5xx=0)
+    assert sum(v for k, v in statuses.items() if 400 <= k < 500) >= 40
+
+
+def _replica_pid(app_name: str, deployment: str) -> int:
+    from ray.util.state import list_actors
+
+    from stocktrend.cluster.resources import state_address
+
+    (actor,) = list_actors(address=state_address(), detail=True, raise_on_missing_output=False, filters=[
+        ("class_name", "=", f"ServeReplica:{app_name}:{deployment}"), ("state", "=", "ALIVE")])
+    return actor.pid
+
+
+def _rss_bytes(pid: int) -> int:
+    line = next(x for x in open(f"/proc/{pid}/status") if x.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def _chunked_post(port: int, path: str, total: int, chunk: int = 256 * 1024) -> tuple[int | None, int]:
+    """POST ``total`` bytes with Transfer-Encoding: chunked (no Content-Length); stops sending
+    as soon as an answer arrives. Returns (status, bytes sent)."""
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n".encode())
+    answered, sent = threading.Event(), [0]
+
+    def pump():
+        piece = b"%x\r\n" % chunk + b" " * chunk + b"\r\n"
+        try:
+            while sent[0] < total and not answered.is_set():
+                sock.sendall(piece)
+                sent[0] += chunk
+            if not answered.is_set():
+                sock.sendall(b"0\r\n\r\n")
+        except OSError:  # the server closed the connection after answering
+            pass
+
+    sender = threading.Thread(target=pump)
+    sender.start()
+    try:
+        head = sock.recv(4096).decode(errors="replace")
+    finally:
+        answered.set()
+        sender.join(60)
+        sock.close()
+    return (int(head.split()[1]) if head.startswith("HTTP/") else None), sent[0]
+
+
+@pytest.mark.timeout(120)
+def test_a_chunked_oversized_body_is_refused_while_it_streams(app):
+    cap = 4 * 1024 * 1024  # the "tight" application's max_body_bytes
+    pid = _replica_pid("tight", PREDICTOR_DEPLOYMENT)
+    before = _rss_bytes(pid)
+    status, sent = _chunked_post(app.head.serve_port, "/tight/v1/predict/bars", 64 * 1024 * 1024)
+    grown = _rss_bytes(pid) - before
+    record("serve_chunked_oversize", status=status, sent_mib=round(sent / 2**20, 1), rss_growth_mib=round(grown / 2**20, 1),
+           cap_mib=cap / 2**20)
+    assert status == 413 and sent < 64 * 1024 * 1024
+    assert grown < 2 * cap, f"the replica grew by {grown / 2**20:.1f} MiB for a cap of {cap / 2**20:.0f} MiB"
+
+
+@pytest.mark.timeout(120)
+def test_overload_beyond_the_queue_answers_503_with_retry_after_within_a_second(app, bars):
+    """The "tight" application holds one request and queues one more: a burst of bars requests
+    (each featurised for tens of milliseconds) is shed at once, and the replica serves normally
+    afterwards."""
+    body = json.dumps({"bars": bars}).encode()
+    results: list[tuple[int, float, str | None]] = []
+    go = threading.Barrier(24)
+
+    def one():
+        with httpx.Client(timeout=30) as c:
+            go.wait()
+            t0 = time.monotonic()
+            r = c.post(app.url("/tight/v1/predict/bars"), content=body, headers={"Content-Type": "application/json"})
+            results.append((r.status_code, time.monotonic() - t0, r.headers.get("retry-after")))
+
+    threads = [threading.Thread(target=one) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    shed = [(dt, retry) for code, dt, retry in results if code == 503]
+    record("serve_overload", requests=len(results), answered=sum(c == 200 for c, _, _ in results), shed=len(shed),
+           slowest_shed_s=round(max((dt for dt, _ in shed), default=0.0), 3))
+    assert {c for c, _, _ in results} <= {200, 503} and len(results) == 24
+    assert shed and all(dt < 1.0 and retry for dt, retry in shed), shed
+    after = httpx.post(app.url("/tight/v1/predict/bars"), content=body, headers={"Content-Type": "application/json"},
+                       timeout=30)
+    assert after.status_code == 200
+
+
+def _traffic(app, body: bytes, stop: threading.Event, log: list, path: str = "/v1/predict", get: bool = False):
+    with httpx.Client(timeout=30) as c:
+        while not stop.is_set():
+            try:
+                r = c.get(app.url(path)) if get else c.post(app.url(path), content=body,
+                                                            headers={"Content-Type": "application/json"})
+                log.append(r.status_code)
+            except httpx.HTTPError as err:
+                log.append(repr(err))
+
+
+@pytest.mark.timeout(120)
+def test_monitoring_hammered_beside_predictions_never_answers_5xx(app, val):
+    body = json.dumps({"windows": val[:2].tolist()}).encode()
+    predicted, watched, stop = [], [], threading.Event()
+    threads = [threading.Thread(target=_traffic, args=(app, body, stop, predicted)) for _ in range(4)]
+    threads += [threading.Thread(target=_traffic, args=(app, b"", stop, watched, "/v1/monitoring", True))
+                for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(8)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    record("serve_monitoring_hammered", predictions=len(predicted), monitoring_requests=len(watched),
+           not_200=sum(s != 200 for s in predicted + watched))
+    assert len(watched) > 50 and set(predicted) == {200} and set(watched) == {200}, \
+        (set(predicted), set(watched))
+
+
+@pytest.mark.timeout(300)
+def test_predictions_keep_answering_while_the_monitor_is_killed(app, val):
+    """The monitor is a separate replica: killed under traffic, no prediction fails; Serve
+    starts a new one, the replicas tell it their models again, and monitoring resumes."""
+    body = json.dumps({"windows": val[:1].tolist()}).encode()
+    details = app.control.app_details(app.head.dashboard, "reliability")
+    (monitor,) = [r for r in details["deployments"]["Monitor"]["replicas"] if r["state"] == "RUNNING"]
+    log, stop = [], threading.Event()
+    threads = [threading.Thread(target=_traffic, args=(app, body, stop, log)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        ray.kill(ray.get_actor(monitor["actor_name"], namespace="serve"), no_restart=True)
+        time.sleep(6)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert len(log) > 100 and set(log) == {200}, {s for s in log if s != 200}
+    deadline, figures = time.monotonic() + 120, None
+    with httpx.Client(timeout=30) as c:
+        while time.monotonic() < deadline:
+            c.post(app.url("/v1/predict"), content=body, headers={"Content-Type": "application/json"})
+            r = c.get(app.url("/v1/monitoring"))
+            if r.status_code == 200 and r.json().get("totals", {}).get("predictions", 0) > 0:
+                figures = r.json()
+                break
+            time.sleep(1)
+    record("serve_monitor_killed", predictions=len(log), failed=sum(s != 200 for s in log),
+           monitoring_resumed=figures is not None)
+    assert figures is not None, "monitoring did not resume after the monitor was replaced"

@@ -32,9 +32,16 @@ def _line(pos: int) -> int:
     return pos + 2
 
 
+MAX_VALUE = 1e12  # a price, rate or volume no market produces beyond
+
+
 def _parse_dates(raw: pd.Series, spec: SourceConfig, path: str) -> pd.DatetimeIndex:
     col = spec.columns["date"]
-    parsed = pd.to_datetime(raw, format=spec.date_format, errors="coerce")
+    try:
+        parsed = pd.to_datetime(raw, format=spec.date_format, errors="coerce")
+    except (ValueError, TypeError, OverflowError) as err:  # mixed UTC offsets, say: not one calendar
+        raise DataError(f"{path}: column '{col}': cannot read the dates as one calendar ({err}); give every "
+                        "date the same UTC offset, or none") from None
     bad = parsed.isna().to_numpy()
     if bad.any():
         pos = int(np.argmax(bad))
@@ -137,11 +144,21 @@ def parse_table(spec: SourceConfig, frame: pd.DataFrame, where: str, name: str =
         if numeric[col].isna().all():
             raise DataError(f"{where}: column '{col}' has no numeric values")
     if spec.kind in ("ohlcv", "close"):
-        price = "adj_close" if "adj_close" in numeric else "close"
-        nonpos = (numeric[price] <= 0).to_numpy()
-        if nonpos.any():
-            pos = int(np.argmax(nonpos))
-            raise DataError(f"{where}: column '{spec.columns[price]}', line {_line(pos)}: price must be positive")
+        prices = [c for c in ("open", "high", "low", "close", "adj_close") if c in numeric]
+        for col in prices:
+            nonpos = (numeric[col] <= 0).to_numpy()
+            if nonpos.any():
+                pos = int(np.argmax(nonpos))
+                raise DataError(f"{where}: column '{spec.columns[col]}', line {_line(pos)}: price must be positive")
+        if "volume" in numeric and (numeric["volume"] < 0).any():
+            pos = int(np.argmax((numeric["volume"] < 0).to_numpy()))
+            raise DataError(f"{where}: column '{spec.columns['volume']}', line {_line(pos)}: volume cannot be negative")
+    huge = (numeric.abs() > MAX_VALUE).to_numpy()
+    if huge.any():  # beyond float32 features once differenced or squared
+        pos, col = (int(i) for i in np.argwhere(huge)[0])
+        name = spec.columns.get(numeric.columns[col], numeric.columns[col])  # the file's own column name
+        raise DataError(f"{where}: column '{name}', line {_line(pos)}: {numeric.iat[pos, col]:g} is "
+                        f"beyond any market's values (|value| <= {MAX_VALUE:g})")
     return numeric
 
 
@@ -155,6 +172,8 @@ def read_all_sources(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str
         facts[name] = {
             "file": str(path),
             "sha256": sha256_of(path),
+            # The file's columns: what the prediction service accepts in a bars request's rows.
+            "columns": [str(c).strip() for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns],
             "rows": len(frame),
             "start": str(frame.index[0].date()),
             "end": str(frame.index[-1].date()),

@@ -20,6 +20,7 @@ from stocktrend.data.config import SourceConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.panel import build_panel
 from stocktrend.data.sources import parse_table
+from stocktrend.inference.rows import frame_from_rows, rows_allowed
 
 if TYPE_CHECKING:
     from stocktrend.inference.predictor import Predictor
@@ -51,9 +52,11 @@ def _member_columns(p: Predictor) -> dict[str, str]:
     return dict(spec.columns)
 
 
-def _parse(spec: SourceConfig, rows: Any, field: str, name: str) -> pd.DataFrame:
+def _parse(p: Predictor, spec: SourceConfig, rows: Any, field: str, name: str) -> pd.DataFrame:
+    frame = rows if isinstance(rows, pd.DataFrame) else frame_from_rows(rows, field, rows_allowed(p.bars_needed),
+                                                                        p.source_columns(name))
     try:
-        return parse_table(spec, pd.DataFrame(rows), field, name)
+        return parse_table(spec, frame, field, name)
     except DataError as err:
         raise _input_error(field, str(err).removeprefix(f"{field}: ")) from None
 
@@ -64,7 +67,7 @@ def _members(p: Predictor, bars: dict[str, Any], tickers: list[str]) -> dict[str
         field = f"bars.{spec.source}"
         if spec.source not in bars:
             raise _input_error(field, f"missing: the closes of every instrument of the model, {tickers}")
-        table = _parse(p.data_cfg.sources[spec.source], bars[spec.source], field, spec.source)
+        table = _parse(p, p.data_cfg.sources[spec.source], bars[spec.source], field, spec.source)
         table.columns = [str(c).upper() for c in table.columns]
         missing = [t for t in tickers if t not in table.columns]
         if missing:
@@ -82,7 +85,7 @@ def _members(p: Predictor, bars: dict[str, Any], tickers: list[str]) -> dict[str
         if t not in bars:
             raise _input_error(f"bars.{t}", f"missing instrument; a request carries the bars of every instrument "
                                             f"of the model ({tickers})")
-        members[t] = _parse(member_spec, bars[t], f"bars.{t}", t).dropna(subset=["close"])
+        members[t] = _parse(p, member_spec, bars[t], f"bars.{t}", t).dropna(subset=["close"])
     return members
 
 
@@ -102,7 +105,7 @@ def panel_windows(p: Predictor, bars: dict[str, Any], ticker: str | None, last: 
             continue
         if name not in bars:
             raise _input_error(f"bars.{name}", f"missing source; the model needs {sorted(bars.keys() | {name})}")
-        frames[name] = _parse(spec, bars[name], f"bars.{name}", name)
+        frames[name] = _parse(p, spec, bars[name], f"bars.{name}", name)
     members = _members(p, bars, tickers)
     last_day = max(f.index[-1] for f in members.values() if len(f))
     for t, frame in members.items():  # a short history of any member would change the cross-section

@@ -26,6 +26,7 @@ from stocktrend.data.sources import parse_table
 from stocktrend.data.windows import cut_windows, full_windows
 from stocktrend.inference.artifact import WEIGHTS, ArtifactError, load_parts
 from stocktrend.inference.backends import make_backend
+from stocktrend.inference.rows import frame_from_rows, rows_allowed
 from stocktrend.models.config import ModelConfig
 from stocktrend.models.network import build_network
 
@@ -135,17 +136,27 @@ class Predictor:
         return None if log_vol is None else np.exp(log_vol) * np.sqrt(TRADING_DAYS)
 
     # -- raw bars ------------------------------------------------------------
-    def parse_bars(self, bars: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-        """Validate raw bars laid out like each source's file (same column names)."""
+    def parse_bars(self, bars: dict[str, Any]) -> dict[str, pd.DataFrame]:
+        """Validate raw bars laid out like each source's file (same column names): a request's
+        rows (lists of objects, checked as a table before a frame is built) or whole files."""
         frames = {}
         for name, spec in self.data_cfg.sources.items():
             if name not in bars:
                 raise InputError(f"bars.{name}", f"missing source; the model needs {sorted(self.data_cfg.sources)}")
+            field = f"bars.{name}"
+            rows = bars[name]
+            if not isinstance(rows, pd.DataFrame):  # a request's rows (a frame: files read by the batch scorer)
+                rows = frame_from_rows(rows, field, rows_allowed(self.bars_needed), self.source_columns(name))
             try:
-                frames[name] = parse_table(spec, pd.DataFrame(bars[name]), f"bars.{name}", name)
+                frames[name] = parse_table(spec, rows, field, name)
             except DataError as err:
-                raise InputError(f"bars.{name}", str(err).removeprefix(f"bars.{name}: ")) from None
+                raise InputError(field, str(err).removeprefix(f"{field}: ")) from None
         return frames
+
+    def source_columns(self, name: str) -> list[str] | None:
+        """The columns source ``name``'s file had at training (recorded by datasets built since
+        the service began checking bars rows against them; None for older ones)."""
+        return ((self.training.get("dataset") or {}).get("sources", {}).get(name) or {}).get("columns")
 
     def scaled_features(self, bars: dict[str, pd.DataFrame]) -> tuple[np.ndarray, pd.DatetimeIndex]:
         """Every target day's selected features, scaled: (n_days, features), and the days."""

@@ -49,14 +49,16 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from stocktrend.config_io import config_to_dict
+from stocktrend.inference.backends import Outputs
 from stocktrend.inference.panel_bars import panel_instruments
 from stocktrend.inference.predictor import InputError, Predictor
 from stocktrend.serving import wire
 from stocktrend.serving.access import authorize, request_id
 from stocktrend.serving.batching import BatchedInference
 from stocktrend.serving.config import PREDICTOR_DEPLOYMENT, ServeArgs
+from stocktrend.serving.featurise import Featuriser
 from stocktrend.serving.metrics import create_metrics
-from stocktrend.serving.monitor import Monitor, RecordBuffer
+from stocktrend.serving.monitor import Monitor, MonitorUnavailable, RecordBuffer, call
 from stocktrend.serving.predlog import PredictionLog
 from stocktrend.serving.replica_models import ReplicaModels
 from stocktrend.serving.routes import (
@@ -103,7 +105,9 @@ class PredictorDeployment:
         self.load_model = self.models.load  # an attribute of the deployment: how Serve sees it multiplexes
         self.api_key = os.environ.get(self.args.api_key_env) or None
         self.infer = BatchedInference(self.args.max_batch_size, self.args.batch_wait_timeout_s)
-        self.records = RecordBuffer(monitor, create_metrics(), self.args.monitoring_flush_s)
+        self.featurise = Featuriser(self.threads, self.args.featurise_timeout_s,
+                                    max(self.args.max_ongoing_requests, self.args.max_batch_size))
+        self.records = RecordBuffer(monitor, create_metrics(), self.args.monitoring_flush_s, self.models.announce)
         self.error_counter = self.records.metrics["errors"]
         log_dirs = {name: Path(self.args.prediction_log_dir) / name if self.args.prediction_log_dir else d
                     for name, d in self.models.model_dirs.items()}
@@ -112,6 +116,19 @@ class PredictorDeployment:
                                      self.args.prediction_log)
         self.shadow_tasks: set[asyncio.Task] = set()
         self.shadow_dropped = 0  # shadow scores skipped because max_batch_size of them were in flight
+
+    async def check_health(self) -> None:
+        """Serve's health check, every ``health_check_period_s``: the default model's champion,
+        when loaded here, answers a probe window on its back-end, or this replica is replaced.
+        (A monitor that is down is not this replica's fault: it fails no check.)"""
+        routing = self.models.routing
+        if routing is None:  # still loading its routes: /healthz says "loading"
+            return
+        model_id = f"{routing.default}/{routing.models[routing.default].champion}"
+        predictor = self.models.loaded_predictor(model_id)
+        if predictor is not None:
+            probe = np.zeros((1, predictor.seq_len, predictor.n_features), np.float32)
+            await asyncio.wait_for(asyncio.to_thread(predictor.backend, probe), timeout=30)
 
     # -- routes (user config) ---------------------------------------------------------------
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -133,29 +150,44 @@ class PredictorDeployment:
                                              "model": sel.name if sel else None,
                                              "model_version": sel.version if sel else self.models.default_version(),
                                              "role": sel.role if sel else None}).decode())
-        return Response(body, status_code=status, media_type=wire.JSON_MEDIA_TYPE)  # Serve adds X-Request-Id
+        headers = {"Retry-After": f"{math.ceil(self.args.retry_after_s)}"} if status == 503 else None
+        return Response(body, status_code=status, media_type=wire.JSON_MEDIA_TYPE, headers=headers)  # + X-Request-Id
 
     def _error(self, endpoint: str, err: ApiError | InputError, rid: str, t0: float,
                sel: Selection | None = None) -> Response:
         status = getattr(err, "status", 422)  # InputError: the Predictor refused the content
-        self.records.client_error()
+        if status < 500:
+            self.records.client_error()
         self.error_counter.inc(tags={"endpoint": endpoint, "status": str(status)})
         version = sel.version if sel else self.models.default_version()
         return self._answer(wire.error_body(err, version), rid, endpoint, t0, status, sel=sel)
 
-    async def _windows(self, request: Request) -> tuple[Any, bytes]:
-        limit = self.args.max_body_bytes
-        wire.check_size(request.headers.get("content-length"), None, limit)
+    async def _windows(self, request: Request, predictor: Predictor) -> Any:
+        """The request's windows, its cost bounded before any array is built: the body read
+        up to the largest valid request for this model, the count checked first."""
         kind = wire.media_type(request.headers.get("content-type"))
         if kind not in (wire.JSON_MEDIA_TYPE, wire.NPY_MEDIA_TYPE):
             raise ApiError(415, "Content-Type", f"{kind!r} is not accepted; send {wire.JSON_MEDIA_TYPE} or "
                                                 f"{wire.NPY_MEDIA_TYPE}")
-        raw = await request.body()
-        wire.check_size(None, raw, limit)
+        most = self.args.max_windows_per_request
+        limit = wire.windows_body_limit(kind, most, predictor.seq_len, predictor.n_features, self.args.max_body_bytes)
+        raw = await wire.read_body(request, limit)
         if kind == wire.NPY_MEDIA_TYPE:
-            return wire.windows_from_npy(raw), raw
+            return wire.windows_from_npy(raw, most)
         body = wire.json_object(raw, {"windows"}, {"windows"})
-        return wire.windows_from_json(body["windows"], raw), raw
+        return wire.windows_from_json(body["windows"], raw, most)
+
+    async def _infer(self, predictor: Predictor, windows: np.ndarray) -> tuple[Outputs, int]:
+        """The back-end's outputs for ``windows``, in pieces of at most ``max_batch_size``
+        windows, each through the batcher: one large request cannot hold the queue for long."""
+        size = self.args.max_batch_size
+        if len(windows) <= size:
+            return await self.infer((predictor, windows))
+        parts = await asyncio.gather(*(self.infer((predictor, windows[i:i + size]))
+                                       for i in range(0, len(windows), size)))
+        outs = [o for o, _ in parts]
+        joined = Outputs(*(None if fields[0] is None else np.concatenate(fields) for fields in zip(*outs)))
+        return joined, max(b for _, b in parts)
 
     @staticmethod
     def _wants_attention(request: Request) -> bool:
@@ -191,9 +223,9 @@ class PredictorDeployment:
                 challenger = await self.load_model(f"{sel.name}/{sel.shadow}")
                 x, as_of = windows, None
                 if bars is not None:
-                    x, dates = await asyncio.to_thread(challenger.windows_from_bars, bars, 1, ticker)
+                    x, dates = await self.featurise(challenger, bars, ticker)
                     as_of = dates[-1]
-                res, batch = await self.infer((challenger, x))
+                res, batch = await self._infer(challenger, x)
                 probs = res.probs
             except Exception:  # the shadow must never affect what clients get
                 log.exception("shadow scoring by %s/%s failed", sel.name, sel.shadow)
@@ -265,15 +297,11 @@ class PredictorDeployment:
             authorize(request.headers, self.api_key)
             attention = self._wants_attention(request)
             sel = await self.models.for_windows(self._selection(request))
-            raw_windows, _ = await self._windows(request)
             predictor = await self.models.predictor(sel)
-            windows = predictor.check_windows(raw_windows)
-            if len(windows) > self.args.max_windows_per_request:
-                raise ApiError(413, "windows", f"{len(windows)} windows in one request; the limit is "
-                                               f"{self.args.max_windows_per_request}")
+            windows = predictor.check_windows(await self._windows(request, predictor))
         except (ApiError, InputError) as err:
             return self._error("predict", err, rid, t0, sel)
-        res, batch = await self.infer((predictor, windows))
+        res, batch = await self._infer(predictor, windows)
         probs = res.probs
         client = request.headers.get(CLIENT_HEADER)
         self._observe(sel, predictor, "predict", t0, windows, probs, batch, rid, client)
@@ -288,9 +316,7 @@ class PredictorDeployment:
         try:
             authorize(request.headers, self.api_key)
             attention = self._wants_attention(request)
-            wire.check_size(request.headers.get("content-length"), None, self.args.max_body_bytes)
-            raw = await request.body()
-            wire.check_size(None, raw, self.args.max_body_bytes)
+            raw = await wire.read_body(request, self.args.max_body_bytes)
             body = wire.json_object(raw, {"bars", "ticker", "model"}, {"bars"})
             sel = self._selection(request, body.get("model"))
             bars, ticker = body["bars"], body.get("ticker")
@@ -302,10 +328,10 @@ class PredictorDeployment:
             if ticker is not None and not isinstance(ticker, str):
                 raise ApiError(422, "ticker", "must be a string (an instrument of the model)")
             predictor = await self.models.predictor(sel)
-            windows, dates = await asyncio.to_thread(predictor.windows_from_bars, bars, 1, ticker)
+            windows, dates = await self.featurise(predictor, bars, ticker)
         except (ApiError, InputError) as err:
             return self._error("predict_bars", err, rid, t0, sel)
-        res, batch = await self.infer((predictor, windows))
+        res, batch = await self._infer(predictor, windows)
         probs = res.probs
         as_of, client = dates[-1], request.headers.get(CLIENT_HEADER)
         ticker = ticker.upper() if ticker else predictor.data_cfg.ticker
@@ -325,18 +351,21 @@ class PredictorDeployment:
         try:
             authorize(request.headers, self.api_key)
             sel = self._selection(request)
+            route = self.models.routing.models[sel.name]
+            version = sel.version if sel.role == "pinned" else route.champion
+            try:  # a monitor down or slow answers 503 here, and affects nothing else
+                await self.records.deliver()  # this replica's latest records first
+                summary = await call(self.monitor.summary.remote(sel.name, version))
+                if route.challenger and sel.role != "pinned":
+                    summary["challenger"] = await call(self.monitor.summary.remote(sel.name, route.challenger))
+                    summary["route"] = route.model_dump()
+                    summary["shadow_agreement"] = await call(self.monitor.agreement_summary.remote(sel.name))
+                    summary["shadow_dropped_on_this_replica"] = self.shadow_dropped
+            except MonitorUnavailable as err:
+                raise ApiError(503, "monitoring", f"{err}; predictions are not affected, retry shortly") from None
         except ApiError as err:
             return self._error("monitoring", err, rid, t0, sel)
-        for pending in self.records.flush():  # this replica's latest records first
-            await pending
-        route = self.models.routing.models[sel.name]
-        version = sel.version if sel.role == "pinned" else route.champion
-        summary = await self.monitor.summary.remote(sel.name, version)
-        if route.challenger and sel.role != "pinned":
-            summary["challenger"] = await self.monitor.summary.remote(sel.name, route.challenger)
-            summary["route"] = route.model_dump()
-            summary["shadow_agreement"] = await self.monitor.agreement_summary.remote(sel.name)
-            summary["shadow_dropped_on_this_replica"] = self.shadow_dropped
+        summary["records_dropped_on_this_replica"] = self.records.dropped
         return self._answer(wire.dumps(summary), rid, "monitoring", t0, sel=sel)
 
 
@@ -350,6 +379,8 @@ def build(args: ServeArgs) -> serve.Application:
         "ray_actor_options": {"num_cpus": args.num_cpus, **({"num_gpus": args.num_gpus} if args.num_gpus else {}),
                               **({"resources": args.resources} if args.resources else {})},
         "max_ongoing_requests": max(args.max_ongoing_requests, args.max_batch_size),
+        "max_queued_requests": args.max_queued_requests,
+        "backpressure_config": {"status_code": 503, "retry_after_s": args.retry_after_s},
         "user_config": routing.user_config(),
         "health_check_period_s": args.health_check_period_s,
         "logging_config": {"enable_access_log": args.access_log},

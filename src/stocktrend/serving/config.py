@@ -85,7 +85,16 @@ class ServeArgs(BaseModel):
     batch_wait_timeout_s: float = Field(0.0, ge=0, description="0: a batch is whatever queued while the last one ran")
     max_ongoing_requests: int = Field(64, ge=1, description="raised to max_batch_size if lower: it caps batches")
     max_windows_per_request: int = Field(256, ge=1, description="more windows in one request answer 413")
-    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="larger bodies answer 413")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="larger bodies answer 413 (a windows body's "
+                                                                        "cap is also derived from the largest valid "
+                                                                        "request)")
+    max_queued_requests: int = Field(128, ge=1, description="requests waiting for a replica beyond "
+                                                            "max_ongoing_requests; more answer 503 with Retry-After "
+                                                            "at once instead of timing out")
+    retry_after_s: float = Field(1.0, ge=0, description="the Retry-After of every 503 (a full queue, a busy "
+                                                        "featuriser, the monitor unavailable)")
+    featurise_timeout_s: float = Field(5.0, gt=0, description="a bars request's featurisation is cut off (503) "
+                                                              "past this")
     api_key_env: str = Field("STOCKTREND_API_KEY", description="when this variable is set, X-API-Key must match it")
     monitoring_window: int = Field(5000, ge=10, description="predictions kept for /v1/monitoring (count window)")
     monitoring_minutes: float = Field(15.0, gt=0, description="the time window of /v1/monitoring, in minutes")

@@ -36,9 +36,9 @@ class RollingStats:
     def add(self, record: dict[str, Any]) -> None:
         """``record``: one replica's flush: {"t_pred", "classes", "confidence", "last_day",
         "t_req", "latency_ms", "batch_sizes", "errors_4xx"}."""
-        days = record.get("last_day", [])
+        days = record.get("last_day", [])  # rows copied: a view would keep the whole batch alive
         self.predictions.extend(zip(record.get("t_pred", []), record.get("classes", []),
-                                    record.get("confidence", []), (np.asarray(d, np.float32) for d in days)))
+                                    record.get("confidence", []), (np.array(d, np.float32) for d in days)))
         self.requests.extend(zip(record.get("t_req", []), record.get("latency_ms", []), record.get("batch_sizes", [])))
         self.totals["requests"] += len(record.get("latency_ms", []))
         self.totals["predictions"] += len(record.get("classes", []))

@@ -22,6 +22,7 @@ from stocktrend.inference.artifact import ArtifactError, local_model_dir
 from stocktrend.inference.backends import resolve_backend
 from stocktrend.inference.predictor import Predictor
 from stocktrend.serving.config import ServeArgs
+from stocktrend.serving.monitor import MonitorUnavailable, call
 from stocktrend.serving.routes import Routing, Selection
 from stocktrend.serving.wire import ApiError
 
@@ -38,6 +39,9 @@ class ReplicaModels:
         self.routing: Routing | None = None
         self.backend_reasons: dict[str, str] = {}
         self.same_inputs: dict[tuple[str, str, str], bool] = {}
+        # What the monitor is told of each version loaded here (small: not the Predictor, which
+        # the multiplexer may evict), to tell a restarted monitor again.
+        self.announced: dict[str, tuple[dict, dict]] = {}
         self.load = serve.multiplexed(max_num_models_per_replica=args.max_models_per_replica)(self._loader())
 
     def _loader(self):
@@ -49,17 +53,36 @@ class ReplicaModels:
             backend, reason = resolve_backend(self.args.backend, target)
             predictor = await asyncio.to_thread(Predictor.from_artifact, target, backend, self.threads)
             self.backend_reasons[model_id] = reason
-            await self.monitor.set_model.remote(name, version, predictor.feature_distribution, reference(predictor))
+            self.announced[model_id] = (predictor.feature_distribution, reference(predictor))
+            await self.announce(name, version)
             log.info("loaded %s on %s in %.0f ms (%s)", model_id, backend, (time.perf_counter() - t0) * 1e3, reason)
             return predictor
 
         return load_model
+
+    async def announce(self, name: str, version: str) -> None:
+        """Tell the monitor about a loaded version (what its figures are compared with). A
+        monitor that is down or slow delays no load by more than the call's timeout and fails
+        none: its figures for this version start when it is told again (RecordBuffer does,
+        when the monitor says it does not know a version)."""
+        told = self.announced.get(f"{name}/{version}")
+        if told is None:
+            return
+        try:
+            await call(self.monitor.set_model.remote(name, version, *told), what="the monitor (announcing a model)")
+        except MonitorUnavailable as err:
+            log.warning("%s/%s loaded, not yet monitored: %s", name, version, err)
 
     def loaded(self) -> list[str]:
         """The model ids this replica holds, least recently used first (Serve keeps its LRU
         on the wrapped function)."""
         wrapper = getattr(getattr(self.load, "__wrapped__", None), "__serve_multiplex_wrapper", None)
         return list(wrapper.models) if wrapper is not None else []
+
+    def loaded_predictor(self, model_id: str) -> Predictor | None:
+        """The Predictor of ``model_id`` if this replica holds it (no load)."""
+        wrapper = getattr(getattr(self.load, "__wrapped__", None), "__serve_multiplex_wrapper", None)
+        return wrapper.models.get(model_id) if wrapper is not None else None
 
     async def set_routing(self, routing: Routing) -> None:
         unknown = sorted(set(routing.models) - set(self.model_dirs))

@@ -6,11 +6,18 @@ float64, shape (n, seq_len, features); never pickled objects). Both end in the s
 validation (``Predictor.check_windows``) and the same error contract:
 ``{"error": {"field", "message"}, "model_version"}`` with a 4xx status. Answers are
 serialised by orjson from NumPy arrays (no per-float Python objects on the way out).
+
+A request's cost is bounded before work is done on it: the body is read as a stream and
+refused the moment it passes a cap derived from the largest valid request (a chunked body
+too), the window count is read from the JSON's first level or the ``.npy`` header before any
+array is built, and a ``.npy`` header is checked against the bytes present before anything
+is allocated.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
 import numpy as np
@@ -30,11 +37,47 @@ def media_type(content_type: str | None) -> str:
     return (content_type or JSON_MEDIA_TYPE).split(";", 1)[0].strip().lower()
 
 
+# The most bytes one number of a windows body can take as JSON ("-1.2345678901234567e-308, ")
+# and the most a .npy header can (NumPy writes 128; its reader accepts up to 10,000).
+JSON_NUMBER_BYTES = 27
+NPY_HEADER_MAX = 4096
+
+
 def check_size(declared: str | None, raw: bytes | None, limit: int) -> None:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "body", f"{int(declared)} bytes is over the limit of {limit}")
     if raw is not None and len(raw) > limit:
         raise ApiError(413, "body", f"{len(raw)} bytes is over the limit of {limit}")
+
+
+def windows_body_limit(kind: str, max_windows: int, seq_len: int, n_features: int, max_body_bytes: int) -> int:
+    """The largest body a valid request of ``max_windows`` windows can need, as ``kind``, and
+    never more than ``max_body_bytes``: a larger one is refused before it is read whole."""
+    values = max_windows * seq_len * n_features
+    if kind == NPY_MEDIA_TYPE:
+        need = NPY_HEADER_MAX + 8 * values  # float64 at most
+    else:  # numbers, and the brackets, commas and spaces around every day and window
+        need = 1024 + JSON_NUMBER_BYTES * values + 8 * max_windows * (seq_len + 1)
+    return min(max_body_bytes, need)
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The body, read as a stream and refused (413) as soon as it passes ``limit`` bytes:
+    a Content-Length over the limit is refused unread, and a chunked body (no length) is
+    never held beyond the limit."""
+    check_size(request.headers.get("content-length"), None, limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body", f"more than the limit of {limit} bytes (the largest valid request)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_window_count(n: int, limit: int) -> None:
+    if n > limit:
+        raise ApiError(413, "windows", f"{n} windows in one request; the limit is {limit}")
 
 
 def json_object(raw: bytes, allowed: set[str], required: set[str]) -> dict[str, Any]:
@@ -58,15 +101,18 @@ def json_object(raw: bytes, allowed: set[str], required: set[str]) -> dict[str, 
     return body
 
 
-def windows_from_json(value: Any, raw: bytes) -> np.ndarray:
+def windows_from_json(value: Any, raw: bytes, max_windows: int | None = None) -> np.ndarray:
     """Numbers only: JSON strings such as "1.5", booleans and nulls are refused, not coerced.
     NumPy would turn a boolean among numbers into 0.0/1.0; the body's one field is the
     windows, so a ``true``/``false`` token anywhere in the raw bytes (a fast scan, no
-    walk of the nested lists) is a boolean in the windows, or in a string, refused too."""
+    walk of the nested lists) is a boolean in the windows, or in a string, refused too.
+    The window count is checked on the first level, before an array is built."""
     if b"true" in raw or b"false" in raw:
         raise ApiError(422, "windows", "values must be numbers (got a JSON boolean)")
     if not isinstance(value, list) or not value:
         raise ApiError(422, "windows", "must be a non-empty list of windows (n x seq_len x features numbers)")
+    if max_windows is not None:
+        check_window_count(len(value), max_windows)
     try:
         arr = np.asarray(value)
     except (ValueError, OverflowError):
@@ -77,17 +123,35 @@ def windows_from_json(value: Any, raw: bytes) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def windows_from_npy(raw: bytes) -> np.ndarray:
-    """One ``.npy`` array: float32/float64, 3-D. Pickled object arrays are refused."""
+def windows_from_npy(raw: bytes, max_windows: int | None = None) -> np.ndarray:
+    """One ``.npy`` array: float32/float64, 3-D. Its header is read and checked first (format
+    version, dtype, shape, window count, and the data size it declares against the bytes that
+    follow), so a ~100-byte body declaring a huge shape is refused without allocating it;
+    then the array is read straight from the body. Pickled object arrays are refused."""
     if not raw:
         raise ApiError(400, "body", "empty body; send one .npy array")
+    buf = io.BytesIO(raw)
+    fmt = np.lib.format
     try:
-        arr = np.load(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise ApiError(400, "body", f"not a .npy array ({err})") from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
-        raise ApiError(422, "windows", f"the .npy array must hold floats, got dtype {getattr(arr, 'dtype', '?')}")
-    return arr.astype(np.float32, copy=False)
+        version = fmt.read_magic(buf)
+        read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"format version {version[0]}.{version[1]} is not accepted (1.0 or 2.0)")
+        shape, fortran, dtype = read_header(buf, max_header_size=NPY_HEADER_MAX)
+    except Exception as err:  # NumPy parses the header as a Python literal: any failure is the client's
+        raise ApiError(400, "body", f"not a .npy array ({type(err).__name__}: {err})") from None
+    if dtype.hasobject or dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        raise ApiError(422, "windows", f"the .npy array must hold float32 or float64, got dtype {dtype}")
+    if len(shape) != 3:
+        raise ApiError(422, "windows", f"the .npy array must be 3-D (n, seq_len, features), got shape {shape}")
+    if max_windows is not None:
+        check_window_count(shape[0], max_windows)
+    count, present = math.prod(shape), len(raw) - buf.tell()
+    if count * dtype.itemsize != present:
+        raise ApiError(400, "body", f"the .npy header declares shape {shape} of {dtype} ({count * dtype.itemsize} "
+                                    f"bytes of data), but {present} bytes follow it")
+    arr = np.frombuffer(raw, dtype=dtype, count=count, offset=buf.tell())
+    return arr.reshape(shape, order="F" if fortran else "C").astype(np.float32)  # a copy: the body can go
 
 
 def error_body(err: ApiError, version: str | None) -> bytes:

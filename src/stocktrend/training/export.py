@@ -144,7 +144,8 @@ def export_artifact(
                 "protocol": meta["protocol"],
                 "splits": meta["splits"],
                 "boundaries": meta["boundaries"],
-                "sources": {k: {"sha256": v["sha256"], "start": v["start"], "end": v["end"]}
+                "sources": {k: {"sha256": v["sha256"], "start": v["start"], "end": v["end"],
+                                **({"columns": v["columns"]} if "columns" in v else {})}
                             for k, v in meta["sources"].items()},
             },
             **(extra or {}),
