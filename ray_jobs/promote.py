@@ -19,6 +19,16 @@ moves ``latest``, and its moves are logged too. Every application on the Ray hea
 ``models/<name>`` gets the new route in its Predictor's user config: Serve calls
 ``reconfigure`` on the live replicas, which load the versions named before switching, so no
 request fails. Without a head (or with --no-serve) only ``latest`` and the log change.
+
+A promotion is a transaction. The version named is verified, loaded and run on a probe
+window here before Serve is asked to switch (a version that cannot load never reaches a
+replica). Every writer of a model's routes (this, the retrain job, an alert's retrain) takes
+the model's routes lock, and a change of the deployed config the deployment's lock, in
+turn; the config is changed compare-and-swap; every application serving the model switches
+in one change, and if one fails, all are put back on their previous routes (logged as
+``restored``) and nothing is recorded as done. Exit status: 0 done; 1 a deployment did not
+switch (restored); 2 refused as asked (nothing changed); 3 another promotion held the
+routes past --lock-timeout.
 """
 
 from __future__ import annotations
@@ -49,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="Ray dashboard URL (default: $RAY_DASHBOARD_ADDRESS, else the head running on this machine)")
     ap.add_argument("--no-serve", action="store_true", help="only move 'latest' and the log; leave deployments alone")
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--lock-timeout", type=float, default=120,
+                    help="how long to wait for another promotion of this model (or of this deployment) to end")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     if _no_action(args) and args.split is None and not args.shadow:
@@ -80,14 +92,25 @@ def read_history(model_dir: Path) -> list[dict]:
 
 
 def verified(model_dir: Path, version: str | None) -> str:
+    """The version, once its manifest verifies and it loads and answers a probe window (the
+    training mean of every feature) on the torch back-end, as a replica would load it."""
+    import numpy as np
+
     from stocktrend.inference.artifact import ArtifactError, verify
+    from stocktrend.inference.predictor import Predictor
 
     try:
         if not version or "/" in version or version.startswith("."):
             raise ArtifactError("not a version folder name")
         verify(model_dir / version)
+        predictor = Predictor.from_artifact(model_dir / version)
+        probs = predictor.predict_windows(np.zeros((1, predictor.seq_len, predictor.n_features), np.float32)).probs
+        if not np.isfinite(probs).all():
+            raise ArtifactError("answers a probe window with non-finite probabilities")
     except ArtifactError as err:
         raise PromotionError(f"version {version!r}: {err}") from None
+    except Exception as err:  # anything a replica's load would hit too
+        raise PromotionError(f"version {version!r} does not load: {type(err).__name__}: {err}") from None
     return version
 
 
@@ -111,10 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from stocktrend.data.store import atomic_write_text
-    from stocktrend.inference.artifact import LATEST, ArtifactError, resolve_version_dir
+    from stocktrend.inference.artifact import ArtifactError, resolve_version_dir
     from stocktrend.serving import control
-    from stocktrend.serving.routes import Route, versions_on_disk
+    from stocktrend.serving.routes import versions_on_disk
 
     model_dir = Path(args.model).resolve()
     history = read_history(model_dir)
@@ -142,6 +164,25 @@ def main(argv: list[str] | None = None) -> int:
         except control.ServeControlError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+    from stocktrend.retraining.lock import ModelLocked, routes_lock
+
+    try:
+        with routes_lock(model_dir, dashboard, args.lock_timeout):
+            return _move(args, model_dir, dashboard)
+    except ModelLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+
+
+def _move(args: argparse.Namespace, model_dir: Path, dashboard: str | None) -> int:
+    """The route change itself, under the routes lock: everything read here is current."""
+    from stocktrend.data.store import atomic_write_text
+    from stocktrend.inference.artifact import LATEST, resolve_version_dir
+    from stocktrend.serving import control
+    from stocktrend.serving.routes import Route
+
+    history = read_history(model_dir)
+    current = resolve_version_dir(model_dir).name
     serving, apps = serving_route(model_dir, dashboard)
     route = serving or Route(champion=current)
     current = route.champion  # what answers now (`latest` may name a version trained since)
@@ -187,14 +228,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    # The deployments first: `latest` and the log record only what took effect.
-    for app in apps:
+    # The deployments first, all in one change: `latest` and the log record only what took effect.
+    if apps:
         try:
-            control.set_route(dashboard, app, model_dir.name, new, timeout=args.timeout)
+            control.set_routes(dashboard, apps, model_dir.name, new, timeout=args.timeout)
         except control.ServeControlError as err:
-            print(f"error: application {app!r}: {err}; 'latest' and {HISTORY} left as they were", file=sys.stderr)
+            restored = isinstance(err, control.RoutesRestored)
+            if restored:
+                failed = {"time": now, "action": "restored", "attempted": new.model_dump(), "applications": apps,
+                          "error": str(err)[:2000]}
+                atomic_write_text(model_dir / HISTORY, "".join(json.dumps(h) + "\n" for h in [*history, failed]))
+            print(f"error: {err}; 'latest' left as it was" + (f" (logged in {HISTORY})" if restored else ""),
+                  file=sys.stderr)
             return 1
-        print(f"application {app!r} now routes {model_dir.name}: {json.dumps(new.model_dump())}")
+        for app in apps:
+            print(f"application {app!r} now routes {model_dir.name}: {json.dumps(new.model_dump())}")
     if champion_move:
         atomic_write_text(model_dir / LATEST, new.champion + "\n")
         print(f"{model_dir.name}: champion {current} -> {new.champion} ('latest' names it)")
@@ -203,7 +251,6 @@ def main(argv: list[str] | None = None) -> int:
         print("no deployment serves this model" + (f" on {dashboard}" if dashboard else " (no Ray head found)")
               + ": only 'latest' and the log changed")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

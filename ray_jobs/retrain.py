@@ -135,10 +135,14 @@ class Job:
 
     # -- the promotion log and the deployment, through promote.py --------------------
     def record(self, entry: dict) -> None:
+        """Append to the promotion log under the model's routes lock (promote.py writes it too)."""
         from stocktrend.data.store import atomic_write_text
+        from stocktrend.retraining.lock import routes_lock
 
-        history = [*self.promote.read_history(self.model_dir), {"time": _now().isoformat(timespec="seconds"), **entry}]
-        atomic_write_text(self.model_dir / self.promote.HISTORY, "".join(json.dumps(h) + "\n" for h in history))
+        with routes_lock(self.model_dir):
+            history = [*self.promote.read_history(self.model_dir),
+                       {"time": _now().isoformat(timespec="seconds"), **entry}]
+            atomic_write_text(self.model_dir / self.promote.HISTORY, "".join(json.dumps(h) + "\n" for h in history))
 
     def move(self, *flags: str) -> bool:
         where = ["--dashboard", self.dashboard] if self.dashboard else ["--no-serve"]

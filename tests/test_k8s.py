@@ -155,3 +155,51 @@ def test_the_gpu_group_holds_the_trials_the_search_asks_for(repo_root):
     assert gpu["maxReplicas"] * per_node >= math.ceil(trials * args.gpus_per_trial)
     trials_per_node = min(trials, int(per_node / args.gpus_per_trial))
     assert float(limits["cpu"]) >= trials_per_node * args.cpus_per_trial  # each trial's training worker
+
+
+# -- the service locked down (issue 32) -------------------------------------------------------
+API_KEY = {"name": "stocktrend-api-key", "key": "key"}
+
+
+def test_the_rayservice_needs_its_key_from_a_secret_and_runs_unprivileged_with_haproxy():
+    doc = manifests()["rayservice.yaml:RayService"]
+    served = yaml.safe_load(doc["spec"]["serveConfigV2"])
+    assert served["http_options"]["host"] not in ("127.0.0.1", "localhost")  # so the key is required
+    for app in served["applications"]:
+        args = ServeArgs(**app["args"])
+        assert args.require_api_key in (None, True)  # never switched off
+        assert "runtime_env" not in app or args.api_key_env not in str(app["runtime_env"])  # not shown
+    cluster = cluster_spec(doc)
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    for group, pod in pod_specs(doc):
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+        for c in pod["containers"]:
+            env = {e["name"]: e for e in c["env"]}
+            assert env["STOCKTREND_API_KEY"]["valueFrom"]["secretKeyRef"] == API_KEY, group
+            assert env["RAY_SERVE_ENABLE_HA_PROXY"]["value"] == "1", group
+            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    labels = {pod_labels for pod_labels in (g["template"]["metadata"]["labels"]["app.kubernetes.io/name"] for g in
+                                            [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]])}
+    policy = manifests()["networkpolicy.yaml:NetworkPolicy"]
+    assert labels == {policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]}
+    serve_port = [rule for rule in policy["spec"]["ingress"] if {"protocol": "TCP", "port": 8000} in rule.get("ports", [])]
+    assert serve_port and all("podSelector" in peer for rule in serve_port for peer in rule["from"])
+
+
+def test_the_image_and_the_launcher_run_serve_behind_haproxy(repo_root):
+    assert "RAY_SERVE_ENABLE_HA_PROXY=1" in (repo_root / "docker" / "Dockerfile").read_text()
+    cluster = yaml.safe_load((repo_root / "cluster.yaml").read_text())
+    starts = cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"]
+    assert all("RAY_SERVE_ENABLE_HA_PROXY=1" in c for c in starts if "ray start" in c)
+
+
+@pytest.mark.parametrize("name", [n for n, d in manifests().items() if not d["apiVersion"].startswith("ray.io/")])
+def test_kubernetes_core_manifests_validate_strictly(name):
+    """What kubectl apply --validate=strict checks, against kubernetes-validate's schemas of
+    the version the vendored KubeRay schemas were made against."""
+    import kubernetes_validate
+
+    kubernetes_validate.validate(manifests()[name], "1.34.0", strict=True)
+    broken = {**manifests()[name], "spec": {**manifests()[name]["spec"], "podSelectorr": {}}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.34.0", strict=True)

@@ -47,13 +47,17 @@ def models(two_versions, panel_model, tmp_path_factory):
     return root / "msft", root / "stocks20"
 
 
-@pytest.fixture(scope="module")
-def app(serve_deploy, models, ray_head):
+def multi_app(models, ray_head) -> dict:
     msft, panel = models
-    return serve_deploy([{"name": "multi", "route_prefix": "/", "args": {
+    return {"name": "multi", "route_prefix": "/", "args": {
         "model": str(msft), "models": [str(panel)], "max_models_per_replica": 2, "backend": "onnx",
         "num_cpus": ray_head.share(0.125, 1), "num_replicas": 1, "max_batch_size": 16, "monitoring_flush_s": 0.1,
-        "health_check_period_s": 1}}])
+        "health_check_period_s": 1, "pinnable_versions": ["*"]}}
+
+
+@pytest.fixture(scope="module")
+def app(serve_deploy, models, ray_head):
+    return serve_deploy([multi_app(models, ray_head)])
 
 
 @pytest.fixture(scope="module")
@@ -319,3 +323,104 @@ def test_a_challenger_with_other_inputs_is_reached_by_bars_not_by_windows(app, h
     assert r.status_code == 200 and r.json()["model_version"] == "v3"
     assert r.json()["predictions"][0]["p_up"] == pytest.approx(float(v3.predict_bars(bars).probs[0, 1]), abs=1e-4)
     assert promote.main(["--model", str(msft), "--drop-challenger", *dash]) == 0
+
+
+# -- promotion as a transaction --------------------------------------------------------------
+def _deployed_routes(ray_head, app_name: str = "multi") -> dict:
+    from stocktrend.serving import control
+
+    config = control.deployed_config(ray_head.dashboard)
+    return control.current_routing(control.app_config(config, app_name)).model_dump()["models"]
+
+
+def test_concurrent_promotions_of_two_models_and_of_one_model_lose_no_change(app, models, ray_head):
+    """Three promoters at once: two on msft (a challenger; a champion move, which keeps the
+    challenger), one on the panel model. Each reads the routes under the lock and changes the
+    deployed config compare-and-swap, so the end state holds every change, in either order."""
+    from conftest import load_job
+
+    msft, panel = models
+    shutil.copytree(panel / "p1", panel / "p2")  # a second panel version (the same weights)
+    dash = ["--dashboard", ray_head.dashboard]
+    moves = [["--model", str(msft), "--challenger", "v1", "--split", "0.2", *dash],
+             ["--model", str(msft), "--version", "v2", *dash],
+             ["--model", str(panel), "--challenger", "p2", "--shadow", *dash]]
+    codes: list[int] = []
+    threads = [threading.Thread(target=lambda m=m: codes.append(load_job("promote").main(m))) for m in moves]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert codes == [0, 0, 0]
+    routes = _deployed_routes(ray_head)
+    assert routes["msft"] == {"champion": "v2", "challenger": "v1", "split": 0.2, "shadow": False}
+    assert routes["stocks20"] == {"champion": "p1", "challenger": "p2", "split": 0.0, "shadow": True}
+    logged = [json.loads(line) for line in (msft / "promotions.jsonl").read_text().splitlines()][-2:]
+    assert sorted(h.get("to") or h["action"] for h in logged) == ["challenger", "v2"]
+    for folder in (msft, panel):
+        assert load_job("promote").main(["--model", str(folder), "--drop-challenger", *dash]) == 0
+
+
+def test_a_version_that_does_not_load_is_refused_before_serve_is_asked(app, http, models, ray_head, capsys):
+    import torch
+
+    from conftest import load_job
+    from stocktrend.inference.artifact import MANIFEST, WEIGHTS, file_sha256
+
+    msft, _ = models
+    broken = msft / "v9"
+    shutil.copytree(msft / "v1", broken)
+    state = torch.load(broken / WEIGHTS, weights_only=True)
+    first = next(iter(state))
+    state[first] = torch.zeros(3, 3)  # a shape model.json does not describe: verifies, does not load
+    torch.save(state, broken / WEIGHTS)
+    manifest = json.loads((broken / MANIFEST).read_text())
+    manifest["files"][WEIGHTS] = file_sha256(broken / WEIGHTS)
+    (broken / MANIFEST).write_text(json.dumps(manifest))
+    before = _deployed_routes(ray_head)
+    history = (msft / "promotions.jsonl").read_text()
+    assert load_job("promote").main(["--model", str(msft), "--version", "v9", "--dashboard", ray_head.dashboard]) == 2
+    assert "'v9'" in capsys.readouterr().err
+    assert _deployed_routes(ray_head) == before and (msft / "latest").read_text().strip() == "v2"
+    assert (msft / "promotions.jsonl").read_text() == history
+    shutil.rmtree(broken)
+
+
+def test_a_switch_that_fails_in_one_application_restores_every_application(serve_deploy, app, models, ray_head,
+                                                                          offline, repo_root, capsys):
+    """Two applications serve msft; the second keeps one model per replica, so its replicas
+    refuse a challenger route. The promotion switches both in one change, sees the second
+    fail, puts both back on their previous routes, logs it, and moves nothing else; the first
+    application answers every request meanwhile."""
+    from conftest import load_job
+
+    msft, _ = models
+    multi = multi_app(models, ray_head)  # as deployed: its replicas stay
+    single = {"model": str(msft), "backend": "onnx", "num_cpus": ray_head.share(0.1, 1), "num_replicas": 1,
+              "max_models_per_replica": 1, "health_check_period_s": 1}
+    both = serve_deploy([multi, {"name": "single", "route_prefix": "/single", "args": single}])
+    windows = offline["v2"].windows_from_bars(bars_until(offline["v2"], repo_root / "datasets", "2016-03-01"))[0]
+    seen, stop = [], threading.Event()
+
+    def traffic():
+        with httpx.Client(timeout=60) as c:
+            while not stop.is_set():
+                seen.append(c.post(both.url("/v1/predict"), json={"windows": windows.tolist()}).status_code)
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        code = load_job("promote").main(["--model", str(msft), "--challenger", "v1", "--split", "0.5",
+                                         "--dashboard", ray_head.dashboard, "--timeout", "90"])
+    finally:
+        stop.set()
+        sender.join(60)
+    err = capsys.readouterr().err
+    assert code == 1 and "back on its previous routes" in err, err[-2000:]
+    for name in ("multi", "single"):
+        assert _deployed_routes(ray_head, name)["msft"] == {"champion": "v2", "challenger": None, "split": 0.0,
+                                                            "shadow": False}
+    last = json.loads((msft / "promotions.jsonl").read_text().splitlines()[-1])
+    assert last["action"] == "restored" and last["attempted"]["challenger"] == "v1"
+    assert (msft / "latest").read_text().strip() == "v2"
+    assert len(seen) > 20 and set(seen) == {200}, {s for s in seen if s != 200}

@@ -220,3 +220,14 @@ def test_featurisation_is_cut_off_bounded_and_its_errors_are_4xx():
         assert err.value.field == "bars" and "Mixed timezones" in str(err.value)
 
     asyncio.run(scenario())
+
+
+def test_a_deployment_off_loopback_refuses_to_start_without_a_key():
+    from stocktrend.serving.access import KeyRequired, check_key_policy
+
+    check_key_policy(None, None, "STOCKTREND_API_KEY", "127.0.0.1")  # loopback: open by default
+    check_key_policy(None, "k", "STOCKTREND_API_KEY", "0.0.0.0")
+    check_key_policy(False, None, "STOCKTREND_API_KEY", "0.0.0.0")  # switched off, knowingly
+    for require, host in ((None, "0.0.0.0"), (None, None), (True, "127.0.0.1")):
+        with pytest.raises(KeyRequired, match="require_api_key.*STOCKTREND_API_KEY is not set"):
+            check_key_policy(require, None, "STOCKTREND_API_KEY", host)

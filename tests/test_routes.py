@@ -28,13 +28,18 @@ def test_ids_select_the_model_and_version(dirs):
     r = routing()
     assert select(r, dirs, None, None).model_id == "msft/v2"
     assert select(r, dirs, "panel", None).model_id == "panel/p1"
-    pinned = select(r, dirs, "msft/v3", None)  # any verified version on disk, whatever the route
+    assert select(r, dirs, "msft/v2", None).role == "pinned"  # a routed version
+    with pytest.raises(ApiError) as err:  # a version the routes do not name: not for any client to load
+        select(r, dirs, "msft/v3", None)
+    assert err.value.status == 403 and "pinnable_versions" in err.value.message
+    pinned = select(r, dirs, "msft/v3", None, pinnable=["v3"])  # one the deployment allows
     assert pinned.model_id == "msft/v3" and pinned.role == "pinned"
+    assert select(r, dirs, "msft/v1", None, pinnable=["*"]).model_id == "msft/v1"  # any verified one on disk
     with pytest.raises(ApiError) as err:
         select(r, dirs, "aapl", None)
     assert err.value.status == 404 and "msft" in err.value.message and "panel" in err.value.message
     with pytest.raises(ApiError) as err:
-        select(r, dirs, "msft/v9", None)
+        select(r, dirs, "msft/v9", None, pinnable=["*"])
     assert err.value.status == 404 and "v1" in err.value.message
 
 

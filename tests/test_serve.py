@@ -441,3 +441,35 @@ def test_promotion_and_rollback_under_traffic_fail_no_request(serve_deploy, http
     assert [json.loads(line)["to"] for line in (models / "promotions.jsonl").read_text().splitlines()] == ["v1", "v2"]
     assert not (two_versions[0].parent / "promotions.jsonl").exists()  # the shared folder was not touched
     print(f"promotion under traffic: {len(seen)} requests, 0 failed")
+
+
+@pytest.mark.timeout(180)
+def test_a_deployment_that_requires_a_key_refuses_to_start_without_one(app, two_versions, ray_head):
+    """require_api_key (on by default off loopback; here set, since the test head serves on
+    127.0.0.1): a replica without the key in its environment does not start, and Serve's
+    message names the setting."""
+    import copy
+
+    from stocktrend.serving import control
+
+    before = control.deployed_config(ray_head.dashboard)
+    config = copy.deepcopy(before)
+    keyless = copy.deepcopy(control.app_config(config, "secured"))
+    keyless.update(name="keyless", route_prefix="/keyless")
+    keyless["args"] = {**keyless["args"], "api_key_env": "ST_NO_SUCH_KEY", "require_api_key": True,
+                       "num_cpus": ray_head.share(0.05, 1)}
+    keyless.pop("runtime_env", None)
+    keyless.pop("deployments", None)
+    config["applications"].append(keyless)
+    control.client(ray_head.dashboard).deploy_applications(config)
+    try:
+        with pytest.raises(control.ServeControlError, match="require_api_key") as err:
+            control.wait_running(ray_head.dashboard, "keyless", timeout=150)
+        assert "ST_NO_SUCH_KEY is not set" in str(err.value)
+    finally:
+        control.client(ray_head.dashboard).deploy_applications(before)
+        deadline = time.monotonic() + 60
+        while "keyless" in (control.client(ray_head.dashboard).get_serve_details().get("applications") or {}):
+            assert time.monotonic() < deadline
+            time.sleep(1)
+    assert httpx.get(app.url("/healthz"), timeout=30).status_code == 200

@@ -53,7 +53,7 @@ from stocktrend.inference.backends import Outputs
 from stocktrend.inference.panel_bars import panel_instruments
 from stocktrend.inference.predictor import InputError, Predictor
 from stocktrend.serving import wire
-from stocktrend.serving.access import authorize, request_id
+from stocktrend.serving.access import authorize, check_key_policy, request_id, serve_host
 from stocktrend.serving.batching import BatchedInference
 from stocktrend.serving.config import PREDICTOR_DEPLOYMENT, ServeArgs
 from stocktrend.serving.featurise import Featuriser
@@ -104,6 +104,8 @@ class PredictorDeployment:
         self.models = ReplicaModels(self.args, model_dirs, self.threads, monitor)
         self.load_model = self.models.load  # an attribute of the deployment: how Serve sees it multiplexes
         self.api_key = os.environ.get(self.args.api_key_env) or None
+        check_key_policy(self.args.require_api_key, self.api_key, self.args.api_key_env,
+                         None if self.args.require_api_key is not None else serve_host())
         self.infer = BatchedInference(self.args.max_batch_size, self.args.batch_wait_timeout_s)
         self.featurise = Featuriser(self.threads, self.args.featurise_timeout_s,
                                     max(self.args.max_ongoing_requests, self.args.max_batch_size))
@@ -141,7 +143,8 @@ class PredictorDeployment:
                or request.query_params.get("model") or body_model)
         if raw is not None and not isinstance(raw, str):
             raise ApiError(422, "model", "must be a string: <name> or <name>/<version>")
-        return select(self.models.routing, self.models.model_dirs, raw, request.headers.get(CLIENT_HEADER))
+        return select(self.models.routing, self.models.model_dirs, raw, request.headers.get(CLIENT_HEADER),
+                      pinnable=self.args.pinnable_versions)
 
     def _answer(self, body: bytes, rid: str, endpoint: str, t0: float, status: int = 200, n: int = 0,
                 sel: Selection | None = None) -> Response:

@@ -81,6 +81,9 @@ class ServeArgs(BaseModel):
                                                           "pack on one card); with backend cuda or auto")
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources each replica holds "
                                                                           "(a node type, e.g. {'serve_node': 1})")
+    pinnable_versions: list[str] = Field(default_factory=list, description="versions beyond the routed ones a "
+                                                                           "client may pin as <name>/<version> "
+                                                                           "(['*']: any on disk)")
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.0, ge=0, description="0: a batch is whatever queued while the last one ran")
     max_ongoing_requests: int = Field(64, ge=1, description="raised to max_batch_size if lower: it caps batches")
@@ -96,6 +99,8 @@ class ServeArgs(BaseModel):
     featurise_timeout_s: float = Field(5.0, gt=0, description="a bars request's featurisation is cut off (503) "
                                                               "past this")
     api_key_env: str = Field("STOCKTREND_API_KEY", description="when this variable is set, X-API-Key must match it")
+    require_api_key: bool | None = Field(None, description="refuse to start without the key: true, false, or "
+                                                           "null (default) for 'when HTTP is not on loopback'")
     monitoring_window: int = Field(5000, ge=10, description="predictions kept for /v1/monitoring (count window)")
     monitoring_minutes: float = Field(15.0, gt=0, description="the time window of /v1/monitoring, in minutes")
     monitoring_flush_s: float = Field(0.25, gt=0, description="how often replicas send records to the monitor")

@@ -190,8 +190,11 @@ def wait_running(dashboard: str, app: str, timeout: float = 300, routing: Routin
         if details:
             last = details
             status = details.get("status")
-            if status == "DEPLOY_FAILED":
-                raise ServeControlError(f"application {app!r} failed to deploy: {details.get('message')}")
+            if status == "DEPLOY_FAILED":  # the why (a replica's constructor error) is on the deployments
+                why = "; ".join(f"{n}: {d.get('message')}" for n, d in (details.get("deployments") or {}).items()
+                                if d.get("message"))
+                raise ServeControlError(f"application {app!r} failed to deploy: {details.get('message')}"
+                                        + (f" ({why[-3000:]})" if why else ""))
             deployments = details.get("deployments") or {}
             dep = deployments.get(PREDICTOR_DEPLOYMENT, {})
             pinned = (dep.get("deployment_config") or {}).get("user_config") or {}
@@ -267,17 +270,64 @@ def pin_routing(target: dict[str, Any], routing: Routing) -> None:
     _predictor_entry(target)["user_config"] = routing.user_config()
 
 
+class RoutesRestored(ServeControlError):
+    """A route change failed and every application was put back on its previous routes."""
+
+
 def set_route(dashboard: str, app: str, name: str, route: Route, timeout: float = 300) -> Routing:
-    """Give model ``name`` of application ``app`` a new route: a lightweight in-place update;
-    returns once every replica serves it."""
-    config = deployed_config(dashboard)
-    target = app_config(config, app)
-    routing = current_routing(target)
-    if name not in routing.models:
-        raise ServeControlError(f"application {app!r} does not serve a model named {name!r} "
-                                f"(it serves {sorted(routing.models)})")
-    routing = Routing(default=routing.default, models={**routing.models, name: route})
-    pin_routing(target, routing)
-    client(dashboard).deploy_applications(config)
-    wait_running(dashboard, app, timeout, routing=routing)
-    return routing
+    """Give model ``name`` of application ``app`` a new route (``set_routes`` for one)."""
+    return set_routes(dashboard, [app], name, route, timeout)[app]
+
+
+def set_routes(dashboard: str, apps: list[str], name: str, route: Route, timeout: float = 300,
+               attempts: int = 3) -> dict[str, Routing]:
+    """Give model ``name`` a new route in every one of ``apps``, as one change: a lightweight
+    in-place update (Serve calls ``reconfigure`` on the live replicas); returns once every
+    replica of every application serves it.
+
+    Compare-and-swap: the applications' configs are read, changed, and read again just
+    before the change is sent; if anyone changed them meanwhile (another promoter on another
+    machine, the dashboard), the change is made again on what they left, never over it.
+    (Promoters on one machine also take turns: ``retraining.lock.routes_lock``.) All
+    applications switch in one deployment of the config; if any fails to switch, every one
+    is put back on its previous routes and RoutesRestored says so."""
+    for _ in range(attempts):
+        before = deployed_config(dashboard)
+        config = copy.deepcopy(before)
+        routings = {}
+        for app in apps:
+            target = app_config(config, app)
+            routing = current_routing(target)
+            if name not in routing.models:
+                raise ServeControlError(f"application {app!r} does not serve a model named {name!r} "
+                                        f"(it serves {sorted(routing.models)})")
+            routings[app] = Routing(default=routing.default, models={**routing.models, name: route})
+            pin_routing(target, routings[app])
+        if _apps(deployed_config(dashboard), apps) != _apps(before, apps):
+            log.warning("the Serve config of %s changed while this change was prepared: preparing it again", apps)
+            continue
+        client(dashboard).deploy_applications(config)
+        try:
+            for app in apps:
+                wait_running(dashboard, app, timeout, routing=routings[app])
+        except ServeControlError as err:
+            restore(dashboard, before, apps, timeout)
+            raise RoutesRestored(f"{err}; every application ({', '.join(apps)}) is back on its previous routes") from None
+        return routings
+    raise ServeControlError(f"the Serve config of {apps} kept changing while this change was prepared "
+                            f"({attempts} attempts); nothing was changed: try again")
+
+
+def restore(dashboard: str, before: dict[str, Any], apps: list[str], timeout: float) -> None:
+    """Put ``apps`` back on the routes ``before`` pinned (their replicas that failed to switch
+    are replaced with ones on the previous routes)."""
+    client(dashboard).deploy_applications(before)
+    for app in apps:
+        try:
+            wait_running(dashboard, app, timeout, routing=current_routing(app_config(copy.deepcopy(before), app)))
+        except ServeControlError as err:
+            log.error("application %r did not come back on its previous routes: %s", app, err)
+
+
+def _apps(config: dict[str, Any], apps: list[str]) -> str:
+    return json.dumps([a for a in config["applications"] if a.get("name") in apps], sort_keys=True)

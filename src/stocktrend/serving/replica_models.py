@@ -42,6 +42,7 @@ class ReplicaModels:
         # What the monitor is told of each version loaded here (small: not the Predictor, which
         # the multiplexer may evict), to tell a restarted monitor again.
         self.announced: dict[str, tuple[dict, dict]] = {}
+        self.failed_loads: dict[str, tuple[float, str]] = {}  # model id -> (when, why)
         self.load = serve.multiplexed(max_num_models_per_replica=args.max_models_per_replica)(self._loader())
 
     def _loader(self):
@@ -106,10 +107,20 @@ class ReplicaModels:
     def default_version(self) -> str | None:
         return self.routing.models[self.routing.default].champion if self.routing else None
 
+    FAILED_LOAD_TTL_S = 30.0
+
     async def predictor(self, sel: Selection) -> Predictor:
+        """The Predictor answering ``sel``. A version that failed to load is not tried again
+        for FAILED_LOAD_TTL_S: requests for it answer 503 at once instead of each paying for
+        a load that fails."""
+        failed = self.failed_loads.get(sel.model_id)
+        if failed is not None and time.monotonic() - failed[0] < self.FAILED_LOAD_TTL_S:
+            raise ApiError(503, "model", f"{sel.model_id} cannot be loaded: {failed[1]} (not retried for "
+                                         f"{self.FAILED_LOAD_TTL_S:g} s)")
         try:
             return await self.load(sel.model_id)
         except (ArtifactError, OSError) as err:  # a version that cannot be loaded or verified
+            self.failed_loads[sel.model_id] = (time.monotonic(), str(err))
             raise ApiError(503, "model", f"{sel.model_id} cannot be loaded: {err}") from None
 
     async def for_windows(self, sel: Selection) -> Selection:

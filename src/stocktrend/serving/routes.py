@@ -146,15 +146,21 @@ class Selection(BaseModel):
 
 
 def select(routing: Routing, model_dirs: dict[str, Path], raw_id: str | None, client_id: str | None,
-           rng: random.Random | None = None) -> Selection:
+           rng: random.Random | None = None, pinnable: list[str] | None = None) -> Selection:
     """The version answering a request for ``raw_id`` (None: the default model); 404 naming
-    what is served when the id names no served model or no version of it on disk."""
+    what is served when the id names no served model or no version of it on disk. A client
+    may pin ``<name>/<version>`` only to a version the routes name or one ``pinnable`` lists
+    ("*": any version on disk): otherwise any client could make replicas load every version
+    ever trained, retrain losers included, and evict the ones serving."""
     raw_id = (raw_id or routing.default).strip().strip("/")
     name, _, version = raw_id.partition("/")
     if name not in routing.models:
         raise ApiError(404, "model", f"unknown model {raw_id!r}; this deployment serves {sorted(routing.models)} "
                                      "(as <name> or <name>/<version>)")
     route = routing.models[name]
+    if version and version not in route.versions() and "*" not in (pinnable or []) and version not in (pinnable or []):
+        raise ApiError(403, "model", f"version {version!r} of {name!r} is not served: its routes name "
+                                     f"{route.versions()}; a deployment lets clients pin others with pinnable_versions")
     if version:
         # One stat on the request path (no folder scan), and only a plain folder name.
         known = version in route.versions() or (
