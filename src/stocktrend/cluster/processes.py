@@ -33,6 +33,7 @@ class Proc:
     pid: int
     ppid: int
     argv: tuple[str, ...]
+    started: int = 0  # clock ticks after boot: with the pid, names one process (pids are reused)
 
     @property
     def text(self) -> str:
@@ -55,11 +56,12 @@ def _read(pid: int) -> Proc | None:
         stat = (base / "stat").read_text()
     except OSError:
         return None
-    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")".
-    state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-    if not argv or state == "Z":  # kernel threads; zombies are gone for our purposes
+    # "pid (comm) state ppid ... starttime ...": comm may hold spaces and parentheses, so the
+    # fields are counted after the last ")" (state is field 3, ppid 4, starttime 22).
+    fields = stat.rsplit(")", 1)[1].split()
+    if not argv or fields[0] == "Z":  # kernel threads; zombies are gone for our purposes
         return None
-    return Proc(pid, int(ppid), argv)
+    return Proc(pid, int(fields[1]), argv, int(fields[19]))
 
 
 def snapshot() -> dict[int, Proc]:
@@ -118,7 +120,10 @@ def head_processes(gcs_pid: int, procs: dict[int, Proc] | None = None) -> HeadPr
     session = gcs.arg("--session-dir") or str(Path(gcs.arg("--log_dir") or "").parent)
     if not session or session == ".":
         raise ValueError(f"process {gcs_pid} names no Ray session folder: {gcs.text[:200]}")
-    members = {p.pid for p in procs.values() if f"{session}/" in f"{p.text}/"}
+    # Ray's own processes name the session in a flag (--session_dir=, --logs-dir=, ...): a
+    # `tail -f` of its logs does not, and is not the head's to stop.
+    members = {p.pid for p in procs.values()
+               if any(a.startswith("--") and f"{session}/" in f"{a}/" for a in p.argv)}
     nodes = {procs[pid].arg("--node_id") for pid in members if is_raylet(procs[pid])} - {None}
     nodes |= {gcs.arg("--node-id")} - {None}
     members |= {p.pid for p in procs.values() if any(n in p.text for n in nodes)}  # client server, HAProxy
@@ -137,14 +142,15 @@ def head_processes(gcs_pid: int, procs: dict[int, Proc] | None = None) -> HeadPr
 
 def _alive(p: Proc) -> bool:
     now = _read(p.pid)
-    return now is not None and now.argv == p.argv  # the same process, not a reused pid
+    # The same process, not a reused pid (workers retitle themselves: argv is no identity).
+    return now is not None and now.started == p.started
 
 
 def terminate(procs: list[Proc], grace_s: float) -> list[Proc]:
     """SIGTERM, up to ``grace_s`` to exit, then SIGKILL; returns those that could not be signalled."""
-    failed = []
+    failed: list[Proc] = []
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        pending = [p for p in procs if _alive(p)]
+        pending = [p for p in procs if p not in failed and _alive(p)]
         for p in pending:
             try:
                 os.kill(p.pid, sig)
