@@ -452,15 +452,13 @@ def test_a_deployment_that_requires_a_key_refuses_to_start_without_one(app, two_
 
     from stocktrend.serving import control
 
-    before = control.deployed_config(ray_head.dashboard)
+    before = control.deployed_config(ray_head.dashboard)  # whatever this module deployed last
     config = copy.deepcopy(before)
-    keyless = copy.deepcopy(control.app_config(config, "secured"))
-    keyless.update(name="keyless", route_prefix="/keyless")
-    keyless["args"] = {**keyless["args"], "api_key_env": "ST_NO_SUCH_KEY", "require_api_key": True,
-                       "num_cpus": ray_head.share(0.05, 1)}
-    keyless.pop("runtime_env", None)
-    keyless.pop("deployments", None)
-    config["applications"].append(keyless)
+    template = control.load_config(control.DEFAULT_CONFIG)["applications"][0]
+    args = {"model": str(two_versions[1].parent), "backend": "onnx", "num_cpus": ray_head.share(0.05, 1),
+            "api_key_env": "ST_NO_SUCH_KEY", "require_api_key": True}
+    config["applications"] += control.with_overrides({"applications": [template]}, None, args, {}, name="keyless",
+                                                     route_prefix="/keyless")["applications"]
     control.client(ray_head.dashboard).deploy_applications(config)
     try:
         with pytest.raises(control.ServeControlError, match="require_api_key") as err:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from stocktrend.cluster import processes
 from stocktrend.cluster.auth import SHOW_TOKEN_COMMAND, ensure_token
-from stocktrend.cluster.ports import HeadPorts, check_free, free_ports, holder, holder_pid
+from stocktrend.cluster.ports import HeadPorts, PortInUse, check_free, free_ports, holder, holder_pid
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +131,17 @@ def start_head(ports: HeadPorts | None = None, num_cpus: float | None = None, ti
         log.info("a Ray head is already running (%s)", running)
         return dashboard
     ensure_token()
-    processes.clear_stale_haproxies()
-    check_free(ports, "python -m stocktrend.cluster up {flag} <another port> "
-                      "(with make: make head HEAD_ARGS='{flag} <another port>')")
+    cleared = processes.clear_stale_haproxies()
+    how = "python -m stocktrend.cluster up {flag} <another port> (with make: make head HEAD_ARGS='{flag} <another port>')"
+    deadline = time.monotonic() + (10 if cleared else 0)
+    while True:  # the ports of a stopped HAProxy are free once its last thread has gone
+        try:
+            check_free(ports, how)
+            break
+        except PortInUse:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
     prune_sessions(ray_temp_root())
     cmd = start_command(ports, num_cpus=num_cpus)
     log.info("starting a Ray head: %s", " ".join(cmd))

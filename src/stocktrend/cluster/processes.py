@@ -141,9 +141,18 @@ def head_processes(gcs_pid: int, procs: dict[int, Proc] | None = None) -> HeadPr
 
 
 def _alive(p: Proc) -> bool:
-    now = _read(p.pid)
-    # The same process, not a reused pid (workers retitle themselves: argv is no identity).
-    return now is not None and now.started == p.started
+    """Whether ``p`` still runs (and holds its sockets): the same process, not a reused pid
+    (workers retitle themselves, so the start time is the identity, not argv). A process
+    whose main thread is a zombie while other threads run (HAProxy, stopping) still holds
+    its ports: alive until its last thread is gone."""
+    base = Path("/proc") / str(p.pid)
+    try:
+        fields = (base / "stat").read_text().rsplit(")", 1)[1].split()
+        if int(fields[19]) != p.started:
+            return False
+        return fields[0] != "Z" or len(os.listdir(base / "task")) > 1
+    except (OSError, IndexError, ValueError):
+        return False
 
 
 def terminate(procs: list[Proc], grace_s: float) -> list[Proc]:
