@@ -10,9 +10,10 @@ On a private Ray head, one replica each (the same CPU share), single-window requ
   network is the same and only the serving path differs), every request for one of them
   (the cost of holding several) and requests cycling through all four (the cost of
   switching: a batch holds one model's requests only);
-- ``cold``: four models, two loaded at most, requests cycling through them, so every request
-  loads its model (verification, weights, the back-end) before it is answered; beside the
-  offline load time of the same artifact.
+- ``cold``: one model with four more versions that clients pin as ``m0/<version>``, one pinned
+  version cached at most, requests cycling through them, so every request loads its version
+  (verification, weights, the back-end) before it is answered; beside the offline load time
+  of the same artifact. (Routed versions are held apart from that cache, never unloaded.)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from machine import machine_info  # noqa: E402
 from serve_load import fallback_model  # noqa: E402
 
 NAMES = ["m0", "m1", "m2", "m3"]
+PINNED = ["p0", "p1", "p2", "p3"]  # more versions of m0, for the cold case
 
 
 def main() -> int:
@@ -62,6 +64,11 @@ def main() -> int:
         shutil.copytree(p.version_dir, work / "models" / name / p.version_dir.name,
                         ignore=shutil.ignore_patterns("evaluation", "backends"))
         (work / "models" / name / "latest").write_text(p.version_dir.name + "\n")
+    for version in PINNED:  # the same artifact under other version names (the manifest says which)
+        target = work / "models" / "m0" / version
+        shutil.copytree(p.version_dir, target, ignore=shutil.ignore_patterns("evaluation", "backends"))
+        manifest = json.loads((target / "manifest.json").read_text())
+        (target / "manifest.json").write_text(json.dumps({**manifest, "version": version}))
     loads_offline = []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -74,7 +81,7 @@ def main() -> int:
     common = {"backend": args.backend, "num_replicas": 1, "num_cpus": args.num_cpus, "prediction_log": False}
     apps = {"one": {"model": folders[0]},
             "several": {"model": folders[0], "models": folders[1:], "max_models_per_replica": 4},
-            "cold": {"model": folders[0], "models": folders[1:], "max_models_per_replica": 2}}
+            "cold": {"model": folders[0], "max_pinned_models_per_replica": 1, "pinnable_versions": ["*"]}}
     head = PrivateRayHead(work / "ray")
     rows = []
     try:
@@ -91,8 +98,8 @@ def main() -> int:
                  ("several", "four served, all requests for one", ["model=m0"], [(1, 300), (16, 2000)]),
                  ("several", "four served, requests cycling through all four", [f"model={n}" for n in NAMES],
                   [(1, 300), (16, 2000)]),
-                 ("cold", "four served, two loaded at most: every request loads its model",
-                  [f"model={n}" for n in NAMES], [(1, 40)])]
+                 ("cold", "four pinned versions, one cached at most: every request loads its version",
+                  [f"model=m0/{v}" for v in PINNED], [(1, 40)])]
         for app, label, queries, loads in cases:
             for concurrency, n in loads:
                 if app != "cold":

@@ -29,6 +29,11 @@ in one change, and if one fails, all are put back on their previous routes (logg
 ``restored``) and nothing is recorded as done. Exit status: 0 done; 1 a deployment did not
 switch (restored); 2 refused as asked (nothing changed); 3 another promotion held the
 routes past --lock-timeout.
+
+On KubeRay the RayService resource owns the Serve config (a change made through the dashboard
+is undone at its next reconcile): ``--rayservice [namespace/]name`` moves the route in the
+resource's ``serveConfigV2`` instead, by a patch conditional on the version read, then waits
+for KubeRay to run it, or patches the previous config back (``serving/kuberay.py``).
 """
 
 from __future__ import annotations
@@ -58,6 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--dashboard",
                     help="Ray dashboard URL (default: $RAY_DASHBOARD_ADDRESS, else the head running on this machine)")
     ap.add_argument("--no-serve", action="store_true", help="only move 'latest' and the log; leave deployments alone")
+    ap.add_argument("--rayservice", metavar="[NAMESPACE/]NAME",
+                    help="on KubeRay: change the route in this RayService resource, not through the dashboard")
+    ap.add_argument("--kube-api", help="Kubernetes API server (default: the pod's, from KUBERNETES_SERVICE_HOST; "
+                                       "`kubectl proxy` serves one on http://127.0.0.1:8001)")
+    ap.add_argument("--kube-token-file", help="bearer token file (default: the pod's service account token)")
+    ap.add_argument("--kube-ca", help="CA bundle of the API server (default: the pod's service account CA)")
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--lock-timeout", type=float, default=120,
                     help="how long to wait for another promotion of this model (or of this deployment) to end")
@@ -74,6 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--split/--shadow go with --challenger, or alone to change the running challenger's share")
     if args.challenger and not (args.split or args.shadow):
         ap.error("--challenger needs --split F (0 < F <= 1) or --shadow: otherwise it would get no traffic")
+    if args.rayservice and (args.dashboard or args.no_serve):
+        ap.error("--rayservice changes the RayService resource: it goes with neither --dashboard nor --no-serve")
     return args
 
 
@@ -112,6 +125,35 @@ def verified(model_dir: Path, version: str | None) -> str:
     except Exception as err:  # anything a replica's load would hit too
         raise PromotionError(f"version {version!r} does not load: {type(err).__name__}: {err}") from None
     return version
+
+
+class Deployments:
+    """Where the model's routes are changed: a Ray head's Serve config through its dashboard,
+    or a RayService resource on KubeRay (``kube``: (KubeApi, namespace, name)), or nowhere."""
+
+    def __init__(self, dashboard: str | None = None, kube: tuple | None = None):
+        self.dashboard, self.kube = dashboard, kube
+
+    def __str__(self) -> str:
+        if self.kube:
+            return f"RayService {self.kube[1]}/{self.kube[2]}"
+        return self.dashboard or "no Ray head found"
+
+    def route(self, model_dir: Path):
+        """(the route the first application serving the model has, the applications serving it)."""
+        if self.kube:
+            from stocktrend.serving import kuberay
+
+            return kuberay.current_route(*self.kube, model_dir.name)
+        return serving_route(model_dir, self.dashboard)
+
+    def set_routes(self, apps: list[str], name: str, route, timeout: float) -> None:
+        from stocktrend.serving import control, kuberay
+
+        if self.kube:
+            kuberay.set_routes(*self.kube, name, route, timeout=timeout)
+        else:
+            control.set_routes(self.dashboard, apps, name, route, timeout=timeout)
 
 
 def serving_route(model_dir: Path, dashboard: str | None):
@@ -157,24 +199,31 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{h['time']}  {h['action']} {h.get('challenger')}: {h.get('decision')}: {h.get('reason', '')}")
         return 0
 
-    dashboard = None
-    if not args.no_serve:
-        try:
-            dashboard, _ = control.find_dashboard(args.dashboard)
-        except control.ServeControlError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
+    where = Deployments()
+    try:
+        if args.rayservice:
+            from stocktrend.serving import kuberay
+
+            api = kuberay.KubeApi.from_env(args.kube_api, args.kube_token_file, args.kube_ca)
+            where = Deployments(kube=(api, *kuberay.parse_target(args.rayservice)))
+        elif not args.no_serve:
+            where = Deployments(dashboard=control.find_dashboard(args.dashboard)[0])
+    except control.ServeControlError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     from stocktrend.retraining.lock import ModelLocked, routes_lock
 
     try:
-        with routes_lock(model_dir, dashboard, args.lock_timeout):
-            return _move(args, model_dir, dashboard)
+        # The RayService's own resourceVersion orders its writers; the folder lock still
+        # orders this model's promoters on the shared volume.
+        with routes_lock(model_dir, where.dashboard, args.lock_timeout):
+            return _move(args, model_dir, where)
     except ModelLocked as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
 
 
-def _move(args: argparse.Namespace, model_dir: Path, dashboard: str | None) -> int:
+def _move(args: argparse.Namespace, model_dir: Path, where: Deployments) -> int:
     """The route change itself, under the routes lock: everything read here is current."""
     from stocktrend.data.store import atomic_write_text
     from stocktrend.inference.artifact import LATEST, resolve_version_dir
@@ -183,15 +232,19 @@ def _move(args: argparse.Namespace, model_dir: Path, dashboard: str | None) -> i
 
     history = read_history(model_dir)
     current = resolve_version_dir(model_dir).name
-    serving, apps = serving_route(model_dir, dashboard)
+    try:
+        serving, apps = where.route(model_dir)
+    except control.ServeControlError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     route = serving or Route(champion=current)
     current = route.champion  # what answers now (`latest` may name a version trained since)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     champion_move = bool(args.version or args.rollback or args.promote_challenger)
     try:
         if not champion_move and not apps:
-            raise PromotionError(f"no application{f' on {dashboard}' if dashboard else ''} serves {model_dir}: a "
-                                 "challenger lives in a deployment's route (deploy the model first)")
+            raise PromotionError(f"no application ({where}) serves {model_dir}: a challenger lives in a "
+                                 "deployment's route (deploy the model first)")
         if champion_move:
             if args.rollback:
                 moves = [h for h in history if "to" in h]
@@ -218,7 +271,7 @@ def _move(args: argparse.Namespace, model_dir: Path, dashboard: str | None) -> i
                 new, action = Route(champion=route.champion), "drop challenger"
             else:
                 if route.challenger is None:
-                    raise PromotionError(f"{model_dir.name} has no challenger on {dashboard}; "
+                    raise PromotionError(f"{model_dir.name} has no challenger ({where}); "
                                          "start one with --challenger <version>")
                 new = Route(champion=route.champion, challenger=route.challenger, split=args.split or 0.0,
                             shadow=args.shadow)
@@ -231,7 +284,7 @@ def _move(args: argparse.Namespace, model_dir: Path, dashboard: str | None) -> i
     # The deployments first, all in one change: `latest` and the log record only what took effect.
     if apps:
         try:
-            control.set_routes(dashboard, apps, model_dir.name, new, timeout=args.timeout)
+            where.set_routes(apps, model_dir.name, new, args.timeout)
         except control.ServeControlError as err:
             restored = isinstance(err, control.RoutesRestored)
             if restored:
@@ -248,8 +301,7 @@ def _move(args: argparse.Namespace, model_dir: Path, dashboard: str | None) -> i
         print(f"{model_dir.name}: champion {current} -> {new.champion} ('latest' names it)")
     atomic_write_text(model_dir / HISTORY, "".join(json.dumps(h) + "\n" for h in [*history, entry]))
     if not apps and not args.no_serve:
-        print("no deployment serves this model" + (f" on {dashboard}" if dashboard else " (no Ray head found)")
-              + ": only 'latest' and the log changed")
+        print(f"no deployment serves this model ({where}): only 'latest' and the log changed")
     return 0
 
 if __name__ == "__main__":

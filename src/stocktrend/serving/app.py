@@ -15,11 +15,13 @@
 Many models, one deployment (``serving/routes.py``): a request names a model with Ray Serve's
 ``serve_multiplexed_model_id`` header (which also routes it to a replica that has the model
 loaded), or a ``model`` query parameter or body field, as ``<name>`` or ``<name>/<version>``;
-none means the default model. Each replica keeps at most ``max_models_per_replica`` models
-loaded (``serve.multiplexed``, least recently used out) and loads others on demand from
-their verified artifacts. The routes (champion, challenger, split, shadow) are the
-deployment's user config, so a promotion or a moved split (``ray_jobs/promote.py``) is a
-lightweight ``reconfigure``: the versions named are loaded before the routes switch, and a
+none means the default model. Each replica holds every routed version (champions and
+challengers, at most ``max_models_per_replica``) and keeps at most
+``max_pinned_models_per_replica`` versions pinned by clients (``serve.multiplexed``, least
+recently used out), loaded on demand from their verified artifacts; pinned traffic cannot
+unload a routed version. The routes (champion, challenger, split, shadow) are the deployment's
+user config, so a promotion or a moved split (``ray_jobs/promote.py``) is a lightweight
+``reconfigure``: the versions named are loaded before the routes switch, and a
 request already holding a Predictor finishes with it, so no request fails during a move.
 
 This file holds the endpoints and the builder; the concerns live beside it: ``wire`` (bodies
@@ -102,7 +104,7 @@ class PredictorDeployment:
         torch.set_num_threads(self.threads)
         self.monitor = monitor
         self.models = ReplicaModels(self.args, model_dirs, self.threads, monitor)
-        self.load_model = self.models.load  # an attribute of the deployment: how Serve sees it multiplexes
+        self.load_model = self.models.load_pinned  # an attribute of the deployment: how Serve sees it multiplexes
         self.api_key = os.environ.get(self.args.api_key_env) or None
         check_key_policy(self.args.require_api_key, self.api_key, self.args.api_key_env,
                          None if self.args.require_api_key is not None else serve_host())
@@ -120,8 +122,9 @@ class PredictorDeployment:
         self.shadow_dropped = 0  # shadow scores skipped because max_batch_size of them were in flight
 
     async def check_health(self) -> None:
-        """Serve's health check, every ``health_check_period_s``: the default model's champion,
-        when loaded here, answers a probe window on its back-end, or this replica is replaced.
+        """Serve's health check, every ``health_check_period_s``: the default model's champion
+        (held by every replica once its routes are set) answers a probe window on its back-end,
+        or this replica is replaced.
         (A monitor that is down is not this replica's fault: it fails no check.)"""
         routing = self.models.routing
         if routing is None:  # still loading its routes: /healthz says "loading"
@@ -223,7 +226,7 @@ class PredictorDeployment:
         async def run() -> None:
             t0 = time.perf_counter()
             try:
-                challenger = await self.load_model(f"{sel.name}/{sel.shadow}")
+                challenger = await self.models.load(f"{sel.name}/{sel.shadow}")
                 x, as_of = windows, None
                 if bars is not None:
                     x, dates = await self.featurise(challenger, bars, ticker)
@@ -377,6 +380,9 @@ def build(args: ServeArgs) -> serve.Application:
     if isinstance(args, dict):  # called from Python rather than by Serve
         args = ServeArgs(**args)
     served = served_models(args)
+    if len(served) > args.max_models_per_replica:  # each replica holds every routed version
+        raise ValueError(f"{len(served)} models served and max_models_per_replica is {args.max_models_per_replica}: "
+                         f"a replica holds every model's champion, so raise it to at least {len(served)}")
     routing = initial_routing(served)  # a deployed config's own user config (its routes) takes precedence
     options: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": args.num_cpus, **({"num_gpus": args.num_gpus} if args.num_gpus else {}),

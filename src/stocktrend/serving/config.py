@@ -70,8 +70,12 @@ class ServeArgs(BaseModel):
                                                        "version folder; or on object storage, s3://bucket/models/<name>")
     models: list[str] = Field(default_factory=list, description="more models served beside it, each addressed by "
                                                                 "its folder's name (serving/routes.py)")
-    max_models_per_replica: int = Field(4, ge=1, description="models a replica keeps loaded (least recently used "
-                                                             "out); others load on demand")
+    max_models_per_replica: int = Field(4, ge=1, description="routed versions (every model's champion and "
+                                                             "challenger) a replica holds, never unloaded while "
+                                                             "routed; routes naming more are refused")
+    max_pinned_models_per_replica: int = Field(2, ge=1, description="versions pinned as <name>/<version> beyond "
+                                                                    "the routed ones a replica keeps loaded (least "
+                                                                    "recently used out); others load on demand")
     backend: Literal[SETTINGS] = "onnx"  # type: ignore[valid-type]  # `auto`: chosen on each replica's node
     num_replicas: int = Field(1, ge=1)
     autoscaling: Autoscaling | None = None

@@ -1,10 +1,16 @@
 """The models one Serve replica serves: their folders, the routes, and the Predictors it holds.
 
-At most ``max_models_per_replica`` Predictors are loaded at a time (Ray Serve's
-``serve.multiplexed``, least recently used out); any other version of a served model loads on
-demand from its verified artifact. The multiplexed loader is built here, from the args, rather
-than declared with a fixed bound on a method; the deployment keeps it as an attribute of its
-own, which is how Serve sees that it multiplexes.
+Two kinds of version, held apart so one cannot push out the other:
+
+- **routed** ones (each model's champion and challenger): loaded before the routes switch and
+  held in a plain dict until the routes stop naming them, at most ``max_models_per_replica``.
+  A request for one is a dict lookup; pinned traffic cannot evict a champion.
+- **pinned** ones (a client naming ``<name>/<version>`` that no route names, where
+  ``pinnable_versions`` allows it): loaded on demand from the verified artifact, at most
+  ``max_pinned_models_per_replica`` kept (Ray Serve's ``serve.multiplexed``, least recently
+  used out). The multiplexed loader is built here, from the args, rather than declared with a
+  fixed bound on a method; the deployment keeps it as an attribute of its own, which is how
+  Serve sees that it multiplexes.
 """
 
 from __future__ import annotations
@@ -43,23 +49,34 @@ class ReplicaModels:
         # the multiplexer may evict), to tell a restarted monitor again.
         self.announced: dict[str, tuple[dict, dict]] = {}
         self.failed_loads: dict[str, tuple[float, str]] = {}  # model id -> (when, why)
-        self.load = serve.multiplexed(max_num_models_per_replica=args.max_models_per_replica)(self._loader())
+        self.routed: dict[str, Predictor] = {}  # model id -> Predictor, replaced whole by set_routing
+        # A closure, not the bound method: Serve keeps its LRU as an attribute of what it wraps.
+        self.load_pinned = serve.multiplexed(max_num_models_per_replica=args.max_pinned_models_per_replica)(
+            self._pinned_loader())
 
-    def _loader(self):
+    async def load(self, model_id: str) -> Predictor:
+        """The Predictor of ``model_id``: a routed one as held, any other through the pinned cache."""
+        predictor = self.routed.get(model_id)
+        return predictor if predictor is not None else await self.load_pinned(model_id)
+
+    def _pinned_loader(self):
         async def load_model(model_id: str) -> Predictor:
-            name, version = model_id.split("/", 1)
-            target = self.model_dirs[name] / version
-            t0 = time.perf_counter()
-            # `auto` is resolved here, on the replica's own node, from what this node has.
-            backend, reason = resolve_backend(self.args.backend, target)
-            predictor = await asyncio.to_thread(Predictor.from_artifact, target, backend, self.threads)
-            self.backend_reasons[model_id] = reason
-            self.announced[model_id] = (predictor.feature_distribution, reference(predictor))
-            await self.announce(name, version)
-            log.info("loaded %s on %s in %.0f ms (%s)", model_id, backend, (time.perf_counter() - t0) * 1e3, reason)
-            return predictor
+            return await self._load(model_id)
 
         return load_model
+
+    async def _load(self, model_id: str) -> Predictor:
+        name, version = model_id.split("/", 1)
+        target = self.model_dirs[name] / version
+        t0 = time.perf_counter()
+        # `auto` is resolved here, on the replica's own node, from what this node has.
+        backend, reason = resolve_backend(self.args.backend, target)
+        predictor = await asyncio.to_thread(Predictor.from_artifact, target, backend, self.threads)
+        self.backend_reasons[model_id] = reason
+        self.announced[model_id] = (predictor.feature_distribution, reference(predictor))
+        await self.announce(name, version)
+        log.info("loaded %s on %s in %.0f ms (%s)", model_id, backend, (time.perf_counter() - t0) * 1e3, reason)
+        return predictor
 
     async def announce(self, name: str, version: str) -> None:
         """Tell the monitor about a loaded version (what its figures are compared with). A
@@ -74,33 +91,46 @@ class ReplicaModels:
         except MonitorUnavailable as err:
             log.warning("%s/%s loaded, not yet monitored: %s", name, version, err)
 
-    def loaded(self) -> list[str]:
-        """The model ids this replica holds, least recently used first (Serve keeps its LRU
-        on the wrapped function)."""
-        wrapper = getattr(getattr(self.load, "__wrapped__", None), "__serve_multiplex_wrapper", None)
-        return list(wrapper.models) if wrapper is not None else []
+    def _pinned(self) -> dict[str, Predictor]:
+        """The pinned cache, least recently used first (Serve keeps its LRU on the wrapped
+        function, once the first pinned request created it)."""
+        wrapper = getattr(getattr(self.load_pinned, "__wrapped__", None), "__serve_multiplex_wrapper", None)
+        return wrapper.models if wrapper is not None else {}
+
+    def loaded(self) -> dict[str, list[str]]:
+        """The model ids this replica holds: the routed ones, and the pinned ones least
+        recently used first."""
+        return {"routed": list(self.routed), "pinned": list(self._pinned())}
 
     def loaded_predictor(self, model_id: str) -> Predictor | None:
         """The Predictor of ``model_id`` if this replica holds it (no load)."""
-        wrapper = getattr(getattr(self.load, "__wrapped__", None), "__serve_multiplex_wrapper", None)
-        return wrapper.models.get(model_id) if wrapper is not None else None
+        predictor = self.routed.get(model_id)
+        return predictor if predictor is not None else self._pinned().get(model_id)
 
     async def set_routing(self, routing: Routing) -> None:
         unknown = sorted(set(routing.models) - set(self.model_dirs))
         if unknown:
             raise ValueError(f"routes name model(s) {unknown} that this application does not serve "
                              f"({sorted(self.model_dirs)}); add them to the builder's models")
-        if self.args.max_models_per_replica < 2 and any(r.challenger for r in routing.models.values()):
-            raise ValueError("a challenger needs max_models_per_replica >= 2 (champion and challenger loaded "
-                             "together); with 1, every request would load a model")
+        ids = routing.model_ids()
+        if len(ids) > self.args.max_models_per_replica:
+            raise ValueError(f"routes name {len(ids)} versions ({ids}) and a replica holds every routed version; "
+                             f"max_models_per_replica is {self.args.max_models_per_replica}: raise it, or route "
+                             f"fewer (a challenger is a second version of its model)")
         # Verified and loaded before the routes switch, so the first requests after a move do
         # not wait for a load (a version that fails to load fails the update: promote.py
         # verifies it before asking).
         for loc in self.locations.values():
             if storage.is_remote(loc):  # a version promoted since: copied to this node first
                 await asyncio.to_thread(local_model_dir, loc)
-        for model_id in routing.model_ids()[: self.args.max_models_per_replica]:
-            await self.load(model_id)
+        routed = {}
+        for model_id in ids:
+            held = self.loaded_predictor(model_id)
+            routed[model_id] = held if held is not None else await self._load(model_id)
+        # The held set first, then the routes: a request reading the new routes finds every
+        # version they name held (one reading the old ones may load a version no longer routed
+        # through the pinned cache; a request already holding a Predictor finishes with it).
+        self.routed = routed
         self.routing = routing
         log.info("routes: %s", routing.model_dump())
 
@@ -113,12 +143,15 @@ class ReplicaModels:
         """The Predictor answering ``sel``. A version that failed to load is not tried again
         for FAILED_LOAD_TTL_S: requests for it answer 503 at once instead of each paying for
         a load that fails."""
+        predictor = self.routed.get(sel.model_id)  # the hot path: a routed version, as held
+        if predictor is not None:
+            return predictor
         failed = self.failed_loads.get(sel.model_id)
         if failed is not None and time.monotonic() - failed[0] < self.FAILED_LOAD_TTL_S:
             raise ApiError(503, "model", f"{sel.model_id} cannot be loaded: {failed[1]} (not retried for "
                                          f"{self.FAILED_LOAD_TTL_S:g} s)")
         try:
-            return await self.load(sel.model_id)
+            return await self.load_pinned(sel.model_id)
         except (ArtifactError, OSError) as err:  # a version that cannot be loaded or verified
             self.failed_loads[sel.model_id] = (time.monotonic(), str(err))
             raise ApiError(503, "model", f"{sel.model_id} cannot be loaded: {err}") from None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,10 @@ def sticky_unit(name: str, client_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-class Selection(BaseModel):
-    """The version a request is answered by, and the one that scores it in the shadow."""
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The version a request is answered by, and the one that scores it in the shadow (made
+    per request: a plain dataclass, not a validated model)."""
 
     name: str
     version: str
