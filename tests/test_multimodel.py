@@ -153,9 +153,13 @@ def _pinnable_copies(msft, names) -> None:
 
 def test_pinned_churn_beyond_the_cache_does_not_slow_the_champion(app, http, models, offline, repo_root):
     """Clients cycling through three pinned versions with one cached load one on every request;
-    the champion is held apart from that cache, so its requests, each sent right after a pinned
-    one, keep their p50 within 20% of the p50 after an ordinary request. (Before, the champion
-    shared the multiplexer's LRU and was evicted: every champion request paid a cold load.)"""
+    the champion is held apart from that cache, so its requests, each sent after a pinned one,
+    keep their p50 within 20% of the p50 after an ordinary request. (Before, the champion shared
+    one LRU with pinned versions: churn beyond its bound evicted it, and the next champion
+    request paid a cold load, some 200 ms.) Each timed request waits 50 ms after the one before
+    in both arms: what a load leaves running for a moment after it (the multiplexer telling
+    Serve's controller its models, garbage collection of the version unloaded) costs about a
+    millisecond to a request landing on it, and is not what this test is about."""
     msft, _ = models
     pins = ("c1", "c2", "c3")
     _pinnable_copies(msft, pins)
@@ -165,6 +169,7 @@ def test_pinned_churn_beyond_the_cache_does_not_slow_the_champion(app, http, mod
     def champion_after(model: str) -> float:
         r = http.post(app.url("/v1/predict"), params={"model": model}, json=body)
         assert r.status_code == 200, r.text
+        time.sleep(0.05)
         t0 = time.perf_counter()
         r = http.post(app.url("/v1/predict"), json=body)
         assert r.status_code == 200 and r.json()["model_version"] == "v2", r.text
@@ -173,7 +178,7 @@ def test_pinned_churn_beyond_the_cache_does_not_slow_the_champion(app, http, mod
     for _ in range(5):  # warm: connection, champion, both paths
         champion_after("msft")
     plain, churned = [], []
-    for i in range(36):  # interleaved, so drift on a busy machine falls on both alike
+    for i in range(30):  # interleaved, so drift on a busy machine falls on both alike
         plain.append(champion_after("msft"))
         churned.append(champion_after(f"msft/{pins[i % 3]}"))
     loaded = http.get(app.url("/v1/model")).json()["loaded_on_this_replica"]
