@@ -380,9 +380,6 @@ def build(args: ServeArgs) -> serve.Application:
     if isinstance(args, dict):  # called from Python rather than by Serve
         args = ServeArgs(**args)
     served = served_models(args)
-    if len(served) > args.max_models_per_replica:  # each replica holds every routed version
-        raise ValueError(f"{len(served)} models served and max_models_per_replica is {args.max_models_per_replica}: "
-                         f"a replica holds every model's champion, so raise it to at least {len(served)}")
     routing = initial_routing(served)  # a deployed config's own user config (its routes) takes precedence
     options: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": args.num_cpus, **({"num_gpus": args.num_gpus} if args.num_gpus else {}),

@@ -121,6 +121,15 @@ class ServeArgs(BaseModel):
     access_log: bool = Field(False, description="Serve's per-request log line (about 6% of a replica's CPU)")
 
     @model_validator(mode="after")
+    def _champions_fit(self):
+        # Each replica holds every routed version: at least every model's champion.
+        served = 1 + len(self.models)
+        if served > self.max_models_per_replica:
+            raise ValueError(f"{served} models served and max_models_per_replica is {self.max_models_per_replica}: "
+                             f"a replica holds every model's champion, so raise it to at least {served}")
+        return self
+
+    @model_validator(mode="after")
     def _gpu_for_cuda(self):
         # Ray hides the GPUs from an actor that reserved none: a cuda replica without a
         # share would fail on its node, minutes later, instead of here.
