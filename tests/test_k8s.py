@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stocktrend.cluster.head import SERVE_ENV
 from stocktrend.serving.config import ServeArgs
 
 K8S = Path(__file__).resolve().parents[1] / "k8s"
@@ -176,7 +177,7 @@ def test_the_rayservice_needs_its_key_from_a_secret_and_runs_unprivileged_with_h
         for c in pod["containers"]:
             env = {e["name"]: e for e in c["env"]}
             assert env["STOCKTREND_API_KEY"]["valueFrom"]["secretKeyRef"] == API_KEY, group
-            assert env["RAY_SERVE_ENABLE_HA_PROXY"]["value"] == "1", group
+            assert {k: env[k]["value"] for k in SERVE_ENV if k in env} == SERVE_ENV, group
             assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     labels = {pod_labels for pod_labels in (g["template"]["metadata"]["labels"]["app.kubernetes.io/name"] for g in
                                             [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]])}
@@ -186,11 +187,14 @@ def test_the_rayservice_needs_its_key_from_a_secret_and_runs_unprivileged_with_h
     assert serve_port and all("podSelector" in peer for rule in serve_port for peer in rule["from"])
 
 
-def test_the_image_and_the_launcher_run_serve_behind_haproxy(repo_root):
-    assert "RAY_SERVE_ENABLE_HA_PROXY=1" in (repo_root / "docker" / "Dockerfile").read_text()
+def test_the_image_and_the_launcher_run_serve_as_the_project_does(repo_root):
+    """Behind HAProxy, in throughput-optimized mode: the settings the tests and benchmarks run."""
+    settings = [f"{k}={v}" for k, v in SERVE_ENV.items()]
+    dockerfile = (repo_root / "docker" / "Dockerfile").read_text()
+    assert all(s in dockerfile for s in settings)
     cluster = yaml.safe_load((repo_root / "cluster.yaml").read_text())
-    starts = cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"]
-    assert all("RAY_SERVE_ENABLE_HA_PROXY=1" in c for c in starts if "ray start" in c)
+    starts = [c for c in cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all(s in c for c in starts for s in settings)
 
 
 @pytest.mark.parametrize("name", [n for n, d in manifests().items() if not d["apiVersion"].startswith("ray.io/")])

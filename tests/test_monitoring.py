@@ -71,3 +71,15 @@ def test_an_artifact_without_block_thresholds_says_which_null_it_used(distributi
     days = np.random.default_rng(0).standard_normal((300, len(distribution["features"])))
     verdict = DriftTest(plain, 50)(days)
     assert verdict["null"] == "independent multinomial draws from the training deciles"
+
+
+def test_prebucketed_histograms_count_as_prometheus_does():
+    """Prometheus buckets hold the values <= their bound (a value on a bound counts there),
+    cumulatively, and "+Inf" holds every value: what histogram_quantile reads."""
+    from stocktrend.serving.metrics import CONFIDENCE_BUCKETS, cumulative_counts
+
+    assert cumulative_counts((0.5, 1, 2), [0.1, 0.5, 0.7, 1, 3, 9]) == [2, 4, 4, 6]
+    assert cumulative_counts((0.5, 1, 2), []) == [0, 0, 0, 0]
+    values = np.random.default_rng(0).uniform(0.5, 1.0, 1000)
+    counts = cumulative_counts(CONFIDENCE_BUCKETS, values)
+    assert counts == [int((values <= b).sum()) for b in CONFIDENCE_BUCKETS] + [1000]

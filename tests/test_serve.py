@@ -51,7 +51,8 @@ def app(serve_deploy, two_versions, multitask_model, ray_head):
               "batch_wait_timeout_s": 0.01, "max_windows_per_request": MAX_WINDOWS, "max_body_bytes": MAX_BODY,
               "monitoring_flush_s": 0.1, "health_check_period_s": 1}
     return serve_deploy([
-        {"name": "stocktrend", "route_prefix": "/", "args": {**common, "num_replicas": 2}},
+        # The shipped batch wait (none): a lone request may skip the batcher there.
+        {"name": "stocktrend", "route_prefix": "/", "args": {**common, "num_replicas": 2, "batch_wait_timeout_s": 0.0}},
         {"name": "secured", "route_prefix": "/secure", "args": {**common, "num_replicas": 1, "api_key_env": "ST_KEY"},
          "runtime_env": {"env_vars": {"ST_KEY": API_KEY}}},
         # One replica that waits up to 1 s for a batch to fill: batch formation does not
@@ -292,6 +293,33 @@ def _totals(http, app) -> dict:
     return http.get(app.url("/v1/monitoring")).json()["totals"]
 
 
+def _inference_calls(http, app, app_index: int) -> dict[str, dict]:
+    """Each replica's back-end call counts, as its /v1/model tells them (asked until each answered)."""
+    seen: dict[str, dict] = {}
+    for _ in range(12):
+        m = http.get(app.url("/v1/model", app=app_index)).json()
+        seen[m["replica"]] = m["inference_calls_on_this_replica"]
+    return seen
+
+
+def test_a_request_alone_on_a_fast_model_skips_the_batcher_and_its_thread(app, http, val):
+    """One client at a time: once a replica has measured the small model's call, each request
+    runs it on the event loop without the batcher, and answers as before; where the config
+    asks batches to wait for more requests (the "batched" app), a lone request waits too."""
+    x, _ = val
+    before, before_batched = _inference_calls(http, app, 0), _inference_calls(http, app, 2)
+    got = [_ok(http, app, x[i : i + 1])["predictions"][0]["p_up"] for i in range(12)]
+    _ok(http, app, x[:1], app_index=2)
+    after, after_batched = _inference_calls(http, app, 0), _inference_calls(http, app, 2)
+    direct = sum(after[r]["direct"] - before.get(r, {"direct": 0})["direct"] for r in after)
+    assert direct >= 8, (before, after)  # 12 requests over 2 replicas, each one's first call maybe in a thread
+    assert all(a["direct"] == 0 for a in after_batched.values()), after_batched
+    assert sum(a["thread"] + a["inline"] for a in after_batched.values()) > sum(
+        b["thread"] + b["inline"] for b in before_batched.values())
+    single = Predictor.from_artifact(app.config["applications"][0]["args"]["model"], backend="onnx").predict_windows(x[:12])
+    np.testing.assert_allclose(got, single.probs[:, 1], atol=1e-4)
+
+
 def test_monitoring_counts_equal_the_traffic_sent(app, http, val, ray_head, repo_root):
     x, _ = val
     before = _totals(http, app)
@@ -318,8 +346,8 @@ def test_monitoring_counts_equal_the_traffic_sent(app, http, val, ray_head, repo
     dashboard = json.loads((repo_root / "serve" / "grafana_dashboard.json").read_text())
     queried = {name for p in dashboard["panels"] for t in p["targets"]
                for name in re.findall(r"\b(ray_[a-z0-9_]+)", t["expr"])}
-    assert {"ray_stocktrend_predictions_total", "ray_stocktrend_request_latency_ms_bucket",
-            "ray_stocktrend_drifted_features", "ray_stocktrend_confidence_sum"} <= queried
+    assert {"ray_stocktrend_predictions_total", "ray_stocktrend_request_latency_ms_bucket_total",
+            "ray_stocktrend_drifted_features", "ray_stocktrend_confidence_sum_total"} <= queried
     metrics_url = f"http://127.0.0.1:{ray_head.ports.metrics}/metrics"
 
     def series(text: str) -> list[str]:

@@ -31,7 +31,17 @@ log = logging.getLogger(__name__)
 # HAProxy ingress (a Ray 2.60 feature flag): HTTP goes from HAProxy straight to the replicas
 # instead of through the Python proxy actor; measured here it halves latency and quadruples
 # throughput (docs/BENCHMARKS.md), and the reliability suite runs with it.
-HEAD_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+# How the project runs Serve, on every head and node it starts (the manifests, cluster.yaml and
+# the image carry the same; a test checks them): the HAProxy ingress, and Serve's throughput-
+# optimized mode (user code on the replica's own event loop, no log copy to stderr, gRPC
+# between deployments, GC frozen after start-up), measured against Serve's defaults in
+# bench/serve_load.py (docs/BENCHMARKS.md). Except its log buffer: it holds a replica's
+# INFO and WARNING lines until 1,000 have gathered (a quiet replica's never reach the file,
+# a crash loses them), and the request line it was made for is sampled here instead
+# (ServeArgs.request_log_every).
+SERVE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+             "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1"}
+HEAD_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", **SERVE_ENV}
 KEEP_SESSIONS = 3
 
 
@@ -211,9 +221,10 @@ class PrivateRayHead:
     # reload, well within this), and 30 s per deleted application was a fifth of the suite.
     SERVE_DRAIN_S = 5
 
-    def __init__(self, temp_dir: Path, num_cpus: int = 2):
+    def __init__(self, temp_dir: Path, num_cpus: int = 2, extra_env: dict[str, str] | None = None):
         self.temp_dir = temp_dir
         self.num_cpus = num_cpus
+        self.extra_env = extra_env or {}  # e.g. Serve's constants, read by each of its processes at import
         self.proc: subprocess.Popen | None = None
         self.ports = HeadPorts.free()
         self.serve_port = free_ports(1)[0]  # Serve's HTTP, for the deployments made on it
@@ -239,7 +250,7 @@ class PrivateRayHead:
         two, fail, and leave a dead training run's placement group holding its CPUs."""
         return head_env(self.ports, {"TMPDIR": str(self.temp_dir / "tmp"), "RAY_TMPDIR": str(self.temp_dir),
                                      "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(self.SERVE_DRAIN_S),
-                                     **haproxy_env(self.haproxy_dir)})
+                                     **haproxy_env(self.haproxy_dir), **self.extra_env})
 
     def _start(self) -> None:
         (self.temp_dir / "tmp").mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ Serving imports ``stocktrend.inference`` only, never training or tuning code.
 # No `from __future__ import annotations` here: FastAPI reads the endpoint signatures at
 # run time, through Serve's class-based ingress, and must see real types, not strings.
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -92,6 +93,19 @@ MODEL_HEADER = "serve_multiplexed_model_id"  # Ray Serve's multiplexing header
 CLIENT_HEADER = "x-client-id"  # keeps a client on one side of a champion/challenger split
 
 
+def counted(handler):
+    """Counts the replica's prediction requests in flight (``in_flight``): one alone may skip
+    the batcher."""
+    @functools.wraps(handler)  # FastAPI reads the handler's signature through it
+    async def endpoint(self, request: Request) -> Response:
+        self.in_flight += 1
+        try:
+            return await handler(self, request)
+        finally:
+            self.in_flight -= 1
+    return endpoint
+
+
 @serve.deployment(name=PREDICTOR_DEPLOYMENT)
 @serve.ingress(api)
 class PredictorDeployment:
@@ -108,7 +122,9 @@ class PredictorDeployment:
         self.api_key = os.environ.get(self.args.api_key_env) or None
         check_key_policy(self.args.require_api_key, self.api_key, self.args.api_key_env,
                          None if self.args.require_api_key is not None else serve_host())
-        self.infer = BatchedInference(self.args.max_batch_size, self.args.batch_wait_timeout_s)
+        self.infer = BatchedInference(self.args.max_batch_size, self.args.batch_wait_timeout_s, self.args.inline_ms)
+        self.answered = 0  # requests answered 2xx: one in request_log_every is logged
+        self.in_flight = 0  # prediction requests this replica is handling
         self.featurise = Featuriser(self.threads, self.args.featurise_timeout_s,
                                     max(self.args.max_ongoing_requests, self.args.max_batch_size))
         self.records = RecordBuffer(monitor, create_metrics(), self.args.monitoring_flush_s, self.models.announce)
@@ -151,6 +167,11 @@ class PredictorDeployment:
 
     def _answer(self, body: bytes, rid: str, endpoint: str, t0: float, status: int = 200, n: int = 0,
                 sel: Selection | None = None) -> Response:
+        if status < 300:  # a sample of the answered ones (each prediction is in the prediction log), every error
+            skip = self.answered % self.args.request_log_every  # the first is logged
+            self.answered += 1
+            if skip:
+                return Response(body, media_type=wire.JSON_MEDIA_TYPE)
         request_log.info("%s", orjson.dumps({"request_id": rid, "endpoint": endpoint, "status": status, "windows": n,
                                              "ms": round((time.perf_counter() - t0) * 1e3, 3),
                                              "model": sel.name if sel else None,
@@ -188,8 +209,8 @@ class PredictorDeployment:
         windows, each through the batcher: one large request cannot hold the queue for long."""
         size = self.args.max_batch_size
         if len(windows) <= size:
-            return await self.infer((predictor, windows))
-        parts = await asyncio.gather(*(self.infer((predictor, windows[i:i + size]))
+            return await self.infer.run(predictor, windows, alone=self.in_flight <= 1)
+        parts = await asyncio.gather(*(self.infer.run(predictor, windows[i:i + size])
                                        for i in range(0, len(windows), size)))
         outs = [o for o, _ in parts]
         joined = Outputs(*(None if fields[0] is None else np.concatenate(fields) for fields in zip(*outs)))
@@ -294,9 +315,15 @@ class PredictorDeployment:
             "request_limits": {"max_windows_per_request": self.args.max_windows_per_request,
                                "max_body_bytes": self.args.max_body_bytes},
             "served": self._served(), "loaded_on_this_replica": self.models.loaded(),
+            # Back-end calls on this replica: a request alone skipping the batcher, batches on
+            # the event loop, batches in a thread (batching.py).
+            "replica": serve.get_replica_context().replica_tag,
+            "inference_calls_on_this_replica": {"direct": self.infer.direct_calls, "inline": self.infer.inline_calls,
+                                                "thread": self.infer.thread_calls},
         }), rid, "model", t0, sel=sel)
 
     @api.post("/v1/predict")
+    @counted
     async def predict(self, request: Request) -> Response:
         rid, t0, sel = request_id(request.headers), time.perf_counter(), None
         try:
@@ -317,6 +344,7 @@ class PredictorDeployment:
         return self._answer(body, rid, "predict", t0, n=len(windows), sel=sel)
 
     @api.post("/v1/predict/bars")
+    @counted
     async def predict_bars(self, request: Request) -> Response:
         rid, t0, sel = request_id(request.headers), time.perf_counter(), None
         try:

@@ -91,6 +91,8 @@ class ServeArgs(BaseModel):
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.0, ge=0, description="0: a batch is whatever queued while the last one ran")
     max_ongoing_requests: int = Field(64, ge=1, description="raised to max_batch_size if lower: it caps batches")
+    inline_ms: float = Field(1.0, ge=0, description="a back-end call measured to take at most this runs on the "
+                                                    "replica's event loop, not in a thread (0: always a thread)")
     max_windows_per_request: int = Field(256, ge=1, description="more windows in one request answer 413")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="larger bodies answer 413 (a windows body's "
                                                                         "cap is also derived from the largest valid "
@@ -119,6 +121,9 @@ class ServeArgs(BaseModel):
                                                                                  "file past this size")
     health_check_period_s: float = Field(5.0, gt=0)
     access_log: bool = Field(False, description="Serve's per-request log line (about 6% of a replica's CPU)")
+    request_log_every: int = Field(100, ge=1, description="the project's JSON request line in the replica's log: "
+                                                          "every error, and one answered request in this many "
+                                                          "(1: all; every prediction is in the prediction log)")
 
     @model_validator(mode="after")
     def _champions_fit(self):

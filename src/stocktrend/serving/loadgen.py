@@ -51,11 +51,12 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> Response:
+    async def request(self, method: str, path: str, body: bytes, headers: dict[str, str] | None = None,
+                      content_type: str = "application/json") -> Response:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}",
-                "Content-Type: application/json", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+                f"Content-Type: {content_type}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
         t0 = time.perf_counter()
         self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
         await self.writer.drain()
@@ -99,22 +100,27 @@ class Connection:
 
 async def run_load(url: str, bodies: Sequence[bytes], total: int, concurrency: int,
                    check: Callable[[Response], None] | None = None, headers: dict[str, str] | None = None,
-                   timeout_s: float = 30.0, queries: Sequence[str] | None = None) -> LoadResult:
+                   timeout_s: float = 30.0, queries: Sequence[str] | None = None,
+                   duration_s: float | None = None, content_type: str = "application/json") -> LoadResult:
     """POST ``total`` requests (cycling through ``bodies``, and through ``queries`` appended
-    to the URL's path when given) with ``concurrency`` connections;
+    to the URL's path when given) with ``concurrency`` connections, or as many as
+    ``duration_s`` seconds allow when given;
     a request unanswered after ``timeout_s`` counts as an exception (TimeoutError) and its
     connection is dropped, so a stuck server ends the load instead of hanging it."""
     parsed = urllib.parse.urlsplit(url)
     target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
     result = LoadResult()
     counter = iter(range(total))
+    stop_at = time.perf_counter() + duration_s if duration_s is not None else None
 
     async def worker():
         conn = Connection(parsed.hostname, parsed.port or 80)
         for i in counter:
+            if stop_at is not None and time.perf_counter() >= stop_at:
+                break
             try:
                 path = f"{parsed.path or '/'}?{queries[i % len(queries)]}" if queries else target
-                r = await asyncio.wait_for(conn.request("POST", path, bodies[i % len(bodies)], headers), timeout_s)
+                r = await asyncio.wait_for(conn.request("POST", path, bodies[i % len(bodies)], headers, content_type), timeout_s)
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, TimeoutError) as err:
                 result.exceptions.append(f"{type(err).__name__}: {err}")
                 await conn.close()

@@ -107,7 +107,8 @@ def windows_from_json(value: Any, raw: bytes, max_windows: int | None = None) ->
     windows, so a ``true``/``false`` token anywhere in the raw bytes (a fast scan, no
     walk of the nested lists) is a boolean in the windows, or in a string, refused too.
     The window count is checked on the first level, before an array is built."""
-    if b"true" in raw or b"false" in raw:
+    # A one-byte search first (memchr): numbers and the key "windows" hold no "t" or "f".
+    if (b"t" in raw or b"f" in raw) and (b"true" in raw or b"false" in raw):
         raise ApiError(422, "windows", "values must be numbers (got a JSON boolean)")
     if not isinstance(value, list) or not value:
         raise ApiError(422, "windows", "must be a non-empty list of windows (n x seq_len x features numbers)")
