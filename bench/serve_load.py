@@ -35,8 +35,8 @@ from machine import machine_info  # noqa: E402
 from stocktrend.cluster.head import SERVE_ENV  # noqa: E402
 
 # kind -> [(concurrency, requests)]; "_npy": the same windows as one .npy body (no JSON to parse)
-LOADS = {"single": [(1, 300), (16, 2000), (64, 3000)], "batched16": [(1, 100), (16, 400)],
-         "single_npy": [(1, 300), (16, 2000)], "batched16_npy": [(16, 400)]}
+LOADS = {"single": [(1, 1000), (16, 2000), (64, 3000)], "batched16": [(1, 200), (16, 400)],
+         "single_npy": [(1, 1000), (16, 2000)], "batched16_npy": [(16, 400)]}
 NPY = "application/x-npy"
 
 

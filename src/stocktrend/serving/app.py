@@ -209,6 +209,9 @@ class PredictorDeployment:
         windows, each through the batcher: one large request cannot hold the queue for long."""
         size = self.args.max_batch_size
         if len(windows) <= size:
+            # One turn of the loop first: requests that arrived with this one reach their
+            # handlers (and count in in_flight) before it decides to run alone.
+            await asyncio.sleep(0)
             return await self.infer.run(predictor, windows, alone=self.in_flight <= 1)
         parts = await asyncio.gather(*(self.infer.run(predictor, windows[i:i + size])
                                        for i in range(0, len(windows), size)))
