@@ -163,10 +163,19 @@ def parse_table(spec: SourceConfig, frame: pd.DataFrame, where: str, name: str =
 
 
 def read_all_sources(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
-    """Read every source of ``cfg``; also return {name: {file, sha256, rows, start, end}}."""
+    """Read every source of ``cfg``; also return {name: {file, sha256, rows, start, end}}.
+    A panel's long file (many instruments, a ticker column) is not one series: the panel
+    reader reads it one ticker at a time, and only its facts are gathered here."""
     frames, facts = {}, {}
+    long_panel = cfg.panel.source if cfg.panel is not None and cfg.panel.ticker_column else None
     for name, spec in cfg.sources.items():
         path = cfg.source_path(name)
+        if name == long_panel:
+            dates = pd.to_datetime(pd.read_csv(path, usecols=[spec.columns["date"]]).iloc[:, 0], errors="coerce")
+            facts[name] = {"file": str(path), "sha256": sha256_of(path),
+                           "columns": [str(c).strip() for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns],
+                           "rows": len(dates), "start": str(dates.min().date()), "end": str(dates.max().date())}
+            continue
         frame = read_source(spec, path, name)
         frames[name] = frame
         facts[name] = {

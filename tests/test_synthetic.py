@@ -1,0 +1,129 @@
+"""The synthetic market with known answers: its arguments, its planted score's use of the past
+only, the strength it plants, and its files read by the real readers in every layout."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from stocktrend.data.config import load_data_config
+from stocktrend.data.panel import read_members
+from stocktrend.data.sources import read_all_sources
+from stocktrend.data.synthetic import (LOOKBACK, MarketError, MarketSpec, calibrate, check_layouts, generate,
+                                       planted_score, write_market)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def cal() -> dict:
+    return calibrate()
+
+
+def test_calibration_comes_from_the_shipped_panel_and_looks_like_a_market(cal):
+    assert "stocks20_close.csv" in cal["source"] and "20 stocks" in cal["source"]
+    assert 0.005 < cal["market_daily_vol"] < 0.03
+    assert 0.8 < cal["market_garch_alpha"] + cal["market_garch_beta"] < 1  # volatility clusters, and stays finite
+    assert 0.5 < cal["beta_mean"] < 1.5 and 4 < cal["market_t_df"] < 30  # fat tails
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"ic": 1.5, "plant": "linear"}, "ic:"), ({"ic": -1.0, "plant": "linear"}, "ic:"),
+    ({"ic": float("nan"), "plant": "linear"}, "ic:"), ({"ic": 0.05}, "ic:"), ({"plant": "linear"}, "ic:"),
+    ({"plant": "wave", "ic": 0.05}, "plant:"), ({"target": "sector"}, "target:"), ({"days": 40}, "days:"),
+    ({"instruments": 3}, "instruments:"), ({"horizon": 0}, "horizon:"), ({"churn": 1.0}, "churn:"),
+    ({"start": "yesterday-ish"}, "start:"), ({"groups": 0}, "groups:"),
+])
+def test_bad_arguments_stop_with_the_argument_named(change, named):
+    with pytest.raises(MarketError, match=named):
+        dataclasses.replace(MarketSpec(), **change).check()
+
+
+def test_bad_layouts_are_named_and_the_command_exits_2(tmp_path, repo_root):
+    with pytest.raises(MarketError, match="layouts:.*'csv'"):
+        check_layouts(("close_panel", "csv"))
+    run = subprocess.run([sys.executable, str(repo_root / "ray_jobs" / "make_market.py"), "--out", str(tmp_path / "m"),
+                          "--plant", "linear", "--ic", "2"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "ic: 2.0 is outside" in run.stderr
+    assert not (tmp_path / "m").exists()  # nothing written
+
+
+@pytest.mark.parametrize("plant", ["linear", "temporal"])
+def test_the_planted_score_uses_closes_up_to_its_day_only(plant, cal):
+    m = generate(MarketSpec(instruments=8, days=300, plant=plant, ic=0.1, seed=5), cal)
+    full = planted_score(m.log_close, plant)
+    rng = np.random.default_rng(0)
+    for t in (LOOKBACK, 60, 150, 298):
+        past_only = planted_score(m.log_close[: t + 1], plant)[-1]
+        np.testing.assert_array_equal(past_only, full[t])
+        altered = m.log_close.copy()
+        altered[t + 1:] += rng.normal(0, 0.05, altered[t + 1:].shape)  # another future
+        np.testing.assert_array_equal(planted_score(altered, plant)[t], full[t])
+    assert np.isfinite(full[LOOKBACK:]).any() and not np.isfinite(full[:5]).any()
+
+
+def test_the_temporal_score_is_orthogonal_to_every_n_day_return_the_features_carry():
+    rng = np.random.default_rng(1)
+    lc = np.cumsum(rng.normal(0, 0.01, (20_000, 1)), axis=0)
+    s = planted_score(lc, "temporal")[:, 0]
+    for n in (1, 2, 3, 5, 10, 20, 60):
+        ret = np.full(len(lc), np.nan)
+        ret[n:] = lc[n:, 0] - lc[:-n, 0]
+        ok = np.isfinite(s) & np.isfinite(ret)
+        assert abs(np.corrcoef(s[ok], ret[ok])[0, 1]) < 0.03, n
+    linear = planted_score(lc, "linear")[:, 0]
+    ret5 = np.full(len(lc), np.nan)
+    ret5[5:] = lc[5:, 0] - lc[:-5, 0]
+    np.testing.assert_allclose(linear[5:], -ret5[5:])  # the linear plant is a feature, reversed
+
+
+@pytest.mark.parametrize("plant, ic", [("linear", 0.08), ("temporal", 0.08), ("temporal", -0.05)])
+def test_the_planted_strength_is_realised_and_a_null_market_holds_none(plant, ic, cal):
+    m = generate(MarketSpec(instruments=150, days=2500, plant=plant, ic=ic, seed=11), cal)
+    got = m.realised["oracle_rank_ic"]
+    assert abs(got - ic) < 0.3 * abs(ic) + 0.01, m.realised
+    null = generate(MarketSpec(instruments=150, days=2500, seed=11), cal).realised
+    assert abs(null["linear_score_rank_ic"]) < 0.015 and abs(null["temporal_score_rank_ic"]) < 0.015, null
+
+
+def test_a_single_instrument_plant_moves_its_direction(cal):
+    m = generate(MarketSpec(instruments=1, days=8000, plant="temporal", ic=0.1, target="single", seed=2), cal)
+    assert m.realised["kind"] == "single" and 0.52 < m.realised["oracle_auroc"] < 0.62, m.realised
+
+
+def test_every_layout_is_read_alike_by_the_real_readers(tmp_path, cal):
+    m = generate(MarketSpec(instruments=12, days=900, plant="temporal", ic=0.1, churn=0.25, seed=3), cal)
+    written = write_market(m, tmp_path)
+    assert set(written) == {"close_panel", "yahoo", "long"}
+    meta = json.loads((tmp_path / "market.json").read_text())
+    assert meta["spec"]["plant"] == "temporal" and meta["realised"]["oracle_rank_ic"] == m.realised["oracle_rank_ic"]
+    assert min(meta["listed_days"].values()) < 900 == max(meta["listed_days"].values())  # some list or delist
+    closes = {}
+    for layout in written:
+        cfg = load_data_config(tmp_path / f"{layout}.yaml")
+        cfg = dataclasses.replace(cfg, panel=dataclasses.replace(cfg.panel, min_days=50))
+        frames, facts = read_all_sources(cfg)
+        members, _ = read_members(cfg, frames)
+        closes[layout] = {t: f["close"] for t, f in members.items()}
+        assert facts["spx"]["end"] == str(m.dates[-1].date())  # context runs to the end: no curve cut short
+    assert sorted(closes["close_panel"]) == sorted(closes["yahoo"]) == sorted(closes["long"]) == m.tickers
+    for t in m.tickers:
+        a, b, c = closes["close_panel"][t].dropna(), closes["yahoo"][t], closes["long"][t]
+        assert len(a) == len(b) == len(c) == meta["listed_days"][t]
+        np.testing.assert_allclose(b.to_numpy(), a.to_numpy(), rtol=1e-5)
+        np.testing.assert_allclose(c.to_numpy(), a.to_numpy(), rtol=1e-5)
+
+
+def test_a_generated_market_builds_through_the_dataset_command(tmp_path, repo_root, cal):
+    write_market(generate(MarketSpec(instruments=10, days=800, plant="linear", ic=0.1, churn=0.0, seed=4), cal),
+                 tmp_path / "m", ("long",))
+    run = subprocess.run([sys.executable, str(repo_root / "ray_jobs" / "build_dataset.py"), "--config",
+                          str(tmp_path / "m" / "long.yaml"), "--out", str(tmp_path / "npy"), "--quiet"],
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "synthetic_linear_long" in run.stdout and (tmp_path / "npy" / "metadata.json").is_file()
