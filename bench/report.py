@@ -116,6 +116,58 @@ def serve_load(r: dict) -> list[str]:
     return lines + [""]
 
 
+def interval_calibration(r: dict) -> list[str]:
+    s = r["summary"]
+    lines = ["## Are the headline's intervals calibrated? (`python bench/interval_calibration.py`)", "", _machine(r), "",
+             f"Synthetic markets (`stocktrend.data.synthetic`, calibrated on the shipped panel) of "
+             f"{r['instruments']} instruments; the headline (mean daily rank IC over a test block of "
+             f"{r['test_days']} dates, h = {r['horizon']}) with its 95% interval from `{r['interval']}`, "
+             f"{r['n_boot']} resamples. {r['seconds'] / 60:.0f} minutes.", "",
+             "| markets | scorer | 95% interval | rate (its 95% interval) | goal | verdict | mean width | sd of the means |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, row in s.items():
+        if key.startswith("null_"):
+            lines.append(f"| {row['markets']} null | {key[5:]} | excludes 0 on {row['excludes_zero']} | "
+                         f"{row['rate']:.1%} ({row['rate_95ci'][0]:.1%}-{row['rate_95ci'][1]:.1%}) | 2%-8% | "
+                         f"{'met' if row['met'] else 'missed'} | {row['mean_width']:.4f} | {row['sd_of_means']:.4f} |")
+        else:
+            lines.append(f"| {row['markets']} temporal plant (target IC {row['target_ic']:g}, population "
+                         f"{row['population_ic']:.4f}) | oracle | contains the population IC on {row['contains_truth']} "
+                         f"| {row['coverage']:.1%} ({row['coverage_95ci'][0]:.1%}-{row['coverage_95ci'][1]:.1%}) | "
+                         f">= 90% | {'met' if row['met'] else 'missed'} | {row['mean_width']:.4f} | "
+                         f"{row['sd_of_means']:.4f} |")
+    lines += ["", "A calibrated 95% interval is about 2 x 1.96 = 3.9 times the spread (sd) of the means across "
+              "markets; a narrower one excludes 0 too often on null markets."]
+    return lines + [""]
+
+
+def power_curve(r: dict) -> list[str]:
+    cells = r["cells"]
+    universe = sorted({c["instruments"] for c in cells})
+    lines = ["## Which signal could this much data detect? (`python bench/power_curve.py`)", "", _machine(r), "",
+             f"Learner: {r['learner']}; plant: {r['plant']} (planted population IC per row); headline: mean daily "
+             f"rank IC on the {r['test_block']} with the report's 95% block-bootstrap interval ({r['n_boot']} "
+             f"resamples). Power = share of {cells[0]['markets']} seeded markets per cell whose interval lies above 0. "
+             f"{r['seconds'] / 60:.0f} minutes. The interval is the one measured above (interval calibration): "
+             "where it is too narrow, these powers are too high (upper bounds) until it is fixed.", "",
+             "![power curve](power_curve.png)", "",
+             "| planted IC | years | " + " | ".join(f"{n} names" for n in universe) + " |",
+             "|---|---|" + "---|" * len(universe)]
+    for ic in sorted({c["ic"] for c in cells}):
+        for y in sorted({c["years"] for c in cells}):
+            row = {c["instruments"]: c for c in cells if c["ic"] == ic and c["years"] == y}
+            lines.append(f"| {ic:g} | {y} | " + " | ".join(f"{row[n]['power']:.0%} (IC {row[n]['mean_ic']:+.3f})"
+                                                         for n in universe) + " |")
+    real = [c for c in cells if c["instruments"] == 20 and c["years"] == max(c2["years"] for c2 in cells)]
+    if real:
+        seen = [c["ic"] for c in sorted(real, key=lambda c: c["ic"]) if c["power"] >= 0.8]
+        lines += ["", f"The real 20-stock panel is closest to the 20-name, {real[0]['years']}-year column: a planted IC "
+                  + (f"of {seen[0]:g} or more is found with at least 80% power there; weaker ones are usually missed."
+                     if seen else f"up to {max(c['ic'] for c in real):g} is found with less than 80% power there: "
+                     "a null result on that panel cannot rule such signals out.")]
+    return lines + [""]
+
+
 def serve_profile(r: dict) -> list[str]:
     load = r["load"]
     lines = ["## Where a replica's time goes per request (`python bench/serve_profile.py`)", "", _machine(r), "",
@@ -484,7 +536,9 @@ def main() -> int:
                                               "train_throughput", "tune_efficiency")}
     lines += goals({k: v for k, v in results.items() if v})
     sections = [("inference", inference), ("onnx_profile", onnx_profile), ("serve_load", serve_load),
-                ("serve_load_v2", serve_load), ("serve_profile", serve_profile), ("multiplex", multiplex), ("monitoring_alarms", monitoring_alarms),
+                ("serve_load_v2", serve_load), ("serve_profile", serve_profile),
+                ("interval_calibration", interval_calibration), ("power_curve", power_curve), ("multiplex", multiplex),
+                ("monitoring_alarms", monitoring_alarms),
                 ("panel", panel), ("rnn", rnn), ("families", families), ("family_comparison", family_comparison),
                 ("reliability", reliability), ("suite_time", suite_time),
                 ("data_build", data_build), ("train_throughput", train_throughput),

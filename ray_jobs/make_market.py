@@ -20,8 +20,7 @@ import json
 import logging
 import sys
 
-from stocktrend.data.synthetic import (LAYOUTS, PLANTS, TARGETS, MarketError, MarketSpec, check_layouts, generate,
-                                       write_market)
+from stocktrend.data.synthetic import LAYOUTS, PLANTS, TARGETS, MarketError, MarketSpec, check_layouts, generate, write_market
 
 TRADING_DAYS_PER_YEAR = 252
 

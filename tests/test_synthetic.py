@@ -14,8 +14,16 @@ import pytest
 from stocktrend.data.config import load_data_config
 from stocktrend.data.panel import read_members
 from stocktrend.data.sources import read_all_sources
-from stocktrend.data.synthetic import (LOOKBACK, MarketError, MarketSpec, calibrate, check_layouts, generate,
-                                       planted_score, write_market)
+from stocktrend.data.synthetic import (
+    LOOKBACK,
+    MarketError,
+    MarketSpec,
+    calibrate,
+    check_layouts,
+    generate,
+    planted_score,
+    write_market,
+)
 
 pytestmark = pytest.mark.timeout(300)
 

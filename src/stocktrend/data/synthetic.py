@@ -234,11 +234,13 @@ def plant_scale(spec: MarketSpec, cal: dict[str, Any], rounds: int = 4) -> float
     return float(c)
 
 
-def generate(spec: MarketSpec, calibration: dict[str, Any] | None = None) -> Market:
-    """A market drawn from the calibrated factor model, with ``spec.plant`` planted at ``spec.ic``."""
+def generate(spec: MarketSpec, calibration: dict[str, Any] | None = None, scale: float | None = None) -> Market:
+    """A market drawn from the calibrated factor model, with ``spec.plant`` planted at ``spec.ic``
+    (``scale``: a ``plant_scale`` already found for this spec, as a benchmark drawing many
+    markets of one spec passes it)."""
     spec.check()
     cal = calibration or calibrate()
-    c = plant_scale(spec, cal)
+    c = plant_scale(spec, cal) if scale is None else scale
     market = _draw(spec, cal, c)
     market.realised["plant_scale"] = c
     log.info("market of %d x %d days, plant %s at ic %.3f: realised %s", spec.instruments, spec.days, spec.plant,
