@@ -71,9 +71,9 @@ def raw_throughput(model: str, backend: str, threads: int, windows: np.ndarray, 
 
 
 # Serve's throughput-optimized mode (Ray 2.60): user code on the replica's own event loop (no
-# thread hop into it), the request-path log buffered, the router on the caller's loop, no log
-# copy to stderr, GC frozen after start-up. The project's production default
-# (stocktrend.cluster.head.SERVE_ENV); "default" is Serve's out-of-the-box behaviour.
+# thread hop into it), the router on the caller's loop, no log copy to stderr, GC frozen after
+# start-up: the project's settings (stocktrend.cluster.head.SERVE_ENV, which keeps the log
+# unbuffered). "default" is Serve's own behaviour (both behind the HAProxy ingress).
 MODES = {"default": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}, "throughput": SERVE_ENV}
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from stocktrend.data.config import load_data_config
+from stocktrend.data.errors import DataError
 from stocktrend.data.panel import read_members
 from stocktrend.data.sources import read_all_sources
 from stocktrend.data.synthetic import (
@@ -135,3 +136,11 @@ def test_a_generated_market_builds_through_the_dataset_command(tmp_path, repo_ro
                          capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "synthetic_linear_long" in run.stdout and (tmp_path / "npy" / "metadata.json").is_file()
+
+
+def test_a_long_file_with_a_wrong_date_column_is_named(tmp_path, cal):
+    write_market(generate(MarketSpec(instruments=6, days=200, seed=6), cal), tmp_path, ("long",))
+    config = (tmp_path / "long.yaml").read_text().replace("columns: {date: date, open:", "columns: {date: Day, open:")
+    (tmp_path / "long.yaml").write_text(config)
+    with pytest.raises(DataError, match=r"long.csv: missing column\(s\) date -> 'Day'"):
+        read_all_sources(load_data_config(tmp_path / "long.yaml"))

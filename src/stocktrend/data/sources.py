@@ -171,10 +171,15 @@ def read_all_sources(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str
     for name, spec in cfg.sources.items():
         path = cfg.source_path(name)
         if name == long_panel:
-            dates = pd.to_datetime(pd.read_csv(path, usecols=[spec.columns["date"]]).iloc[:, 0], errors="coerce")
-            facts[name] = {"file": str(path), "sha256": sha256_of(path),
-                           "columns": [str(c).strip() for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns],
-                           "rows": len(dates), "start": str(dates.min().date()), "end": str(dates.max().date())}
+            columns = [str(c).strip() for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns]
+            if spec.columns["date"] not in columns:
+                raise DataError(f"{path}: missing column(s) date -> '{spec.columns['date']}' (source '{name}'); the "
+                                f"data has {columns}; fix the data or the config's columns mapping")
+            raw = pd.read_csv(path, usecols=[spec.columns["date"]], dtype=str).iloc[:, 0]
+            dates = pd.to_datetime(raw, format=spec.date_format, errors="coerce").dropna()  # checked per ticker later
+            facts[name] = {"file": str(path), "sha256": sha256_of(path), "columns": columns, "rows": len(raw),
+                           "start": str(dates.min().date()) if len(dates) else "",
+                           "end": str(dates.max().date()) if len(dates) else ""}
             continue
         frame = read_source(spec, path, name)
         frames[name] = frame

@@ -318,9 +318,9 @@ class PredictorDeployment:
             "request_limits": {"max_windows_per_request": self.args.max_windows_per_request,
                                "max_body_bytes": self.args.max_body_bytes},
             "served": self._served(), "loaded_on_this_replica": self.models.loaded(),
+            "replica": serve.get_replica_context().replica_tag,
             # Back-end calls on this replica: a request alone skipping the batcher, batches on
             # the event loop, batches in a thread (batching.py).
-            "replica": serve.get_replica_context().replica_tag,
             "inference_calls_on_this_replica": {"direct": self.infer.direct_calls, "inline": self.infer.inline_calls,
                                                 "thread": self.infer.thread_calls},
         }), rid, "model", t0, sel=sel)
