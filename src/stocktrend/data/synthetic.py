@@ -180,7 +180,7 @@ def _t(rng: np.random.Generator, df: float, size) -> np.ndarray:
 
 def planted_score(log_close: np.ndarray, plant: str) -> np.ndarray:
     """The raw planted score of every instrument on every day, from log closes up to that day
-    only: row t uses rows t-8..t (NaN where a needed close is missing)."""
+    only: row t uses rows t-9..t (t-5..t for linear) (NaN where a needed close is missing)."""
     out = np.full(log_close.shape, np.nan)
     if plant == "null":
         return out
