@@ -91,17 +91,20 @@ def test_the_temporal_score_is_orthogonal_to_every_n_day_return_the_features_car
     np.testing.assert_allclose(linear[5:], -ret5[5:])  # the linear plant is a feature, reversed
 
 
-@pytest.mark.parametrize("plant, ic", [("linear", 0.08), ("temporal", 0.08), ("temporal", -0.05)])
-def test_the_planted_strength_is_realised_and_a_null_market_holds_none(plant, ic, cal):
+@pytest.mark.parametrize("plant, ic", [("linear", 0.08), ("temporal", -0.06)])
+def test_the_planted_strength_is_realised(plant, ic, cal):
     m = generate(MarketSpec(instruments=150, days=2500, plant=plant, ic=ic, seed=11), cal)
     got = m.realised["oracle_rank_ic"]
     assert abs(got - ic) < 0.3 * abs(ic) + 0.01, m.realised
+
+
+def test_a_null_market_holds_nothing_for_either_score(cal):
     null = generate(MarketSpec(instruments=150, days=2500, seed=11), cal).realised
     assert abs(null["linear_score_rank_ic"]) < 0.015 and abs(null["temporal_score_rank_ic"]) < 0.015, null
 
 
 def test_a_single_instrument_plant_moves_its_direction(cal):
-    m = generate(MarketSpec(instruments=1, days=8000, plant="temporal", ic=0.1, target="single", seed=2), cal)
+    m = generate(MarketSpec(instruments=1, days=5000, plant="temporal", ic=0.1, target="single", seed=2), cal)
     assert m.realised["kind"] == "single" and 0.52 < m.realised["oracle_auroc"] < 0.62, m.realised
 
 
