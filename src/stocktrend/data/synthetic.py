@@ -36,13 +36,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from stocktrend.data.store import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +126,10 @@ def _garch_from_moments(sq: np.ndarray) -> tuple[float, float]:
     acf = np.array([np.dot(sq[:-k], sq[k:]) / np.dot(sq, sq) for k in range(1, 21)])
     ratios = acf[1:] / acf[:-1]
     phi = float(np.clip(np.median(ratios[np.isfinite(ratios) & (ratios > 0)]), 0.90, 0.995))
-    best, rho1 = 0.05, acf[0]
-    for alpha in np.linspace(0.01, min(0.3, phi - 0.01), 300):
-        beta = phi - alpha
-        model = alpha * (1 - alpha * beta - beta ** 2) / (1 - 2 * alpha * beta - beta ** 2)
-        if abs(model - rho1) < abs(best * (1 - best * (phi - best) - (phi - best) ** 2)
-                                   / (1 - 2 * best * (phi - best) - (phi - best) ** 2) - rho1):
-            best = alpha
+    alphas = np.linspace(0.01, min(0.3, phi - 0.01), 300)
+    betas = phi - alphas
+    rho1 = alphas * (1 - alphas * betas - betas ** 2) / (1 - 2 * alphas * betas - betas ** 2)
+    best = float(alphas[np.argmin(np.abs(rho1 - acf[0]))])
     return float(best), float(phi - best)
 
 
@@ -372,16 +369,8 @@ def _mean_rank_ic(score: np.ndarray, fwd: np.ndarray) -> dict[str, Any]:
 
 
 # -- files ------------------------------------------------------------------------------------
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _csv(frame: pd.DataFrame, path: Path, index_label: str | None = "date") -> None:
-    _atomic_text(path, frame.to_csv(index=index_label is not None, index_label=index_label, float_format="%.6g",
+    atomic_write_text(path, frame.to_csv(index=index_label is not None, index_label=index_label, float_format="%.6g",
                                     lineterminator="\n"))
 
 
@@ -439,14 +428,14 @@ def write_market(market: Market, out: str | Path, layouts: tuple[str, ...] = LAY
         _csv(long, out / "long.csv", index_label=None)
         written["long"] = out / "long.csv"
     for layout in written:
-        _atomic_text(out / f"{layout}.yaml", dataset_config(market, layout))
+        atomic_write_text(out / f"{layout}.yaml", dataset_config(market, layout))
     meta = {"spec": dataclasses.asdict(market.spec), "tickers": len(market.tickers),
             "dates": [str(market.dates[0].date()), str(market.dates[-1].date())],
             "listed_days": {t: int(np.isfinite(market.log_close[:, i]).sum()) for i, t in enumerate(market.tickers)},
             "calibration": market.calibration, "realised": market.realised,
             "files": {k: str(v.relative_to(out)) for k, v in written.items()},
             "temporal_weights": {str(k): v for k, v in TEMPORAL_WEIGHTS.items()}}
-    _atomic_text(out / "market.json", json.dumps(meta, indent=2))
+    atomic_write_text(out / "market.json", json.dumps(meta, indent=2))
     return written
 
 
