@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from stocktrend.data.config import load_data_config
@@ -19,6 +20,7 @@ from stocktrend.data.synthetic import (
     LOOKBACK,
     MarketError,
     MarketSpec,
+    _mean_rank_ic,
     calibrate,
     check_layouts,
     generate,
@@ -47,6 +49,7 @@ def test_calibration_comes_from_the_shipped_panel_and_looks_like_a_market(cal):
     ({"plant": "wave", "ic": 0.05}, "plant:"), ({"target": "sector"}, "target:"), ({"days": 40}, "days:"),
     ({"instruments": 3}, "instruments:"), ({"horizon": 0}, "horizon:"), ({"churn": 1.0}, "churn:"),
     ({"start": "yesterday-ish"}, "start:"), ({"groups": 0}, "groups:"),
+    ({"plant": "temporal", "ic": 0.05, "horizon": 10}, "horizon:"),
 ])
 def test_bad_arguments_stop_with_the_argument_named(change, named):
     with pytest.raises(MarketError, match=named):
@@ -89,6 +92,26 @@ def test_the_temporal_score_is_orthogonal_to_every_n_day_return_the_features_car
     ret5 = np.full(len(lc), np.nan)
     ret5[5:] = lc[5:, 0] - lc[:-5, 0]
     np.testing.assert_allclose(linear[5:], -ret5[5:])  # the linear plant is a feature, reversed
+
+
+def test_a_temporal_market_s_labels_are_not_carried_by_last_day_returns(cal):
+    """What the label holds, not only the score: each day's planted move lands on the next day
+    alone, so the forward return's planted part is the score itself, and every n-day return and
+    moving-average gap a last-day model reads stays below a fifth of the oracle's IC (the
+    earlier plant spread its moves over h days and leaked a third of its strength into ret_5)."""
+    m = generate(MarketSpec(instruments=150, days=2500, plant="temporal", ic=0.08, seed=12), cal)
+    lc, h = m.log_close, m.spec.horizon
+    fwd = np.full(lc.shape, np.nan)
+    fwd[:-h] = lc[h:] - lc[:-h]
+    oracle = m.realised["oracle_rank_ic"]
+    assert oracle > 0.06, m.realised
+    for n in (1, 2, 3, 5, 10, 20, 60):
+        ret = np.full(lc.shape, np.nan)
+        ret[n:] = lc[n:] - lc[:-n]
+        assert abs(_mean_rank_ic(ret, fwd)["ic"]) < oracle / 5, n
+    for n in (5, 10, 20):
+        gap = lc - np.log(pd.DataFrame(np.exp(lc)).rolling(n).mean().to_numpy())
+        assert abs(_mean_rank_ic(gap, fwd)["ic"]) < oracle / 5, f"ma_gap_{n}"
 
 
 @pytest.mark.parametrize("plant, ic", [("linear", 0.08), ("temporal", -0.06)])

@@ -20,10 +20,15 @@ with the h-day forward return is ``ic`` in population:
 - ``null``: nothing; every learner should find nothing.
 - ``linear``: the 5-day reversal, minus the 5-day log return: a quantity the day-t features
   expose directly (``<p>_ret_5``), which a pooled logistic regression can fit.
-- ``temporal``: the alternation of the daily moves 3 to 8 days back (+r[t-3] - r[t-4] + r[t-5]
-  - r[t-6] + r[t-7] - r[t-8]): an ordering of moves inside the window that no day-t feature
-  holds (it is orthogonal to every n-day return the features carry: each block of days they
-  sum holds as many + as - weights), which a sequence model sees and a last-day model should not.
+- ``temporal``: a change of pace inside the window: +r[t-10] - r[t-11] - r[t-15] + r[t-16]
+  (r[t-k]: the move into day t-k), which no day-t feature holds: every n-day return the
+  features carry (n = 1, 2, 3, 5, 10, 20, ...) sums none or all of its weights, and so do
+  moving-average gaps, whose ramp weights it is also orthogonal to. A sequence model sees it
+  in the daily moves of its window; a last-day model should not. Planted so that the label
+  carries only it: each day s adds c times the standardised second difference
+  r[s-14] - 2 r[s-15] + r[s-16] to day s+1 alone, and the h = 5 such moves inside
+  day t's forward return sum to the score above (the linear plant's moves spread over the
+  next h days instead, so its label also holds the neighbouring days' scores).
 
 The realised strength (the oracle's mean daily rank IC, or AUROC for a single instrument) is
 measured on the generated prices and recorded beside the target. Instruments list and delist
@@ -52,8 +57,27 @@ INDEX_CSV = ROOT / "datasets" / "crude-datasets" / "sp500_close.csv"
 PLANTS = ("null", "linear", "temporal")
 LAYOUTS = ("close_panel", "yahoo", "long")
 TARGETS = ("panel", "single")
-TEMPORAL_WEIGHTS = {3: 1.0, 4: -1.0, 5: 1.0, 6: -1.0, 7: 1.0, 8: -1.0}  # lag (days back) -> weight
-LOOKBACK = max(TEMPORAL_WEIGHTS) + 2  # closes a score needs: the move into day t-8 starts at t-9
+# The temporal plant for horizon h: the score (what day t's forward return carries) and the daily
+# move planted into day s+1 (a second difference), whose h consecutive sums make the score.
+TEMPORAL_FIRST_LAG = 10  # past every n-day return up to 10 days; with h <= 8, inside the 20-day one
+TEMPORAL_MAX_HORIZON = 8
+
+
+def temporal_weights(horizon: int = 5) -> dict[int, float]:
+    """The temporal score's weights, lag (days back) -> weight: +1, -1 at lags a, a+1 and
+    -1, +1 at a+h, a+h+1 (a = 10): that is (1 - z)(1 - z^h), the h-day sum of the planted moves."""
+    a = TEMPORAL_FIRST_LAG
+    return {a: 1.0, a + 1: -1.0, a + horizon: -1.0, a + horizon + 1: 1.0}
+
+
+def temporal_move_weights(horizon: int = 5) -> dict[int, float]:
+    """The daily planted move's weights: +1, -2, +1 at lags a+h-1, a+h, a+h+1."""
+    b = TEMPORAL_FIRST_LAG + horizon - 1
+    return {b: 1.0, b + 1: -2.0, b + 2: 1.0}
+
+
+TEMPORAL_WEIGHTS = temporal_weights()
+LOOKBACK = TEMPORAL_FIRST_LAG + TEMPORAL_MAX_HORIZON + 3  # closes any score needs (the move into day t-k starts at t-k-1)
 RATE_TENORS = {"3month": 0.25, "6month": 0.5, "1year": 1, "2year": 2, "3year": 3, "5year": 5, "7year": 7,
                "10year": 10}
 
@@ -91,6 +115,9 @@ class MarketSpec:
             raise MarketError(f"ic: 0 with plant {self.plant!r}; give the strength to plant, or plant 'null'")
         if self.horizon < 1:
             raise MarketError(f"horizon: {self.horizon} must be at least 1 day")
+        if self.plant == "temporal" and self.horizon > TEMPORAL_MAX_HORIZON:
+            raise MarketError(f"horizon: {self.horizon} with plant 'temporal'; its lags fit between the 10- and "
+                              f"20-day returns only up to a horizon of {TEMPORAL_MAX_HORIZON} days")
         if self.days < self.min_window + LOOKBACK:
             raise MarketError(f"days: {self.days} is fewer than the window plus horizon ({self.min_window}) plus "
                               f"the score's {LOOKBACK} days of look-back")
@@ -175,21 +202,28 @@ def _t(rng: np.random.Generator, df: float, size) -> np.ndarray:
     return rng.standard_t(df, size) / np.sqrt(df / (df - 2))
 
 
-def planted_score(log_close: np.ndarray, plant: str) -> np.ndarray:
+def planted_score(log_close: np.ndarray, plant: str, horizon: int = 5) -> np.ndarray:
     """The raw planted score of every instrument on every day, from log closes up to that day
-    only: row t uses rows t-9..t (t-5..t for linear) (NaN where a needed close is missing)."""
-    out = np.full(log_close.shape, np.nan)
+    only: row t uses rows t-5..t (linear) or t-(a+h+1)-1..t (temporal) (NaN where a needed
+    close is missing)."""
     if plant == "null":
-        return out
+        return np.full(log_close.shape, np.nan)
     if plant == "linear":
+        out = np.full(log_close.shape, np.nan)
         out[5:] = -(log_close[5:] - log_close[:-5])
         return out
+    return _lagged_moves(log_close, temporal_weights(horizon))
+
+
+def _lagged_moves(log_close: np.ndarray, weights: dict[int, float]) -> np.ndarray:
+    """sum over lags k of weights[k] * r[t-k], r[t] the move into day t."""
     r = np.full(log_close.shape, np.nan)
-    r[1:] = np.diff(log_close, axis=0)  # r[t]: the move into day t
-    for lag, w in TEMPORAL_WEIGHTS.items():
+    r[1:] = np.diff(log_close, axis=0)
+    out = np.zeros(log_close.shape)
+    for lag, w in weights.items():
         part = np.full(log_close.shape, np.nan)
         part[lag:] = w * r[:-lag]
-        out = part if lag == min(TEMPORAL_WEIGHTS) else out + part
+        out = out + part
     return out
 
 
@@ -272,38 +306,46 @@ def _draw(spec: MarketSpec, cal: dict[str, Any], c: float) -> Market:
     eps = _t(rng, cal["idio_t_df"], (d, n))
     resid_unit = group_share * g[:, group_of] + np.sqrt(1 - within) * eps
     returns = np.outer(m, betas) + resid_unit * (idio * regime[:, None])
-    # The plant: the score's standardised value on day t moves each of days t+1..t+h by c/h,
-    # so the h-day forward return carries c times it (plant_scale sets c).
+    # The plant. Linear: the score's standardised value on day t moves each of days t+1..t+h by
+    # c/h, so the h-day forward return carries c times it. Temporal: the standardised daily move
+    # (a second difference) of day t goes to day t+1 alone; h of them make the score.
     first, last = _listing(spec, rng)
     listed = (np.arange(d)[:, None] >= first) & (np.arange(d)[:, None] <= last)
     log_close = np.full((d, n), np.nan)
     log_close[0] = np.log(rng.uniform(10, 200, n))
     score = np.full((d, n), np.nan)
     pending = np.zeros((d + h + 1, n))  # planted moves owed to future days
+    temporal = spec.plant == "temporal"
     # A single instrument's raw score in units of its own daily volatility (market and idio).
-    own_vol = _raw_score_sd(spec.plant) * np.sqrt(betas[0] ** 2 * var_bar + idio[0] ** 2)
+    own_vol = np.sqrt(betas[0] ** 2 * var_bar + idio[0] ** 2)
     for t in range(1, d):
         log_close[t] = log_close[t - 1] + returns[t] + pending[t]
         if c == 0.0 or t < LOOKBACK:
             continue
         window = log_close[t - LOOKBACK + 1: t + 1]
-        raw = planted_score(window, spec.plant)[-1]
-        live = listed[t] & listed[t - LOOKBACK + 1] & np.isfinite(raw)
+        raw = planted_score(window, spec.plant, h)[-1]
+        drive = _lagged_moves(window, temporal_move_weights(h))[-1] if temporal else raw
+        live = listed[t] & listed[t - LOOKBACK + 1] & np.isfinite(raw) & np.isfinite(drive)
+        zt, zd = np.full(n, np.nan), np.full(n, np.nan)
         if spec.target == "panel":
             if live.sum() < 5:
                 continue
-            zt = np.full(n, np.nan)
-            zt[live] = (raw[live] - raw[live].mean()) / (raw[live].std() + 1e-12)
-        else:  # one instrument, standardised by the score's unconditional spread
-            zt = np.full(n, np.nan)
+            for out, x in ((zt, raw), (zd, drive)):
+                out[live] = (x[live] - x[live].mean()) / (x[live].std() + 1e-12)
+        elif live[0]:  # one instrument, standardised by the score's unconditional spread
             # Clipped: the score also sees the moves it planted, and one instrument has no
             # cross-section to standardise it back each day.
-            zt[0] = np.clip(raw[0] / (own_vol * regime[t]), -3, 3) if live[0] else np.nan
+            unit = own_vol * regime[t]
+            zt[0] = np.clip(raw[0] / (_raw_score_sd(spec.plant, h) * unit), -3, 3)
+            zd[0] = np.clip(drive[0] / (_raw_score_sd("temporal_move" if temporal else spec.plant, h) * unit), -3, 3)
         score[t] = zt
-        move = np.where(np.isfinite(zt), c * zt / h, 0.0)
+        move = np.where(np.isfinite(zd), c * zd, 0.0)
         if spec.target == "single":
             move[1:] = 0.0
-        pending[t + 1: t + 1 + h] += move
+        if temporal:
+            pending[t + 1] += move
+        else:
+            pending[t + 1: t + 1 + h] += move / h
     log_close[~listed] = np.nan
     tickers = [f"SYN{i:04d}" for i in range(n)]
     index_close = 1000 * np.exp(np.cumsum(m))
@@ -313,9 +355,11 @@ def _draw(spec: MarketSpec, cal: dict[str, Any], c: float) -> Market:
     return market
 
 
-def _raw_score_sd(plant: str) -> float:
+def _raw_score_sd(plant: str, horizon: int = 5) -> float:
     """The raw score's spread in units of a day's move: sqrt of the sum of squared weights."""
-    return {"null": 1.0, "linear": np.sqrt(5.0), "temporal": np.sqrt(len(TEMPORAL_WEIGHTS))}[plant]
+    weights = {"null": {0: 1.0}, "linear": {k: 1.0 for k in range(5)}, "temporal": temporal_weights(horizon),
+               "temporal_move": temporal_move_weights(horizon)}[plant]
+    return float(np.sqrt(sum(w * w for w in weights.values())))
 
 
 def _rates(rng: np.random.Generator, dates: pd.DatetimeIndex) -> pd.DataFrame:
@@ -342,7 +386,7 @@ def realised_strength(market: Market) -> dict[str, Any]:
     fwd = np.full(lc.shape, np.nan)
     fwd[:-h] = lc[h:] - lc[:-h]
     if market.spec.plant == "null":  # what each plant's score would find here: nothing, up to noise
-        return {"kind": "null", **{f"{p}_score_rank_ic": _mean_rank_ic(planted_score(lc, p), fwd)["ic"]
+        return {"kind": "null", **{f"{p}_score_rank_ic": _mean_rank_ic(planted_score(lc, p, h), fwd)["ic"]
                                    for p in PLANTS if p != "null"}}
     if market.spec.target == "single":
         ok = np.isfinite(s[:, 0]) & np.isfinite(fwd[:, 0])
@@ -434,7 +478,8 @@ def write_market(market: Market, out: str | Path, layouts: tuple[str, ...] = LAY
             "listed_days": {t: int(np.isfinite(market.log_close[:, i]).sum()) for i, t in enumerate(market.tickers)},
             "calibration": market.calibration, "realised": market.realised,
             "files": {k: str(v.relative_to(out)) for k, v in written.items()},
-            "temporal_weights": {str(k): v for k, v in TEMPORAL_WEIGHTS.items()}}
+            "temporal_weights": {str(k): v for k, v in temporal_weights(market.spec.horizon).items()},
+            "temporal_move_weights": {str(k): v for k, v in temporal_move_weights(market.spec.horizon).items()}}
     atomic_write_text(out / "market.json", json.dumps(meta, indent=2))
     return written
 
