@@ -20,7 +20,8 @@ import json
 import logging
 import sys
 
-from stocktrend.data.synthetic import LAYOUTS, PLANTS, TARGETS, MarketError, MarketSpec, check_layouts, generate, write_market
+from stocktrend.data.synthetic import LAYOUTS, PLANTS, TARGETS, MarketError, MarketSpec, generate
+from stocktrend.data.synthetic_files import check_layouts, write_market
 
 TRADING_DAYS_PER_YEAR = 252
 

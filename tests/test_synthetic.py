@@ -22,11 +22,10 @@ from stocktrend.data.synthetic import (
     MarketSpec,
     _mean_rank_ic,
     calibrate,
-    check_layouts,
     generate,
     planted_score,
-    write_market,
 )
+from stocktrend.data.synthetic_files import check_layouts, write_market
 
 pytestmark = pytest.mark.timeout(300)
 
