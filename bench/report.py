@@ -138,6 +138,61 @@ def interval_calibration(r: dict) -> list[str]:
                          f"{row['sd_of_means']:.4f} |")
     lines += ["", "A calibrated 95% interval is about 2 x 1.96 = 3.9 times the spread (sd) of the means across "
               "markets; a narrower one excludes 0 too often on null markets."]
+    if r["machine"]["date"] < "2026-12-06T21":
+        lines += ["", "The planted rows were measured with the first temporal plant (its moves spread over the next h "
+                  "days, so a third of its strength also showed in the 5-day return); since 2026-12-06 the plant lands "
+                  "each day's move on the next day alone. The null rows do not depend on it."]
+    return lines + [""]
+
+
+def recipe_comparison(r: dict) -> list[str]:
+    m, o = r["market"], r.get("oracle_test_rank_ic")
+    lines = ["## Which training recipe finds a planted signal? (`python bench/recipe_comparison.py`)", "", _machine(r), "",
+             f"A synthetic market ({m['instruments']} names, {m['days']} days, plant `{m['plant']}` at population IC "
+             f"{m['ic']:g}) written as a close panel and built by the real builder ({r['dataset']['features']} "
+             f"features); the tiny network, micro-batch {r['micro_batch']}, an epoch = {r['epoch_windows']:,} "
+             "shuffled training windows. Test-split mean daily rank IC of the selected checkpoint, with the report's "
+             "interval, against the oracle's and the pooled baselines' on the same windows:"
+             + (f" oracle {_ci(o)}," if o else "") + " "
+             + ", ".join(f"{k.replace('_', ' ')} {_ci(v)}" for k, v in r["baselines_test_rank_ic"].items()) + ".", "",
+             "| recipe | settings | seeds | median test rank IC | share of the oracle | interval above 0 | chosen epochs "
+             "| past the warm-up | epochs run | minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, row in r["summary"].items():
+        settings = ", ".join(f"{k} {v}" for k, v in r["recipes"][name].items()) or "the defaults"
+        share = row.get("median_share_of_oracle")
+        lines.append(f"| `{name}` | {settings} | {row['seeds']} | {row['median_test_rank_ic']:+.4f} | "
+                     f"{f'{share:.0%}' if share is not None else '-'} | {row['excludes_zero']} | "
+                     f"{row['chosen_epochs']} | {row['chosen_past_warmup']} | {row['epochs_run']} | {row['minutes']} |")
+    return lines + ["", r.get("conclusion", ""), ""]
+
+
+def temporal_probe(r: dict) -> list[str]:
+    m = r["market"]
+    lines = ["## Why does the network miss the temporal plant? (`python bench/temporal_probe.py`)", "", _machine(r), "",
+             f"One market ({m['instruments']} names, {m['days']} days, temporal plant at population IC {m['ic']:g}; "
+             f"{r['train_windows']:,} training windows); every learner through the same plain loop (AdamW, batch 256, "
+             f"{r['epochs']} epochs, the last one scored). Oracle on the test windows: {r['oracle_test_rank_ic']:+.4f}.",
+             "", "| features | learner | parameters | test mean rank IC | share of the oracle |", "|---|---|---|---|---|"]
+    for row in r["rows"]:
+        lines.append(f"| {row['features']} | {row['learner']} | {row.get('parameters', '-')} | "
+                     f"{row['test_rank_ic']:+.4f} | {row['test_rank_ic'] / r['oracle_test_rank_ic']:.0%} |")
+    return lines + [""]
+
+
+def known_answers(r: dict) -> list[str]:
+    p, rates = r["planted"], r["failure_rates"]
+    what = {"network_misses_plant": "the network misses the planted signal",
+            "logistic_misses_plant": "the logistic baseline misses it",
+            "shuffled_passes": "a network trained on shuffled labels passes for one that found it",
+            "null_model_excludes_zero": "the network's interval excludes 0 on a null market",
+            "null_any_excludes_zero": "any of the three intervals (network, logistic, boosting) excludes 0 on a null market"}
+    lines = ["## How often would the known-answer tests fail on other seeds? (`python bench/known_answers.py`)", "",
+             _machine(r), "",
+             f"`tests/test_known_answers.py`'s scenario ({p['instruments']} names x {p['days']} days, plant `{p['plant']}` "
+             f"at IC {p['ic']:g}, windows {r['shape']}, two epochs of the default recipe) on {r['seeds']} other market "
+             f"and training seeds, {r['minutes']} minutes. \"found\": the interval lies above 0 and the point reaches "
+             "half the oracle's realised IC.", "", "| would fail when | rate |", "|---|---|"]
+    lines += [f"| {what.get(k, k)} | {v:.0%} ({round(v * r['seeds'])}/{r['seeds']}) |" for k, v in rates.items()]
     return lines + [""]
 
 
@@ -537,7 +592,9 @@ def main() -> int:
     lines += goals({k: v for k, v in results.items() if v})
     sections = [("inference", inference), ("onnx_profile", onnx_profile), ("serve_load", serve_load),
                 ("serve_load_v2", serve_load), ("serve_profile", serve_profile),
-                ("interval_calibration", interval_calibration), ("power_curve", power_curve), ("multiplex", multiplex),
+                ("interval_calibration", interval_calibration), ("power_curve", power_curve),
+                ("recipe_comparison", recipe_comparison), ("temporal_probe", temporal_probe),
+                ("known_answers", known_answers), ("multiplex", multiplex),
                 ("monitoring_alarms", monitoring_alarms),
                 ("panel", panel), ("rnn", rnn), ("families", families), ("family_comparison", family_comparison),
                 ("reliability", reliability), ("suite_time", suite_time),

@@ -180,7 +180,7 @@ class Job:
         import dataclasses
 
         from stocktrend.cluster.connect import connect
-        from stocktrend.config_io import config_from_dict, with_overrides
+        from stocktrend.config_io import with_overrides
         from stocktrend.data.build import prepare
         from stocktrend.data.store import atomic_write_text, read_metadata
         from stocktrend.evaluation.outcomes import realised
@@ -190,7 +190,7 @@ class Job:
         from stocktrend.retraining.challenger import retrain_champion_config, search_challenger
         from stocktrend.retraining.compare import block_keys, block_probabilities, compare
         from stocktrend.retraining.plan import RetrainError, plan_retrain
-        from stocktrend.training.config import TrainConfig
+        from stocktrend.training.config import recorded_config
 
         args = self.args
         route, apps = self.serving()
@@ -226,7 +226,7 @@ class Job:
                  plan.block_end, plan.block_days, plan.train_start, plan.val_start)
 
         challenger_cfg = with_overrides(cfg, {"split": {**fractions, **plan.split()}})
-        train_cfg = config_from_dict(TrainConfig, training["train_config"], f"{champion_dir}/training.json")
+        train_cfg = recorded_config(training["train_config"], f"{champion_dir}/training.json")  # the champion's recipe
         if args.epochs:
             train_cfg = with_overrides(train_cfg, {"max_epochs": args.epochs})
         version = args.version or _now().strftime("r%Y%m%dT%H%M%SZ")

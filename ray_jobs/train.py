@@ -29,7 +29,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="network preset (tft: the Temporal-Fusion-style family)")
     ap.add_argument("--config", default=None, help="dataset YAML (default: datasets/msft_v2.yaml; msft_v1.yaml for --preset v1)")
     ap.add_argument("--dataset", help="use this built dataset folder instead of --config")
-    ap.add_argument("--epochs", type=int, help="max epochs (default: the recipe's 150)")
+    from stocktrend.training.config import RECIPES
+
+    ap.add_argument("--recipe", default="default", choices=sorted(RECIPES),
+                    help="training recipe (default: chosen on planted markets, 30 epochs, val_auroc; reference: the "
+                         "write-up's 150-epoch OneCycle, patience 15, val_ce)")
+    ap.add_argument("--epochs", type=int, help="max epochs: the budget the schedule spans (default: the recipe's)")
+    ap.add_argument("--epoch-windows", type=int, help="training windows per epoch, a fresh draw each epoch "
+                                                      "(default: all of them)")
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--accumulate", type=int, help="gradient accumulation batches (recipe: 4)")
     ap.add_argument("--seed", type=int)
@@ -56,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from stocktrend.data.config import load_data_config
     from stocktrend.data.store import read_metadata
     from stocktrend.models.config import model_config_from_metadata
-    from stocktrend.training.config import TrainConfig
+    from stocktrend.training.config import recipe
     from stocktrend.training.export import export_artifact
 
     if args.dataset:
@@ -68,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = read_metadata(dataset)
     model_cfg = model_config_from_metadata(args.preset, meta)
     overrides = {"max_epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-                 "accumulate_grad_batches": args.accumulate, "precision": args.precision}
-    train_cfg = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+                 "accumulate_grad_batches": args.accumulate, "precision": args.precision,
+                 "epoch_windows": args.epoch_windows}
+    train_cfg = recipe(args.recipe, **{k: v for k, v in overrides.items() if v is not None})
     name = args.name or f"{meta['ticker'].lower()}_{args.preset}"
     run_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = Path(args.storage_path).resolve()

@@ -34,9 +34,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-concurrent", type=int, help="trials at once (default: the space file's)")
     ap.add_argument("--search", choices=["optuna", "random"], default="optuna")
     ap.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
-    ap.add_argument("--metric", choices=["val_ce", "val_auroc"], default="val_ce",
-                    help="the one selection metric (checkpointing, early stopping, search, export)")
-    ap.add_argument("--mode", choices=["min", "max"], help="must agree with --metric (val_ce: min)")
+    ap.add_argument("--metric", choices=["val_ce", "val_auroc"],
+                    help="the one selection metric (checkpointing, early stopping, search, export); default: the "
+                         "space's train.selection_metric, else the recipe's (val_auroc)")
+    ap.add_argument("--mode", choices=["min", "max"], help="must agree with --metric (val_ce: min, val_auroc: max)")
     ap.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs of each trial's training worker")
     ap.add_argument("--gpus-per-trial", type=float, default=0, help="fractional GPUs pack trials on a card")
     from stocktrend.cluster.resources import add_wait_flag, parse_resources
@@ -62,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.resume and not args.name:
         ap.error("--resume needs --name of the experiment to continue")
-    if args.mode and args.mode != {"val_ce": "min", "val_auroc": "max"}[args.metric]:
+    if args.mode and args.metric and args.mode != {"val_ce": "min", "val_auroc": "max"}[args.metric]:
         ap.error(f"--mode {args.mode} contradicts --metric {args.metric}")
     return args
 
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from stocktrend.cluster.connect import connect
     from stocktrend.cluster.resources import ResourcesUnavailable
     from stocktrend.config_io import ConfigError, with_overrides
+    from stocktrend.training.config import selection_mode
     from stocktrend.tuning.run import SearchOptions, best_trial, export_best, fit_concurrency, run_search
     from stocktrend.tuning.space import load_space
     from stocktrend.tuning.summary import write_summary
@@ -83,9 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    space = dataclasses.replace(space, train=with_overrides(space.train, {"selection_metric": args.metric}))
+    metric = args.metric or space.train.selection_metric
+    if args.mode and args.mode != selection_mode(metric):
+        print(f"error: --mode {args.mode} contradicts the selection metric {metric}", file=sys.stderr)
+        return 2
+    space = dataclasses.replace(space, train=with_overrides(space.train, {"selection_metric": metric}))
     opts = SearchOptions(search=args.search, scheduler=args.scheduler, num_samples=args.num_samples,
-                         max_concurrent=args.max_concurrent, metric=args.metric, cpus_per_trial=args.cpus_per_trial,
+                         max_concurrent=args.max_concurrent, metric=metric, cpus_per_trial=args.cpus_per_trial,
                          gpus_per_trial=args.gpus_per_trial, resources=args.resources,
                          max_failures=args.max_failures, seed=args.seed,
                          kill_worker_at_epoch=args.kill_worker_at_epoch)
@@ -118,25 +124,25 @@ def main(argv: list[str] | None = None) -> int:
     minutes = (time.perf_counter() - t0) / 60
     summary = storage_lib.join(storage, name, "summary")
     with storage_lib.staged(summary) as folder:
-        table = write_summary(results, space, args.metric, folder)
+        table = write_summary(results, space, metric, folder)
     if results.num_errors == len(results):
         print(f"error: all {len(results)} trials failed; see {storage_lib.join(storage, name)}", file=sys.stderr)
         return 1
 
-    best = best_trial(results, args.metric)
+    best = best_trial(results, metric)
     model_name = args.model_name or f"{space.data.ticker.lower()}_{space.path.stem}"
     # On object storage the artifact is written here first, evaluated, then published whole.
     models = Path(args.models) if not storage_lib.is_remote(args.models) else storage_lib.scratch("models-staged")
-    artifact = export_best(results, space, args.metric, storage_lib.join(storage, name), cache, models, model_name)
+    artifact = export_best(results, space, metric, storage_lib.join(storage, name), cache, models, model_name)
     print(f"\nsearch {name}: {len(results)} trials ({results.num_errors} failed) in {minutes:.1f} min "
           f"[{args.search} + {args.scheduler}]")
-    cols = [c for c in ("trial_id", "status", "epochs", f"best_{args.metric}", "val_auroc@best", "val_acc@best")
+    cols = [c for c in ("trial_id", "status", "epochs", f"best_{metric}", "val_auroc@best", "val_acc@best")
             if c in table]
     print(table[cols].head(8).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"best trial {best['trial_id']} (epoch {best['epoch']}, {args.metric}={best['score']:.4f}): {best['config']}")
+    print(f"best trial {best['trial_id']} (epoch {best['epoch']}, {metric}={best['score']:.4f}): {best['config']}")
     from stocktrend.tuning.summary import choices_table
 
-    choices = choices_table(table, space, args.metric)
+    choices = choices_table(table, space, metric)
     if not choices.empty:  # which family / cell / weight won on validation
         print("searched choices on validation:")
         print(choices.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

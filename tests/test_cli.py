@@ -53,7 +53,7 @@ def test_train_without_ray_exports_an_artifact(small_real_dataset, tmp_path):
               "--dataset", str(small_real_dataset), "--models", str(tmp_path / "models"),
               "--storage-path", str(tmp_path / "runs"), "--name", "cli_tiny")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "model artifact:" in out.stdout and "best epoch 0 by val_ce" in out.stdout
+    assert "model artifact:" in out.stdout and "best epoch 0 by val_auroc" in out.stdout
     assert (tmp_path / "models" / "cli_tiny" / "latest").is_file()
 
 

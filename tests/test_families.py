@@ -39,16 +39,17 @@ def test_a_search_over_the_family_on_the_panel_says_which_choice_won(ray_local, 
     results = run_search(space, SearchOptions(num_samples=2, scheduler="fifo"), tmp_path / "runs", "families",
                          tmp_path / "cache")
     assert results.num_errors == 0 and len(results) == 2
-    table = write_summary(results, space, "val_ce", tmp_path / "runs" / "families" / "summary")
-    choices = choices_table(table, space, "val_ce")
+    metric = "val_auroc"  # the recipe's selection metric (SearchOptions' default)
+    table = write_summary(results, space, metric, tmp_path / "runs" / "families" / "summary")
+    choices = choices_table(table, space, metric)
     family = choices[choices["dimension"] == "model.family"].set_index("value")
     assert set(family.index) == {"trendnet", "tft"} and family["trials"].sum() == 2
     assert family["trials"].min() >= 1 and family["in best trial"].sum() == 1
     winner = family.index[family["in best trial"]][0]
-    assert family.loc[winner, "best val_ce"] == pytest.approx(table["best_val_ce"].min())
+    assert family.loc[winner, f"best {metric}"] == pytest.approx(table[f"best_{metric}"].max())
     assert "model.family" in (tmp_path / "runs" / "families" / "summary" / "choices.md").read_text()
 
-    artifact = export_best(results, space, "val_ce", tmp_path / "runs" / "families", tmp_path / "cache",
+    artifact = export_best(results, space, metric, tmp_path / "runs" / "families", tmp_path / "cache",
                            tmp_path / "models", "panel_families")
     p = Predictor.from_artifact(artifact)
     best = table.iloc[0]

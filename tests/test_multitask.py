@@ -176,8 +176,8 @@ def test_training_logs_volatility_scores_but_selects_on_direction(multitask_arti
         # The objective is cross-entropy (>= 0) plus aux_weight times the volatility MSE.
         assert entry["train_loss"] >= FAST.aux_weight * entry["train_vol_mse"]
     training = json.loads((artifact / "training.json").read_text())
-    assert training["selection_metric"] == "val_ce"
-    assert training["best_epoch"] == min(res["history"], key=lambda h: h["val_ce"])["epoch"]
+    assert training["selection_metric"] == FAST.selection_metric == "val_auroc"
+    assert training["best_epoch"] == max(res["history"], key=lambda h: h["val_auroc"])["epoch"]
     pre = json.loads((artifact / "preprocessing.json").read_text())
     assert pre["auxiliary"] == read_metadata(small_multitask_dataset)["auxiliary"]
 

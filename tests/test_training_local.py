@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from stocktrend.config_io import ConfigError, config_from_dict
+from stocktrend.config_io import ConfigError, config_from_dict, config_to_dict
 from stocktrend.models.config import model_config_from_metadata
-from stocktrend.training.callbacks import build_trainer
-from stocktrend.training.config import TrainConfig, selection_mode
+from stocktrend.training.callbacks import build_callbacks, build_trainer
+from stocktrend.training.config import TrainConfig, recipe, recorded_config, selection_mode, warmup_epochs
 from stocktrend.training.datamodule import TrendDataModule, read_metadata
 from stocktrend.training.fit_local import fit_local
 from stocktrend.training.loss import build_loss, resolve_class_weights
@@ -42,7 +42,7 @@ def test_class_weights_resolution():
 @pytest.mark.timeout(10)
 def test_train_config_validation():
     cfg = TrainConfig()
-    assert (cfg.batch_size, cfg.accumulate_grad_batches, cfg.max_lr, cfg.selection_metric) == (16, 4, 1e-3, "val_ce")
+    assert (cfg.batch_size, cfg.accumulate_grad_batches, cfg.max_lr, cfg.selection_metric) == (16, 4, 1e-3, "val_auroc")
     with pytest.raises(ConfigError, match="learning_rate"):
         config_from_dict(TrainConfig, {"learning_rate": 1e-3})
     with pytest.raises(ConfigError, match="selection_metric"):
@@ -112,7 +112,7 @@ def test_one_epoch_fit_local(small_real_dataset, tmp_path):
                 "val_precision_c0", "val_recall_c1", "lr"):
         assert isinstance(epoch[key], float) and math.isfinite(epoch[key]), key
     assert np.array(epoch["val_confmat"]).sum() == read_metadata(small_real_dataset)["splits"]["val"]["n"]
-    assert result["best_score"] == pytest.approx(epoch["val_ce"], rel=1e-5)
+    assert result["best_score"] == pytest.approx(epoch["val_auroc"], rel=1e-5)
     assert result["val_metrics"]["val_ce"] == epoch["val_ce"]
     ckpt = Path(result["best_checkpoint"])
     assert ckpt.is_file() and "=" not in ckpt.name
@@ -157,5 +157,47 @@ def test_one_cycle_spans_the_optimizer_steps_taken(tiny_dataset_dir, tmp_path):
     # The cycle starts at lr, peaks at max_lr and its last step uses the final LR.
     assert recorder.lrs[0] == pytest.approx(2e-4)
     assert max(recorder.lrs) == pytest.approx(1e-3)
+    plain = build_trainer(recipe("reference"), tmp_path / "ref", accelerator="cpu", logger=False, with_progress=False)
+    assert plain.fit_loop.min_epochs == 0 and plain.limit_train_batches == 1.0  # the reference: neither
     assert recorder.lrs[-1] == pytest.approx(2e-4 / 1e4)
     assert len(module.history) == 2
+
+
+@pytest.mark.timeout(10)
+def test_the_reference_recipe_stays_available_by_name():
+    ref, default = recipe("reference"), recipe("default")
+    assert (ref.max_epochs, ref.early_stopping_patience, ref.selection_metric, ref.stop_after_warmup) == (
+        150, 15, "val_ce", False)
+    assert default == TrainConfig() and default.selection_metric == "val_auroc"
+    assert recipe("reference", seed=3).seed == 3 and recipe("reference", seed=3).max_epochs == 150
+    with pytest.raises(ValueError, match="unknown training recipe 'fast'.*reference"):
+        recipe("fast")
+    # Early stopping may end a default run only after its warm-up (OneCycle's rising LR).
+    assert warmup_epochs(default) == math.ceil(default.pct_start * default.max_epochs) == 9
+    assert warmup_epochs(ref) == 0
+    # A recipe an artifact recorded before the warm-up wait existed reads back as it ran.
+    old = {k: v for k, v in config_to_dict(ref).items() if k != "stop_after_warmup"}
+    assert recorded_config(old, "training.json").stop_after_warmup is False
+    assert recorded_config(config_to_dict(default), "training.json") == default
+
+
+@pytest.mark.timeout(120)
+def test_an_epoch_budget_and_the_warm_up_reach_the_trainer_and_its_schedule(tiny_dataset_dir, tmp_path):
+    # Patience 1 may stop a run at its second epoch; the warm-up (3 of 4 epochs) holds it to 3
+    # at least. The budget makes each epoch 3 micro-batches of 16 (48 of the 200 windows).
+    cfg = TrainConfig(batch_size=16, accumulate_grad_batches=1, max_epochs=4, pct_start=0.75, early_stopping_patience=1,
+                      epoch_windows=48, lr=2e-4, max_lr=1e-3)
+    dm = TrendDataModule(tiny_dataset_dir, cfg.batch_size, seed=cfg.seed)
+    module = TrendClassifier(model_config_from_metadata("tiny", dm.metadata), cfg, dm.class_counts_train(),
+                             dm.train_batches_per_epoch())
+    recorder = LrRecorder()
+    trainer = build_trainer(cfg, tmp_path, accelerator="cpu", callbacks=[recorder, *build_callbacks(
+        cfg, tmp_path / "ckpt", with_progress=False, with_lr_monitor=False)], logger=False, with_progress=False,
+        num_sanity_val_steps=0)
+    assert trainer.fit_loop.min_epochs == 3 and trainer.limit_train_batches == 3
+    trainer.fit(module, datamodule=dm)
+    assert len(module.history) >= 3  # not stopped inside the warm-up
+    assert module.lr_schedulers().total_steps == 3 * 4  # the schedule spans the budgeted epochs
+    assert max(recorder.lrs) == pytest.approx(1e-3)
+    plain = build_trainer(recipe("reference"), tmp_path / "ref", accelerator="cpu", logger=False, with_progress=False)
+    assert plain.fit_loop.min_epochs == 0 and plain.limit_train_batches == 1.0  # the reference: neither

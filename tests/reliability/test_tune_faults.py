@@ -46,15 +46,16 @@ def test_search_survives_a_killed_training_worker(ray_local, repo_root, tmp_path
         assert (first["epoch"], first["global_step"], first["resumed_from"]) == (0, 0, None)
         assert again["epoch"] == 1 and again["global_step"] > 0 and again["resumed_from"].endswith("checkpoint.ckpt")
         assert starts[-1]["event"] == "end" and starts[-1]["epoch"] == 3
-    table = write_summary(results, space, "val_ce", experiment / "summary")
+    table = write_summary(results, space, opts.metric, experiment / "summary")
     assert set(table["status"]) == {"TERMINATED"} and (experiment / "summary" / "trials.png").is_file()
     # trials sharing a data config share one cached dataset
     seq_lens = {r.config["data.seq_len"] for r in results}
     assert len([p for p in cache.iterdir() if p.is_dir()]) == len(seq_lens)
-    artifact = export_best(results, space, "val_ce", experiment, cache, tmp_path / "models", "smoke")
-    best = min(min(h["val_ce"] for h in hist) for hist in _histories(experiment).values())
+    assert opts.metric == "val_auroc"  # the recipe's
+    artifact = export_best(results, space, opts.metric, experiment, cache, tmp_path / "models", "smoke")
+    best = max(max(h["val_auroc"] for h in hist) for hist in _histories(experiment).values())
     p = Predictor.from_artifact(artifact)
-    assert p.training["val_metrics"]["val_ce"] == pytest.approx(best)
+    assert p.training["val_metrics"]["val_auroc"] == pytest.approx(best)
     record("train_worker_killed", trials=len(results), trial_errors=results.num_errors,
            workers_killed=len(results), epochs_completed=sum(len(h) for h in _histories(experiment).values()))
 

@@ -27,13 +27,13 @@ def _spread_lines(title: str, spread: dict) -> list[str]:
 def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
     from stocktrend.cluster.connect import connect
     from stocktrend.data.store import read_metadata
-    from stocktrend.training.config import TrainConfig
+    from stocktrend.training.config import recorded_config
     from stocktrend.training.repeat import train_many
 
     version_dir, _, parts = load_parts(model)
     training, pre = parts["training"], parts["preprocessing"]
     cfg = artifact_data_config(pre, ROOT / "datasets")
-    train_cfg = config_from_dict(TrainConfig, training["train_config"], "training.json train_config")
+    train_cfg = recorded_config(training["train_config"], "training.json train_config")
     if args.epochs:
         train_cfg = with_overrides(train_cfg, {"max_epochs": args.epochs})
     model_cfg = config_from_dict(ModelConfig, parts["model"], "model.json")

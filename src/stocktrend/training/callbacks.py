@@ -7,6 +7,7 @@ two packages makes Ray's RayDDPStrategy/RayLightningEnvironment fail isinstance 
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from stocktrend.training.config import TrainConfig, selection_mode
+from stocktrend.training.config import TrainConfig, selection_mode, warmup_epochs
 from stocktrend.training.device import DevicePlan, apply_backend_settings
 
 
@@ -99,6 +100,11 @@ def build_trainer(
             train_cfg, out_dir / "checkpoints", with_progress=with_progress, with_lr_monitor=logger is not False
         )
     kw.setdefault("max_epochs", train_cfg.max_epochs)
+    # Lightning keeps training through min_epochs even when early stopping asks to stop.
+    kw.setdefault("min_epochs", min(warmup_epochs(train_cfg), kw["max_epochs"] or train_cfg.max_epochs))
+    if train_cfg.epoch_windows is not None:  # an epoch's budget, in micro-batches of this run
+        micro = plan.micro_batch if plan is not None else train_cfg.batch_size
+        kw.setdefault("limit_train_batches", max(1, math.ceil(train_cfg.epoch_windows / micro)))
     kw.setdefault("log_every_n_steps", 10)
     return pl.Trainer(
         accelerator=accelerator,

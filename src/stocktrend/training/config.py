@@ -4,12 +4,19 @@ Differences from the reference, on purpose (shared/notes/seed-audit.md):
 - the OneCycle schedule spans the optimizer steps actually taken (accumulation aware);
 - class weights default to "auto" (inverse frequency of the labels the loss sees),
   not the hard-coded [1.15, 0.87] that double-corrects once classes are balanced;
-- the best checkpoint and early stopping follow one selection metric, by default the
-  unweighted, unsmoothed validation cross-entropy, instead of val_acc / val_loss.
+- the best checkpoint and early stopping follow one selection metric, instead of val_acc /
+  val_loss;
+- the default recipe was chosen on planted markets (bench/recipe_comparison.py): an epoch
+  budget the schedule spans, early stopping only after the learning rate's peak, and
+  validation AUROC as the selection metric. Near chance, validation cross-entropy is lowest
+  for whichever epoch's predictions sit closest to the class prior (usually the first), and
+  with the reference's 150-epoch OneCycle early stopping ended runs inside the 45-epoch
+  warm-up. The reference recipe stays available by name: ``recipe("reference")``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import pydantic
@@ -25,7 +32,10 @@ Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 class TrainConfig:
     batch_size: PositiveInt = 16
     accumulate_grad_batches: PositiveInt = 4  # effective batch 64
-    max_epochs: PositiveInt = 150
+    max_epochs: PositiveInt = 30  # the budget the OneCycle schedule spans
+    # An epoch's budget of training windows, each epoch a fresh shuffled draw of them (None:
+    # every window). Makes an epoch a fixed amount of work whatever the dataset's size.
+    epoch_windows: PositiveInt | None = None
 
     # AdamW. With OneCycleLR the cycle starts at ``lr`` (div_factor = max_lr / lr),
     # peaks at ``max_lr`` after pct_start of the steps, then anneals to lr / 1e4.
@@ -46,8 +56,11 @@ class TrainConfig:
     # The selection metric stays a direction metric; 0 trains no volatility head.
     aux_weight: NonNegativeFloat = 1.0
 
-    early_stopping_patience: PositiveInt = 15  # validation epochs without improvement
-    selection_metric: SelectionMetric = "val_ce"
+    early_stopping_patience: PositiveInt = 10  # validation epochs without improvement
+    # Early stopping may end a run only after the warm-up (pct_start of max_epochs): before the
+    # peak the schedule has not yet been tried at its learning rate.
+    stop_after_warmup: bool = True
+    selection_metric: SelectionMetric = "val_auroc"
     milestone_every: PositiveInt = 10  # keep a checkpoint every N epochs
 
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
@@ -63,6 +76,40 @@ class TrainConfig:
         if self.max_lr < self.lr:
             raise ValueError(f"max_lr={self.max_lr} must be >= lr={self.lr} (lr is where the cycle starts)")
         return self
+
+
+# Named recipes: overrides of the defaults above. "reference" is the write-up's (section 3),
+# with this project's bug fixes: 150-epoch OneCycle (warm-up 45 epochs), patience 15 from the
+# first epoch, the checkpoint with the lowest validation cross-entropy.
+RECIPES: dict[str, dict] = {
+    "default": {},
+    "reference": {"max_epochs": 150, "early_stopping_patience": 15, "stop_after_warmup": False,
+                  "selection_metric": "val_ce"},
+}
+
+
+def recipe(name: str, **overrides) -> TrainConfig:
+    """The named recipe's TrainConfig with ``overrides`` applied (validated)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown training recipe {name!r}; choose one of {sorted(RECIPES)}")
+    return TrainConfig(**{**RECIPES[name], **overrides})
+
+
+# Fields added after artifacts were first written, with the value such an artifact ran with:
+# a recorded recipe read back keeps its behaviour (a champion retrained as it was trained).
+FIELDS_ADDED = {"stop_after_warmup": False}
+
+
+def recorded_config(raw: dict, source: str) -> TrainConfig:
+    """The TrainConfig an artifact recorded (its training.json ``train_config``)."""
+    from stocktrend.config_io import config_from_dict
+
+    return config_from_dict(TrainConfig, {**FIELDS_ADDED, **raw}, source)
+
+
+def warmup_epochs(cfg: TrainConfig) -> int:
+    """Epochs before early stopping may end a run: the schedule's warm-up (0 when not asked)."""
+    return math.ceil(cfg.pct_start * cfg.max_epochs) if cfg.stop_after_warmup else 0
 
 
 def selection_mode(metric: str) -> Literal["min", "max"]:

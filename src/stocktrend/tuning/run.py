@@ -16,7 +16,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from stocktrend import storage
 from stocktrend.data.bundle import bundle_sources
-from stocktrend.training.config import selection_mode
+from stocktrend.training.config import TrainConfig, selection_mode
 from stocktrend.tuning.space import SearchSpace
 from stocktrend.tuning.tracking import callbacks as tracking_callbacks
 from stocktrend.tuning.trial import DATASETS, TRAIN_RUNS, run_trial, trial_dataset
@@ -30,7 +30,7 @@ class SearchOptions:
     scheduler: str = "asha"  # or "fifo"
     num_samples: int | None = None  # default: the space file's
     max_concurrent: int | None = None
-    metric: str = "val_ce"
+    metric: str = TrainConfig().selection_metric  # the recipe's; tune.py passes the space's
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     # Custom Ray resources each trial's driver and training worker hold: a node type on a

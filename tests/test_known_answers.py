@@ -1,0 +1,80 @@
+"""Known answers: does the pipeline find a signal when one is there, and nothing when none is?
+
+Synthetic markets (``stocktrend.data.synthetic``) go the way a user's files go: written as a
+close panel, read by the real readers, built by the real dataset builder, the network trained by
+the training module (plain Lightning, the module Ray Train runs) with the default recipe, and
+scored by the panel report's own code (``test_table``: the model beside pooled logistic
+regression and gradient boosting; the headline is the mean daily rank IC with the report's
+interval; ``evaluation.known_answers``). A learner that is broken fails them: shown with the labels shuffled and with a
+network that was never trained.
+
+The planted signal is strong (population IC 0.2) so that two short epochs find it: these
+tests are about the pipeline working end to end, not about how weak a signal it can find
+(``bench/power_curve.py`` and ``bench/recipe_comparison.py`` measure that).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stocktrend.data.store import read_metadata
+from stocktrend.data.synthetic import MarketSpec
+from stocktrend.data.windows import split_arrays
+from stocktrend.evaluation.bootstrap import Interval
+from stocktrend.evaluation.known_answers import found, headline, market_dataset, trained_p_up
+from stocktrend.models.config import model_config_from_metadata
+from stocktrend.training.config import recipe
+from stocktrend.training.module import TrendClassifier
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+PLANTED = MarketSpec(instruments=30, days=1200, plant="linear", ic=0.2, churn=0.1, seed=0)
+NULL = MarketSpec(instruments=30, days=1200, churn=0.1, seed=0)
+SHAPE = {"seq_len": 10, "n_features": 8}  # small windows: two epochs in seconds
+RECIPE = recipe("default", max_epochs=2, batch_size=64, accumulate_grad_batches=1, seed=0)
+BASELINES = ("logistic_regression", "gradient_boosting")
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> tuple[Path, dict, dict[str, Interval]]:
+    root = tmp_path_factory.mktemp("planted")
+    dataset, realised = market_dataset(PLANTED, root, **SHAPE)
+    return dataset, realised, headline(dataset, trained_p_up(dataset, RECIPE, root / "run"))
+
+
+def test_the_network_and_the_logistic_baseline_find_a_planted_signal(planted):
+    _, realised, ics = planted
+    oracle = realised["oracle_rank_ic"]
+    assert 0.15 < oracle < 0.3, realised
+    assert found(ics["model"], oracle), (ics["model"], oracle)
+    assert found(ics["logistic_regression"], oracle), (ics["logistic_regression"], oracle)
+
+
+def test_a_broken_learner_finds_nothing_on_the_same_market(planted, tmp_path):
+    dataset, realised, _ = planted
+    oracle = realised["oracle_rank_ic"]
+    # Labels shuffled across the training windows: nothing left to learn.
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(dataset, shuffled)
+    y = np.load(shuffled / "train_y.npy")
+    np.save(shuffled / "train_y.npy", y[np.random.default_rng(0).permutation(len(y))])
+    assert not found(headline(shuffled, trained_p_up(shuffled, RECIPE, tmp_path / "run"))["model"], oracle)
+    # A network that was never trained (frozen at its initial weights).
+    module = TrendClassifier(model_config_from_metadata("tiny", read_metadata(dataset)), RECIPE, [1, 1]).eval()
+    with torch.inference_mode():
+        x = torch.from_numpy(np.asarray(split_arrays(dataset, "test")["X"]))
+        p_up = module.model(x).softmax(-1)[:, 1].numpy()
+    assert not found(headline(dataset, p_up)["model"], oracle)
+
+
+def test_on_a_null_market_every_headline_interval_contains_zero(tmp_path):
+    dataset, realised = market_dataset(NULL, tmp_path, **SHAPE)
+    assert realised["kind"] == "null"
+    ics = headline(dataset, trained_p_up(dataset, RECIPE, tmp_path / "run"))
+    for name in ("model", *BASELINES):
+        assert ics[name].contains(0.0), (name, ics[name])
