@@ -292,7 +292,12 @@ def load_job(name: str):
 
 # -- model artifacts and Serve deployments -----------------------------------------------
 def train_small_artifact(dataset: Path, models_root: Path, name: str, version: str, seed: int, workdir: Path) -> Path:
-    """A one-epoch tiny model on the small real dataset, exported as an artifact (no Ray)."""
+    """A one-epoch tiny model on the small real dataset, exported as an artifact (no Ray).
+
+    Its recipe selects on validation cross-entropy (the default is AUROC): a retrain compares
+    a challenger with its champion on the champion's metric, and the retrain tests weaken a
+    champion's calibration (``test_retrain._weaken``), which cross-entropy sees and AUROC,
+    a ranking score, does not."""
     from stocktrend.data.store import read_metadata
     from stocktrend.models.config import model_config_from_metadata
     from stocktrend.training.config import TrainConfig
@@ -300,7 +305,7 @@ def train_small_artifact(dataset: Path, models_root: Path, name: str, version: s
     from stocktrend.training.fit_local import fit_local
 
     model_cfg = model_config_from_metadata("tiny", read_metadata(dataset))
-    train_cfg = TrainConfig(batch_size=64, accumulate_grad_batches=1, max_epochs=1, seed=seed)
+    train_cfg = TrainConfig(batch_size=64, accumulate_grad_batches=1, max_epochs=1, seed=seed, selection_metric="val_ce")
     res = fit_local(dataset, model_cfg, train_cfg, workdir, max_epochs=1, progress=False,
                     accelerator="cpu", enable_model_summary=False)
     return export_artifact(res["best_checkpoint"], dataset, models_root, name, history=res["history"], version=version)

@@ -33,8 +33,9 @@ class TrainConfig:
     batch_size: PositiveInt = 16
     accumulate_grad_batches: PositiveInt = 4  # effective batch 64
     max_epochs: PositiveInt = 30  # the budget the OneCycle schedule spans
-    # An epoch's budget of training windows, each epoch a fresh shuffled draw of them (None:
-    # every window). Makes an epoch a fixed amount of work whatever the dataset's size.
+    # An epoch's budget of training windows per training process (each DDP worker draws its
+    # own), each epoch a fresh shuffled draw (None: every window). Makes an epoch a fixed
+    # amount of work whatever the dataset's size.
     epoch_windows: PositiveInt | None = None
 
     # AdamW. With OneCycleLR the cycle starts at ``lr`` (div_factor = max_lr / lr),
