@@ -32,8 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from stocktrend.training.config import RECIPES
 
     ap.add_argument("--recipe", default="default", choices=sorted(RECIPES),
-                    help="training recipe (default: chosen on planted markets, 30 epochs, val_auroc; reference: the "
-                         "write-up's 150-epoch OneCycle, patience 15, val_ce)")
+                    help="training recipe (default: a 30-epoch budget the schedule spans, early stopping only after "
+                         "the warm-up, val_auroc; reference: the write-up's 150-epoch OneCycle, patience 15, val_ce)")
     ap.add_argument("--epochs", type=int, help="max epochs: the budget the schedule spans (default: the recipe's)")
     ap.add_argument("--epoch-windows", type=int, help="training windows per epoch, a fresh draw each epoch "
                                                       "(default: all of them)")
