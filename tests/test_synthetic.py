@@ -26,6 +26,7 @@ from stocktrend.data.synthetic import (
     planted_score,
 )
 from stocktrend.data.synthetic_files import check_layouts, write_market
+from stocktrend.evaluation.report_text import planted_line
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -161,6 +162,13 @@ def test_a_generated_market_builds_through_the_dataset_command(tmp_path, repo_ro
                          capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "synthetic_linear_long" in run.stdout and (tmp_path / "npy" / "metadata.json").is_file()
+    # The known answer travels with the dataset, and every report of a model prints it.
+    planted = json.loads((tmp_path / "npy" / "metadata.json").read_text())["config"]["planted"]
+    assert (planted["kind"], planted["ic"], planted["seed"]) == ("linear", 0.1, 4)
+    assert planted["realised"]["oracle_rank_ic"] > 0.05
+    line = planted_line({"planted": planted})[0]
+    assert "planted linear at population IC 0.1" in line and "oracle_rank_ic +0." in line
+    assert planted_line({}) == []  # real data: nothing
 
 
 def test_a_long_file_with_a_wrong_date_column_is_named(tmp_path, cal):

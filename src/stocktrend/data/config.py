@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 from pydantic.dataclasses import dataclass
@@ -154,6 +154,10 @@ class DataConfig:
     start: dt.date | None = None  # ignore target rows before this date
     seed: int = 42
     protocol: Literal["clean", "seed"] = "clean"
+    # What a synthetic market planted (data/synthetic_files.py writes it: kind, population IC,
+    # realised strength, seed): reports print it beside what the model recovered. The
+    # pipeline reads nothing else of it.
+    planted: dict[str, Any] | None = None
     base_dir: str = "."  # resolved folder for relative source paths (set by the loader)
 
     @pydantic.model_validator(mode="after")

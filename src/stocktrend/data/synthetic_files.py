@@ -127,4 +127,8 @@ def dataset_config(market: Market, layout: str) -> str:
     tail = [f"start: {market.dates[0].date()}", f"horizon: {s.horizon}", "seq_len: 30", "n_features: 50",
             "split: {train: 0.8, val: 0.1, test: 0.1, purge_rows: auto}", "balance: true", "selection: mean_diff",
             "ffill_limit: 5", f"seed: {s.seed}"]
+    # The known answer (a null market's too) travels with the dataset into every report of a model.
+    planted = {"kind": s.plant, "ic": s.ic, "target": s.target, "seed": s.seed,
+               "realised": {k: v for k, v in market.realised.items() if k != "plant_scale"}}
+    tail.append(f"planted: {json.dumps(planted)}")
     return "\n".join(head + body + tail) + "\n"

@@ -31,6 +31,7 @@ from stocktrend.evaluation.panel_metrics import (
     rank_ic_by_date,
     reversal_score,
 )
+from stocktrend.evaluation.report_text import planted_line
 from stocktrend.evaluation.volatility import markdown_lines
 
 HINDSIGHT = ("This universe is today's large caps, chosen knowing they survived and grew: any long-only figure "
@@ -112,7 +113,8 @@ def score_table(t: dict[str, Any], n_boot: int, seed: int, cost_bps: float, stag
 
 
 def render_markdown(r: dict[str, Any], title: str) -> str:
-    lines = [f"# {title}", "", r["verdict"], "", r["hindsight"], "",
+    lines = [f"# {title}", "", r["verdict"], "", *(f"> {line}" for line in planted_line(r)),
+             *([""] if r.get("planted") else []), r["hindsight"], "",
              f"{r['test']['windows']} test windows over {r['test']['dates']} dates; label: {r.get('label_rule', '')}.",
              "", "## Rank IC per date (Spearman, predicted score vs realised return), mean over dates", "",
              "| scorer | mean IC [95% interval] | share of dates > 0 | model - this [95%] | model beats it |",

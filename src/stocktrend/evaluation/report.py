@@ -298,6 +298,8 @@ def evaluate_artifact(
               "model": {"name": manifest["name"], "version": manifest["version"], "path": str(version_dir),
                         "created": training.get("created"), "git_commit": training.get("git_commit")},
               "validation": _validation_section(training)}
+    if meta["config"].get("planted"):  # a synthetic market's known answer, printed beside what was recovered
+        header["planted"] = meta["config"]["planted"]
     if meta.get("layout") == "panel":
         from stocktrend.data.windows import split_arrays
         from stocktrend.evaluation.panel_report import evaluate_panel

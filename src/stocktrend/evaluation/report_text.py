@@ -66,6 +66,7 @@ def render_markdown(r: dict) -> str:
     L = [f"# Evaluation: {m['name']} / {m['version']}", "", f"> {r['policy']}", ""]
     if ds["leaky"]:
         L += ["> **LEAKY DATASET ('seed' protocol): not an out-of-sample estimate.**", ""]
+    L += [f"> {line}" for line in planted_line(r)] + ([""] if r.get("planted") else [])
     L += ["## Data", "",
           f"- dataset `{ds['dir']}`, fingerprint `{ds['fingerprint'][:12]}` (matches training.json), "
           f"protocol `{ds['protocol']}`",
@@ -114,10 +115,21 @@ def render_markdown(r: dict) -> str:
     return "\n".join(L)
 
 
+def planted_line(report: dict) -> list[str]:
+    """A synthetic market's known answer, to read the figures above against (none for real data)."""
+    p = report.get("planted")
+    if not p:
+        return []
+    realised = p.get("realised") or {}
+    oracle = ", ".join(f"{k} {v:+.4f}" for k, v in realised.items() if isinstance(v, float) and k.startswith("oracle"))
+    return [f"known answer (synthetic market, seed {p.get('seed')}): planted {p.get('kind')} at population IC "
+            f"{p.get('ic')}" + (f"; realised over the whole history: {oracle}" if oracle else "")]
+
+
 def summary_lines(report: dict) -> list[str]:
     """A short console summary of a report."""
     if report.get("layout") == "panel":
-        return panel_summary_lines(report)
+        return panel_summary_lines(report) + ["  " + line for line in planted_line(report)]
     t, m = report["test"], report["test"]["metrics"]
     ds = report["dataset"]
     lines = [f"{report['model']['name']}/{report['model']['version']} on the test split "
@@ -139,7 +151,7 @@ def summary_lines(report: dict) -> list[str]:
     if report.get("volatility"):
         lines.append("  " + report["volatility"]["verdict"])
     lines.append("  test results are reported only; they feed no choice")
-    return lines
+    return lines + ["  " + line for line in planted_line(report)]
 
 
 def panel_summary_lines(report: dict) -> list[str]:
