@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--instruments", type=int, default=50)
     ap.add_argument("--years", type=float, default=15)
     ap.add_argument("--epoch-windows", type=int, default=16384)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--append", action="store_true",
+                    help="add these runs to --out's (same market and epoch budget; its other recipes kept)")
     ap.add_argument("--market-seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -165,10 +168,16 @@ def main(argv: list[str] | None = None) -> int:
                 "baselines_test_rank_ic": {k: v[0] for k, v in baselines.items()}}
         oracle_point = oracle[0]["point"] if oracle else None
         runs: list[dict] = []
+        if args.append and args.out.is_file():
+            before = json.loads(args.out.read_text())
+            if before["market"]["realised"] != json.loads(json.dumps(realised)) or before["epoch_windows"] != args.epoch_windows:
+                raise SystemExit(f"--append: {args.out} holds another market or epoch budget")
+            runs = [r for r in before["runs"] if not (r["recipe"] in names and r["seed"] >= args.first_seed)]
+            head["recipes"] = {**before["recipes"], **head["recipes"]}
         # Seed by seed, every recipe, the results file rewritten after each run: a run cut short
         # still leaves whole pairs to compare.
         with tqdm(total=args.seeds * len(names), desc="runs") as bar:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for name in names:
                     runs.append(run_one(dataset, name, seed, args.epoch_windows, block,
                                         {k: v[1] for k, v in baselines.items()}, work))

@@ -10,10 +10,11 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 
 from stocktrend.config_io import ConfigError, config_from_dict, config_to_dict
 from stocktrend.models.config import model_config_from_metadata
-from stocktrend.training.callbacks import build_callbacks, build_trainer
+from stocktrend.training.callbacks import build_callbacks, build_trainer, early_stopping
 from stocktrend.training.config import TrainConfig, recipe, recorded_config, selection_mode, warmup_epochs
 from stocktrend.training.datamodule import TrendDataModule, read_metadata
 from stocktrend.training.fit_local import fit_local
@@ -157,8 +158,6 @@ def test_one_cycle_spans_the_optimizer_steps_taken(tiny_dataset_dir, tmp_path):
     # The cycle starts at lr, peaks at max_lr and its last step uses the final LR.
     assert recorder.lrs[0] == pytest.approx(2e-4)
     assert max(recorder.lrs) == pytest.approx(1e-3)
-    plain = build_trainer(recipe("reference"), tmp_path / "ref", accelerator="cpu", logger=False, with_progress=False)
-    assert plain.fit_loop.min_epochs == 0 and plain.limit_train_batches == 1.0  # the reference: neither
     assert recorder.lrs[-1] == pytest.approx(2e-4 / 1e4)
     assert len(module.history) == 2
 
@@ -183,21 +182,26 @@ def test_the_reference_recipe_stays_available_by_name():
 
 @pytest.mark.timeout(120)
 def test_an_epoch_budget_and_the_warm_up_reach_the_trainer_and_its_schedule(tiny_dataset_dir, tmp_path):
-    # Patience 1 may stop a run at its second epoch; the warm-up (3 of 4 epochs) holds it to 3
-    # at least. The budget makes each epoch 3 micro-batches of 16 (48 of the 200 windows).
+    # Patience 1 may stop a run at its second epoch; early stopping starts counting when the
+    # warm-up (3 of 4 epochs) ends, so all 4 run. The budget makes each epoch 3 micro-batches
+    # of 16 (48 of the 200 windows).
     cfg = TrainConfig(batch_size=16, accumulate_grad_batches=1, max_epochs=4, pct_start=0.75, early_stopping_patience=1,
                       epoch_windows=48, lr=2e-4, max_lr=1e-3)
     dm = TrendDataModule(tiny_dataset_dir, cfg.batch_size, seed=cfg.seed)
     module = TrendClassifier(model_config_from_metadata("tiny", dm.metadata), cfg, dm.class_counts_train(),
                              dm.train_batches_per_epoch())
     recorder = LrRecorder()
-    trainer = build_trainer(cfg, tmp_path, accelerator="cpu", callbacks=[recorder, *build_callbacks(
-        cfg, tmp_path / "ckpt", with_progress=False, with_lr_monitor=False)], logger=False, with_progress=False,
-        num_sanity_val_steps=0)
-    assert trainer.fit_loop.min_epochs == 3 and trainer.limit_train_batches == 3
+    callbacks = build_callbacks(cfg, tmp_path / "ckpt", with_progress=False, with_lr_monitor=False)
+    (stopper,) = [c for c in callbacks if isinstance(c, EarlyStopping)]
+    assert stopper.start_epoch == 3 and stopper.patience == 1
+    trainer = build_trainer(cfg, tmp_path, accelerator="cpu", callbacks=[recorder, *callbacks], logger=False,
+                            with_progress=False, num_sanity_val_steps=0)
+    assert trainer.limit_train_batches == 3
     trainer.fit(module, datamodule=dm)
-    assert len(module.history) >= 3  # not stopped inside the warm-up
+    assert len(module.history) == 4  # patience counted from the warm-up's end
     assert module.lr_schedulers().total_steps == 3 * 4  # the schedule spans the budgeted epochs
     assert max(recorder.lrs) == pytest.approx(1e-3)
-    plain = build_trainer(recipe("reference"), tmp_path / "ref", accelerator="cpu", logger=False, with_progress=False)
-    assert plain.fit_loop.min_epochs == 0 and plain.limit_train_batches == 1.0  # the reference: neither
+    ref = recipe("reference")
+    assert early_stopping(ref).start_epoch == 0  # the reference counts from its first epoch
+    plain = build_trainer(ref, tmp_path / "ref", accelerator="cpu", logger=False, with_progress=False)
+    assert plain.limit_train_batches == 1.0

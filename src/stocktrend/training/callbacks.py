@@ -25,6 +25,27 @@ from stocktrend.training.config import TrainConfig, selection_mode, warmup_epoch
 from stocktrend.training.device import DevicePlan, apply_backend_settings
 
 
+class EarlyStoppingAfterWarmup(EarlyStopping):
+    """Early stopping that starts counting when the warm-up ends: the epochs before
+    ``start_epoch`` neither set the best score nor use up patience (a run whose best epoch
+    so far is its first gets ``patience`` epochs past the warm-up, not ``patience`` from the
+    start)."""
+
+    def __init__(self, start_epoch: int, **kw: Any):
+        super().__init__(**kw)
+        self.start_epoch = start_epoch
+
+    def _should_skip_check(self, trainer: pl.Trainer) -> bool:
+        return super()._should_skip_check(trainer) or trainer.current_epoch < self.start_epoch
+
+
+def early_stopping(train_cfg: TrainConfig) -> EarlyStopping:
+    """The recipe's early stopping on its selection metric (after the warm-up when it asks)."""
+    metric = train_cfg.selection_metric
+    return EarlyStoppingAfterWarmup(warmup_epochs(train_cfg), monitor=metric, mode=selection_mode(metric),
+                                    patience=train_cfg.early_stopping_patience, check_finite=True)
+
+
 def best_checkpoint_callback(callbacks: list[Callback]) -> ModelCheckpoint | None:
     """The ModelCheckpoint that tracks the selection metric (not the milestone one)."""
     return next((c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
@@ -59,7 +80,7 @@ def build_callbacks(
             save_top_k=-1,
             monitor=None,
         ),
-        EarlyStopping(monitor=metric, mode=mode, patience=train_cfg.early_stopping_patience, check_finite=True),
+        early_stopping(train_cfg),
     ]
     if with_lr_monitor:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -100,8 +121,6 @@ def build_trainer(
             train_cfg, out_dir / "checkpoints", with_progress=with_progress, with_lr_monitor=logger is not False
         )
     kw.setdefault("max_epochs", train_cfg.max_epochs)
-    # Lightning keeps training through min_epochs even when early stopping asks to stop.
-    kw.setdefault("min_epochs", min(warmup_epochs(train_cfg), kw["max_epochs"] or train_cfg.max_epochs))
     if train_cfg.epoch_windows is not None:  # an epoch's budget, in micro-batches of this run
         micro = plan.micro_batch if plan is not None else train_cfg.batch_size
         kw.setdefault("limit_train_batches", max(1, math.ceil(train_cfg.epoch_windows / micro)))

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 import pydantic
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from stocktrend.config_io import STRICT
+from stocktrend.config_io import STRICT, config_from_dict
 
 SelectionMetric = Literal["val_ce", "val_auroc"]
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -103,8 +103,6 @@ FIELDS_ADDED = {"stop_after_warmup": False}
 
 def recorded_config(raw: dict, source: str) -> TrainConfig:
     """The TrainConfig an artifact recorded (its training.json ``train_config``)."""
-    from stocktrend.config_io import config_from_dict
-
     return config_from_dict(TrainConfig, {**FIELDS_ADDED, **raw}, source)
 
 

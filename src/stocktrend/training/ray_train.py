@@ -18,14 +18,14 @@ from typing import Any
 import lightning.pytorch as pl
 import ray.train
 import torch
-from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ModelCheckpoint
 from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, RayTrainReportCallback, prepare_trainer
 from ray.train.torch import TorchTrainer
 
 from stocktrend import storage
 from stocktrend.config_io import config_from_dict, config_to_dict
 from stocktrend.models.config import ModelConfig
-from stocktrend.training.callbacks import build_trainer
+from stocktrend.training.callbacks import build_trainer, early_stopping
 from stocktrend.training.config import TrainConfig, selection_mode
 from stocktrend.training.datamodule import TrendDataModule
 from stocktrend.training.device import (
@@ -174,7 +174,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Runs in every Ray Train worker; config holds plain dicts (it crosses processes)."""
     model_cfg = config_from_dict(ModelConfig, config["model"], "model")
     train_cfg = config_from_dict(TrainConfig, config["train"], "train")
-    metric, mode = train_cfg.selection_metric, selection_mode(train_cfg.selection_metric)
     # The dataset and the run folder are locations: a worker may be on a node that has
     # neither the driver's disk nor the trial's; a remote dataset is fetched to this node.
     dataset_dir = storage.fetch_dir(config["dataset"], "datasets")
@@ -197,7 +196,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         pl.seed_everything(train_cfg.seed, workers=True)  # before the model: weight init is seeded too
         module = TrendClassifier(model_cfg, train_cfg, dm.class_counts_train(), dm.train_batches_per_epoch(), plan=p)
         callbacks = [
-            EarlyStopping(monitor=metric, mode=mode, patience=train_cfg.early_stopping_patience, check_finite=True),
+            early_stopping(train_cfg),
             ModelCheckpoint(  # milestones every N epochs, beside Ray's best checkpoint
                 dirpath=out_dir / "milestones", filename="e{epoch:03d}", every_n_epochs=train_cfg.milestone_every,
                 save_top_k=-1, monitor=None,
