@@ -6,9 +6,9 @@ Differences from the reference, on purpose (shared/notes/seed-audit.md):
   not the hard-coded [1.15, 0.87] that double-corrects once classes are balanced;
 - the best checkpoint and early stopping follow one selection metric, instead of val_acc /
   val_loss;
-- the default recipe was chosen on planted markets (bench/recipe_comparison.py): an epoch
-  budget the schedule spans, early stopping only after the learning rate's peak, and
-  validation AUROC as the selection metric. Near chance, validation cross-entropy is lowest
+- the default recipe (compared with the reference on a planted market by
+  bench/recipe_comparison.py): an epoch budget the schedule spans, early stopping that
+  counts only after the learning rate's peak, and validation AUROC as the selection metric. Near chance, validation cross-entropy is lowest
   for whichever epoch's predictions sit closest to the class prior (usually the first), and
   with the reference's 150-epoch OneCycle early stopping ended runs inside the 45-epoch
   warm-up. The reference recipe stays available by name: ``recipe("reference")``.
