@@ -119,8 +119,9 @@ def summarise(runs: list[dict], oracle: float | None) -> dict:
     return out
 
 
-def conclude(summary: dict, oracle: float | None) -> str:
-    """One sentence per recipe, from the figures (the page is generated; nothing typed by hand)."""
+def conclude(summary: dict, oracle: float | None, runs: list[dict]) -> str:
+    """One sentence per recipe, and the seeds every recipe ran, paired (the page is generated
+    from these figures; nothing is typed by hand)."""
     parts = []
     for name, row in summary.items():
         share = row["median_share_of_oracle"]
@@ -128,7 +129,13 @@ def conclude(summary: dict, oracle: float | None) -> str:
                      + (f" ({share:.0%} of the oracle's {oracle:+.4f})" if share is not None else "")
                      + f", its interval above 0 on {row['excludes_zero']} seeds, the chosen epoch past the warm-up on "
                        f"{row['chosen_past_warmup']}")
-    return "; ".join(parts) + "."
+    by_seed: dict[int, dict[str, float]] = {}
+    for r in runs:
+        by_seed.setdefault(r["seed"], {})[r["recipe"]] = r["test_rank_ic"]["point"]
+    paired = {s: v for s, v in sorted(by_seed.items()) if len(v) == len(summary)}
+    tail = ("" if not paired else " Seeds run under every recipe: " + "; ".join(
+        f"seed {s}: " + ", ".join(f"`{k}` {x:+.4f}" for k, x in v.items()) for s, v in paired.items()) + ".")
+    return "; ".join(parts) + "." + tail
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                                         {k: v[1] for k, v in baselines.items()}, work))
                     bar.update()
                     summary = summarise(runs, oracle_point)
-                    result = {**head, "summary": summary, "conclusion": conclude(summary, oracle_point), "runs": runs}
+                    result = {**head, "summary": summary, "conclusion": conclude(summary, oracle_point, runs),
+                              "runs": runs}
                     args.out.parent.mkdir(parents=True, exist_ok=True)
                     atomic_write_text(args.out, json.dumps(result, indent=2, default=str))
     print(json.dumps({"oracle": oracle_point, "baselines": {k: v[0]["point"] for k, v in baselines.items()},

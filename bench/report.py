@@ -156,14 +156,15 @@ def recipe_comparison(r: dict) -> list[str]:
              + (f" oracle {_ci(o)}," if o else "") + " "
              + ", ".join(f"{k.replace('_', ' ')} {_ci(v)}" for k, v in r["baselines_test_rank_ic"].items()) + ".", "",
              "| recipe | settings | seeds | median test rank IC | share of the oracle | interval above 0 | chosen epochs "
-             "| past the warm-up | epochs run | minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| past the warm-up | epochs run |", "|---|---|---|---|---|---|---|---|---|"]
     for name, row in r["summary"].items():
         settings = ", ".join(f"{k} {v}" for k, v in r["recipes"][name].items()) or "the defaults"
         share = row.get("median_share_of_oracle")
         lines.append(f"| `{name}` | {settings} | {row['seeds']} | {row['median_test_rank_ic']:+.4f} | "
                      f"{f'{share:.0%}' if share is not None else '-'} | {row['excludes_zero']} | "
-                     f"{row['chosen_epochs']} | {row['chosen_past_warmup']} | {row['epochs_run']} | {row['minutes']} |")
-    return lines + ["", r.get("conclusion", ""), ""]
+                     f"{row['chosen_epochs']} | {row['chosen_past_warmup']} | {row['epochs_run']} |")
+    return lines + ["", r.get("conclusion", ""), "", "Cost is read in epochs run (each the same budget of windows); the "
+                    "runs' wall times are in the JSON but not comparable (runs were paused while other work ran).", ""]
 
 
 def temporal_probe(r: dict) -> list[str]:
