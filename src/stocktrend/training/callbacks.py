@@ -36,6 +36,7 @@ class EarlyStoppingAfterWarmup(EarlyStopping):
         self.start_epoch = start_epoch
 
     def _should_skip_check(self, trainer: pl.Trainer) -> bool:
+        # Lightning 2.6 asks this before every check (validation end or train epoch end).
         return super()._should_skip_check(trainer) or trainer.current_epoch < self.start_epoch
 
 

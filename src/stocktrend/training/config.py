@@ -8,10 +8,11 @@ Differences from the reference, on purpose (shared/notes/seed-audit.md):
   val_loss;
 - the default recipe (compared with the reference on a planted market by
   bench/recipe_comparison.py): an epoch budget the schedule spans, early stopping that
-  counts only after the learning rate's peak, and validation AUROC as the selection metric. Near chance, validation cross-entropy is lowest
-  for whichever epoch's predictions sit closest to the class prior (usually the first), and
-  with the reference's 150-epoch OneCycle early stopping ended runs inside the 45-epoch
-  warm-up. The reference recipe stays available by name: ``recipe("reference")``.
+  counts only after the learning rate's peak, and validation AUROC as the selection metric.
+  Near chance, validation cross-entropy is lowest for whichever epoch's predictions sit
+  closest to the class prior (usually the first), and with the reference's 150-epoch
+  OneCycle early stopping ended runs inside the 45-epoch warm-up. The reference recipe stays
+  available by name: ``recipe("reference")``.
 """
 
 from __future__ import annotations
