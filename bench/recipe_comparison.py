@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -38,30 +39,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine_info  # noqa: E402
 
-from stocktrend.data.build import build_dataset  # noqa: E402
-from stocktrend.data.config import load_data_config  # noqa: E402
 from stocktrend.data.store import atomic_write_text, read_metadata  # noqa: E402
-from stocktrend.data.synthetic import MarketSpec, generate, planted_score  # noqa: E402
-from stocktrend.data.synthetic_files import write_market  # noqa: E402
+from stocktrend.data.synthetic import MarketSpec, planted_score  # noqa: E402
 from stocktrend.data.windows import split_arrays  # noqa: E402
+from stocktrend.evaluation.known_answers import market_dataset  # noqa: E402
 from stocktrend.evaluation.panel_metrics import mean_interval, rank_ic_by_date  # noqa: E402
 from stocktrend.evaluation.panel_report import _pooled_fit  # noqa: E402
 from stocktrend.models.config import model_config_from_metadata  # noqa: E402
-from stocktrend.training.config import RECIPES, recipe, warmup_epochs  # noqa: E402
+from stocktrend.training.config import RECIPES, recipe  # noqa: E402
 from stocktrend.training.fit_local import fit_local  # noqa: E402
 from stocktrend.training.repeat import predict_split  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "recipe_comparison.json"
 N_BOOT = 1000
-
-
-def build_market(spec: MarketSpec, work: Path) -> tuple[Path, dict]:
-    """The market written as a close panel and built by the real builder: (dataset, realised)."""
-    market = generate(spec)
-    write_market(market, work / "market", layouts=("close_panel",))
-    dataset = work / "dataset"
-    build_dataset(load_data_config(work / "market" / "close_panel.yaml"), dataset, progress=False)
-    return dataset, market.realised
 
 
 class TestBlock:
@@ -70,7 +60,7 @@ class TestBlock:
     def __init__(self, dataset: Path, plant: str, horizon: int):
         test = split_arrays(dataset, "test", mmap=False)
         inst, rows = test["index"][:, 0], test["index"][:, 1]
-        self.dates = test["dates"]
+        self.dates, self.horizon = test["dates"], horizon
         self.ret = np.load(dataset / "forward_returns.npy")[inst, rows].astype(np.float64)
         log_close = np.log(np.load(dataset / "close.npy")).T  # (days, instruments)
         self.oracle = planted_score(log_close, plant, horizon)[rows, inst] if plant != "null" else None
@@ -78,13 +68,12 @@ class TestBlock:
 
     def ic(self, score: np.ndarray, seed: int = 0) -> tuple[dict, np.ndarray]:
         series = rank_ic_by_date(self.dates, score, self.ret)
-        return mean_interval(series.to_numpy(), N_BOOT, seed, 5).to_dict(), series
+        return mean_interval(series.to_numpy(), N_BOOT, seed, self.horizon).to_dict(), series
 
-
-def paired(a, b, seed: int = 0) -> dict:
-    """The mean of a - b over the dates both have, with the report's interval."""
-    both = a.index.intersection(b.index)
-    return mean_interval((a[both] - b[both]).to_numpy(), N_BOOT, seed, 5).to_dict()
+    def paired(self, a, b, seed: int = 0) -> dict:
+        """The mean of a - b over the dates both have, with the report's interval."""
+        both = a.index.intersection(b.index)
+        return mean_interval((a[both] - b[both]).to_numpy(), N_BOOT, seed, self.horizon).to_dict()
 
 
 def run_one(dataset: Path, name: str, seed: int, epoch_windows: int, block: TestBlock, baseline_ics: dict,
@@ -97,10 +86,11 @@ def run_one(dataset: Path, name: str, seed: int, epoch_windows: int, block: Test
     p_up = predict_split(fit["best_checkpoint"], dataset, "test")["probs"][:, 1]
     ic, series = block.ic(p_up, seed)
     history = [{k: h.get(k) for k in ("epoch", "lr", "train_loss", "val_ce", "val_auroc")} for h in fit["history"]]
-    return {"recipe": name, "seed": seed, "selection_metric": cfg.selection_metric, "warmup_epochs":
-            warmup_epochs(cfg) if cfg.stop_after_warmup else int(np.ceil(cfg.pct_start * cfg.max_epochs)),
+    # The schedule's warm-up, whether or not the recipe's early stopping waits for it.
+    return {"recipe": name, "seed": seed, "selection_metric": cfg.selection_metric,
+            "warmup_epochs": math.ceil(cfg.pct_start * cfg.max_epochs),
             "chosen_epoch": fit["best_epoch"], "epochs_run": len(fit["history"]), "seconds": seconds,
-            "test_rank_ic": ic, "minus": {b: paired(series, s, seed) for b, s in baseline_ics.items()},
+            "test_rank_ic": ic, "minus": {b: block.paired(series, s, seed) for b, s in baseline_ics.items()},
             "history": history}
 
 
@@ -161,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                       ic=args.ic if args.plant != "null" else 0.0, seed=args.market_seed)
     with tempfile.TemporaryDirectory(prefix="recipes-") as tmp:
         work = Path(tmp)
-        dataset, realised = build_market(spec, work)
+        dataset, realised = market_dataset(spec, work)
         block = TestBlock(dataset, args.plant, spec.horizon)
         pooled = _pooled_fit(dataset, block.last_day, seed=0)
         baselines = {k: block.ic(v) for k, v in pooled.items()}
