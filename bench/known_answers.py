@@ -9,7 +9,8 @@ seeds, counting how often each assertion would fail: the network or the logistic
 missing a planted signal (interval not above 0, or point under half the oracle's IC), a
 headline interval excluding 0 on a null market (a 95% interval does that on about 5% of
 markets by design, more where the interval is too narrow: ``bench/interval_calibration.py``),
-and a network trained on shuffled labels passing for one that found the signal.
+a network trained on shuffled labels passing for one that found the signal, and on the temporal
+plant the network missing it or not beating both last-day baselines by a paired interval.
 """
 
 from __future__ import annotations
@@ -30,31 +31,43 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
 from machine import machine_info  # noqa: E402
 
+import test_known_answers as case  # noqa: E402
 from stocktrend.data.store import atomic_write_text  # noqa: E402
 from stocktrend.evaluation.known_answers import found, headline, market_dataset, trained_p_up  # noqa: E402
-from test_known_answers import BASELINES, NULL, PLANTED, RECIPE, SHAPE  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "known_answers.json"
 
 
 def one_seed(seed: int, root: Path) -> dict:
-    cfg = dataclasses.replace(RECIPE, seed=seed)
-    planted, realised = market_dataset(dataclasses.replace(PLANTED, seed=seed), root / "planted", **SHAPE)
-    oracle = realised["oracle_rank_ic"]
-    ics = headline(planted, trained_p_up(planted, cfg, root / "planted_run"))
-    shuffled_y = np.load(planted / "train_y.npy")
-    np.save(planted / "train_y.npy", shuffled_y[np.random.default_rng(seed).permutation(len(shuffled_y))])
-    shuffled = headline(planted, trained_p_up(planted, cfg, root / "shuffled_run"))["model"]
-    null, _ = market_dataset(dataclasses.replace(NULL, seed=seed), root / "null", **SHAPE)
-    null_ics = headline(null, trained_p_up(null, cfg, root / "null_run"))
-    return {"seed": seed, "oracle": oracle,
-            "planted": {k: ics[k].to_dict() for k in ("model", *BASELINES)},
-            "shuffled": shuffled.to_dict(), "null": {k: null_ics[k].to_dict() for k in ("model", *BASELINES)},
+    """Every scenario of the test module on market and training seed ``seed``."""
+
+    def train(spec, shape: dict, recipe, name: str, shuffle: bool = False) -> tuple[dict, float]:
+        """(headline of the network trained on ``spec`` at ``seed``, the oracle's realised IC)."""
+        dataset, realised = market_dataset(dataclasses.replace(spec, seed=seed), root / name, **shape)
+        if shuffle:
+            y = np.load(dataset / "train_y.npy")
+            np.save(dataset / "train_y.npy", y[np.random.default_rng(seed).permutation(len(y))])
+        p_up = trained_p_up(dataset, dataclasses.replace(recipe, seed=seed), root / f"{name}_run")
+        return headline(dataset, p_up), realised["oracle_rank_ic"]
+
+    both = ("model", *case.BASELINES)
+    ics, oracle = train(case.PLANTED, case.SHAPE, case.RECIPE, "planted")
+    shuffled = train(case.PLANTED, case.SHAPE, case.RECIPE, "shuffled", shuffle=True)[0]["model"]
+    null_ics = train(case.NULL, case.SHAPE, case.RECIPE, "null")[0]
+    t_ics, t_oracle = train(case.TEMPORAL, case.TEMPORAL_SHAPE, case.TEMPORAL_RECIPE, "temporal")
+    t_shuffled = train(case.TEMPORAL, case.TEMPORAL_SHAPE, case.TEMPORAL_RECIPE, "t_shuffled", shuffle=True)[0]["model"]
+    return {"seed": seed, "oracle": oracle, "temporal_oracle": t_oracle,
+            "planted": {k: ics[k].to_dict() for k in both},
+            "shuffled": shuffled.to_dict(), "null": {k: null_ics[k].to_dict() for k in both},
+            "temporal": {k: v.to_dict() for k, v in t_ics.items()}, "temporal_shuffled": t_shuffled.to_dict(),
             "fails": {"network_misses_plant": not found(ics["model"], oracle),
                       "logistic_misses_plant": not found(ics["logistic_regression"], oracle),
                       "shuffled_passes": found(shuffled, oracle),
                       "null_model_excludes_zero": not null_ics["model"].contains(0.0),
-                      "null_any_excludes_zero": not all(null_ics[k].contains(0.0) for k in ("model", *BASELINES))}}
+                      "null_any_excludes_zero": not all(null_ics[k].contains(0.0) for k in both),
+                      "temporal_network_misses_plant": not found(t_ics["model"], t_oracle),
+                      "temporal_network_not_above_baselines": not all(t_ics[f"model - {k}"].low > 0 for k in case.BASELINES),
+                      "temporal_shuffled_passes": found(t_shuffled, t_oracle)}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(one_seed(seed, Path(tmp)))
         rates = {k: sum(r["fails"][k] for r in runs) / len(runs) for k in runs[0]["fails"]}
         result = {"machine": machine_info(), "seeds": len(runs), "minutes": round((time.perf_counter() - start) / 60, 1),
-                  "failure_rates": rates, "planted": dataclasses.asdict(PLANTED), "shape": SHAPE, "runs": runs}
+                  "failure_rates": rates, "planted": dataclasses.asdict(case.PLANTED), "shape": case.SHAPE,
+                  "temporal": dataclasses.asdict(case.TEMPORAL), "temporal_shape": case.TEMPORAL_SHAPE,
+                  "temporal_epochs": case.TEMPORAL_RECIPE.max_epochs, "runs": runs}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, json.dumps(result, indent=2))
     print(json.dumps({"seeds": len(runs), "failure_rates": rates}, indent=2))

@@ -77,9 +77,10 @@ class TestBlock:
 
 
 def run_one(dataset: Path, name: str, seed: int, epoch_windows: int, block: TestBlock, baseline_ics: dict,
-            work: Path) -> dict:
+            work: Path, window_readout: int | None = None) -> dict:
     cfg = recipe(name, seed=seed, batch_size=64, accumulate_grad_batches=1, epoch_windows=epoch_windows)
-    model_cfg = model_config_from_metadata("tiny", read_metadata(dataset))
+    readout = {} if window_readout is None else {"window_readout": window_readout}
+    model_cfg = model_config_from_metadata("tiny", read_metadata(dataset), **readout)
     start = time.perf_counter()
     fit = fit_local(dataset, model_cfg, cfg, work / f"{name}_{seed}", progress=False, enable_model_summary=False)
     seconds = time.perf_counter() - start
@@ -88,6 +89,7 @@ def run_one(dataset: Path, name: str, seed: int, epoch_windows: int, block: Test
     history = [{k: h.get(k) for k in ("epoch", "lr", "train_loss", "val_ce", "val_auroc")} for h in fit["history"]]
     # The schedule's warm-up, whether or not the recipe's early stopping waits for it.
     return {"recipe": name, "seed": seed, "selection_metric": cfg.selection_metric,
+            "window_readout": model_cfg.window_readout,
             "warmup_epochs": math.ceil(cfg.pct_start * cfg.max_epochs),
             "chosen_epoch": fit["best_epoch"], "epochs_run": len(fit["history"]), "seconds": seconds,
             "test_rank_ic": ic, "minus": {b: block.paired(series, s, seed) for b, s in baseline_ics.items()},
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--append", action="store_true",
                     help="add these runs to --out's (same market and epoch budget; its other recipes kept)")
     ap.add_argument("--market-seed", type=int, default=0)
+    ap.add_argument("--window-readout", type=int, default=None,
+                    help="override the tiny preset's ModelConfig.window_readout (0: the reference network)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for name in names:
                     runs.append(run_one(dataset, name, seed, args.epoch_windows, block,
-                                        {k: v[1] for k, v in baselines.items()}, work))
+                                        {k: v[1] for k, v in baselines.items()}, work, args.window_readout))
                     bar.update()
                     summary = summarise(runs, oracle_point)
                     result = {**head, "summary": summary, "conclusion": conclude(summary, oracle_point, runs),

@@ -52,7 +52,8 @@ def test_wrong_feature_count_is_a_clear_error():
 
 @pytest.mark.timeout(30)
 def test_v2_parameter_count_matches_reference():
-    counts = parameter_counts(TrendNet(preset("v2")))
+    # The reference document's network is v2 without the window readout.
+    counts = parameter_counts(TrendNet(preset("v2", window_readout=0)))
     assert counts == {
         "cnn": 1_182_336,  # 5 x (conv weights + bias + BatchNorm gamma/beta)
         "lstm": 4_206_592,  # PyTorch LSTMs carry two bias vectors (b_ih, b_hh)
@@ -62,7 +63,9 @@ def test_v2_parameter_count_matches_reference():
         "total": 8_715_331,
     }
     # The reference code's feed-forward of 1024 gives its ~7.67M.
-    assert parameter_counts(TrendNet(preset("v2", transformer_ff=1024)))["total"] == 7_665_731
+    assert parameter_counts(TrendNet(preset("v2", transformer_ff=1024, window_readout=0)))["total"] == 7_665_731
+    # The preset adds a readout of 30 steps x 50 features x 2 classes.
+    assert parameter_counts(TrendNet(preset("v2"))) == {**counts, "readout": 3_000, "total": 8_718_331}
 
 
 @pytest.mark.timeout(10)
@@ -143,10 +146,46 @@ def test_gru_option_has_three_gate_sets_and_serves_on_every_backend(tmp_path):
 def test_positional_encoding_changes_forward_without_parameters():
     base, pe = TrendNet(preset("tiny")).eval(), TrendNet(preset("tiny", positional_encoding=True)).eval()
     pe.load_state_dict(base.state_dict())  # identical weights: no parameters added
-    x = torch.randn(4, 20, 50)
+    x = torch.randn(4, 30, 50)
     with torch.no_grad():
         out_base, out_pe = base(x), pe(x)
     assert torch.isfinite(out_pe).all() and not torch.allclose(out_base, out_pe)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("family", ["tiny", "tft"])
+def test_window_readout_reads_only_the_last_steps_and_starts_as_the_trunk(family):
+    """model.window_readout: k steps x features x classes weights (no bias), zero at the start
+    (so the untrained network is the trunk alone), blind to steps before the window's last k,
+    and every inference back-end answers for it once it has weights."""
+    from stocktrend.inference.backends import BACKENDS, make_backend
+    from stocktrend.models.network import build_network
+
+    base_cfg = preset(family, seq_len=12, n_features=6, window_readout=0)
+    cfg = preset(family, seq_len=12, n_features=6, window_readout=4)
+    torch.manual_seed(0)
+    base = build_network(base_cfg).eval()
+    torch.manual_seed(0)
+    net = build_network(cfg).eval()
+    counts = parameter_counts(net)
+    assert counts["readout"] == 4 * 6 * 2 and counts["total"] == parameter_counts(base)["total"] + 4 * 6 * 2
+    x = torch.randn(8, 12, 6)
+    with torch.no_grad():
+        assert torch.equal(base(x), net(x))
+        net.readout.linear.weight.normal_()
+        moved = x.clone()
+        moved[:, :8] += 1.0  # only steps before the last 4 change
+        assert torch.allclose(net.readout(x), net.readout(moved))
+        moved[:, -1] += 1.0
+        assert not torch.allclose(net.readout(x), net.readout(moved))
+        ref = net(x).softmax(-1).numpy()
+    assert preset(family, seq_len=12, window_readout=99).window_readout == 99  # more than the window: all of it
+    with pytest.raises(ValueError, match="window_readout"):
+        net(x[:, -3:])  # shorter than the steps it reads
+    assert build_network(preset(family, seq_len=12, n_features=6, window_readout=99)).readout.steps == 12
+    for name in BACKENDS:
+        got, *_ = make_backend(name, net, cfg.seq_len, cfg.n_features, threads=1)(x.numpy())
+        assert np.abs(got - ref).max() < (1e-4 if name in ("torch", "onnx") else 0.05), name
 
 
 @pytest.mark.timeout(120)
@@ -177,6 +216,8 @@ def test_tiny_model_overfits_a_fixed_batch():
 def test_cli_prints_table(capsys):
     assert models_main(["--preset", "v2"]) == 0
     out = capsys.readouterr().out
-    assert "8,715,331" in out and "transformer" in out
+    assert "8,718,331" in out and "transformer" in out and "readout" in out
+    assert models_main(["--preset", "v2", "--window-readout", "0"]) == 0
+    assert "8,715,331" in capsys.readouterr().out
     assert models_main(["--preset", "tiny", "--n-features", "0"]) == 2
     assert "n_features" in capsys.readouterr().err

@@ -23,8 +23,8 @@ def test_blocks_outputs_and_shapes():
     net = build_network(cfg).eval()
     assert isinstance(net, TemporalFusionNet)
     counts = parameter_counts(net)
-    assert set(counts) == {"vsn", "lstm", "attention", "pool", "head", "vol_head", "total"}
-    assert 50_000 < counts["total"] < 1_000_000  # CPU-sized, far below v2's 11M
+    assert set(counts) == {"vsn", "lstm", "attention", "pool", "head", "vol_head", "readout", "total"}
+    assert 50_000 < counts["total"] < 1_000_000  # CPU-sized, far below v2's 8.7M
     out = net.outputs(torch.randn(5, 20, 12))
     assert out.logits.shape == (5, 2) and out.volatility.shape == (5,)
     assert out.feature_weights.shape == (5, 12) and out.attention.shape == (5, 20)

@@ -51,11 +51,19 @@ def trained_p_up(dataset: Path, train_cfg: TrainConfig, out: Path, preset: str =
 
 
 def headline(dataset: Path, p_up: np.ndarray, seed: int = 0) -> dict[str, Interval]:
-    """The mean daily rank IC of the model and of each baseline of the report, with its interval."""
+    """The mean daily rank IC of the model and of each baseline of the report, with its interval,
+    and under ``"model - <baseline>"`` the paired interval of the difference (the report's: the
+    mean over the dates both have of the model's IC minus the baseline's)."""
     t = test_table(dataset, p_up, seed)
     h = int(t["meta"]["horizon"])
-    return {name: mean_interval(rank_ic_by_date(t["dates"], s, t["ret"]).to_numpy(), N_BOOT, seed, h)
-            for name, s in t["scores"].items()}
+    ics = {name: rank_ic_by_date(t["dates"], s, t["ret"]) for name, s in t["scores"].items()}
+    out = {name: mean_interval(ic.to_numpy(), N_BOOT, seed, h) for name, ic in ics.items()}
+    model = ics["model"]
+    for name, ic in ics.items():
+        if name != "model":
+            both = model.index.intersection(ic.index)
+            out[f"model - {name}"] = mean_interval((model[both] - ic[both]).to_numpy(), N_BOOT, seed, h)
+    return out
 
 
 def found(ic: Interval, oracle: float) -> bool:

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-classes", type=int, help="number of classes")
     p.add_argument("--transformer-ff", type=int, help="override the transformer feed-forward width")
     p.add_argument("--rnn", choices=["lstm", "gru"], help="the recurrent block (default: the preset's LSTM)")
+    p.add_argument("--window-readout", type=int,
+                   help="steps the linear readout reads (default: the preset's; 0: the reference network)")
     args = p.parse_args(argv)
 
     overrides = {
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in dict(
             n_features=args.n_features, seq_len=args.seq_len,
             n_classes=args.n_classes, transformer_ff=args.transformer_ff, rnn=args.rnn,
+            window_readout=args.window_readout,
         ).items()
         if v is not None
     }

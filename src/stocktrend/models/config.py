@@ -71,6 +71,15 @@ class ModelConfig:
     # target) by model_config_from_metadata, like the shape fields.
     volatility_head: bool = False
 
+    # A linear readout from the raw features of the window's last ``window_readout`` steps
+    # straight to the logits, added to the head's (LSTNet's "autoregressive highway", Lai et
+    # al. 2018). Pooling over time discards *where* in the window a move happened, so a
+    # pattern tied to particular lags (bench/temporal_probe.py: the planted temporal market)
+    # is one the pooled trunk finds slowly or not at all, while a linear map over the window
+    # finds it at once. 0 drops it (the reference network); more steps than the window has
+    # reads the whole window. Zero-initialised: an untrained network's outputs are the trunk's.
+    window_readout: NonNegativeInt = 0
+
     @pydantic.field_validator("cnn_kernel")
     @classmethod
     def _odd_kernel(cls, v: int) -> int:
@@ -111,8 +120,12 @@ class ModelConfig:
 
 # Presets only fix the network's *capacity*; n_features / seq_len / n_classes come
 # from the dataset (pass them as overrides or use model_config_from_metadata).
+# v2, tiny and tft read the window's last 30 steps linearly beside the trunk (window_readout:
+# chosen on the planted temporal market, docs/BENCHMARKS.md); v2 with window_readout=0 is the
+# reference document's network exactly, and v1 stays the document's.
+READOUT_STEPS = 30
 PRESETS: dict[str, dict[str, Any]] = {
-    "v2": {},
+    "v2": dict(window_readout=READOUT_STEPS),
     "v1": dict(
         cnn_layers=5, cnn_first_filters=256, cnn_filters=512, cnn_dropout=0.4,
         lstm_layers=4, lstm_hidden=512, lstm_dropout=0.4,
@@ -124,13 +137,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         cnn_layers=2, cnn_first_filters=16, cnn_filters=32, cnn_kernel=3, cnn_dropout=0.1,
         lstm_layers=1, lstm_hidden=16, lstm_dropout=0.1,
         transformer_layers=1, transformer_heads=2, transformer_ff=64, transformer_dropout=0.1,
-        head_layers=2, head_width=32, head_dropout=0.1, tft_hidden=16,
+        head_layers=2, head_width=32, head_dropout=0.1, tft_hidden=16, window_readout=READOUT_STEPS,
     ),
     # The Temporal-Fusion-style family at a CPU-friendly size (about 0.3M parameters
-    # with 50 features, against v2's 11M).
+    # with 50 features, against v2's 8.7M).
     "tft": dict(
         family="tft", tft_hidden=32, lstm_layers=1, lstm_hidden=64, lstm_dropout=0.2,
         transformer_heads=4, transformer_dropout=0.1, head_layers=2, head_width=64, head_dropout=0.2,
+        window_readout=READOUT_STEPS,
     ),
 }
 

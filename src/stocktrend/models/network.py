@@ -20,6 +20,7 @@ from stocktrend.models.config import ModelConfig
 BLOCKS = ("cnn", "lstm", "transformer", "pool", "head")
 FAMILY_BLOCKS = {"trendnet": BLOCKS, "tft": ("vsn", "lstm", "attention", "pool", "head")}
 VOL_HEAD = "vol_head"  # the multi-task block, present only with ModelConfig.volatility_head
+READOUT = "readout"  # the window's linear readout, present only with ModelConfig.window_readout
 
 
 class NetOutputs(NamedTuple):
@@ -32,6 +33,10 @@ class NetOutputs(NamedTuple):
 def check_input(cfg: ModelConfig, x: torch.Tensor) -> None:
     if x.dim() != 3 or x.shape[-1] != cfg.n_features:
         raise ValueError(f"the network expects (batch, seq_len, {cfg.n_features}) inputs, got {tuple(x.shape)}")
+    steps = min(cfg.window_readout, cfg.seq_len)
+    if x.shape[1] < steps:
+        raise ValueError(f"the network's window readout (model.window_readout) reads the last {steps} steps; "
+                         f"got windows of {x.shape[1]}")
 
 
 class ConvBlock(nn.Module):
@@ -170,6 +175,41 @@ def volatility_head(cfg: ModelConfig) -> nn.Sequential:
     return nn.Sequential(nn.Linear(cfg.d_model, width), nn.ReLU(), nn.Dropout(cfg.head_dropout), nn.Linear(width, 1))
 
 
+class WindowReadout(nn.Module):
+    """Linear map from the last ``k`` steps' raw features (flattened) to the logits.
+
+    Its input is scaled by 1/sqrt(fan-in): Adam moves every weight by about the learning rate
+    whatever its gradient, so an unscaled map over k x F inputs would move the logits some
+    sqrt(k x F) times as fast as the trunk's last layer does, and on noisy labels it did
+    (training loss rose above ln 2 during the warm-up; docs/BENCHMARKS.md, temporal probe).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.steps = min(cfg.window_readout, cfg.seq_len)
+        fan_in = self.steps * cfg.n_features
+        self.scale = fan_in ** -0.5  # (1/fan-in, as muP scales Adam's output layers, learnt too slowly)
+        self.linear = nn.Linear(fan_in, cfg.n_classes, bias=False)
+        nn.init.zeros_(self.linear.weight)  # starts as no readout: the trunk alone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, L, F)
+        return self.linear(x[:, -self.steps:].flatten(1) * self.scale)  # (B, n_classes)
+
+
+def add_blocks_around_trunk(net: nn.Module, cfg: ModelConfig) -> None:
+    """The optional blocks both families share: the volatility head and the window readout."""
+    if cfg.volatility_head:
+        net.vol_head = volatility_head(cfg)
+    if cfg.window_readout:
+        net.readout = WindowReadout(cfg)
+
+
+def class_logits(net: nn.Module, context: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The head's logits on the pooled context, plus the window readout's where there is one."""
+    logits = net.head(context)  # (B, n_classes)
+    return logits + net.readout(x) if net.cfg.window_readout else logits
+
+
 class TrendNet(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -179,8 +219,7 @@ class TrendNet(nn.Module):
         self.transformer = TemporalEncoder(cfg)
         self.pool = AttentionPool(cfg.d_model)
         self.head = dense_head(cfg)
-        if cfg.volatility_head:
-            self.vol_head = volatility_head(cfg)
+        add_blocks_around_trunk(self, cfg)
 
     def outputs(self, x: torch.Tensor) -> NetOutputs:
         check_input(self.cfg, x)
@@ -188,7 +227,7 @@ class TrendNet(nn.Module):
         h = self.lstm(h)  # (B, L, D)  D = 2 * lstm_hidden
         h = self.transformer(h)  # (B, L, D)
         context, weights = self.pool(h)  # (B, D), (B, L)
-        logits = self.head(context)  # (B, n_classes)
+        logits = class_logits(self, context, x)  # (B, n_classes)
         vol = self.vol_head(context).squeeze(-1) if self.cfg.volatility_head else None  # (B,)
         return NetOutputs(logits, weights, vol, None)
 
@@ -215,7 +254,8 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     (as in torch/Keras "trainable params"). PyTorch's LSTM has two bias vectors per
     gate set (b_ih and b_hh), 8H per direction and layer, which Keras-style counts omit.
     """
-    blocks = FAMILY_BLOCKS[model.cfg.family] + ((VOL_HEAD,) if model.cfg.volatility_head else ())
+    blocks = (FAMILY_BLOCKS[model.cfg.family] + ((VOL_HEAD,) if model.cfg.volatility_head else ())
+              + ((READOUT,) if model.cfg.window_readout else ()))
     counts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in blocks}
     counts["total"] = sum(p.numel() for p in model.parameters())
     assert counts["total"] == sum(counts[b] for b in blocks), "a parameter lives outside the named blocks"

@@ -141,7 +141,7 @@ class TemporalFusionNet(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        from stocktrend.models.network import AttentionPool, dense_head, volatility_head
+        from stocktrend.models.network import AttentionPool, add_blocks_around_trunk, dense_head
 
         self.cfg = cfg
         self.vsn = VariableSelection(cfg.n_features, cfg.tft_hidden, cfg.transformer_dropout)
@@ -149,11 +149,10 @@ class TemporalFusionNet(nn.Module):
         self.attention = FusionAttention(cfg)
         self.pool = AttentionPool(cfg.d_model)
         self.head = dense_head(cfg)
-        if cfg.volatility_head:
-            self.vol_head = volatility_head(cfg)
+        add_blocks_around_trunk(self, cfg)
 
     def outputs(self, x: torch.Tensor):
-        from stocktrend.models.network import NetOutputs, check_input
+        from stocktrend.models.network import NetOutputs, check_input, class_logits
 
         check_input(self.cfg, x)
         selected, weights = self.vsn(x)  # (B, L, d), (B, L, F)
@@ -161,7 +160,7 @@ class TemporalFusionNet(nn.Module):
         context, attention = self.pool(h)  # (B, D), (B, L)
         vol = self.vol_head(context).squeeze(-1) if self.cfg.volatility_head else None
         # Per-feature selection weights, averaged over the window's steps: (B, F), rows sum to 1.
-        return NetOutputs(self.head(context), attention, vol, weights.mean(dim=1))
+        return NetOutputs(class_logits(self, context, x), attention, vol, weights.mean(dim=1))
 
     def forward(self, x: torch.Tensor, return_attention: bool = False):
         out = self.outputs(x)
