@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,10 +44,9 @@ def one_seed(seed: int, root: Path) -> dict:
         """(headline of the network trained on ``spec`` at ``seed``, the oracle's realised IC)."""
         dataset, realised = market_dataset(dataclasses.replace(spec, seed=seed), root / name, **shape)
         if shuffle:
-            y = np.load(dataset / "train_y.npy")
-            np.save(dataset / "train_y.npy", y[np.random.default_rng(seed).permutation(len(y))])
+            case.shuffle_labels(dataset, seed)
         p_up = trained_p_up(dataset, dataclasses.replace(recipe, seed=seed), root / f"{name}_run")
-        return headline(dataset, p_up), realised["oracle_rank_ic"]
+        return headline(dataset, p_up), realised.get("oracle_rank_ic")  # None on a null market
 
     both = ("model", *case.BASELINES)
     ics, oracle = train(case.PLANTED, case.SHAPE, case.RECIPE, "planted")

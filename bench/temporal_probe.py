@@ -57,8 +57,9 @@ def learners(meta: dict, n_features: int, seq_len: int) -> dict:
     return {
         "linear over the window (flattened)": lambda: nn.Sequential(nn.Flatten(), nn.Linear(seq_len * n_features, 2)),
         "LSTM(16), last state": lambda: LastStateLSTM(n_features),
-        "TrendNet tiny": lambda: build_network(model_config_from_metadata("tiny", meta, n_features=n_features)),
-        "TrendNet tiny + window readout": lambda: build_network(
+        "TrendNet tiny, no window readout (the reference network)": lambda: build_network(
+            model_config_from_metadata("tiny", meta, n_features=n_features, window_readout=0)),
+        "TrendNet tiny (window readout over the window)": lambda: build_network(
             model_config_from_metadata("tiny", meta, n_features=n_features, window_readout=seq_len)),
     }
 

@@ -14,6 +14,12 @@ tests are about the pipeline working end to end, not about how weak a signal it 
 plant, which the pooled logistic regression on the last day's features finds too; and a temporal
 plant (an ordering of daily moves 10 to 16 days back, which no last-day feature holds), which the
 network must find through its window and find better than those baselines, by a paired interval.
+
+Broken learners are shown on the temporal plant. On the linear one, the selected features carry
+the plant (they were chosen for it), so any function of them, even a network that never saw a
+label, correlates with it by chance, its sign at random: in ``bench/known_answers.py`` a network
+trained on shuffled labels reached half the oracle there on 1 of 8 seeds, and never on the temporal
+plant, which no day's feature holds.
 """
 
 from __future__ import annotations
@@ -61,11 +67,21 @@ def test_the_network_and_the_logistic_baseline_find_a_planted_signal(planted):
     assert found(ics["logistic_regression"], oracle), (ics["logistic_regression"], oracle)
 
 
+def shuffle_labels(dataset: Path, seed: int = 0) -> None:
+    """Permute the training and the validation labels in place: the learner sees no label that
+    belongs to its window. (Validation's count: checkpoint selection on real validation labels is
+    learning too, and with it a network trained on shuffled labels still picked, of its epochs'
+    arbitrary functions, the one that agreed with the plant: bench/known_answers.py.)"""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val"):
+        y = np.load(dataset / f"{split}_y.npy")
+        np.save(dataset / f"{split}_y.npy", y[rng.permutation(len(y))])
+
+
 def shuffled_labels(dataset: Path, to: Path) -> Path:
-    """A copy of ``dataset`` with its training labels permuted: nothing left to learn."""
+    """A copy of ``dataset`` with its labels shuffled (``shuffle_labels``): nothing left to learn."""
     shutil.copytree(dataset, to)
-    y = np.load(to / "train_y.npy")
-    np.save(to / "train_y.npy", y[np.random.default_rng(0).permutation(len(y))])
+    shuffle_labels(to)
     return to
 
 
@@ -75,14 +91,6 @@ def untrained_p_up(dataset: Path, train_cfg) -> np.ndarray:
     with torch.inference_mode():
         x = torch.from_numpy(np.asarray(split_arrays(dataset, "test")["X"]))
         return module.model(x).softmax(-1)[:, 1].numpy()
-
-
-def test_a_broken_learner_finds_nothing_on_the_same_market(planted, tmp_path):
-    dataset, realised, _ = planted
-    oracle = realised["oracle_rank_ic"]
-    shuffled = shuffled_labels(dataset, tmp_path / "shuffled")
-    assert not found(headline(shuffled, trained_p_up(shuffled, RECIPE, tmp_path / "run"))["model"], oracle)
-    assert not found(headline(dataset, untrained_p_up(dataset, RECIPE))["model"], oracle)
 
 
 @pytest.fixture(scope="module")
