@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine_info  # noqa: E402
 
+QUICK = ROOT / "search_spaces" / "quick.yaml"
+
 
 def trajectory(results, metric: str, mode: str) -> pd.DataFrame:
     """Every epoch report of every trial in time order: cumulative trial-epochs, best so far."""
@@ -46,9 +48,11 @@ def trajectory(results, metric: str, mode: str) -> pd.DataFrame:
     return reports
 
 
-def planted_space(space, args, root: Path):
-    """The space with its dataset replaced by a planted market's close panel."""
-    from stocktrend.data.config import load_data_config
+def planted_space_file(args, root: Path) -> tuple[Path, dict]:
+    """The quick space pointed at a planted market's close panel (written under ``root``): a
+    space file of its own, so that the space loader sizes the purge gap as for any dataset."""
+    import yaml
+
     from stocktrend.data.synthetic import MarketSpec, generate
     from stocktrend.data.synthetic_files import write_market
 
@@ -56,8 +60,11 @@ def planted_space(space, args, root: Path):
                       ic=args.ic if args.plant != "null" else 0.0, seed=args.market_seed)
     market = generate(spec)
     write_market(market, root / "market", layouts=("close_panel",))
-    return dataclasses.replace(space, data=load_data_config(root / "market" / "close_panel.yaml")), \
-        {**dataclasses.asdict(spec), "realised": market.realised}
+    raw = yaml.safe_load(QUICK.read_text())
+    raw["dataset"] = str(root / "market" / "close_panel.yaml")
+    path = root / "quick_planted.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path, {**dataclasses.asdict(spec), "realised": market.realised}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,18 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     from stocktrend.tuning.run import SearchOptions, run_search
     from stocktrend.tuning.space import load_space
 
-    space = load_space(ROOT / "search_spaces" / "quick.yaml")
-    space = dataclasses.replace(space, max_epochs=args.max_epochs, grace_period=1, reduction_factor=2)
     metric = SearchOptions().metric
     mode = selection_mode(metric)
     connect()
     rows, curves = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        market = None
-        cache = ROOT / "datasets" / "cache"
+        space_file, market, cache = QUICK, None, ROOT / "datasets" / "cache"
         if args.plant != "real":
-            space, market = planted_space(space, args, Path(tmp))
-            cache = Path(tmp) / "cache"
+            (space_file, market), cache = planted_space_file(args, Path(tmp)), Path(tmp) / "cache"
+        space = dataclasses.replace(load_space(space_file), max_epochs=args.max_epochs, grace_period=1,
+                                    reduction_factor=2)
         for seed in range(args.seeds):
             asha = run_search(space, SearchOptions(search="optuna", scheduler="asha", num_samples=args.asha_samples,
                                                    seed=seed), Path(tmp), f"asha{seed}", cache)

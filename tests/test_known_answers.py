@@ -69,7 +69,7 @@ def test_the_network_and_the_logistic_baseline_find_a_planted_signal(planted):
 
 def shuffle_labels(dataset: Path, seed: int = 0) -> None:
     """Permute the training and the validation labels in place: the learner sees no label that
-    belongs to its window. (Validation's count: checkpoint selection on real validation labels is
+    belongs to its window. (Validation labels count too: checkpoint selection on real validation labels is
     learning too, and with it a network trained on shuffled labels still picked, of its epochs'
     arbitrary functions, the one that agreed with the plant: bench/known_answers.py.)"""
     rng = np.random.default_rng(seed)
