@@ -52,11 +52,15 @@ TEMPORAL_RECIPE = recipe("default", max_epochs=3, batch_size=64, accumulate_grad
 BASELINES = ("logistic_regression", "gradient_boosting")
 
 
+def trained_on(root: Path, spec: MarketSpec, shape: dict, train_cfg) -> tuple[Path, dict, dict[str, Interval]]:
+    """(dataset, the market's realised strength, the headline of the network trained on it)."""
+    dataset, realised = market_dataset(spec, root, **shape)
+    return dataset, realised, headline(dataset, trained_p_up(dataset, train_cfg, root / "run"))
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory) -> tuple[Path, dict, dict[str, Interval]]:
-    root = tmp_path_factory.mktemp("planted")
-    dataset, realised = market_dataset(PLANTED, root, **SHAPE)
-    return dataset, realised, headline(dataset, trained_p_up(dataset, RECIPE, root / "run"))
+    return trained_on(tmp_path_factory.mktemp("planted"), PLANTED, SHAPE, RECIPE)
 
 
 def test_the_network_and_the_logistic_baseline_find_a_planted_signal(planted):
@@ -95,9 +99,7 @@ def untrained_p_up(dataset: Path, train_cfg) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def temporal(tmp_path_factory) -> tuple[Path, dict, dict[str, Interval]]:
-    root = tmp_path_factory.mktemp("temporal")
-    dataset, realised = market_dataset(TEMPORAL, root, **TEMPORAL_SHAPE)
-    return dataset, realised, headline(dataset, trained_p_up(dataset, TEMPORAL_RECIPE, root / "run"))
+    return trained_on(tmp_path_factory.mktemp("temporal"), TEMPORAL, TEMPORAL_SHAPE, TEMPORAL_RECIPE)
 
 
 def test_the_network_finds_a_temporal_plant_and_beats_the_last_day_baselines_on_it(temporal):
