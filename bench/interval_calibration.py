@@ -125,8 +125,9 @@ def main() -> int:
                                  "mean_width": float(np.mean([r["oracle"]["high"] - r["oracle"]["low"] for r in planted])),
                                  "sd_of_means": float(np.std([r["oracle"]["mean"] for r in planted]))}
     out = {"benchmark": "interval_calibration", "machine": machine_info(), "seconds": round(time.time() - t0, 1),
-           "interval": "evaluation.panel_metrics.mean_interval (circular block bootstrap over dates, "
-                       "block max(n^(1/3), 2h))", "horizon": HORIZON, "instruments": args.instruments,
+           "interval": "evaluation.panel_metrics.mean_interval (circular block bootstrap over dates, block "
+                       "from the series: Politis-White automatic length, at least max(n^(1/3), 2h))",
+           "horizon": HORIZON, "instruments": args.instruments,
            "test_days": args.test_days, "n_boot": args.n_boot, "summary": summary,
            "null": null, "planted": planted}
     (ROOT / "bench" / "results").mkdir(exist_ok=True)

@@ -10,7 +10,9 @@ missing a planted signal (interval not above 0, or point under half the oracle's
 headline interval excluding 0 on a null market (a 95% interval does that on about 5% of
 markets by design, more where the interval is too narrow: ``bench/interval_calibration.py``),
 a network trained on shuffled labels passing for one that found the signal, and on the temporal
-plant the network missing it or not beating both last-day baselines by a paired interval.
+plant the network missing it or not beating both last-day baselines by a paired interval; on a
+single instrument's temporal plant (headline AUROC against 0.5) the network missing it, or a
+network trained on shuffled labels passing for one that found it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ from machine import machine_info  # noqa: E402
 
 import test_known_answers as case  # noqa: E402
 from stocktrend.data.store import atomic_write_text  # noqa: E402
-from stocktrend.evaluation.known_answers import found, headline, market_dataset, trained_p_up  # noqa: E402
+from stocktrend.evaluation.known_answers import (  # noqa: E402
+    found,
+    headline,
+    market_dataset,
+    single_headline,
+    trained_p_up,
+)
 
 RESULTS = ROOT / "bench" / "results" / "known_answers.json"
 
@@ -40,13 +48,18 @@ RESULTS = ROOT / "bench" / "results" / "known_answers.json"
 def one_seed(seed: int, root: Path) -> dict:
     """Every scenario of the test module on market and training seed ``seed``."""
 
-    def train(spec, shape: dict, recipe, name: str, shuffle: bool = False) -> tuple[dict, float]:
-        """(headline of the network trained on ``spec`` at ``seed``, the oracle's realised IC)."""
-        dataset, realised = market_dataset(dataclasses.replace(spec, seed=seed), root / name, **shape)
+    def train(spec, shape: dict, recipe, name: str, shuffle: bool = False) -> tuple:
+        """(headline of the network trained on ``spec`` at ``seed``, the oracle's realised IC or,
+        for a single instrument, AUROC: None on a null market)."""
+        single = spec.target == "single"
+        dataset, realised = market_dataset(dataclasses.replace(spec, seed=seed), root / name,
+                                           layout="yahoo" if single else "close_panel", **shape)
         if shuffle:
             case.shuffle_labels(dataset, seed)
         p_up = trained_p_up(dataset, dataclasses.replace(recipe, seed=seed), root / f"{name}_run")
-        return headline(dataset, p_up), realised.get("oracle_rank_ic")  # None on a null market
+        if single:
+            return single_headline(dataset, p_up), realised["oracle_auroc"]
+        return headline(dataset, p_up), realised.get("oracle_rank_ic")
 
     both = ("model", *case.BASELINES)
     ics, oracle = train(case.PLANTED, case.SHAPE, case.RECIPE, "planted")
@@ -54,7 +67,10 @@ def one_seed(seed: int, root: Path) -> dict:
     null_ics = train(case.NULL, case.SHAPE, case.RECIPE, "null")[0]
     t_ics, t_oracle = train(case.TEMPORAL, case.TEMPORAL_SHAPE, case.TEMPORAL_RECIPE, "temporal")
     t_shuffled = train(case.TEMPORAL, case.TEMPORAL_SHAPE, case.TEMPORAL_RECIPE, "t_shuffled", shuffle=True)[0]["model"]
-    return {"seed": seed, "oracle": oracle, "temporal_oracle": t_oracle,
+    s_auroc, s_oracle = train(case.SINGLE, case.SINGLE_DATA, case.SINGLE_RECIPE, "single")
+    s_shuffled = train(case.SINGLE, case.SINGLE_DATA, case.SINGLE_RECIPE, "s_shuffled", shuffle=True)[0]
+    return {"seed": seed, "oracle": oracle, "temporal_oracle": t_oracle, "single_oracle_auroc": s_oracle,
+            "single": s_auroc.to_dict(), "single_shuffled": s_shuffled.to_dict(),
             "planted": {k: ics[k].to_dict() for k in both},
             "shuffled": shuffled.to_dict(), "null": {k: null_ics[k].to_dict() for k in both},
             "temporal": {k: v.to_dict() for k, v in t_ics.items()}, "temporal_shuffled": t_shuffled.to_dict(),
@@ -65,7 +81,9 @@ def one_seed(seed: int, root: Path) -> dict:
                       "null_any_excludes_zero": not all(null_ics[k].contains(0.0) for k in both),
                       "temporal_network_misses_plant": not found(t_ics["model"], t_oracle),
                       "temporal_network_not_above_baselines": not all(t_ics[f"model - {k}"].low > 0 for k in case.BASELINES),
-                      "temporal_shuffled_passes": found(t_shuffled, t_oracle)}}
+                      "temporal_shuffled_passes": found(t_shuffled, t_oracle),
+                      "single_network_misses_plant": not found(s_auroc, s_oracle, chance=0.5),
+                      "single_shuffled_passes": found(s_shuffled, s_oracle, chance=0.5)}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         result = {"machine": machine_info(), "seeds": len(runs), "minutes": round((time.perf_counter() - start) / 60, 1),
                   "failure_rates": rates, "planted": dataclasses.asdict(case.PLANTED), "shape": case.SHAPE,
                   "temporal": dataclasses.asdict(case.TEMPORAL), "temporal_shape": case.TEMPORAL_SHAPE,
-                  "temporal_epochs": case.TEMPORAL_RECIPE.max_epochs, "runs": runs}
+                  "temporal_epochs": case.TEMPORAL_RECIPE.max_epochs,
+                  "single": dataclasses.asdict(case.SINGLE), "single_data": case.SINGLE_DATA,
+                  "single_epochs": case.SINGLE_RECIPE.max_epochs, "runs": runs}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, json.dumps(result, indent=2))
     print(json.dumps({"seeds": len(runs), "failure_rates": rates}, indent=2))

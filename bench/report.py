@@ -201,18 +201,26 @@ def known_answers(r: dict) -> list[str]:
             "temporal_network_misses_plant": "the network misses the temporal plant",
             "temporal_network_not_above_baselines": "on the temporal plant, the network's paired interval against "
                                                     "either last-day baseline does not lie above 0",
-            "temporal_shuffled_passes": "on the temporal plant, a network trained on shuffled labels passes"}
+            "temporal_shuffled_passes": "on the temporal plant, a network trained on shuffled labels passes",
+            "single_network_misses_plant": "on one instrument's temporal plant, the network misses it (AUROC interval "
+                                           "not above 0.5, or under half the oracle's distance from it)",
+            "single_shuffled_passes": "on one instrument's temporal plant, a network trained on shuffled labels passes"}
     lines = ["## How often would the known-answer tests fail on other seeds? (`python bench/known_answers.py`)", "",
              _machine(r), "",
              f"`tests/test_known_answers.py`'s scenario ({p['instruments']} names x {p['days']} days, plant `{p['plant']}` "
              f"at IC {p['ic']:g}, windows {r['shape']}, two epochs of the default recipe"
              + (f"; the temporal plant at IC {r['temporal']['ic']:g}, windows {r['temporal_shape']}, "
                 f"{r['temporal_epochs']} epochs" if "temporal" in r else "")
+             + (f"; one instrument's temporal plant at IC {r['single']['ic']:g} over {r['single']['days']} days, "
+                f"headline AUROC, {r['single_epochs']} epochs" if "single" in r else "")
              + f") on {r['seeds']} other market "
              f"and training seeds, {r['minutes']} minutes. \"found\": the interval lies above 0 and the point reaches "
              "half the oracle's realised IC.", "", "| would fail when | rate |", "|---|---|"]
     lines += [f"| {what.get(k, k)} | {v:.0%} ({round(v * r['seeds'])}/{r['seeds']}) |" for k, v in rates.items()]
-    return lines + [""]
+    # What the seeds can show: with no failure in n seeds, the rate's one-sided 95% bound is 1 - 0.05^(1/n).
+    bound = 1 - 0.05 ** (1 / r["seeds"])
+    return lines + ["", f"With {r['seeds']} seeds, a scenario that never failed has a failure rate below {bound:.0%} "
+                    "(one-sided 95%); showing a rate under 1% would take 300 seeds without a failure.", ""]
 
 
 def power_curve(r: dict) -> list[str]:

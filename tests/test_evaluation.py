@@ -18,8 +18,10 @@ from stocktrend.evaluation import baselines as bl
 from stocktrend.evaluation.bootstrap import (
     block_bootstrap_ci,
     block_indices,
+    data_block_length,
     default_block_length,
     paired_block_bootstrap_ci,
+    window_block_length,
 )
 from stocktrend.evaluation.metrics import SCALARS, agree, scalar_metrics, sklearn_metrics
 from stocktrend.evaluation.report import EvaluationError, evaluate_artifact, resolve_dataset, summary_lines, verdict
@@ -59,6 +61,30 @@ def test_block_indices_are_circular_blocks():
     assert moving[:, 0].max() <= 6 and np.all(np.diff(moving, axis=1)[:, :3] == 1)
     assert default_block_length(662, horizon=5) == 10 and default_block_length(5000) == 18
     assert default_block_length(3, horizon=5) == 3
+
+
+def ar1(n: int, phi: float, seed: int = 0) -> np.ndarray:
+    e = np.random.default_rng(seed).standard_normal(n)
+    x = np.empty(n)
+    x[0] = e[0]
+    for t in range(1, n):
+        x[t] = phi * x[t - 1] + e[t]
+    return x
+
+
+def test_block_lengths_come_from_the_data_above_their_floor():
+    white, persistent = ar1(400, 0.0), ar1(400, 0.95)
+    assert data_block_length(white) <= 12  # the floor, 8 (400^(1/3)), or near it
+    assert data_block_length(persistent) >= 25  # a persistent series needs long blocks
+    assert data_block_length(white, floor=35) == 35
+    assert data_block_length(np.r_[persistent, np.nan, np.nan]) == data_block_length(persistent)
+    assert data_block_length(np.ones(50), floor=3) == 4  # nothing to estimate: the floor (50^(1/3) -> 4)
+    assert data_block_length(ar1(40, 0.999), floor=30) == 20  # at most n / 2
+    # Overlapping windows: at least seq_len + h, the span over which two windows share days.
+    rng = np.random.default_rng(1)
+    y, p = rng.integers(0, 2, 600), rng.random(600)
+    assert window_block_length(y, p, horizon=5) >= 10
+    assert window_block_length(y, p, horizon=5, seq_len=30) >= 35
 
 
 @pytest.mark.timeout(30)

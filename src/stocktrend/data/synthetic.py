@@ -254,13 +254,44 @@ def plant_scale(spec: MarketSpec, cal: dict[str, Any], rounds: int = 4) -> float
                                 days=20_000 if spec.target == "single" else max(spec.days, 3000),
                                 instruments=spec.instruments if spec.target == "single" else max(spec.instruments, 200))
     c = odds(spec.ic) * np.sqrt(spec.horizon) * float(np.exp(cal["idio_daily_vol_log_mean"]))
+    tried: list[tuple[float, float]] = []  # (c, realised)
     for _ in range(rounds):
-        got = _draw(probe, cal, c).realised
-        realised = got["oracle_corr"] if spec.target == "single" else got["oracle_rank_ic"]
+        realised = _probe_strength(probe, cal, c)
+        tried.append((c, realised))
         if not np.isfinite(realised) or realised * spec.ic <= 0:
             break
         c *= float(np.clip(odds(spec.ic) / odds(float(np.clip(realised, -0.99, 0.99))), 0.25, 4.0))
+    if spec.target == "single" and spec.plant == "temporal":
+        c = _bisect_single(probe, cal, c, abs(spec.ic), tried)
     return float(c)
+
+
+def _probe_strength(probe: MarketSpec, cal: dict[str, Any], c: float) -> float:
+    got = _draw(probe, cal, c).realised
+    return got["oracle_corr"] if probe.target == "single" else got["oracle_rank_ic"]
+
+
+def _bisect_single(probe: MarketSpec, cal: dict[str, Any], c: float, target: float, tried: list[tuple[float, float]],
+                   rounds: int = 10, tolerance: float = 0.1) -> float:
+    """Refine c for one instrument's temporal plant by bisection (in log c). Its planted moves
+    feed the later scores that drive more moves, with no cross-section to standardise them back
+    each day, so the strength is a steep function of c (on the calibration market: 0.20 at
+    c = 0.010, 0.45 at 0.015, and falling again past 0.03) and the ratio steps above overshoot
+    and undershoot it (a target of 0.3 came out at 0.17). Stops within ``tolerance`` of the target
+    (relative); brackets come from the rising side of the curve only."""
+    realised = _probe_strength(probe, cal, c)
+    tried.append((c, realised))
+    for _ in range(rounds):
+        if abs(realised - target) <= tolerance * target:
+            return c
+        below = [x for x, r in tried if np.isfinite(r) and r < target]
+        above = [x for x, r in tried if np.isfinite(r) and r > target]
+        lo = max(below, default=min(x for x, _ in tried) / 2)
+        hi = min([x for x in above if x > lo], default=max(x for x, _ in tried) * 2)
+        c = float(np.sqrt(lo * hi))
+        realised = _probe_strength(probe, cal, c)
+        tried.append((c, realised))
+    return c
 
 
 def generate(spec: MarketSpec, calibration: dict[str, Any] | None = None, scale: float | None = None) -> Market:
@@ -316,6 +347,7 @@ def _draw(spec: MarketSpec, cal: dict[str, Any], c: float) -> Market:
     temporal = spec.plant == "temporal"
     # A single instrument's raw score in units of its own daily volatility (market and idio).
     own_vol = np.sqrt(betas[0] ** 2 * var_bar + idio[0] ** 2)
+    ref_vol = np.sqrt(cal["beta_mean"] ** 2 * var_bar + float(np.exp(cal["idio_daily_vol_log_mean"])) ** 2)
     for t in range(1, d):
         log_close[t] = log_close[t - 1] + returns[t] + pending[t]
         if c == 0.0 or t < LOOKBACK:
@@ -339,6 +371,10 @@ def _draw(spec: MarketSpec, cal: dict[str, Any], c: float) -> Market:
         score[t] = zt
         move = np.where(np.isfinite(zd), c * zd, 0.0)
         if spec.target == "single":
+            # In units of this instrument's volatility now (c is set at the typical one): its
+            # signal-to-noise is then the same for any instrument, calm or wild, as on the
+            # calibration market drawn with another seed (another instrument).
+            move[0] *= unit / ref_vol if live[0] else 0.0
             move[1:] = 0.0
         if temporal:
             pending[t + 1] += move

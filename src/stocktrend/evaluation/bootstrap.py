@@ -10,12 +10,14 @@ over all n positions and a block running off the end wraps to the start, so ever
 window is drawn equally often (the plain moving-block bootstrap under-draws both ends).
 ``circular=False`` gives the moving-block variant.
 
-Block length (``default_block_length``): max(ceil(n ** (1/3)), 2 * horizon).
+Block length. The floor (``default_block_length``) is max(ceil(n ** (1/3)), 2 * horizon):
 n ** (1/3) is the rate that minimises the error of a block-bootstrap variance estimate
-(Hall, Horowitz & Jing 1995); 2 * horizon makes sure windows whose labels share return
-days (those less than h apart) mostly fall in the same block, with a factor 2 of margin
-because the model's inputs overlap even longer. For the default test split (~660 windows,
-h=5) both give about 10.
+(Hall, Horowitz & Jing 1995); 2 * horizon keeps windows whose labels share return days in one
+block. Above the floor the data decide (``data_block_length``: Politis & White's automatic
+selection, through the ``arch`` package): a rank-IC series whose scores persist for months
+(12-1 momentum) gets longer blocks than a one-week reversal's. Overlapping test windows
+(``window_block_length``) get at least seq_len + h: two windows closer than that share input
+or label days.
 
 Intervals are percentile intervals over the resamples on which the metric is defined;
 resamples where it is NaN (e.g. AUROC of a one-class resample) are dropped and counted,
@@ -58,6 +60,38 @@ def default_block_length(n: int, horizon: int | None = None) -> int:
     if horizon:
         block = max(block, 2 * int(horizon))
     return int(min(max(block, 1), n))
+
+
+def data_block_length(series: np.ndarray, floor: int = 1) -> int:
+    """The circular block bootstrap's block length for the mean of ``series``, from the data:
+    Politis & White's (2004) automatic selection as corrected by Patton, Politis & White (2009)
+    (``arch.bootstrap.optimal_block_length``, whose flat-top lag window finds how far the
+    series' autocorrelation reaches), rounded up, at least ``floor`` and ``default_block_length``
+    (the dependence a reader knows is there: overlapping labels and windows), at most n / 2."""
+    from arch.bootstrap import optimal_block_length  # imported here: it brings statsmodels (~1 s)
+
+    x = np.asarray(series, dtype=float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    block = max(default_block_length(n), int(floor))
+    if n >= 8 and np.std(x) > 0:
+        estimate = float(optimal_block_length(x)["circular"].iloc[0])
+        if np.isfinite(estimate):
+            block = max(block, math.ceil(estimate))
+    return int(min(block, max(n // 2, 1)))
+
+
+def window_block_length(y_true: np.ndarray, p_up: np.ndarray, horizon: int, seq_len: int | None = None) -> int:
+    """The block length for metrics of overlapping test windows (one per day): from the data
+    (``data_block_length`` of the centred product (y - mean y)(p - mean p), the series whose
+    mean is the outcome-prediction covariance that AUROC, accuracy and MCC reward), at least
+    seq_len + h, the span over which two windows share input or label days."""
+    y = np.asarray(y_true, dtype=float)
+    p = np.asarray(p_up, dtype=float)
+    floor = default_block_length(len(y), horizon)
+    if seq_len:
+        floor = max(floor, int(seq_len) + int(horizon))
+    return data_block_length((y - y.mean()) * (p - p.mean()), floor=floor)
 
 
 def block_indices(n: int, n_boot: int, block: int, seed: int, circular: bool = True) -> np.ndarray:
@@ -161,5 +195,5 @@ def paired_block_bootstrap_ci(
     return _unwrap({k: interval(pa[k] - pb[k], ra[k] - rb[k], alpha) for k in pa})
 
 
-__all__ = ["Interval", "default_block_length", "block_indices", "replicates", "interval",
-           "block_bootstrap_ci", "paired_block_bootstrap_ci"]
+__all__ = ["Interval", "default_block_length", "data_block_length", "window_block_length", "block_indices",
+           "replicates", "interval", "block_bootstrap_ci", "paired_block_bootstrap_ci"]

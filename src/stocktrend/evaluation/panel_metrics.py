@@ -16,7 +16,14 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from stocktrend.evaluation.bootstrap import Interval, block_bootstrap_ci, block_indices, default_block_length, interval
+from stocktrend.evaluation.bootstrap import (
+    Interval,
+    block_bootstrap_ci,
+    block_indices,
+    data_block_length,
+    default_block_length,
+    interval,
+)
 
 MIN_CROSS_SECTION = 3  # a rank correlation over fewer instruments says nothing
 
@@ -34,11 +41,14 @@ def rank_ic_by_date(dates: np.ndarray, score: np.ndarray, ret: np.ndarray) -> pd
 
 
 def mean_interval(values: np.ndarray, n_boot: int, seed: int, horizon: int) -> Interval:
-    """Mean of a per-date series with a circular block bootstrap over dates."""
+    """Mean of a per-date series with a circular block bootstrap over dates, its block length
+    from the series itself (``bootstrap.data_block_length``; at least 2h: neighbouring dates'
+    h-day labels share days)."""
     values = np.asarray(values, float)
     if len(values) < 2:
         return Interval(float(np.mean(values)) if len(values) else math.nan, math.nan, math.nan, 0, 0)
-    return block_bootstrap_ci(np.mean, values, n_boot=n_boot, seed=seed, horizon=horizon)
+    block = data_block_length(values, floor=default_block_length(len(values), horizon))
+    return block_bootstrap_ci(np.mean, values, n_boot=n_boot, seed=seed, block=block)
 
 
 def date_block_ci(metric_fn, dates: np.ndarray, arrays: tuple[np.ndarray, ...], n_boot: int, seed: int,

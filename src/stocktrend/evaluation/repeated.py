@@ -35,7 +35,7 @@ def evaluate_seeds(runs: list[dict], dataset: Path, market: bt.Market, n_boot: i
     reports = []
     for run in runs:
         sections, _ = evaluate_predictions(y, run["probs"][:, 1], test["dates"], meta["horizon"], None, market,
-                                           n_boot=n_boot, cost_bps=cost_bps)
+                                           n_boot=n_boot, cost_bps=cost_bps, seq_len=meta["seq_len"])
         reports.append({"seed": run["train"]["seed"], "best_val_ce": run["metrics"].get("val_ce"), **sections})
     return {"kind": "seeds", "runs": reports, "pooled_spread": pool_runs(reports)}
 
@@ -77,7 +77,7 @@ def evaluate_walk_forward(runs: list[dict], datasets: list[Path], market: bt.Mar
         base = bl.all_baselines(train, test, meta["splits"]["train"]["class_counts_before_balancing"], market.close,
                                 meta["horizon"], seed)
         sections, _ = evaluate_predictions(y, p, test["dates"], meta["horizon"], base, market, n_boot=n_boot,
-                                           cost_bps=cost_bps)
+                                           cost_bps=cost_bps, seq_len=meta["seq_len"])
         folds.append({"fold": len(folds), "train": meta["splits"]["train"], "val": meta["splits"]["val"],
                       "test": meta["splits"]["test"], "best_val_ce": run["metrics"].get("val_ce"), **sections})
         pooled["y"].append(y)
@@ -85,10 +85,11 @@ def evaluate_walk_forward(runs: list[dict], datasets: list[Path], market: bt.Mar
         pooled["dates"].append(test["dates"])
         for k, v in base.items():
             pooled["base"].setdefault(k, []).append(v)
-    horizon = read_metadata(datasets[0])["horizon"]
+    horizon, seq_len = (read_metadata(datasets[0])[k] for k in ("horizon", "seq_len"))
     order = np.argsort(np.concatenate(pooled["dates"]), kind="stable")
     pooled_sections, curves = evaluate_predictions(
         np.concatenate(pooled["y"])[order], np.concatenate(pooled["p"])[order],
         np.concatenate(pooled["dates"])[order], horizon,
-        {k: np.concatenate(v)[order] for k, v in pooled["base"].items()}, market, n_boot=n_boot, cost_bps=cost_bps)
+        {k: np.concatenate(v)[order] for k, v in pooled["base"].items()}, market, n_boot=n_boot, cost_bps=cost_bps,
+        seq_len=seq_len)
     return {"kind": "walk_forward", "folds": folds, "pooled": pooled_sections, "spread": pool_runs(folds)}

@@ -37,7 +37,7 @@ from stocktrend.data.store import atomic_write_text, fingerprint, read_metadata
 from stocktrend.evaluation import backtest as bt
 from stocktrend.evaluation import baselines as bl
 from stocktrend.evaluation import plots
-from stocktrend.evaluation.bootstrap import block_indices, default_block_length, interval, replicates
+from stocktrend.evaluation.bootstrap import block_indices, interval, replicates, window_block_length
 from stocktrend.evaluation.metrics import HEADLINE, SCALARS, THRESHOLD, all_metrics, scalar_metrics
 from stocktrend.evaluation.report_text import _interpretation, render_markdown, summary_lines  # noqa: F401
 from stocktrend.evaluation.volatility import volatility_section
@@ -149,6 +149,7 @@ def evaluate_predictions(
     staggered: bool = False,
     block: int | None = None,
     alpha: float = ALPHA,
+    seq_len: int | None = None,
 ) -> tuple[dict, dict[str, pd.Series]]:
     """Metrics with intervals, paired baseline comparisons and the backtest, from arrays.
 
@@ -159,7 +160,7 @@ def evaluate_predictions(
     y_true = np.asarray(y_true, dtype=np.int64)
     p_up = np.asarray(p_up, dtype=float)
     n = len(y_true)
-    block = block or default_block_length(n, horizon)
+    block = block or window_block_length(y_true, p_up, horizon, seq_len)
     idx = block_indices(n, n_boot, block, seed)
     point = scalar_metrics(y_true, p_up)
     reps = replicates(scalar_metrics, (y_true, p_up), idx)
@@ -168,7 +169,8 @@ def evaluate_predictions(
         "bootstrap": {
             "method": "circular block bootstrap, percentile intervals",
             "n_boot": n_boot, "block": block, "alpha": alpha, "seed": seed,
-            "block_rule": "max(ceil(n ** (1/3)), 2 * horizon)",
+            "block_rule": ("Politis-White automatic length of (y - mean y)(p - mean p), at least "
+                           "max(ceil(n ** (1/3)), 2 * horizon, seq_len + horizon)"),
         },
         "test": {
             "threshold": THRESHOLD,
@@ -323,7 +325,7 @@ def evaluate_artifact(
     counts_before = meta["splits"]["train"]["class_counts_before_balancing"]
     baselines = bl.all_baselines(train, test, counts_before, market.close, horizon, seed)
     sections, curves = evaluate_predictions(y_true, p_up, test["dates"], horizon, baselines, market,
-                                            n_boot, seed, cost_bps, staggered)
+                                            n_boot, seed, cost_bps, staggered, seq_len=int(meta["seq_len"]))
     test_facts = meta["splits"]["test"]
     report = {
         **header,
