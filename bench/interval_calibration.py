@@ -33,10 +33,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine_info  # noqa: E402
 
 from stocktrend.data.synthetic import MarketSpec, calibrate, generate, plant_scale  # noqa: E402
+from stocktrend.evaluation.bootstrap import block_bootstrap_ci, data_block_length, default_block_length  # noqa: E402
 from stocktrend.evaluation.panel_metrics import mean_interval, momentum_12_1_score, rank_ic_by_date, reversal_score  # noqa: E402
 
 HORIZON = 5
 HISTORY = 252 + 30  # what 12-1 momentum needs before the first test day, and a margin
+FIXED_BLOCKS = (10, 20, 40, 76)  # 76: five blocks in the 380-date test block
 
 
 def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
@@ -67,8 +69,21 @@ def one_market(job: dict) -> dict:
     for name, score in scorers.items():
         ic = rank_ic_by_date(row, score, fwd).to_numpy()
         iv = mean_interval(ic, n_boot, spec.seed, HORIZON)
-        out[name] = {"mean": iv.point, "low": iv.low, "high": iv.high, "dates": int(len(ic))}
+        out[name] = {"mean": iv.point, "low": iv.low, "high": iv.high, "dates": int(len(ic)),
+                     "block": data_block_length(ic, floor=default_block_length(len(ic), HORIZON)),
+                     # The same interval with fixed blocks: does any block length cover the truth?
+                     "fixed_blocks": {str(b): [(i := block_bootstrap_ci(np.mean, ic, n_boot=n_boot, seed=spec.seed,
+                                                                         block=b)).low, i.high] for b in FIXED_BLOCKS}}
     return out
+
+
+def long_run_spread(spec: MarketSpec, cal: dict, scale: float, markets: int = 8, days: int = 8000) -> dict:
+    """The oracle's realised IC on several long markets of the spec (other seeds): how much the
+    truth itself differs between markets (their betas, volatilities and groups), as against how
+    much a test block's mean does."""
+    ics = [generate(dataclasses.replace(spec, days=days, seed=spec.seed + 5_000_000 + k), cal, scale=scale)
+           .realised["oracle_rank_ic"] for k in range(markets)]
+    return {"markets": markets, "days": days, "mean": float(np.mean(ics)), "sd": float(np.std(ics))}
 
 
 def population_ic(spec: MarketSpec, cal: dict, scale: float) -> float:
@@ -107,6 +122,7 @@ def main() -> int:
     planted_jobs = [{"spec": dataclasses.asdict(dataclasses.replace(planted_spec, seed=100_000 + k)), "cal": cal,
                      "scale": scale, "n_boot": args.n_boot, "test_days": args.test_days} for k in range(args.planted)]
     planted = run(planted_jobs, args.workers, "planted markets")
+    spread = long_run_spread(planted_spec, cal, scale)
     summary = {}
     for scorer in null[0]:
         k = sum(not (r[scorer]["low"] <= 0 <= r[scorer]["high"]) for r in null)
@@ -115,7 +131,12 @@ def main() -> int:
                                      "rate_95ci": [low, high], "goal": "[0.02, 0.08] holds the rate's interval",
                                      "met": bool(low >= 0.02 and high <= 0.08),
                                      "mean_width": float(np.mean([r[scorer]["high"] - r[scorer]["low"] for r in null])),
-                                     "sd_of_means": float(np.std([r[scorer]["mean"] for r in null]))}
+                                     "sd_of_means": float(np.std([r[scorer]["mean"] for r in null])),
+                                     "median_block": float(np.median([r[scorer]["block"] for r in null])),
+                                     "rate_with_fixed_blocks": {
+                                         b: float(np.mean([not (r[scorer]["fixed_blocks"][b][0] <= 0
+                                                                <= r[scorer]["fixed_blocks"][b][1]) for r in null]))
+                                         for b in null[0][scorer]["fixed_blocks"]}}
     k = sum(r["oracle"]["low"] <= truth <= r["oracle"]["high"] for r in planted)
     low, high = clopper_pearson(k, len(planted))
     summary["planted_oracle"] = {"markets": len(planted), "contains_truth": k, "coverage": k / len(planted),
@@ -123,7 +144,13 @@ def main() -> int:
                                  "population_ic": truth, "target_ic": args.planted_ic,
                                  "excludes_zero": sum(r["oracle"]["low"] > 0 for r in planted),
                                  "mean_width": float(np.mean([r["oracle"]["high"] - r["oracle"]["low"] for r in planted])),
-                                 "sd_of_means": float(np.std([r["oracle"]["mean"] for r in planted]))}
+                                 "sd_of_means": float(np.std([r["oracle"]["mean"] for r in planted])),
+                                 "median_block": float(np.median([r["oracle"]["block"] for r in planted])),
+                                 "coverage_with_fixed_blocks": {
+                                     b: float(np.mean([r["oracle"]["fixed_blocks"][b][0] <= truth
+                                                       <= r["oracle"]["fixed_blocks"][b][1] for r in planted]))
+                                     for b in planted[0]["oracle"]["fixed_blocks"]},
+                                 "long_run_ic_between_markets": spread}
     out = {"benchmark": "interval_calibration", "machine": machine_info(), "seconds": round(time.time() - t0, 1),
            "interval": "evaluation.panel_metrics.mean_interval (circular block bootstrap over dates, block "
                        "from the series: Politis-White automatic length, at least max(n^(1/3), 2h))",

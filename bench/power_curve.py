@@ -1,8 +1,9 @@
 """Which signal could this much data detect? The headline's power on planted markets.
 
     python bench/power_curve.py [--seeds 50] [--ics 0.01,0.02,0.03,0.05] [--universe 20,50,100,200]
-                                [--years 10,20,30] [--workers 2]
-        ->  bench/results/power_curve.json, docs/power_curve.png
+                                [--years 10,20,30] [--workers 2] [--replot]
+        ->  bench/results/power_curve.json, docs/power_curve.png (with the network's cells of
+            bench/power_network.py where it has run)
 
 For each planted strength (the linear plant of ``stocktrend.data.synthetic``: the one-week
 reversal, a quantity a last-day model can fit), universe size and history length, seeded
@@ -83,7 +84,9 @@ def one_market(job: dict) -> dict:
             "oracle_rank_ic": m.realised.get("oracle_rank_ic"), "test_dates": int(len(ic))}
 
 
-def plot(cells: list[dict], path: Path) -> None:
+def plot(cells: list[dict], path: Path, network: list[dict] | None = None) -> None:
+    """The logistic power per (IC, universe) in one panel per history length; ``network``: the
+    tiny network's cells (``bench/power_network.py``) as open markers on the same axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,7 +97,12 @@ def plot(cells: list[dict], path: Path) -> None:
     for ax, y in zip(np.atleast_1d(axes), years):
         for ic in sorted({c["ic"] for c in cells}):
             row = sorted((c for c in cells if c["years"] == y and c["ic"] == ic), key=lambda c: c["instruments"])
-            ax.plot([c["instruments"] for c in row], [c["power"] for c in row], marker="o", label=f"IC {ic:g}")
+            line = ax.plot([c["instruments"] for c in row], [c["power"] for c in row], marker="o", label=f"IC {ic:g}")[0]
+            net = [c for c in network or [] if c["years"] == y and c["ic"] == ic]
+            if net:
+                ax.scatter([c["instruments"] for c in net], [c["power_model"] for c in net], s=70, facecolors="none",
+                           edgecolors=line.get_color(), linewidths=1.5,
+                           label=f"IC {ic:g}, network ({net[0]['markets']} seeds)")
         ax.axhline(0.8, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.minorticks_off()
@@ -110,6 +118,12 @@ def plot(cells: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def network_cells() -> list[dict] | None:
+    """The network's cells, where ``bench/power_network.py`` has run."""
+    path = ROOT / "bench" / "results" / "power_network.json"
+    return json.loads(path.read_text())["cells"] if path.is_file() else None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=50)
@@ -123,7 +137,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.replot:
         plot(json.loads((ROOT / "bench" / "results" / f"{args.name}.json").read_text())["cells"],
-             ROOT / "docs" / f"{args.name}.png")
+             ROOT / "docs" / f"{args.name}.png", network_cells())
         return 0
     ics = [float(v) for v in args.ics.split(",")]
     universe = [int(v) for v in args.universe.split(",")]
@@ -157,7 +171,7 @@ def main() -> int:
            "cells": cells, "runs": runs}
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     (ROOT / "bench" / "results" / f"{args.name}.json").write_text(json.dumps(out, indent=1))
-    plot(cells, ROOT / "docs" / f"{args.name}.png")
+    plot(cells, ROOT / "docs" / f"{args.name}.png", network_cells())
     for c in cells:
         print(json.dumps({k: c[k] for k in ("ic", "instruments", "years", "power", "mean_ic", "oracle_ic")}))
     return 0
