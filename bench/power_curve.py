@@ -112,7 +112,8 @@ def plot(cells: list[dict], path: Path, network: list[dict] | None = None) -> No
         ax.set_xlabel("instruments")
     np.atleast_1d(axes)[0].set_ylabel("P(95% interval above 0)")
     np.atleast_1d(axes)[0].legend(loc="upper left", fontsize=8)
-    fig.suptitle("Power of the headline rank IC: pooled logistic on planted (linear) markets", fontsize=10)
+    fig.suptitle("Power of the headline rank IC on planted (linear) markets: pooled logistic (lines)"
+                 + (", the tiny network (open markers)" if network else ""), fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -170,7 +170,7 @@ def evaluate_predictions(
             "method": "circular block bootstrap, percentile intervals",
             "n_boot": n_boot, "block": block, "alpha": alpha, "seed": seed,
             "block_rule": ("Politis-White automatic length of (y - mean y)(p - mean p), at least "
-                           "max(ceil(n ** (1/3)), 2 * horizon, seq_len + horizon)"),
+                           f"max(ceil(n ** (1/3)), 2 * horizon{', seq_len + horizon' if seq_len else ''})"),
         },
         "test": {
             "threshold": THRESHOLD,
