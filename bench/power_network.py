@@ -33,12 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine_info  # noqa: E402
 
-from stocktrend.data.build import build_dataset  # noqa: E402
-from stocktrend.data.config import load_data_config  # noqa: E402
 from stocktrend.data.store import atomic_write_text  # noqa: E402
-from stocktrend.data.synthetic import MarketSpec, calibrate, generate, plant_scale  # noqa: E402
-from stocktrend.data.synthetic_files import write_market  # noqa: E402
-from stocktrend.evaluation.known_answers import headline, trained_p_up  # noqa: E402
+from stocktrend.data.synthetic import MarketSpec, calibrate, plant_scale  # noqa: E402
+from stocktrend.evaluation.known_answers import headline, market_dataset, trained_p_up  # noqa: E402
 from stocktrend.training.config import recipe  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "power_network.json"
@@ -55,13 +52,10 @@ def parse_cells(text: str) -> list[tuple[float, int, int]]:
 
 
 def one_market(spec: MarketSpec, cal: dict, scale: float, train_cfg, root: Path) -> dict:
-    market = generate(spec, cal, scale=scale)
-    write_market(market, root / "market", layouts=("close_panel",))
-    dataset = root / "dataset"
-    build_dataset(load_data_config(root / "market" / "close_panel.yaml"), dataset)
+    dataset, realised = market_dataset(spec, root, calibration=cal, scale=scale)
     start = time.perf_counter()
     ics = headline(dataset, trained_p_up(dataset, train_cfg, root / "run"), seed=spec.seed)
-    return {"seed": spec.seed, "oracle_rank_ic": market.realised.get("oracle_rank_ic"),
+    return {"seed": spec.seed, "oracle_rank_ic": realised.get("oracle_rank_ic"),
             "train_seconds": round(time.perf_counter() - start, 1),
             **{name: ics[name].to_dict() for name in LEARNERS}, "model - logistic_regression":
             ics["model - logistic_regression"].to_dict()}

@@ -37,11 +37,13 @@ from stocktrend.training.repeat import predict_split
 N_BOOT = 1000
 
 
-def market_dataset(spec: MarketSpec, root: Path, layout: str = "close_panel", **data_overrides: Any) -> tuple[Path, dict]:
+def market_dataset(spec: MarketSpec, root: Path, layout: str = "close_panel", calibration: dict | None = None,
+                   scale: float | None = None, **data_overrides: Any) -> tuple[Path, dict]:
     """(built dataset folder, the market's realised strength) for ``spec`` under ``root``, its
-    files written in ``layout``; ``data_overrides`` replace keys of the generated dataset config
-    (seq_len, n_features, split...)."""
-    market = generate(spec)
+    files written in ``layout`` (``calibration``, ``scale``: as ``generate`` takes them, for a
+    benchmark drawing many markets of one spec); ``data_overrides`` replace keys of the generated
+    dataset config (seq_len, n_features, split...)."""
+    market = generate(spec, calibration, scale)
     write_market(market, root / "market", layouts=(layout,))
     dataset = root / "dataset"
     build_dataset(load_data_config(root / "market" / f"{layout}.yaml", **data_overrides), dataset)
