@@ -428,19 +428,20 @@ def _ci(d: dict, fmt: str = "+.4f") -> str:
 
 def family_comparison(r: dict) -> list[str]:
     s = r["settings"]
+    rule = r.get("simple_rule", r.get("best_simple_rule"))  # results before the per-fold choice name the test's pick
     lines = ["## Model families on the 20-stock panel, walk-forward (`python ray_jobs/compare_families.py`)", "",
              _machine(r), "",
              f"`{s['command']}`: {len(r['candidates'])} candidates x {s['folds']} folds at the `{s['preset']}` size, "
              f"{s['epochs']} epochs each, {s['minutes']:.0f} min; {r['test_windows']:,} pooled test windows over "
              f"{r['test_dates']:,} dates. Rank IC: Spearman per date between the score and the realised 5-day "
              "return; intervals 95% block bootstrap over dates, differences paired.", "",
-             f"| scorer | mean rank IC [95%] | dates > 0 | AUROC | mean val CE | minus v2 | minus {r['best_simple_rule']} |",
+             f"| scorer | mean rank IC [95%] | dates > 0 | AUROC | mean val CE | minus v2 | minus {rule} |",
              "|---|---|---|---|---|---|---|"]
     for n, e in r["scores"].items():
         cells = [n, _ci(e["mean_rank_ic"]), f"{e['share_dates_positive']:.1%}", f"{e['auroc']['point']:.3f}",
                  f"{e['mean_val_ce']:.4f}" if "mean_val_ce" in e else "-",
                  _ci(e["minus_v2"]) if "minus_v2" in e else "-",
-                 _ci(e[f"minus_{r['best_simple_rule']}"]) if f"minus_{r['best_simple_rule']}" in e else "-"]
+                 _ci(e[f"minus_{rule}"]) if f"minus_{rule}" in e else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", r["verdict"], ""]
     vol = [(n, e["volatility"]) for n, e in r["scores"].items() if "volatility" in e]
@@ -466,16 +467,17 @@ def family_comparison(r: dict) -> list[str]:
 # Measured on 2026-11-27 on one NVIDIA H100 80GB (a lent machine: torch 2.11, Lightning 2.6.6, Python 3.12), by
 # bench/gpu_check.py (random data of the real shape, 5,400 training windows) and a bare PyTorch probe of the v2
 # network; recorded by the session of issue 19, which quotes them. Not re-measured since.
-H100_2026_11_27 = [
-    ("plain-Lightning fit, recipe batch 16 x accumulate 4, fp32",
-     "432 training samples/s over the whole fit including validation (12.5 s/epoch); bf16-mixed 369/s"),
-    ("bare loop (AdamW, CE, clip; training steps only), batch 16 / 64 / 512, fp32",
-     "640 / 2,186 / 18,020 samples/s; bf16 autocast 508 / 1,796 / 15,091 (slower: launch-bound)"),
-    ("inference batch 1: eager fp32 / eager bf16 / CUDA-graph replay fp32", "6.1 ms / 10.3 ms / 0.81 ms"),
-    ("inference batch 4096: fp32 / bf16", "125k / 321k samples/s"),
-    ("`ray_jobs/train.py --preset v2 --use-gpu` through Ray Train", "~12 s per epoch, the same as plain Lightning"),
-    ("four smoke trials packed at 0.25 GPU each (`--gpus-per-trial 0.25`)", "all finished in 1.1 min"),
-]
+
+
+def h100_quoted(r: dict | None) -> list[str]:
+    """The first GPU run's figures, from the file that records where they came from."""
+    if r is None:
+        return []
+    m = r["machine"]
+    return [f"### {m['device']}, {r['date']} (quoted, not re-measured since)", "",
+            f"torch {m['torch']}, Lightning {m['lightning']}, Python {m['python']}. Source: {r['source']}.", "",
+            "| what | figure |", "|---|---|", *(f"| {x['what']} | {x['figure']} |" for x in r["rows"]), "",
+            r["finding"], ""]
 
 
 GPU_STAGES = ("gpu_serve", "gpu_ray_train", "gpu_packed_trials", "gpu_train", "gpu_inference")  # bench/gpu_check.sh
@@ -680,14 +682,7 @@ def main() -> int:
             missing.append(name)
         else:
             lines += render(r)
-    lines += ["## GPU", "",
-              "### One H100 80GB, 2026-11-27 (v2 network; `bench/gpu_check.py` and a bare PyTorch probe)", "",
-              "Quoted from the run of that day (torch 2.11, Lightning 2.6.6, Python 3.12; Ray and the project's other "
-              "dependencies carried there as wheels, `shared/notes/gpu-device.md`), not re-measured since:", "",
-              "| what | figure |", "|---|---|", *(f"| {a} | {b} |" for a, b in H100_2026_11_27), "",
-              "On a GPU the recipe is bound by kernel launches and Python, not by the card: accumulating 4 x 16 (a "
-              "memory workaround of the reference's laptop) costs 3-4x, and eager batch-1 inference wastes 7x against "
-              "a captured graph (hence the `cuda` Serve back-end's captured graphs).", ""]
+    lines += ["## GPU", ""] + h100_quoted(_load("gpu_h100_2026_11_27"))
     lines += gpu_runs()
     missing = [m for m in missing if m != "serve_load_v2"]  # optional: needs a trained v2 artifact
     if missing:

@@ -181,7 +181,6 @@ class Job:
 
         from stocktrend.cluster.connect import connect
         from stocktrend.config_io import with_overrides
-        from stocktrend.data.build import prepare
         from stocktrend.data.store import atomic_write_text, read_metadata
         from stocktrend.evaluation.outcomes import realised
         from stocktrend.evaluation.report import artifact_data_config
@@ -189,7 +188,7 @@ class Job:
         from stocktrend.inference.predictor import Predictor
         from stocktrend.retraining.challenger import retrain_champion_config, search_challenger
         from stocktrend.retraining.compare import block_keys, block_probabilities, compare
-        from stocktrend.retraining.plan import RetrainError, plan_retrain
+        from stocktrend.retraining.plan import RetrainError, labelled_days, plan_retrain
         from stocktrend.training.config import recorded_config
 
         args = self.args
@@ -209,14 +208,7 @@ class Job:
         if cfg.panel is not None:  # the champion's instruments, whatever else the files now hold
             cfg = dataclasses.replace(cfg, panel=dataclasses.replace(cfg.panel, include=list(pre["tickers"]),
                                                                      exclude=[]))
-        free = with_overrides(cfg, {"split": fractions})
-        if cfg.panel is not None:
-            from stocktrend.data.panel import build_panel
-            from stocktrend.data.panel_build import labels_and_ends
-
-            labelled = labels_and_ends(free, build_panel(free))[3]
-        else:
-            labelled = prepare(free).labelled_rows
+        labelled = labelled_days(cfg)
         seen = training["dataset"]["splits"]["val"]["end"]
         own_block = (training.get("retrain") or {}).get("plan", {}).get("block_end")
         if own_block and not args.reuse_block:

@@ -35,3 +35,15 @@ def test_nearest_neighbour_probe_memorises_copies_only():
     fresh = nearest_neighbour_probe(x, y, rng.standard_normal((400, 5, 3)), rng.integers(0, 2, 400))
     assert copies["accuracy"] == 1.0
     assert abs(fresh["accuracy"] - 0.5) < 0.1
+
+
+def test_the_audit_page_says_what_it_counted(repo_root):
+    """The clean protocol's sentence comes from its counts: twins under it are reported, not denied."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("audit_leakage", repo_root / "ray_jobs" / "audit_leakage.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    assert job._how_many({"n_test": 200, "identical": 0, "overlapping": 0}) == "none do"
+    said = job._how_many({"n_test": 200, "identical": 2, "overlapping": 10})
+    assert "5.0% still do" in said and "none" not in said

@@ -188,6 +188,7 @@ def test_fitted_baselines_use_last_day_and_drop_oversampled_duplicates():
 DAYS = pd.bdate_range("2021-01-04", periods=7)
 CLOSE = pd.Series([100, 105, 110, 104.5, 99, 103.95, 108.9], index=DAYS)
 P_UP = np.array([0.9, 0.1, 0.8, 0.3, 0.2, 0.6])
+SAME = "same_close"  # the simulator checked by hand at the label's own prices; reports trade a day later
 # The three holds move the price +10% (100 -> 110), -10% (110 -> 99), +10% (99 -> 108.9).
 
 
@@ -198,7 +199,7 @@ def _sharpe(daily, rf=0.0):
 
 @pytest.mark.timeout(20)
 def test_backtest_long_flat_by_hand():
-    r = bt.run_backtest(CLOSE, DAYS[:6], bt.positions_from_p_up(P_UP, "long_flat"), 2, cost_bps=10)
+    r = bt.run_backtest(CLOSE, DAYS[:6], bt.positions_from_p_up(P_UP, "long_flat"), 2, cost_bps=10, execution=SAME)
     s = r.stats
     # long on days 1-4, flat on 5-6; one entry (close 0) and one exit (close 4): 2 sides.
     final = 1.1 * 0.9 * (1 - C) ** 2
@@ -219,7 +220,8 @@ def test_backtest_long_flat_by_hand():
 
 @pytest.mark.timeout(20)
 def test_backtest_long_short_and_buy_and_hold_by_hand():
-    r = bt.run_backtest(CLOSE, DAYS[:6], bt.positions_from_p_up(P_UP, "long_short"), 2, cost_bps=10)
+    r = bt.run_backtest(CLOSE, DAYS[:6], bt.positions_from_p_up(P_UP, "long_short"), 2, cost_bps=10, execution=SAME,
+                        borrow_bps=0)
     s = r.stats
     # +1 (days 1-2), +1 (3-4), -1 (5-6). Sides: enter 1, flip long->short 2, close the short 1.
     short_leg = (1 - 0.05) * (1 - 4.95 / 103.95)  # daily -5% and -4.76% on the way to 108.9
@@ -228,12 +230,12 @@ def test_backtest_long_short_and_buy_and_hold_by_hand():
     assert s["max_drawdown"] == pytest.approx(final / (1.1 * (1 - C)) - 1, rel=1e-12)  # from day 2 to the end
     assert s["win_rate"] == pytest.approx(1 / 3) and s["turnover"] == 4 and s["exposure"] == 1.0
 
-    bh = bt.buy_and_hold(CLOSE, DAYS[0], DAYS[6], cost_bps=10).stats
+    bh = bt.buy_and_hold(CLOSE, DAYS[0], DAYS[6], cost_bps=10, execution=SAME).stats
     assert bh["final_equity"] == pytest.approx(1.089 * (1 - C) ** 2, rel=1e-12)
     assert bh["max_drawdown"] == pytest.approx(99 / 110 - 1, rel=1e-12)
     assert (bh["n_holds"], bh["turnover"]) == (1, 2)
 
-    report, curves = bt.backtest_report(CLOSE, DAYS[:6], P_UP, 2, cost_bps=10)
+    report, curves = bt.backtest_report(CLOSE, DAYS[:6], P_UP, 2, cost_bps=10, execution=SAME, borrow_bps=0)
     assert report["long_short"] == s and report["buy_and_hold"] == bh
     assert set(curves) == {"long_flat", "long_short", "buy_and_hold"} and report["settings"]["end"] == "2021-01-12"
 
@@ -243,7 +245,7 @@ def test_backtest_risk_free_rate_and_staggered_tranches_by_hand():
     rf_annual = pd.Series([0.0252, 0.0252], index=[DAYS[0] - pd.Timedelta(days=3), DAYS[3]])
     rf = bt.rf_daily_from_yield(rf_annual, DAYS)
     assert np.allclose(rf.to_numpy(), 0.0001)  # 2.52% a year / 252, carried forward
-    r = bt.run_backtest(CLOSE, DAYS[:6], bt.positions_from_p_up(P_UP, "long_flat"), 2, 10, rf_daily=rf)
+    r = bt.run_backtest(CLOSE, DAYS[:6], bt.positions_from_p_up(P_UP, "long_flat"), 2, 10, rf_daily=rf, execution=SAME)
     daily = [(1 - C) * 1.05 - 1, 110 / 105 - 1, -0.05, 99 / 104.5 - 1, (1 - C) * 1.0001 - 1, 0.0001]
     assert r.stats["final_equity"] == pytest.approx(0.99 * (1 - C) ** 2 * 1.0001**2, rel=1e-12)
     assert r.stats["sharpe"] == pytest.approx(_sharpe(daily, 0.0001), rel=1e-9)
@@ -252,10 +254,103 @@ def test_backtest_risk_free_rate_and_staggered_tranches_by_hand():
     # each with half the capital; each pays one entry and one exit.
     days = pd.bdate_range("2021-01-04", periods=6)
     close = pd.Series([100, 102, 104, 103, 105, 107], index=days, dtype=float)
-    st = bt.run_backtest(close, days[:4], np.ones(4, int), 2, cost_bps=10, staggered=True)
+    st = bt.run_backtest(close, days[:4], np.ones(4, int), 2, cost_bps=10, staggered=True, execution=SAME)
     assert st.stats["final_equity"] == pytest.approx(0.5 * (1 - C) ** 2 * (105 / 100 + 107 / 102), rel=1e-12)
     assert st.equity.iloc[1] == pytest.approx(0.5 * ((1 - C) * 1.02 + 1), rel=1e-12)  # B still in cash
     assert (st.stats["n_holds"], st.stats["turnover"]) == (4, 2)
+
+
+# A gap between the signal's close and the next open: day 0's close 100, day 1 opens at 101.
+GAP_DAYS = pd.bdate_range("2021-02-01", periods=5)
+GAP_CLOSE = pd.Series([100, 102, 104, 104, 105], index=GAP_DAYS, dtype=float)
+GAP_OPEN = pd.Series([100, 101, 103, 103.5, 104], index=GAP_DAYS, dtype=float)
+
+
+@pytest.mark.timeout(20)
+def test_backtest_enters_after_the_signals_close_by_hand():
+    up = np.array([1])
+    # Next open: long from day 1's open (101) to day 3's open (103.5); equity marked at closes.
+    r = bt.run_backtest(GAP_CLOSE, GAP_DAYS[:1], up, 2, cost_bps=10, opens=GAP_OPEN, execution="next_open")
+    assert r.equity.index.equals(GAP_DAYS[:4])
+    assert np.allclose(r.equity.to_numpy(), [1, (1 - C) * 102 / 101, (1 - C) * 104 / 101, (1 - C) ** 2 * 103.5 / 101])
+    assert (r.holds[0].entry, r.holds[0].exit) == (GAP_DAYS[1], GAP_DAYS[3])
+    assert r.holds[0].price_return == pytest.approx(103.5 / 101 - 1)
+    # Next close: from day 1's close (102) to day 3's close (104); day 0 -> 1 is not earned.
+    nc = bt.run_backtest(GAP_CLOSE, GAP_DAYS[:1], up, 2, cost_bps=10)
+    assert nc.stats["final_equity"] == pytest.approx((1 - C) ** 2 * 104 / 102, rel=1e-12)
+    assert nc.holds[0].entry == GAP_DAYS[1] and nc.equity.iloc[1] == 1.0
+    # Only the labelled upper bound enters at the signal's own close and earns day 0 -> 2.
+    sc = bt.run_backtest(GAP_CLOSE, GAP_DAYS[:1], up, 2, cost_bps=10, execution="same_close")
+    assert sc.holds[0].entry == GAP_DAYS[0] and sc.stats["final_equity"] == pytest.approx((1 - C) ** 2 * 1.04)
+    # Buy-and-hold over the same days pays the same timing.
+    bh = bt.buy_and_hold(GAP_CLOSE, GAP_DAYS[0], GAP_DAYS[3], 10, opens=GAP_OPEN, execution="next_open")
+    assert bh.stats["final_equity"] == pytest.approx(r.stats["final_equity"], rel=1e-12)
+    with pytest.raises(ValueError, match="opening prices"):
+        bt.run_backtest(GAP_CLOSE, GAP_DAYS[:1], up, 2, execution="next_open")
+    with pytest.raises(ValueError, match="unknown execution"):
+        bt.run_backtest(GAP_CLOSE, GAP_DAYS[:1], up, 2, execution="tomorrow")
+
+
+@pytest.mark.timeout(20)
+def test_a_short_pays_its_borrow_for_every_close_it_is_held_over():
+    b = 50 / 1e4 / 252  # 50 bps a year
+    r = bt.run_backtest(GAP_CLOSE, GAP_DAYS[:1], np.array([-1]), 2, cost_bps=10, opens=GAP_OPEN,
+                        execution="next_open", borrow_bps=50)
+    legs = [(102 / 101 - 1, b), (103 / 102 - 1, 0), (104 / 103 - 1, b), (103.5 / 104 - 1, 0)]
+    want = (1 - C) ** 2 * np.prod([1 - move - fee for move, fee in legs])
+    assert r.stats["final_equity"] == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.timeout(20)
+def test_the_report_never_trades_at_the_signals_close():
+    p_up = np.array([0.9, 0.2])
+    with_opens, _ = bt.backtest_report(GAP_CLOSE, GAP_DAYS[:2], p_up, 2, opens=GAP_OPEN)
+    closes_only, _ = bt.backtest_report(GAP_CLOSE, GAP_DAYS[:2], p_up, 2)
+    assert with_opens["settings"]["execution"] == "next_open"
+    assert closes_only["settings"]["execution"] == "next_close"
+    for report in (with_opens, closes_only):
+        assert "UPPER BOUND" not in report["settings"]["timing"]
+        assert "not tradable" in report["upper_bound_same_close"]["note"]
+        assert report["upper_bound_same_close"]["long_flat"]["total_return"] > report["long_flat"]["total_return"]
+
+
+# A panel of 3 instruments x 7 days: instrument 2 jumps 10 -> 20 between the first signal's
+# close and the next; later instrument 0 gains 10% twice and instrument 2 10% once.
+PANEL_CLOSE = np.array([[100, 100, 110, 121, 121, 121, 121],
+                        [50, 50, 50, 50, 50, 50, 50],
+                        [10, 20, 20, 22, 22, 22, 22]], dtype=float)
+PANEL_ROWS = np.repeat([0, 1, 2], 3)
+PANEL_INST = np.tile([0, 1, 2], 3)
+PANEL_SCORE = np.tile([0.1, 0.5, 0.9], 3)  # instrument 2 long, instrument 0 short, every day
+
+
+@pytest.mark.timeout(20)
+def test_the_panel_book_trades_the_close_after_its_signal_by_hand():
+    from stocktrend.evaluation.panel_metrics import long_short
+
+    book = long_short(PANEL_ROWS, PANEL_INST, PANEL_SCORE, PANEL_CLOSE, 2, 10, False, borrow_bps=0)
+    # Signals on rows 0 and 2 trade at rows 1 and 3; the book exits at row 5. At row 3 it is
+    # worth 1 - 1.21 + 1.1 = 0.89 of its (cost-reduced) start and trades 0.32 + 0.21 back to equal weights.
+    entry = 1 - 2 * C
+    after_rebalance = entry * (0.89 - 0.53 * C)
+    want = [1, entry, entry * 0.9, after_rebalance, after_rebalance, after_rebalance * (1 - 2 * C)]
+    assert np.allclose(book["curve"]["long_short"], want, rtol=1e-12)
+    assert book["long_short"]["total_return"] == pytest.approx(want[-1] - 1, rel=1e-12)
+    assert book["long_short"]["days"] == 5 and book["first_row"] == 0
+    assert book["turnover_per_rebalance"] == pytest.approx(np.mean([1.0, 0.53 / (2 * 0.89)]), rel=1e-9)  # of a gross 2x book
+    # The equal-weight book of the same instruments, same dates, no costs: the mean price move.
+    free = long_short(PANEL_ROWS, PANEL_INST, PANEL_SCORE, PANEL_CLOSE, 2, 0, False, borrow_bps=0)
+    assert free["equal_weight_long"]["total_return"] == pytest.approx((1.21 + 1 + 1.1) / 3 - 1, rel=1e-12)
+    # Entered at the signal's own close, the book would have earned instrument 2's doubling.
+    bound = long_short(PANEL_ROWS, PANEL_INST, PANEL_SCORE, PANEL_CLOSE, 2, 0, False, borrow_bps=0,
+                       execution="same_close")
+    assert bound["long_short"]["total_return"] > 0.5 > free["long_short"]["total_return"]
+    # Staggered: a second book with half the capital trades row 1's signal at row 2 and exits at
+    # row 4; its long and short legs both gain 10% on row 3, so it stays at 0.5.
+    st = long_short(PANEL_ROWS, PANEL_INST, PANEL_SCORE, PANEL_CLOSE, 2, 0, True, borrow_bps=0)
+    assert np.allclose(st["curve"]["long_short"], [1, 1, 0.95, 0.945, 0.945, 0.945], rtol=1e-12)
+    with pytest.raises(ValueError, match="panel execution"):
+        long_short(PANEL_ROWS, PANEL_INST, PANEL_SCORE, PANEL_CLOSE, 2, 0, False, execution="next_open")
 
 
 # -- the report on a real (small) artifact ------------------------------------------------

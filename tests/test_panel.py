@@ -5,6 +5,7 @@ to the cross-section; and a user's folder of Yahoo-style CSVs made into a panel.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -169,11 +170,39 @@ def test_cut_windows_is_the_one_windowing_rule():
     np.testing.assert_array_equal(cut_windows(cube, np.array([[1, 5], [0, 2]]), 3), [cube[1, 3:6], cube[0, 0:3]])
 
 
-def test_a_change_of_panel_code_is_a_new_dataset(small_panel_cfg, monkeypatch):
-    """The cache keys panels on their code too: features changed by a new release are rebuilt."""
-    from stocktrend.data import panel as panel_module
-    from stocktrend.data.store import fingerprint
+def test_a_change_of_build_code_is_a_new_dataset(small_panel_cfg, tmp_path):
+    """The cache keys datasets on the source of the code that builds them: an edited split,
+    fit, label or feature rule is rebuilt without anyone bumping a version."""
+    import shutil
 
-    before = fingerprint(small_panel_cfg)
-    monkeypatch.setattr(panel_module, "PANEL_CODE_VERSION", panel_module.PANEL_CODE_VERSION + "-next")
-    assert fingerprint(small_panel_cfg) != before
+    from stocktrend.data import store
+
+    package = tmp_path / "stocktrend"
+    shutil.copytree(store.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    assert store.code_fingerprint(package) == store.code_fingerprint()
+    for name in ("data/splits.py", "data/fitting.py", "data/labels.py", "data/panel.py", "data/features.py"):
+        edited = package / name
+        original = edited.read_text()
+        edited.write_text(original + "\n# an edit\n")
+        store.code_fingerprint.cache_clear()
+        assert store.code_fingerprint(package) != store.code_fingerprint(), name
+        edited.write_text(original)
+    store.code_fingerprint.cache_clear()
+    (package / "data" / "synthetic.py").write_text("# the generator writes inputs; it builds nothing\n")
+    assert store.code_fingerprint(package) == store.code_fingerprint()
+    assert store.fingerprint(small_panel_cfg) == store.fingerprint(small_panel_cfg)
+
+
+def test_a_build_runs_only_code_its_fingerprint_covers():
+    import subprocess
+    import sys
+
+    from stocktrend.data import store
+
+    code = ("import sys, stocktrend.data.build, stocktrend.data.panel_build, stocktrend.data.cache; "
+            "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.startswith('stocktrend') and "
+            "getattr(m, '__file__', None)))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    hashed = {f.resolve() for f in store.build_code_files()}
+    missed = [f for f in loaded if Path(f).resolve() not in hashed and not f.endswith("__init__.py")]
+    assert not missed, f"the build imports code its fingerprint does not hash: {missed}"

@@ -268,6 +268,22 @@ def test_retrain_challenges_shadows_and_promotes_under_traffic(repo_root, tmp_pa
     assert splits["val"]["start"] == str(plan.val_start) and splits["train"]["end"] < str(plan.val_start)
     assert json.loads((folder / "r1" / "preprocessing.json").read_text())["data_config"]["split"]["val_start"] \
         == str(plan.val_start)
+    # r1's own report names the block that chose it, and scores out of sample only after it:
+    # the sources end with the block, so there is nothing yet.
+    from stocktrend.evaluation.report import evaluate_artifact
+    from stocktrend.evaluation.selection import score_after
+
+    report = evaluate_artifact(folder / "r1", out_dir=tmp_path / "r1_eval", n_boot=50, data_root=data)
+    assert report["selection"]["chosen_on"]["start"] == str(plan.block_start)
+    assert "none_yet" in report["selection"]["after"] and "not out of sample" in report["policy"]
+    assert "No selection" not in (tmp_path / "r1_eval" / "report.md").read_text()
+    # Had the block ended 60 labelled days earlier, the days after its purge gap are scored as served.
+    cfg = load_data_config(path)
+    days = prepare(cfg).labelled_rows
+    early_end = str(days[-60].date())
+    after = score_after(folder / "r1", cfg, data, None, early_end, cfg.purge_rows, 50, 0)
+    assert after["start"] > early_end and after["days"] == 60 - 1 - cfg.purge_rows
+    assert 0 <= after["metrics"]["accuracy"]["point"] <= 1 and after["windows"] == after["days"]
 
     # The same command again: no new rows since r1's block, on which r1 was selected: refused at once.
     assert retrain.main([*common, "--version", "r2"]) == 2

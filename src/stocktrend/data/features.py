@@ -21,10 +21,6 @@ from stocktrend.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
-# Bump when a feature's definition changes: it is part of every dataset fingerprint,
-# so cached datasets built by older code are never reused.
-FEATURE_CODE_VERSION = "1"
-
 
 def adjusted_ohlc(frame: pd.DataFrame) -> pd.DataFrame:
     """Prices on one basis: when the source gives an adjusted close (Yahoo's ``Adj Close``)

@@ -30,9 +30,6 @@ from stocktrend.data.sources import read_all_sources, read_source, sha256_of
 
 log = logging.getLogger(__name__)
 OWN = "own"
-# Bump when a panel feature or label changes: it is part of a panel dataset's fingerprint
-# (beside the single-stock FEATURE_CODE_VERSION), so a cached panel is never reused stale.
-PANEL_CODE_VERSION = "2"
 # Cross-sectional features: these own features, ranked (0..1) and z-scored across the
 # instruments present that day.
 CROSS_SECTIONAL = ("ret_1", "ret_5", "ret_20", "vol_cc_20", "mom_12_1")

@@ -33,11 +33,10 @@ from stocktrend.config_io import config_to_dict
 from stocktrend.data import fitting
 from stocktrend.data.config import DataConfig
 from stocktrend.data.errors import DataError
-from stocktrend.data.features import FEATURE_CODE_VERSION
 from stocktrend.data.labels import volatility_columns, volatility_record
 from stocktrend.data.panel import build_panel, forward_returns, panel_labels
 from stocktrend.data.splits import SplitPlan, assign_splits, plan_for
-from stocktrend.data.store import EWM_BURN_IN, FEATURE_LOOKBACK, fingerprint, swap_dir
+from stocktrend.data.store import EWM_BURN_IN, FEATURE_LOOKBACK, code_fingerprint, fingerprint, swap_dir
 from stocktrend.data.windows import SPLITS, cut_windows, full_windows
 
 log = logging.getLogger(__name__)
@@ -185,7 +184,7 @@ def _metadata(cfg, p, plan, index, counts_before, labels, chosen, scores, scaler
         "bars_needed": FEATURE_LOOKBACK + EWM_BURN_IN + cfg.seq_len,
         "sources": p.sources,
         "config": {k_: v for k_, v in config_to_dict(cfg).items() if k_ != "base_dir"},
-        "feature_code_version": FEATURE_CODE_VERSION,
+        "code_fingerprint": code_fingerprint(),
         "fingerprint": fingerprint(cfg),
         "size": {"features_mb": p.features.shape[0] * p.features.shape[1] * k * 4 / 1e6,
                  "materialised_windows_mb": windows_bytes / 1e6},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -15,7 +16,6 @@ import pandas as pd
 
 from stocktrend.config_io import config_to_dict
 from stocktrend.data.config import DataConfig
-from stocktrend.data.features import FEATURE_CODE_VERSION
 from stocktrend.data.sources import sha256_of
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,31 @@ FEATURE_LOOKBACK = 260
 EWM_BURN_IN = 500
 
 
+PACKAGE = Path(__file__).resolve().parents[1]  # src/stocktrend
+# Modules of the data package that a build never runs: the synthetic-market writers (they
+# write input files, which are hashed as inputs), the bundle shipping files to trials, the
+# summary printer. tests/test_data_build.py checks that a build imports nothing else of ours.
+NOT_BUILD_CODE = ("data/bundle.py", "data/summary.py", "data/synthetic.py", "data/synthetic_files.py")
+
+
+def build_code_files(package: Path = PACKAGE) -> list[Path]:
+    """The source files whose code decides a dataset's contents."""
+    files = [package / "config_io.py", package / "storage.py", *sorted((package / "data").glob("*.py"))]
+    return [f for f in files if f.relative_to(package).as_posix() not in NOT_BUILD_CODE]
+
+
+@functools.lru_cache(maxsize=4)
+def code_fingerprint(package: Path = PACKAGE) -> str:
+    """Hash of the build code's source: a change to features, labels, splits or fitting makes
+    a new dataset (no version constant for anyone to forget to bump)."""
+    h = hashlib.sha256()
+    for f in build_code_files(package):
+        h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def fingerprint(cfg: DataConfig) -> str:
-    """Hash of the config, the input files' contents and the feature code's version."""
+    """Hash of the config, the input files' contents and the build code's source."""
     conf = config_to_dict(cfg)
     conf.pop("base_dir")
     # Keys added with panels, at their defaults, are left out: single-stock fingerprints
@@ -39,14 +62,13 @@ def fingerprint(cfg: DataConfig) -> str:
     conf["sources"] = {k: {**v, "path": Path(v["path"]).name} for k, v in conf["sources"].items()}
     inputs = {k: sha256_of(cfg.source_path(k)) for k in sorted(cfg.sources)}
     if cfg.panel is not None:  # a files/folder panel's member files are inputs too
-        from stocktrend.data.panel import PANEL_CODE_VERSION, member_files
+        from stocktrend.data.panel import member_files
 
-        conf["panel_code_version"] = PANEL_CODE_VERSION
         inputs |= {f"panel:{t}": sha256_of(p) for t, p in sorted(member_files(cfg).items())}
         if conf["panel"].get("folder"):
             conf["panel"]["folder"] = Path(conf["panel"]["folder"]).name
         conf["panel"]["files"] = {t: Path(p).name for t, p in conf["panel"]["files"].items()}
-    payload = {"config": conf, "inputs": inputs, "feature_code_version": FEATURE_CODE_VERSION}
+    payload = {"config": conf, "inputs": inputs, "code": code_fingerprint()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -121,7 +143,7 @@ def build_metadata(ctx: dict) -> dict:
         "bars_needed": FEATURE_LOOKBACK + EWM_BURN_IN + cfg.seq_len,
         "sources": ctx["prepared"].sources,
         "config": {k: v for k, v in config_to_dict(cfg).items() if k != "base_dir"},
-        "feature_code_version": FEATURE_CODE_VERSION,
+        "code_fingerprint": code_fingerprint(),
         "fingerprint": fingerprint(cfg),
         **({"auxiliary": ctx["auxiliary"]} if ctx.get("auxiliary") else {}),
     }

@@ -32,6 +32,7 @@ from stocktrend.evaluation.panel_metrics import (
     reversal_score,
 )
 from stocktrend.evaluation.report_text import planted_line
+from stocktrend.evaluation.selection import markdown_lines as selection_lines
 from stocktrend.evaluation.volatility import markdown_lines
 
 HINDSIGHT = ("This universe is today's large caps, chosen knowing they survived and grew: any long-only figure "
@@ -62,8 +63,9 @@ def test_table(dataset: Path, p_up: np.ndarray, seed: int) -> dict[str, Any]:
     scores = {"model": p_up, "reversal_1w": reversal_score(close, inst, rows),
               "momentum_12_1": momentum_12_1_score(close, inst, rows),
               **_pooled_fit(dataset, np.asarray(test["X"][:, -1, :], np.float64), seed)}
-    return {"meta": meta, "dates": test["dates"], "instrument": inst, "y": test["y"].argmax(1),
-            "ret": fwd[inst, rows].astype(np.float64), "scores": scores}
+    return {"meta": meta, "dates": test["dates"], "instrument": inst, "rows": rows, "y": test["y"].argmax(1),
+            "ret": fwd[inst, rows].astype(np.float64), "scores": scores, "close": close,
+            "calendar": np.load(dataset / "calendar.npy")}
 
 
 def score_table(t: dict[str, Any], n_boot: int, seed: int, cost_bps: float, staggered: bool) -> dict[str, Any]:
@@ -90,8 +92,9 @@ def score_table(t: dict[str, Any], n_boot: int, seed: int, cost_bps: float, stag
         if mask.sum() >= 50:
             per_instrument[ticker] = {k: v.to_dict() for k, v in date_block_ci(
                 metric_fn, t["dates"][mask], (y[mask], p[mask]), max(200, n_boot // 5), seed, h).items()}
-    books = {name: long_short(t["dates"], t["instrument"], s, t["ret"], h, cost_bps, staggered)
+    books = {name: long_short(t["rows"], t["instrument"], s, t["close"], h, cost_bps, staggered)
              for name, s in t["scores"].items()}
+    days = t["calendar"][books["model"]["first_row"]:][:len(books["model"]["curve"]["long_short"])]
     # The opponent is the strongest baseline on these very dates: a conservative comparison
     # (it favours the baselines); nothing is chosen for the network here.
     baselines = [n for n in ics if n != "model"]
@@ -102,7 +105,7 @@ def score_table(t: dict[str, Any], n_boot: int, seed: int, cost_bps: float, stag
         "test": {"pooled": pooled, "per_instrument": per_instrument, "windows": int(len(y)),
                  "dates": int(len(np.unique(t["dates"]))), "share_label_1": float(y.mean())},
         "backtest": {name: {k: v for k, v in b.items() if k != "curve"} for name, b in books.items()},
-        "curves": {name: b["curve"] for name, b in books.items()},
+        "curves": {"dates": [str(d)[:10] for d in days], **{name: b["curve"] for name, b in books.items()}},
         "verdict": (f"The network {'beats' if beats_best else 'does not beat'} the best baseline ({best}) on mean "
                     f"rank IC by a paired block-bootstrap interval (model - {best}: "
                     f"{ic_section[best]['model_minus_this']['point']:+.4f} "
@@ -113,7 +116,8 @@ def score_table(t: dict[str, Any], n_boot: int, seed: int, cost_bps: float, stag
 
 
 def render_markdown(r: dict[str, Any], title: str) -> str:
-    lines = [f"# {title}", "", r["verdict"], "", *(f"> {line}" for line in planted_line(r)),
+    lines = [f"# {title}", "", *([f"> {r['policy']}", ""] if r.get("policy") else []), r["verdict"], "",
+             *(f"> {line}" for line in planted_line(r)),
              *([""] if r.get("planted") else []), r["hindsight"], "",
              f"{r['test']['windows']} test windows over {r['test']['dates']} dates; label: {r.get('label_rule', '')}.",
              "", "## Rank IC per date (Spearman, predicted score vs realised return), mean over dates", "",
@@ -129,7 +133,14 @@ def render_markdown(r: dict[str, Any], title: str) -> str:
               "| metric | value [95% interval] |", "|---|---|"]
     for k, v in r["test"]["pooled"].items():
         lines.append(f"| {k} | {v['point']:.3f} [{v['low']:.3f}, {v['high']:.3f}] |")
+    bm = r["backtest"]["model"]
     lines += ["", "## Long-short book from prices (top third long, bottom third short)", "",
+              f"Signals known at a date's close trade at the {bm['execution'].replace('_', ' ')}, held "
+              f"{bm['holding_days']} days; {bm['cost_bps']:g} bps per side on every trade, shorts pay "
+              f"{bm['borrow_bps_per_year']:g} bps a year to borrow; "
+              + ("staggered books, one per start day, summed into one daily portfolio. " if bm["staggered"] else "")
+              + "Daily values; no rate is subtracted from the Sharpe ratios (the long-short book is self-financing).",
+              "", "![long-short books](equity.png)", "",
               "| scorer | total return | annual | Sharpe | max drawdown | turnover per rebalance |", "|---|---|---|---|---|---|"]
     for name, b in r["backtest"].items():
         s = b["long_short"]
@@ -143,7 +154,8 @@ def render_markdown(r: dict[str, Any], title: str) -> str:
         lines.append(f"| {ticker} | {m['accuracy']['point']:.3f} [{m['accuracy']['low']:.3f}, {m['accuracy']['high']:.3f}] | "
                      f"{m['auroc']['point']:.3f} [{m['auroc']['low']:.3f}, {m['auroc']['high']:.3f}] |")
     vol = markdown_lines(r.get("volatility"))
-    return "\n".join(lines + ([""] + vol if vol else [])) + "\n"
+    sel = selection_lines(r.get("selection"))
+    return "\n".join(lines + ([""] + vol if vol else []) + ([""] + sel if sel else [])) + "\n"
 
 
 def evaluate_panel(dataset: Path, p_up: np.ndarray, out: Path, n_boot: int, seed: int, cost_bps: float,
@@ -163,9 +175,12 @@ def walk_forward_report(runs: list[dict], datasets: list[Path], out: Path, n_boo
     which later folds' test blocks contain: for the network, if anything, an optimistic
     figure (the baselines' hyperparameters are fixed in advance)."""
     tables = [test_table(d, run["probs"][:, 1], seed) for run, d in zip(runs, datasets)]
+    for d, t in zip(datasets[1:], tables[1:]):
+        if not np.array_equal(t["calendar"], tables[0]["calendar"]):
+            raise ValueError(f"fold dataset {d} has another calendar than {datasets[0]}: its book cannot be pooled")
     # Consecutive, non-overlapping test blocks: concatenated they are one longer test period.
-    joined = {"meta": tables[0]["meta"], **{k: np.concatenate([t[k] for t in tables]) for k in
-                                           ("dates", "instrument", "y", "ret")},
+    joined = {"meta": tables[0]["meta"], "close": tables[0]["close"], "calendar": tables[0]["calendar"],
+              **{k: np.concatenate([t[k] for t in tables]) for k in ("dates", "instrument", "rows", "y", "ret")},
               "scores": {k: np.concatenate([t["scores"][k] for t in tables]) for k in tables[0]["scores"]}}
     report = {"kind": "walk_forward", "folds": [{"fold": i, **{s: read_metadata(d)["splits"][s] for s in
                                                                ("train", "val", "test")},
@@ -177,6 +192,18 @@ def walk_forward_report(runs: list[dict], datasets: list[Path], out: Path, n_boo
     return report
 
 
+def _plot_books(curves: dict, best: str, path: Path) -> None:
+    import pandas as pd
+
+    from stocktrend.evaluation.plots import equity_curves
+
+    days = pd.DatetimeIndex(curves["dates"])
+    equity_curves({"model long-short": pd.Series(curves["model"]["long_short"], index=days),
+                   f"{best} long-short": pd.Series(curves[best]["long_short"], index=days),
+                   "equal-weight long": pd.Series(curves["model"]["equal_weight_long"], index=days)}, path,
+                  "books from prices on the test dates", dashed=("equal-weight long",))
+
+
 def _write(report: dict, table: dict, out: Path, title: str) -> None:
     import pandas as pd
 
@@ -186,6 +213,7 @@ def _write(report: dict, table: dict, out: Path, title: str) -> None:
                           "realised_return": table["ret"], **{f"score_{k}": v for k, v in table["scores"].items()}})
     atomic_write_text(out / "predictions.csv", frame.to_csv(index=False))
     curves = report.pop("curves")
+    _plot_books(curves, report["best_baseline"], out / "equity.png")
     atomic_write_text(out / "report.json", json.dumps({**report, "curves": curves}, indent=2, default=float))
     atomic_write_text(out / "report.md", render_markdown(report, title))
     report["curves"] = curves

@@ -101,10 +101,12 @@ def calibration(y_true: np.ndarray, p_up: np.ndarray, path: Path, n_bins: int = 
     return _save(fig, path)
 
 
-def equity_curves(curves: dict[str, pd.Series], path: Path, title: str = "backtest (test period)") -> Path:
+def equity_curves(curves: dict[str, pd.Series], path: Path, title: str = "backtest (test period)",
+                  dashed: tuple[str, ...] = ("buy_and_hold",)) -> Path:
+    """Equity curves on one axis; the benchmarks named in ``dashed`` drawn dashed."""
     fig, ax = plt.subplots(figsize=(8, 4))
     for name, eq in curves.items():
-        style = "--" if name == "buy_and_hold" else "-"
+        style = "--" if name in dashed else "-"
         ax.plot(eq.index, eq.to_numpy(), lw=1.2, label=name.replace("_", " "), ls=style)
     ax.axhline(1, color="k", lw=0.6)
     ax.set(ylabel="equity (start = 1)", title=title)

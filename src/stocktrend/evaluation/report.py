@@ -40,6 +40,7 @@ from stocktrend.evaluation import plots
 from stocktrend.evaluation.bootstrap import block_indices, interval, replicates, window_block_length
 from stocktrend.evaluation.metrics import HEADLINE, SCALARS, THRESHOLD, all_metrics, scalar_metrics
 from stocktrend.evaluation.report_text import _interpretation, render_markdown, summary_lines  # noqa: F401
+from stocktrend.evaluation.selection import selection_policy, selection_section
 from stocktrend.evaluation.volatility import volatility_section
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,8 @@ def evaluate_predictions(
     curves: dict[str, pd.Series] = {}
     if market is not None:
         out["backtest"], curves = bt.backtest_report(market.close, dates, p_up, horizon, cost_bps, staggered,
-                                                     market.rf_daily, market.rf_note, market.rf_span)
+                                                     market.rf_daily, market.rf_note, market.rf_span,
+                                                     opens=market.open)
     return out, curves
 
 
@@ -296,7 +298,11 @@ def evaluate_artifact(
     if meta["features"]["selected"] != pre["features"]:
         raise EvaluationError(f"{dataset}: its features differ from the artifact's preprocessing.json")
     horizon = int(meta["horizon"])
-    header = {"schema": SCHEMA, "policy": TEST_POLICY,
+    selection = selection_section(training, version_dir, cfg, Path(data_root or ROOT / "datasets"),
+                                  pre.get("tickers"), n_boot, seed)
+    header = {"schema": SCHEMA, "policy": TEST_POLICY if selection is None else
+              selection_policy(selection["chosen_on"]["start"], selection["chosen_on"]["end"]),
+              **({"selection": selection} if selection else {}),
               "model": {"name": manifest["name"], "version": manifest["version"], "path": str(version_dir),
                         "created": training.get("created"), "git_commit": training.get("git_commit")},
               "validation": _validation_section(training)}
@@ -336,6 +342,11 @@ def evaluate_artifact(
                     "train_class_counts_before_balancing": counts_before},
         **sections,
     }
+    chosen_today = [n for n, src in cfg.sources.items() if src.kind == "close_panel" and n != cfg.target]
+    if chosen_today:
+        report["hindsight"] = (f"Hindsight: the context features come from {', '.join(chosen_today)}, instruments "
+                               "chosen today knowing they survived and grew, and a target picked today has survived "
+                               "by construction: long-only figures above are flattered by that choice.")
     report["interpretation"] = _interpretation(report)
 
     out = Path(out_dir) if out_dir else version_dir / "evaluation"

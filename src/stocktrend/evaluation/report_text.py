@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from stocktrend.evaluation.selection import markdown_lines as selection_lines
 from stocktrend.evaluation.volatility import markdown_lines
 
 
@@ -34,7 +35,8 @@ def _interpretation(r: dict) -> list[str]:
     if "backtest" in r:
         b = r["backtest"]
         lines.append(
-            f"Trading the signals after {b['settings']['cost_bps_per_side']:g} bps costs: long/flat "
+            f"Trading the signals ({b['settings'].get('execution', 'same_close').replace('_', ' ')}) after "
+            f"{b['settings']['cost_bps_per_side']:g} bps costs: long/flat "
             f"{b['long_flat']['total_return']:+.1%} (Sharpe {_fmt(b['long_flat']['sharpe'], '.2f')}), long/short "
             f"{b['long_short']['total_return']:+.1%} (Sharpe {_fmt(b['long_short']['sharpe'], '.2f')}), against "
             f"buy-and-hold {b['buy_and_hold']['total_return']:+.1%} (Sharpe {_fmt(b['buy_and_hold']['sharpe'], '.2f')})"
@@ -99,7 +101,7 @@ def render_markdown(r: dict) -> str:
         s = bk["settings"]
         L += ["## Backtest from prices", "",
               f"{s['start']} .. {s['end']}; {s['timing']}; {s['holds']}; {s['cost_bps_per_side']:g} bps per side; "
-              f"{s['risk_free']}.", "",
+              f"shorts pay {s.get('borrow_bps_per_year', 0):g} bps a year to borrow; {s['risk_free']}.", "",
               "| strategy | total | annualised | Sharpe (net of rf) | max drawdown | win rate | holds | "
               "turnover/yr | exposure |", "|---|---|---|---|---|---|---|---|---|"]
         for name in ("long_flat", "long_short", "buy_and_hold"):
@@ -107,7 +109,14 @@ def render_markdown(r: dict) -> str:
             L.append(f"| {name} | {_fmt(x['total_return'], '+.1%')} | {_fmt(x['annualised_return'], '+.1%')} | "
                      f"{_fmt(x['sharpe'], '.2f')} | {_fmt(x['max_drawdown'], '.1%')} | {_fmt(x['win_rate'], '.0%')} | "
                      f"{x['n_holds']} | {_fmt(x['turnover_per_year'], '.1f')} | {_fmt(x['exposure'], '.0%')} |")
+        ub = bk.get("upper_bound_same_close")
+        if ub:
+            L += ["", f"Upper bound, {ub['note']}: long/flat {_fmt(ub['long_flat']['total_return'], '+.1%')}, "
+                  f"long/short {_fmt(ub['long_short']['total_return'], '+.1%')}."]
+        if r.get("hindsight"):
+            L += ["", r["hindsight"]]
         L += ["", "![equity curves](equity.png)", ""]
+    L += selection_lines(r.get("selection"))
     L += ["## Training and attention", "", "![learning curves](learning_curves.png)", "",
           "![attention by predicted class](attention_by_class.png)", ""]
     L += markdown_lines(r.get("volatility"))
@@ -150,7 +159,11 @@ def summary_lines(report: dict) -> list[str]:
             f"max DD {_fmt(bk[k]['max_drawdown'], '.1%')})" for k in ("long_flat", "long_short", "buy_and_hold")))
     if report.get("volatility"):
         lines.append("  " + report["volatility"]["verdict"])
-    lines.append("  test results are reported only; they feed no choice")
+    sel = report.get("selection")
+    lines.append("  test results are reported only; they feed no choice" if not sel else
+                 f"  the test split is the block that chose this model ({sel['chosen_on']['start']} .. "
+                 f"{sel['chosen_on']['end']}); after it: " + (sel["after"].get("none_yet") or
+                                                             f"{sel['after']['days']} days, see the report"))
     return lines + ["  " + line for line in planted_line(report)]
 
 
@@ -168,5 +181,9 @@ def panel_summary_lines(report: dict) -> list[str]:
     lines += ["  " + report["verdict"]]
     if report.get("volatility"):
         lines.append("  " + report["volatility"]["verdict"])
-    lines.append("  test results are reported only; they feed no choice")
+    sel = report.get("selection")
+    lines.append("  test results are reported only; they feed no choice" if not sel else
+                 f"  the test split is the block that chose this model ({sel['chosen_on']['start']} .. "
+                 f"{sel['chosen_on']['end']}); after it: " + (sel["after"].get("none_yet") or
+                                                             f"{sel['after']['days']} days, see the report"))
     return lines

@@ -48,6 +48,23 @@ class RetrainPlan:
         return {k: (str(v) if isinstance(v, dt.date) else v) for k, v in dataclasses.asdict(self).items()}
 
 
+def labelled_days(cfg) -> pd.DatetimeIndex:
+    """The labelled, feature-complete days of the sources as they are now, whatever split dates
+    ``cfg`` carries (a challenger's config ends at its block; its sources may go on)."""
+    from stocktrend.config_io import with_overrides
+
+    s = cfg.split
+    free = with_overrides(cfg, {"split": {"train": s.train, "val": s.val, "test": s.test, "purge_rows": s.purge_rows}})
+    if cfg.panel is not None:
+        from stocktrend.data.panel import build_panel
+        from stocktrend.data.panel_build import labels_and_ends
+
+        return labels_and_ends(free, build_panel(free))[3]
+    from stocktrend.data.build import prepare
+
+    return prepare(free).labelled_rows
+
+
 def plan_retrain(labelled: pd.DatetimeIndex, weeks: float, purge_rows: int, val_share: float,
                  champion_seen_until: str | dt.date) -> RetrainPlan:
     """The plan on the labelled, feature-complete days of the current sources.
