@@ -12,7 +12,7 @@
 #   packed_trials  four smoke trials at 0.25 GPU each (needs Ray)
 #   train_steps    plain-Lightning fits: 16 x 4 against the single step of 64, step capture
 #   inference      eager batched inference
-# Ray is not on the GPU machine: bring the wheels ../shared/notes/gpu-device.md lists first.
+# Ray is not on the GPU machine: bring its wheel and the pure-Python wheels it needs first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" RAY_USAGE_STATS_ENABLED=0

@@ -74,7 +74,7 @@ def reports(model: Path) -> dict:
                       ("walk_forward", version / "evaluation" / "walk_forward" / "report.json")):
         if path.is_file():
             r = json.loads(path.read_text())
-            out[key] = {"rank_ic": r["rank_ic"], "verdict": r["verdict"], "best_baseline": r["best_baseline"],
+            out[key] = {"rank_ic": r["rank_ic"], "verdict": r["verdict"], "headline": r["headline"],
                         "test": {k: r["test"][k] for k in ("windows", "dates")}, "pooled": r["test"]["pooled"],
                         "backtest": r["backtest"], "label": r.get("label")}
     out["model"] = f"{model.name}/{version.name}"

@@ -147,20 +147,34 @@ def interval_calibration(r: dict) -> list[str]:
                   + "; ".join(f"null {name}: median block {row['median_block']:.0f}, rate excluding 0 with blocks "
                               f"{fixed(row['rate_with_fixed_blocks'])}" for name, row in nulls.items())
                   + f"; planted: median block {planted['median_block']:.0f}, coverage with blocks "
-                  f"{fixed(planted['coverage_with_fixed_blocks'])}.", "",
-                  f"The truth itself barely differs between markets: the oracle's IC over {spread['days']} days on "
-                  f"{spread['markets']} other markets of the spec has a spread (sd) of {spread['sd']:.4f}, against "
-                  f"{planted['sd_of_means']:.4f} for the test block's mean. "
-                  + ("No block length brings the planted coverage to 90%: the spread of a test block's mean comes "
-                     "from variation slower than the block, which no resampling of one block can see. A likely "
-                     "source, not yet tested: the panel plant's moves are fixed in size while the market's "
-                     "volatility regime (a GARCH persistent for months) scales the noise around them, so the IC "
-                     "itself rises and falls with the regime."
-                     if max(planted["coverage_with_fixed_blocks"].values()) < 0.9 else "")]
-    if r["machine"]["date"] < "2026-12-06T21":
-        lines += ["", "The planted rows were measured with the first temporal plant (its moves spread over the next h "
-                  "days, so a third of its strength also showed in the 5-day return); since 2026-12-06 the plant lands "
-                  "each day's move on the next day alone. The null rows do not depend on it."]
+                  f"{fixed(planted['coverage_with_fixed_blocks'])}.", ""]
+        if "coverage_with_hac" in planted:
+            lines += ["Another family, for comparison (not what reports use): mean +- 1.96 HAC standard errors, kernel "
+                      "long-run variance with automatic bandwidth (`arch.covariance.kernel`): "
+                      + "; ".join(f"null {name} excludes 0 on {fixed(row['rate_with_hac'])}" for name, row in nulls.items())
+                      + f"; planted coverage {fixed(planted['coverage_with_hac'])}.", ""]
+        lines += [
+                  f"The truth itself differs between markets: the oracle's IC over {spread['days']} days on "
+                  f"{spread['markets']} other markets of the spec has a mean of {spread['mean']:.4f} (the population "
+                  f"IC above) and a spread (sd) of {spread['sd']:.4f}, against {planted['sd_of_means']:.4f} for a test "
+                  "block's mean."
+                  + (f" Intervals right about their own market would give a spread of "
+                     f"{planted['sd_of_means_if_calibrated']:.4f} (their width / 3.9 combined with the between-market "
+                     "spread, which no interval computed inside one market can see)."
+                     if "sd_of_means_if_calibrated" in planted else "")]
+    before = _load("interval_calibration_fixed_size_plant")
+    if before and "planted_oracle" in before["summary"] and "sd_of_means_if_calibrated" in planted:
+        b = before["summary"]["planted_oracle"]
+        mean_then = b["long_run_ic_between_markets"]["mean"]
+        covered = sum(m["oracle"]["low"] <= mean_then <= m["oracle"]["high"] for m in before["planted"])
+        lines += ["", f"Before 2026-12-07 the panel plant's moves were fixed in size while the market's volatility "
+                  f"regime (a GARCH persistent for months) scaled the noise around them, so a block's IC rose and fell "
+                  f"with its regime: coverage {b['coverage']:.1%} of the then truth (one long market, "
+                  f"{b['population_ic']:.4f}), {covered / len(before['planted']):.1%} of the mean of its long markets "
+                  f"({mean_then:.4f}); sd of the block means {b['sd_of_means']:.4f} "
+                  "(`bench/results/interval_calibration_fixed_size_plant.json`). "
+                  "Its moves now scale with the market's volatility on their day, as every name's noise does; the "
+                  "null rows do not depend on the plant."]
     return lines + [""]
 
 

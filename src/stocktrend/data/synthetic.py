@@ -29,7 +29,9 @@ with the h-day forward return is ``ic`` in population:
   carries only it: each day s adds c times the standardised second difference
   r[s-14] - 2 r[s-15] + r[s-16] to day s+1 alone, and the h = 5 such moves inside
   day t's forward return sum to the score above (the linear plant's moves spread over the
-  next h days instead, so its label also holds the neighbouring days' scores).
+  next h days instead, so its label also holds the neighbouring days' scores). A planted move
+  is in units of the market's volatility on its day (a panel's) or of the instrument's own
+  (a single instrument's), so its strength does not drift with the volatility regime.
 
 The realised strength (the oracle's mean daily rank IC, or AUROC for a single instrument) is
 measured on the generated prices and recorded beside the target. Instruments list and delist
@@ -370,6 +372,12 @@ def _draw(spec: MarketSpec, cal: dict[str, Any], c: float) -> Market:
             zd[0] = np.clip(drive[0] / (_raw_score_sd("temporal_move" if temporal else spec.plant, h) * unit), -3, 3)
         score[t] = zt
         move = np.where(np.isfinite(zd), c * zd, 0.0)
+        if spec.target == "panel":
+            # In units of the market's volatility now, as every name's noise is: the signal-to-noise,
+            # and so the rank IC, is then the same in calm and wild years. A fixed-size move made the
+            # IC of a test block depend on its volatility regime, which lasts longer than any
+            # bootstrap block: intervals covered the population IC on only 72% of planted markets.
+            move *= regime[t]
         if spec.target == "single":
             # In units of this instrument's volatility now (c is set at the typical one): its
             # signal-to-noise is then the same for any instrument, calm or wild, as on the

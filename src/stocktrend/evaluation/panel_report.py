@@ -22,6 +22,8 @@ import numpy as np
 from stocktrend.data.store import atomic_write_text, read_metadata
 from stocktrend.data.windows import distinct_windows, split_arrays
 from stocktrend.evaluation import baselines as bl
+from stocktrend.evaluation.bootstrap import default_block_length
+from stocktrend.evaluation.headline import panel_headline
 from stocktrend.evaluation.metrics import scalar_metrics
 from stocktrend.evaluation.panel_metrics import (
     date_block_ci,
@@ -78,10 +80,12 @@ def score_table(t: dict[str, Any], n_boot: int, seed: int, cost_bps: float, stag
         entry = {"mean": mean_interval(ic.to_numpy(), n_boot, seed, h).to_dict(), "dates": int(len(ic)),
                  "share_positive": float((ic > 0).mean()) if len(ic) else None}
         if name != "model":
-            diff = mean_interval((model_ic[common] - ic[common]).to_numpy(), n_boot, seed, h)
-            entry["model_minus_this"] = diff.to_dict()
-            entry["model_beats_it"] = bool(diff.low > 0)
+            entry["model_minus_this"] = mean_interval((model_ic[common] - ic[common]).to_numpy(), n_boot, seed,
+                                                      h).to_dict()
         ic_section[name] = entry
+    headline = panel_headline(ics, n_boot, seed, default_block_length(len(model_ic), h))
+    for name, beaten in headline["beats"].items():
+        ic_section[name]["model_beats_it"] = beaten  # StepM's call, familywise over all opponents
     # Classification figures pooled over instruments, intervals over dates.
     y, p = t["y"], t["scores"]["model"]
     metric_fn = lambda yy, pp: {k: v for k, v in scalar_metrics(yy, pp).items() if k in METRICS}  # noqa: E731
@@ -95,22 +99,13 @@ def score_table(t: dict[str, Any], n_boot: int, seed: int, cost_bps: float, stag
     books = {name: long_short(t["rows"], t["instrument"], s, t["close"], h, cost_bps, staggered)
              for name, s in t["scores"].items()}
     days = t["calendar"][books["model"]["first_row"]:][:len(books["model"]["curve"]["long_short"])]
-    # The opponent is the strongest baseline on these very dates: a conservative comparison
-    # (it favours the baselines); nothing is chosen for the network here.
-    baselines = [n for n in ics if n != "model"]
-    best = max(baselines, key=lambda n: ic_section[n]["mean"]["point"])
-    beats_best = ic_section[best]["model_beats_it"]
     return {
-        "rank_ic": ic_section, "best_baseline": best, "model_beats_best_baseline": beats_best,
+        "rank_ic": ic_section, "headline": headline,
         "test": {"pooled": pooled, "per_instrument": per_instrument, "windows": int(len(y)),
                  "dates": int(len(np.unique(t["dates"]))), "share_label_1": float(y.mean())},
         "backtest": {name: {k: v for k, v in b.items() if k != "curve"} for name, b in books.items()},
         "curves": {"dates": [str(d)[:10] for d in days], **{name: b["curve"] for name, b in books.items()}},
-        "verdict": (f"The network {'beats' if beats_best else 'does not beat'} the best baseline ({best}) on mean "
-                    f"rank IC by a paired block-bootstrap interval (model - {best}: "
-                    f"{ic_section[best]['model_minus_this']['point']:+.4f} "
-                    f"[{ic_section[best]['model_minus_this']['low']:+.4f}, "
-                    f"{ic_section[best]['model_minus_this']['high']:+.4f}])."),
+        "verdict": headline["verdict"],
         "hindsight": HINDSIGHT,
     }
 
@@ -121,13 +116,16 @@ def render_markdown(r: dict[str, Any], title: str) -> str:
              *([""] if r.get("planted") else []), r["hindsight"], "",
              f"{r['test']['windows']} test windows over {r['test']['dates']} dates; label: {r.get('label_rule', '')}.",
              "", "## Rank IC per date (Spearman, predicted score vs realised return), mean over dates", "",
+             f"Headline: {r['headline']['method']}; 'model beats it' is its call. The intervals are each on its own.",
+             "",
              "| scorer | mean IC [95% interval] | share of dates > 0 | model - this [95%] | model beats it |",
              "|---|---|---|---|---|"]
     for name, e in r["rank_ic"].items():
         m = e["mean"]
         d = e.get("model_minus_this")
         lines.append(f"| {name} | {m['point']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}] | {e['share_positive']:.1%} | "
-                     + (f"{d['point']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] | {'yes' if e['model_beats_it'] else 'no'}"
+                     + (f"{d['point']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] | "
+                        + ("yes" if e.get("model_beats_it") else "no" if "model_beats_it" in e else "- (not an opponent)")
                         if d else "- | -") + " |")
     lines += ["", "## Classification, pooled over instruments (intervals resample whole dates)", "",
               "| metric | value [95% interval] |", "|---|---|"]
@@ -192,14 +190,14 @@ def walk_forward_report(runs: list[dict], datasets: list[Path], out: Path, n_boo
     return report
 
 
-def _plot_books(curves: dict, best: str, path: Path) -> None:
+def _plot_books(curves: dict, rule: str, path: Path) -> None:
     import pandas as pd
 
     from stocktrend.evaluation.plots import equity_curves
 
     days = pd.DatetimeIndex(curves["dates"])
     equity_curves({"model long-short": pd.Series(curves["model"]["long_short"], index=days),
-                   f"{best} long-short": pd.Series(curves[best]["long_short"], index=days),
+                   f"{rule} long-short": pd.Series(curves[rule]["long_short"], index=days),
                    "equal-weight long": pd.Series(curves["model"]["equal_weight_long"], index=days)}, path,
                   "books from prices on the test dates", dashed=("equal-weight long",))
 
@@ -213,7 +211,7 @@ def _write(report: dict, table: dict, out: Path, title: str) -> None:
                           "realised_return": table["ret"], **{f"score_{k}": v for k, v in table["scores"].items()}})
     atomic_write_text(out / "predictions.csv", frame.to_csv(index=False))
     curves = report.pop("curves")
-    _plot_books(curves, report["best_baseline"], out / "equity.png")
+    _plot_books(curves, "momentum_12_1", out / "equity.png")
     atomic_write_text(out / "report.json", json.dumps({**report, "curves": curves}, indent=2, default=float))
     atomic_write_text(out / "report.md", render_markdown(report, title))
     report["curves"] = curves

@@ -70,19 +70,22 @@ def fold_datasets(cfg: DataConfig, folds: int, cache_root: Path) -> list[Path]:
 
 def evaluate_walk_forward(runs: list[dict], datasets: list[Path], market: bt.Market, n_boot: int,
                           cost_bps: float, seed: int = 0) -> dict:
-    folds, pooled = [], {"y": [], "p": [], "dates": [], "base": {}}
+    folds, pooled = [], {"y": [], "p": [], "dates": [], "prior": [], "base": {}}
     for run, dataset in zip(runs, datasets):
         meta, train, test = read_metadata(dataset), _split(dataset, "train"), _split(dataset, "test")
         y, p = test["y"].argmax(axis=1), run["probs"][:, 1]
         base = bl.all_baselines(train, test, meta["splits"]["train"]["class_counts_before_balancing"], market.close,
                                 meta["horizon"], seed)
+        counts = meta["splits"]["train"]["class_counts_before_balancing"]
+        prior = np.full(len(y), counts[1] / sum(counts[:2]))  # this fold's training share of up labels
         sections, _ = evaluate_predictions(y, p, test["dates"], meta["horizon"], base, market, n_boot=n_boot,
-                                           cost_bps=cost_bps, seq_len=meta["seq_len"])
+                                           cost_bps=cost_bps, seq_len=meta["seq_len"], prior_up=prior)
         folds.append({"fold": len(folds), "train": meta["splits"]["train"], "val": meta["splits"]["val"],
                       "test": meta["splits"]["test"], "best_val_ce": run["metrics"].get("val_ce"), **sections})
         pooled["y"].append(y)
         pooled["p"].append(p)
         pooled["dates"].append(test["dates"])
+        pooled["prior"].append(prior)
         for k, v in base.items():
             pooled["base"].setdefault(k, []).append(v)
     horizon, seq_len = (read_metadata(datasets[0])[k] for k in ("horizon", "seq_len"))
@@ -91,5 +94,5 @@ def evaluate_walk_forward(runs: list[dict], datasets: list[Path], market: bt.Mar
         np.concatenate(pooled["y"])[order], np.concatenate(pooled["p"])[order],
         np.concatenate(pooled["dates"])[order], horizon,
         {k: np.concatenate(v)[order] for k, v in pooled["base"].items()}, market, n_boot=n_boot, cost_bps=cost_bps,
-        seq_len=seq_len)
+        seq_len=seq_len, prior_up=np.concatenate(pooled["prior"])[order])
     return {"kind": "walk_forward", "folds": folds, "pooled": pooled_sections, "spread": pool_runs(folds)}

@@ -38,6 +38,7 @@ from stocktrend.evaluation import backtest as bt
 from stocktrend.evaluation import baselines as bl
 from stocktrend.evaluation import plots
 from stocktrend.evaluation.bootstrap import block_indices, interval, replicates, window_block_length
+from stocktrend.evaluation.headline import single_headline
 from stocktrend.evaluation.metrics import HEADLINE, SCALARS, THRESHOLD, all_metrics, scalar_metrics
 from stocktrend.evaluation.report_text import _interpretation, render_markdown, summary_lines  # noqa: F401
 from stocktrend.evaluation.selection import selection_policy, selection_section
@@ -117,26 +118,6 @@ def _load_split(dataset_dir: Path, split: str) -> dict[str, np.ndarray]:
 
 
 # -- scoring -----------------------------------------------------------------------
-def verdict(diff: dict) -> str:
-    if diff["low"] is None or diff["high"] is None or math.isnan(diff["low"]) or math.isnan(diff["high"]):
-        return "undetermined"
-    if diff["low"] > 0:
-        return "beats"
-    if diff["high"] < 0:
-        return "worse"
-    return "no clear difference"
-
-
-def _verdict_text(metric: str, d: dict, v: str) -> str:
-    span = f"model - baseline = {d['point']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
-    return {
-        "beats": f"beats it on {metric} ({span}, interval above 0)",
-        "worse": f"is WORSE on {metric} ({span}, interval below 0)",
-        "no clear difference": f"does not beat it on {metric} ({span}, interval includes 0)",
-        "undetermined": f"cannot be compared on {metric} (undefined on this sample)",
-    }[v]
-
-
 def evaluate_predictions(
     y_true: np.ndarray,
     p_up: np.ndarray,
@@ -151,12 +132,16 @@ def evaluate_predictions(
     block: int | None = None,
     alpha: float = ALPHA,
     seq_len: int | None = None,
+    prior_up: float | np.ndarray | None = None,
 ) -> tuple[dict, dict[str, pd.Series]]:
     """Metrics with intervals, paired baseline comparisons and the backtest, from arrays.
 
     Returns (JSON-able sections, equity curves). One resample index matrix serves the
     model and every baseline, so all intervals, and the paired differences, are on the
-    same resampled days.
+    same resampled days. With ``prior_up`` (the training window's share of up labels, one
+    value or one per window) and the logistic baseline, the pre-declared headline
+    (``evaluation.headline``): the only "beats" verdict; every other comparison is an
+    interval.
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     p_up = np.asarray(p_up, dtype=float)
@@ -186,22 +171,17 @@ def evaluate_predictions(
     for name, pb in (baselines or {}).items():
         b_point = scalar_metrics(y_true, pb)
         b_reps = replicates(scalar_metrics, (y_true, np.asarray(pb, dtype=float)), idx)
-        diffs, verdicts = {}, {}
-        for k in HEADLINE:
-            d = interval(point[k] - b_point[k], reps[k] - b_reps[k], alpha).to_dict()
-            v = verdict(d)
-            diffs[k] = {**d, "verdict": v, "text": _verdict_text(k, d, v)}
-            verdicts[k] = v
-        beaten = [k for k, v in verdicts.items() if v == "beats"]
         out["baselines"][name] = {
             "description": bl.DESCRIPTIONS.get(name, name),
             "metrics": {k: interval(b_point[k], b_reps[k], alpha).to_dict() for k in HEADLINE},
             "confusion_matrix": all_metrics(y_true, pb)["confusion_matrix"],
-            "difference": diffs,
-            "beats_on": beaten,
-            "summary": (f"The model beats {name} on {', '.join(beaten)}." if beaten
-                        else f"The model does not beat {name} on any metric."),
+            # Secondary: intervals of model - baseline, no verdict (the headline holds the only one).
+            "difference": {k: interval(point[k] - b_point[k], reps[k] - b_reps[k], alpha).to_dict() for k in HEADLINE},
         }
+    if prior_up is not None and baselines and "logistic_regression" in baselines:
+        opponents = {"prior": np.broadcast_to(np.asarray(prior_up, float), (n,)),
+                     "logistic_regression": np.asarray(baselines["logistic_regression"], float)}
+        out["headline"] = single_headline(y_true, p_up, opponents, n_boot, seed, block)
     curves: dict[str, pd.Series] = {}
     if market is not None:
         out["backtest"], curves = bt.backtest_report(market.close, dates, p_up, horizon, cost_bps, staggered,
@@ -331,7 +311,8 @@ def evaluate_artifact(
     counts_before = meta["splits"]["train"]["class_counts_before_balancing"]
     baselines = bl.all_baselines(train, test, counts_before, market.close, horizon, seed)
     sections, curves = evaluate_predictions(y_true, p_up, test["dates"], horizon, baselines, market,
-                                            n_boot, seed, cost_bps, staggered, seq_len=int(meta["seq_len"]))
+                                            n_boot, seed, cost_bps, staggered, seq_len=int(meta["seq_len"]),
+                                            prior_up=counts_before[1] / sum(counts_before[:2]))
     test_facts = meta["splits"]["test"]
     report = {
         **header,
@@ -384,4 +365,4 @@ def _predictions_csv(dates, y_true, p_up, baselines) -> str:
 
 
 __all__ = ["EvaluationError", "TEST_POLICY", "artifact_data_config", "resolve_dataset", "check_price_sources",
-           "evaluate_predictions", "evaluate_artifact", "pool_runs", "verdict", "render_markdown", "summary_lines"]
+           "evaluate_predictions", "evaluate_artifact", "pool_runs", "render_markdown", "summary_lines"]

@@ -21,17 +21,8 @@ def _interpretation(r: dict) -> list[str]:
         f"always predicting up would have scored {t['share_up_true']:.3f}. AUROC {_fmt(m['auroc']['point'])} and "
         f"MCC {_fmt(m['mcc']['point'])} measure skill independent of the class balance (0.5 and 0 = none).",
     ]
-    beaten = {name: b["beats_on"] for name, b in r["baselines"].items()}
-    worse = {name: [k for k, d in b["difference"].items() if d["verdict"] == "worse"]
-             for name, b in r["baselines"].items()}
-    if not any(beaten.values()):
-        lines.append("The model beats none of the baselines on any metric with 95% confidence: on this test period "
-                     "its skill cannot be told apart from theirs.")
-    else:
-        lines.append("With 95% confidence the model beats: " + "; ".join(
-            f"{n} on {', '.join(v)}" for n, v in beaten.items() if v) + ".")
-    if any(worse.values()):
-        lines.append("It is worse than: " + "; ".join(f"{n} on {', '.join(v)}" for n, v in worse.items() if v) + ".")
+    if r.get("headline"):
+        lines.append(r["headline"]["verdict"] + " The baselines' other metrics are secondary: intervals, no verdict.")
     if "backtest" in r:
         b = r["backtest"]
         lines.append(
@@ -63,6 +54,18 @@ def _ci(m: dict, spec: str = ".3f") -> str:
     return f"{_fmt(m['point'], spec)} [{_fmt(m['low'], spec)}, {_fmt(m['high'], spec)}]"
 
 
+def headline_lines(h: dict | None) -> list[str]:
+    """The pre-declared headline: its metric for the model and each opponent, and StepM's verdict."""
+    if not h:
+        return []
+    lines = ["## Headline", "", h["verdict"], "", f"Method: {h['method']}.", "",
+             f"| opponent | {h['metric']} | model's improvement on it | beaten |", "|---|---|---|---|",
+             f"| model | {h['model']:.4f} | - | - |"]
+    lines += [f"| {k} | {v:.4f} | {h['improvement'][k]:+.4f} | {'yes' if h['beats'][k] else 'no'} |"
+              for k, v in h["opponents"].items()]
+    return lines + [""]
+
+
 def render_markdown(r: dict) -> str:
     m, ds, b = r["model"], r["dataset"], r["bootstrap"]
     L = [f"# Evaluation: {m['name']} / {m['version']}", "", f"> {r['policy']}", ""]
@@ -87,14 +90,16 @@ def render_markdown(r: dict) -> str:
     cm = r["test"]["confusion_matrix"]
     L += ["", f"Confusion matrix (rows true down/up, columns predicted down/up): {cm}", "",
           "![confusion matrix](confusion_matrix.png) ![ROC](roc.png) ![calibration](calibration.png)", ""]
-    L += ["## Baselines (same test windows)", "",
-          "\"beats\" = the 95% paired block-bootstrap interval of model minus baseline lies above 0.", "",
-          "| baseline | metric | baseline [95% CI] | model - baseline [95% CI] | verdict |", "|---|---|---|---|---|"]
+    L += headline_lines(r.get("headline"))
+    L += ["## Baselines (same test windows), secondary", "",
+          "Paired 95% block-bootstrap intervals of model minus baseline, each on its own: no verdict is drawn "
+          "from them (20 such calls at 5% would find something by chance).", "",
+          "| baseline | metric | baseline [95% CI] | model - baseline [95% CI] |", "|---|---|---|---|"]
     for name, bb in r["baselines"].items():
         for k, d in bb["difference"].items():
-            L.append(f"| {name} | {k} | {_ci(bb['metrics'][k])} | {_ci(d, '+.3f')} | {d['verdict']} |")
+            L.append(f"| {name} | {k} | {_ci(bb['metrics'][k])} | {_ci(d, '+.3f')} |")
     L.append("")
-    L += [f"- **{name}** ({bb['description']}): {bb['summary']}" for name, bb in r["baselines"].items()]
+    L += [f"- **{name}**: {bb['description']}" for name, bb in r["baselines"].items()]
     L.append("")
     if "backtest" in r:
         bk = r["backtest"]
@@ -148,10 +153,12 @@ def summary_lines(report: dict) -> list[str]:
         lines.insert(0, "WARNING: leaky 'seed' protocol dataset: not an out-of-sample estimate")
     lines.append("  " + "  ".join(f"{k} {_ci(m[k])}" for k in ("accuracy", "balanced_accuracy", "f1")))
     lines.append("  " + "  ".join(f"{k} {_ci(m[k])}" for k in ("auroc", "mcc")))
+    if report.get("headline"):
+        lines.append("  " + report["headline"]["verdict"])
     for name, b in report["baselines"].items():
         acc = b["difference"]["accuracy"]
         lines.append(f"  vs {name}: accuracy {_fmt(b['metrics']['accuracy']['point'])}, model-baseline "
-                     f"{_ci(acc, '+.3f')}; beats on: {', '.join(b['beats_on']) or 'nothing'}")
+                     f"{_ci(acc, '+.3f')} (secondary)")
     if "backtest" in report:
         bk = report["backtest"]
         lines.append("  backtest " + ", ".join(

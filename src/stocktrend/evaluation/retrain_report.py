@@ -79,7 +79,7 @@ def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
         lines.append("  pooled out-of-sample: " + ", ".join(
             f"{k} {pooled[k]['point']:.3f} [{pooled[k]['low']:.3f}, {pooled[k]['high']:.3f}]"
             for k in ("accuracy", "auroc", "mcc") if k in pooled))
-        for name, b in result["pooled"]["baselines"].items():
-            lines.append(f"  vs {name}: {b['summary']}")
+        if result["pooled"].get("headline"):
+            lines.append("  " + result["pooled"]["headline"]["verdict"])
         lines.append(f"  -> {out_dir / 'walk_forward.json'}")
     return lines

@@ -2,9 +2,9 @@
 
 Every block of ``TrendNet`` is sized from this config and nothing else, so a config
 dict saved next to a checkpoint is enough to rebuild the network. Sizes follow
-shared/seed/EXECUTIVE_SUMMARY.md section 1 (v2 defaults, v1 as a preset); the
-reference *code* used a feed-forward of 1024 where its document says 2048 (see
-shared/notes/seed-audit.md) - we default to the document's 2048.
+the reference write-up's section 1 (v2 defaults, v1 as a preset); the reference
+*code* used a feed-forward of 1024 where its document says 2048 - we default to the
+document's 2048.
 """
 
 from __future__ import annotations

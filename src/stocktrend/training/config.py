@@ -1,6 +1,6 @@
-"""TrainConfig: the training recipe (EXECUTIVE_SUMMARY.md section 3), with its bugs fixed.
+"""TrainConfig: the training recipe (the reference write-up's section 3), with its bugs fixed.
 
-Differences from the reference, on purpose (shared/notes/seed-audit.md):
+Differences from the reference, on purpose (its leaks: README "What to expect", docs/LEAKAGE_AUDIT.md):
 - the OneCycle schedule spans the optimizer steps actually taken (accumulation aware);
 - class weights default to "auto" (inverse frequency of the labels the loss sees),
   not the hard-coded [1.15, 0.87] that double-corrects once classes are balanced;

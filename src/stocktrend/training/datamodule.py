@@ -7,7 +7,7 @@ one-hot (N, C), ``{split}_dates.npy`` window end dates (datetime64[D]) and
 ``metadata.json`` (seq_len, horizon, n_classes, features.selected, splits...).
 
 The test split is deliberately never opened here: it belongs to the evaluation
-command only (the reference picked models on test - seed-audit leak 6).
+command only (the reference picked its models on test results).
 
 ``device_resident=True`` (a GPU's DevicePlan) copies each split to the device once and
 indexes batches there (DeviceBatches): the dataset is tens of MB, and a DataLoader would
@@ -276,8 +276,8 @@ class TrendDataModule(pl.LightningDataModule):
         for split in TRAINING_SPLITS:
             if split not in self.datasets:
                 self._load_split(split)
-        # A chronological, purged split is the first defence against leakage (seed-audit
-        # leak 1): refuse windows of two splits closer than the purge gap the metadata
+        # A chronological, purged split is the first defence against leakage (the reference
+        # shuffled overlapping windows across its splits): refuse windows of two splits closer than the purge gap the metadata
         # states (at least seq_len + horizon - 1 rows), unless the dataset says it
         # reproduces the reference's leaky protocol on purpose (the leakage audit trains on
         # it to measure the inflation).
