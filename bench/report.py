@@ -173,8 +173,12 @@ def interval_calibration(r: dict) -> list[str]:
                   f"{b['population_ic']:.4f}), {covered / len(before['planted']):.1%} of the mean of its long markets "
                   f"({mean_then:.4f}); sd of the block means {b['sd_of_means']:.4f} "
                   "(`bench/results/interval_calibration_fixed_size_plant.json`). "
-                  "Its moves now scale with the market's volatility on their day, as every name's noise does; the "
-                  "null rows do not depend on the plant."]
+                  "Its moves now scale with the market's volatility on their day, as every name's noise does. The "
+                  "same day every name began to drift at the market's mean whatever its beta (before, beta carried a "
+                  "small real premium, so a 'null' market was not null for a learner); that file's null rows, on the "
+                  "earlier markets: "
+                  + ", ".join(f"{k[5:]} {row['rate']:.1%}" for k, row in before["summary"].items()
+                              if k.startswith("null_")) + "."]
     return lines + [""]
 
 
@@ -265,6 +269,9 @@ def known_answers(r: dict) -> list[str]:
                     "(one-sided 95%); showing a rate under 1% would take 300 seeds without a failure.", ""]
 
 
+PLANT_SCALED_ON = "2026-12-07T08:40"  # the generator's markets of 2026-12-07 (regime-scaled plant, no beta premium)
+
+
 def power_curve(r: dict) -> list[str]:
     cells = r["cells"]
     universe = sorted({c["instruments"] for c in cells})
@@ -285,7 +292,12 @@ def power_curve(r: dict) -> list[str]:
     net = _load("power_network")
     if net:
         lines += ["", f"The network's cells (`python bench/power_network.py`, {_machine(net)}): {net['learner']}; "
-                  f"{net['minutes']:.0f} minutes. Open markers in the plot.", "",
+                  f"{net['minutes']:.0f} minutes. Open markers in the plot."
+                  + (" Measured before two changes to the generator on 2026-12-07 (a panel plant's moves scale with "
+                     "the volatility regime; every name drifts at the market's mean, so beta carries no premium): "
+                     "its markets are not the curve's, so compare its columns with each other, not with the curve."
+                     if net["machine"]["date"] < PLANT_SCALED_ON and r["machine"]["date"] >= PLANT_SCALED_ON else ""),
+                  "",
                   "| planted IC | names | years | markets | network: power (mean IC) | report's logistic | "
                   "report's boosting | logistic curve above | oracle IC |", "|---|---|---|---|---|---|---|---|---|"]
         for c in net["cells"]:

@@ -419,7 +419,7 @@ def test_report_has_every_field_and_leaves_the_artifact_intact(small_artifact, s
     # One headline, judged against its pre-declared opponents with familywise control.
     h = report["headline"]
     assert h["metric"] == "log_loss" and set(h["opponents"]) == {"prior", "logistic_regression"}
-    assert set(h["beats"]) == set(h["opponents"]) and "over 2 opponents" in h["method"]
+    assert set(h["beats"]) == set(h["opponents"]) and "over 2 comparisons" in h["method"]
     assert any(h["verdict"] in line for line in report["interpretation"])
     up, down = (meta["splits"]["train"]["class_counts_before_balancing"][k] for k in (1, 0))
     prior = up / (up + down)

@@ -91,7 +91,10 @@ def test_the_family_comparison_pairs_every_candidate_on_the_same_dates(ray_local
         assert fold == rule_on_validation(Path(dataset))
     d = scores["tft+vol"]["minus_v2"]
     assert d["low"] <= d["point"] <= d["high"]
-    assert report["beats_reference"] == (["tft+vol"] if d["low"] > 0 else [])
+    fw = report["familywise"]
+    assert set(fw["beats"]) == {"tft+vol vs v2", "v2 vs simple_rule", "tft+vol vs simple_rule"}
+    assert report["beats_reference"] == (["tft+vol"] if fw["beats"]["tft+vol vs v2"] else [])
+    assert "over 3 comparisons" in fw["method"] and fw["method"] in report["verdict"]
     assert report["chosen_on_validation"] == min(("v2", "tft+vol"), key=lambda n: scores[n]["mean_val_ce"])
     # Only the multi-task candidate is scored on volatility, against the trailing baseline.
     assert "volatility" in scores["tft+vol"] and "volatility" not in scores["v2"]

@@ -6,7 +6,9 @@ shipped 20-stock panel, with an optional signal of chosen strength planted in th
     market = generate(MarketSpec(instruments=50, days=3780, plant="temporal", ic=0.05, seed=0))
     write_market(market, "datasets/synthetic/temporal_050", layouts=("close_panel", "yahoo", "long"))
 
-Returns: r[i, t] = beta_i m_t + g[group(i), t] + s_i sqrt(h_t / E h) e[i, t] (+ the plant), with
+Returns: r[i, t] = mu + beta_i (m_t - mu) + g[group(i), t] + s_i sqrt(h_t / E h) e[i, t] (+ the
+plant), every name drifting at the market's mean mu (no cross-sectional premium a null market
+would hide), with
 the market m a GARCH(1,1) with Student-t innovations (volatility clustering, fat tails), a few
 correlated groups g, idiosyncratic volatilities s_i spread as the real stocks' are, and every
 figure of the model estimated from ``datasets/crude-datasets/stocks20_close.csv`` and the
@@ -336,7 +338,11 @@ def _draw(spec: MarketSpec, cal: dict[str, Any], c: float) -> Market:
     g = _t(rng, cal["idio_t_df"], (d, groups))
     eps = _t(rng, cal["idio_t_df"], (d, n))
     resid_unit = group_share * g[:, group_of] + np.sqrt(1 - within) * eps
-    returns = np.outer(m, betas) + resid_unit * (idio * regime[:, None])
+    # Every name drifts at the market's mean, whatever its beta: the market's drift times a
+    # spread of betas made high-beta names earn more, a real cross-sectional signal (a rank IC
+    # of about +0.01 for beta on 6 of 6 long "null" markets) that learners found on null markets.
+    mu = cal["market_daily_mean"]
+    returns = mu + np.outer(m - mu, betas) + resid_unit * (idio * regime[:, None])
     # The plant. Linear: the score's standardised value on day t moves each of days t+1..t+h by
     # c/h, so the h-day forward return carries c times it. Temporal: the standardised daily move
     # (a second difference) of day t goes to day t+1 alone; h of them make the score.

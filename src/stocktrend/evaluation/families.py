@@ -5,7 +5,8 @@ same folds: each fold's dataset built, scaled, selected and balanced on its own 
 window, the candidates' runs differing only in the network. Their test blocks, concatenated,
 are one longer test period on which each is scored by the mean rank IC per date (the panel
 report's headline) and the pooled AUROC, beside the rules a quant tries first. "Beats" means
-the 95% paired block-bootstrap interval of the per-date difference lies above zero; the
+Romano-Wolf's StepM, over every candidate-opponent pair at once, finds the candidate's mean
+rank IC above the opponent's (the paired intervals are shown beside, each on its own); the
 opponents are the v2 topology at the same size and the simple rule (one-week reversal or
 12-1 momentum) that each fold's validation dates chose (the higher mean rank IC there,
 before the fold's test block), its test scores concatenated over the folds.
@@ -24,6 +25,8 @@ import numpy as np
 
 from stocktrend.data.store import atomic_write_text, read_metadata
 from stocktrend.data.windows import split_arrays
+from stocktrend.evaluation.bootstrap import default_block_length
+from stocktrend.evaluation.headline import stepm_pairs
 from stocktrend.evaluation.metrics import scalar_metrics
 from stocktrend.evaluation.panel_metrics import (
     date_block_ci,
@@ -107,14 +110,23 @@ def compare_families(runs: dict[str, list[dict]], datasets: list[Path], out: Pat
                                    for r, d in zip(runs[n], datasets)])
                 entry["volatility"] = score_volatility(vol, n_boot, seed)
         rows[n] = entry
-    beats_ref = [n for n in names if n != REFERENCE and rows[n][f"minus_{REFERENCE}"]["low"] > 0]
-    beats_rule = [n for n in names if rows[n][f"minus_{rule}"]["low"] > 0]
+    # Every "beats" call at once: each candidate against the reference and against the rule,
+    # StepM over all of them on the dates every scorer has (a higher IC is a lower loss).
+    pairs = {**{(n, REFERENCE): f"{n} vs {REFERENCE}" for n in names if n != REFERENCE},
+             **{(n, rule): f"{n} vs {rule}" for n in names}}
+    common = ics[REFERENCE].index
+    for n in [*names, rule]:
+        common = common.intersection(ics[n].index)
+    familywise = stepm_pairs({k: (ics[b][common] - ics[a][common]).to_numpy() for (a, b), k in pairs.items()},
+                             n_boot, seed, default_block_length(len(common), h))
+    beats_ref = [n for n in names if n != REFERENCE and familywise["beats"][f"{n} vs {REFERENCE}"]]
+    beats_rule = [n for n in names if familywise["beats"][f"{n} vs {rule}"]]
     chosen = min(names, key=lambda n: rows[n]["mean_val_ce"])
     verdict = (f"On {len(np.unique(dates))} walk-forward test dates ({len(datasets)} folds): "
                f"{', '.join(beats_ref) or 'no candidate'} beat{'s' if len(beats_ref) == 1 else ''} the {REFERENCE} "
                f"topology, and {', '.join(beats_rule) or 'none'} beat{'s' if len(beats_rule) == 1 else ''} the "
-               f"simple rule each fold's validation dates chose ({', '.join(c['rule'] for c in choices)}), by a paired "
-               f"95% interval of the mean rank IC. Validation (mean cross-entropy "
+               f"simple rule each fold's validation dates chose ({', '.join(c['rule'] for c in choices)}) on the mean "
+               f"rank IC ({familywise['method']}). Validation (mean cross-entropy "
                f"over the folds) would have chosen {chosen}.")
     vol_lines = [f"{n}: {rows[n]['volatility']['verdict']}" for n in names if "volatility" in rows[n]]
     report = {"kind": "family_comparison", "candidates": {n: CANDIDATES.get(n) for n in names},
@@ -123,7 +135,7 @@ def compare_families(runs: dict[str, list[dict]], datasets: list[Path], out: Pat
               "test_windows": int(len(y)), "fold_datasets": [str(d) for d in datasets],
               "folds": [{s: tables[i]["meta"]["splits"][s] for s in ("train", "val", "test")}
                                                      for i in range(len(datasets))],
-              "scores": rows, "beats_reference": beats_ref, "beats_simple_rule": beats_rule,
+              "scores": rows, "beats_reference": beats_ref, "beats_simple_rule": beats_rule, "familywise": familywise,
               "chosen_on_validation": chosen, "verdict": verdict, "volatility_verdicts": vol_lines,
               "hindsight": HINDSIGHT}
     out.mkdir(parents=True, exist_ok=True)

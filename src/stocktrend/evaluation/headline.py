@@ -33,14 +33,21 @@ PANEL_OPPONENTS = ("momentum_12_1", "reversal_1w", "logistic_regression", "gradi
 
 def stepm(model_loss: np.ndarray, opponent_loss: dict[str, np.ndarray], n_boot: int, seed: int,
           floor: int) -> dict[str, Any]:
-    """Which opponents the model beats (lower mean loss), the familywise error held at ``SIZE``.
+    """Which opponents the model beats (lower mean loss), the familywise error held at ``SIZE``."""
+    return stepm_pairs({k: np.asarray(model_loss, float) - np.asarray(v, float) for k, v in opponent_loss.items()},
+                       n_boot, seed, floor)
+
+
+def stepm_pairs(loss_differences: dict[str, np.ndarray], n_boot: int, seed: int, floor: int) -> dict[str, Any]:
+    """StepM over comparisons given as per-observation loss differences (a - b: negative where
+    a did better): which comparisons a wins, the familywise error over all of them at ``SIZE``.
 
     StepM tests "a model's loss is below the benchmark's" for many models; here the
-    "models" are the loss differences model - opponent and the benchmark is zero, so a
-    superior column is an opponent the model beats."""
+    "models" are the differences and the benchmark is zero, so a superior column is a
+    comparison that its first side wins."""
     from arch.bootstrap import StepM  # lazy: arch takes about a second to import
 
-    diffs = pd.DataFrame({k: np.asarray(model_loss, float) - np.asarray(v, float) for k, v in opponent_loss.items()})
+    diffs = pd.DataFrame({k: np.asarray(v, float) for k, v in loss_differences.items()})
     block = max(data_block_length(diffs[k].to_numpy(), floor) for k in diffs)
     test = StepM(np.zeros(len(diffs)), diffs, size=SIZE, block_size=block, reps=n_boot, bootstrap="stationary",
                  studentize=True, seed=seed)
@@ -50,7 +57,7 @@ def stepm(model_loss: np.ndarray, opponent_loss: dict[str, np.ndarray], n_boot: 
     return {"beats": {k: k in beaten for k in diffs}, "improvement": {k: float(-diffs[k].mean()) for k in diffs},
             "block": int(block), "observations": int(len(diffs)),
             "method": f"Romano-Wolf StepM (arch), stationary bootstrap of mean length {block}, studentised, "
-                      f"{n_boot} resamples, familywise error {SIZE:.0%} over {diffs.shape[1]} opponents"}
+                      f"{n_boot} resamples, familywise error {SIZE:.0%} over {diffs.shape[1]} comparisons"}
 
 
 def log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
