@@ -9,8 +9,9 @@ topology at the preset's size), v2-gru (its GRU cell), v2+vol (with the volatili
 tft and tft+vol (the Temporal-Fusion-style family). Every candidate trains on the same folds
 (the dataset carries the volatility target for all of them; direction-only candidates ignore
 it), each fold's dataset fitted on its own training window. The report ranks them by mean
-rank IC on the pooled test dates with paired intervals against the v2 topology and the
-better simple rule, says which validation would have chosen, and scores the multi-task
+rank IC on the pooled test dates against the v2 topology and the simple rule each fold's
+validation dates chose (StepM over every pair, paired intervals beside), says which
+validation would have chosen, and scores the multi-task
 candidates' volatility forecasts against the trailing baseline. Standalone it starts a local
 Ray; under `ray job submit` it joins the cluster.
 """
