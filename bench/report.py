@@ -393,7 +393,9 @@ def panel(r: dict) -> list[str]:
              f"Training throughput, tiny preset, batch 256, plain Lightning, one epoch with validation: panel "
              f"{t['panel_samples_per_s']:.0f} samples/s (windows cut from the memory-mapped matrix per item) against "
              f"{t['single_stock_samples_per_s']:.0f} samples/s on the single stock's materialised windows.", ""]
-    for key, title in (("walk_forward", "walk-forward folds, pooled test dates"), ("test", "the test split")):
+    for key, title in (("walk_forward", "walk-forward folds, pooled test dates (not nested: the search chose its "
+                                         "configuration on a validation window inside these folds; the nested "
+                                         "figures are in the next section)"), ("test", "the test split")):
         rep = r["reports"].get(key)
         if not rep:
             continue
@@ -408,6 +410,30 @@ def panel(r: dict) -> list[str]:
                          + f" | {rep['backtest'][name]['long_short']['sharpe']:.2f} |")
         lines += ["", rep["verdict"], ""]
     return lines
+
+
+def panel_nested(r: dict) -> list[str]:
+    st = r["settings"]
+    lines = [f"## The 20-stock panel, nested walk-forward (`{r['command']}`)", "", _machine(r), "",
+             f"{st['folds']} folds, one search per fold ({st['num_samples']} trials of at most {st['max_epochs']} "
+             f"epochs, {st['search']} + {st['scheduler']}, chosen by {st['metric']} on the fold's own validation "
+             f"dates), {st['minutes']:.0f} minutes in all. {r['policy']}", "",
+             "| fold | validated on | tested on | chosen (trial, epoch) | validation score | configuration |",
+             "|---|---|---|---|---|---|"]
+    for f in r["folds"]:
+        c = f["chosen"]
+        lines.append(f"| {f['fold']} | {f['val']['start']} to {f['val']['end']} | {f['test']['start']} to "
+                     f"{f['test']['end']} | {c['trial_id']}, {c['epoch']} | {c['score']:.4f} | "
+                     + ", ".join(f"{k.split('.')[-1]}={v:.2g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                                 for k, v in sorted(c["config"].items())) + " |")
+    lines += ["", f"Pooled test dates: {r['test']['dates']:,} dates, {r['test']['windows']:,} windows.", "",
+              "| scorer | mean rank IC [95% interval] | dates > 0 | model - this [95%] | long-short Sharpe |",
+              "|---|---|---|---|---|"]
+    for name, e in r["rank_ic"].items():
+        m, d = e["mean"], e.get("model_minus_this")
+        lines.append(f"| {name} | {_ci(m)} | {e['share_positive']:.0%} | " + (_ci(d) if d else "-")
+                     + f" | {r['backtest'][name]['long_short']['sharpe']:.2f} |")
+    return lines + ["", r["verdict"], ""]
 
 
 def rnn(r: dict) -> list[str]:
@@ -696,7 +722,7 @@ def main() -> int:
                 ("temporal_probe", temporal_probe),
                 ("known_answers", known_answers), ("known_answers_single", known_answers), ("multiplex", multiplex),
                 ("monitoring_alarms", monitoring_alarms),
-                ("panel", panel), ("rnn", rnn), ("families", families), ("family_comparison", family_comparison),
+                ("panel_nested", panel_nested), ("panel", panel), ("rnn", rnn), ("families", families), ("family_comparison", family_comparison),
                 ("reliability", reliability), ("suite_time", suite_time),
                 ("data_build", data_build), ("train_throughput", train_throughput),
                 ("v2_training", lambda r: trained(r, "The v2 preset trained on CPU through Ray Train")),

@@ -4,11 +4,17 @@ then export the best trial as a model artifact and evaluate it once on the test 
     python ray_jobs/tune.py --space search_spaces/quick.yaml [--num-samples N] [--max-concurrent N]
         [--search optuna|random] [--scheduler asha|fifo] [--metric val_ce|val_auroc --mode min|max]
         [--cpus-per-trial N] [--gpus-per-trial F] [--resources JSON] [--storage-path PATH|URI]
-        [--models PATH|URI] [--name NAME] [--resume]
+        [--models PATH|URI] [--name NAME] [--resume] [--walk-forward K] [--record JSON]
 
 Standalone it starts a local Ray (dashboard on 127.0.0.1:8265); under
 `ray job submit -- python ray_jobs/tune.py ...` it joins the cluster. Trials are chosen on
 the validation split only; the test split is scored once, after the choice.
+
+--walk-forward K (or the space's `evaluation: {walk_forward: K}`) nests the search: one
+search per expanding-window fold, each choosing its configuration and epoch on validation
+dates that end a purge gap before its own test block; the K test blocks are pooled into one
+report with every fold's choice (`src/stocktrend/tuning/nested.py`). The exported model is
+the last fold's choice. `--walk-forward 0` runs one search on the space's own split.
 
 On a cluster of several nodes, --storage-path and --models name storage every node reaches
 (a shared file system, or object storage such as s3://bucket/prefix): trials and training
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 import time
@@ -56,6 +63,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--name", help="experiment name (required with --resume)")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted experiment --name")
     ap.add_argument("--no-evaluate", action="store_true", help="skip the test-split report")
+    ap.add_argument("--walk-forward", type=int, metavar="K",
+                    help="nested walk-forward: a search per fold, K folds (default: the space's evaluation."
+                         "walk_forward; 0: one search)")
+    ap.add_argument("--boot", type=int, default=1000, help="bootstrap resamples of the nested report's intervals")
+    ap.add_argument("--record", metavar="JSON",
+                    help="also write the nested report, with this machine's description, to JSON (a benchmark result)")
     ap.add_argument("--mlflow", nargs="?", const="", metavar="URI",
                     help="track every trial in MLflow (default store: <storage-path>/mlflow.db; needs the mlflow extra)")
     add_wait_flag(ap)
@@ -63,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.resume and not args.name:
         ap.error("--resume needs --name of the experiment to continue")
+    if args.walk_forward is not None and args.walk_forward < 0:
+        ap.error(f"--walk-forward must be 0 (one search) or a number of folds, got {args.walk_forward}")
     if args.mode and args.metric and args.mode != {"val_ce": "min", "val_auroc": "max"}[args.metric]:
         ap.error(f"--mode {args.mode} contradicts --metric {args.metric}")
     return args
@@ -113,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         except ResourcesUnavailable as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+    folds = space.walk_forward if args.walk_forward is None else args.walk_forward
+    if folds:
+        if args.resume:
+            print("error: --resume continues one search; a nested walk-forward is rerun (its searches are short)",
+                  file=sys.stderr)
+            return 2
+        return nested(args, space, opts, storage, name, cache, folds)
     t0 = time.perf_counter()
     from stocktrend.tuning.tracking import TrackingUnavailable
 
@@ -148,7 +170,6 @@ def main(argv: list[str] | None = None) -> int:
         print(choices.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"summary: {summary}")
     print(f"model artifact: {artifact}")
-    report = None
     if not args.no_evaluate:
         from stocktrend.evaluation.report import evaluate_artifact, summary_lines
 
@@ -160,32 +181,53 @@ def main(argv: list[str] | None = None) -> int:
 
         published = publish_artifact(artifact, args.models)
         print(f"model artifact published: {published}")
+        import shutil
+
+        shutil.rmtree(artifact, ignore_errors=True)  # the staged copy
     if opts.tracking_uri:
         from stocktrend.tuning.tracking import tag_artifact
 
         run_id = tag_artifact(opts.tracking_uri, name, best["trial_id"], published or artifact)
         print(f"MLflow: experiment {name!r} at {opts.tracking_uri} (best trial's run {run_id})")
-    rc = 0
-    if report is not None and space.walk_forward:  # the space asks for the best configuration retrained on K folds
-        from stocktrend.evaluation.retrain_report import retrain_and_report
+    return 0
 
-        retrain = argparse.Namespace(seeds=None, walk_forward=space.walk_forward, epochs=space.walk_forward_epochs,
-                                     dataset=None, boot=1000, cost_bps=5.0, wait_for_resources=args.wait_for_resources,
-                                     storage_path=storage_lib.join(storage_lib.parent(storage), "walk_forward"),
-                                     cpus_per_worker=args.cpus_per_trial)
-        evaluation = Path(report["files"]["json"]).parent
-        try:
-            print("\n".join(retrain_and_report(artifact, retrain, evaluation)))
-        except ResourcesUnavailable as err:
-            print(f"error: walk-forward retraining: {err}", file=sys.stderr)
-            rc = 2
-        if published:  # the walk-forward report joins the published artifact's evaluation
-            storage_lib.upload_dir(evaluation, storage_lib.join(published, "evaluation"))
-    if published:
+
+def nested(args: argparse.Namespace, space, opts, storage: str, name: str, cache: Path, folds: int) -> int:
+    """The nested walk-forward (``tuning.nested``), then the last fold's choice exported."""
+    from stocktrend import storage as storage_lib
+    from stocktrend.tuning.nested import nested_walk_forward, summary_lines
+    from stocktrend.tuning.run import export_best
+
+    try:
+        result = nested_walk_forward(space, opts, storage, name, cache, folds, n_boot=args.boot)
+    except RuntimeError as err:  # every trial of a fold failed
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("\n".join(summary_lines(result)))
+    if args.record:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from machine import machine_info
+
+        from stocktrend.data.store import atomic_write_text
+
+        command = " ".join(["python ray_jobs/tune.py", *(sys.argv[1:])])
+        atomic_write_text(Path(args.record), json.dumps({**result["report"], "command": command,
+                                                         "machine": machine_info()}, indent=2, default=float))
+        print(f"recorded: {args.record}")
+    fold_space, results, experiment = result["last"]
+    model_name = args.model_name or f"{space.data.ticker.lower()}_{space.path.stem}"
+    models = Path(args.models) if not storage_lib.is_remote(args.models) else storage_lib.scratch("models-staged")
+    artifact = export_best(results, fold_space, opts.metric, experiment, cache, models, model_name,
+                           extra={"nested_walk_forward": storage_lib.join(result["location"], "nested.json")})
+    print(f"model artifact (the last fold's choice; its test split is that fold's block): {artifact}")
+    if storage_lib.is_remote(args.models):
+        from stocktrend.training.export import publish_artifact
+
+        print(f"model artifact published: {publish_artifact(artifact, args.models)}")
         import shutil
 
-        shutil.rmtree(artifact, ignore_errors=True)  # the staged copy
-    return rc
+        shutil.rmtree(artifact, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

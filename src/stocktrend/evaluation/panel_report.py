@@ -110,6 +110,23 @@ def score_table(t: dict[str, Any], n_boot: int, seed: int, cost_bps: float, stag
     }
 
 
+def choice_lines(folds: list[dict] | None) -> list[str]:
+    """The table of what each fold's nested search chose, and on which dates."""
+    if not folds or "chosen" not in folds[0]:
+        return []
+    lines = ["", "## Choices per fold (each made on its own validation dates)", "",
+             "| fold | trained to | validated on | tested on | trials | chosen trial, epoch | validation score | "
+             "configuration |", "|---|---|---|---|---|---|---|---|"]
+    for f in folds:
+        c = f["chosen"]
+        config = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                           for k, v in sorted(c["config"].items()))
+        lines.append(f"| {f['fold']} | {f['train']['end']} | {f['val']['start']} to {f['val']['end']} | "
+                     f"{f['test']['start']} to {f['test']['end']} | {c['trials']} | {c['trial_id']}, {c['epoch']} | "
+                     f"{c['metric']} {c['score']:.4f} | {config} |")
+    return lines
+
+
 def render_markdown(r: dict[str, Any], title: str) -> str:
     lines = [f"# {title}", "", *([f"> {r['policy']}", ""] if r.get("policy") else []), r["verdict"], "",
              *(f"> {line}" for line in planted_line(r)),
@@ -151,6 +168,7 @@ def render_markdown(r: dict[str, Any], title: str) -> str:
     for ticker, m in r["test"]["per_instrument"].items():
         lines.append(f"| {ticker} | {m['accuracy']['point']:.3f} [{m['accuracy']['low']:.3f}, {m['accuracy']['high']:.3f}] | "
                      f"{m['auroc']['point']:.3f} [{m['auroc']['low']:.3f}, {m['auroc']['high']:.3f}] |")
+    lines += choice_lines(r.get("folds"))
     vol = markdown_lines(r.get("volatility"))
     sel = selection_lines(r.get("selection"))
     return "\n".join(lines + ([""] + vol if vol else []) + ([""] + sel if sel else [])) + "\n"
@@ -165,13 +183,21 @@ def evaluate_panel(dataset: Path, p_up: np.ndarray, out: Path, n_boot: int, seed
     return report
 
 
+RETRAINED_POLICY = ("Walk-forward: a fixed configuration retrained on each fold's training window, its epoch chosen "
+                    "on that fold's validation dates. If a search chose the configuration on dates inside these test "
+                    "blocks, the network's figures are optimistic (the baselines' settings are fixed in code); "
+                    "`tune.py --walk-forward K` nests the search instead.")
+NESTED_POLICY = ("Nested walk-forward: every fold's configuration and epoch were chosen by a search of its own, "
+                 "trained before and validated on dates that end a purge gap before its test block; each choice is "
+                 "listed under 'Choices per fold'. Nothing was chosen on a test date.")
+
+
 def walk_forward_report(runs: list[dict], datasets: list[Path], out: Path, n_boot: int, cost_bps: float,
-                        seed: int = 0, staggered: bool = False) -> dict[str, Any]:
-    """Every fold's test windows scored by its own retrained model (each fold's dataset
-    built, scaled, selected and balanced on its own training window), pooled. After a search,
-    the network's hyperparameters were chosen on the default split's validation window,
-    which later folds' test blocks contain: for the network, if anything, an optimistic
-    figure (the baselines' hyperparameters are fixed in advance)."""
+                        seed: int = 0, staggered: bool = False, choices: list[dict] | None = None) -> dict[str, Any]:
+    """Every fold's test windows scored by its own model (each fold's dataset built, scaled,
+    selected and balanced on its own training window), pooled. ``choices``: what a nested
+    search chose per fold (``tuning.nested``); without them the configuration was fixed
+    beforehand, and the report's policy says what that means."""
     tables = [test_table(d, run["probs"][:, 1], seed) for run, d in zip(runs, datasets)]
     for d, t in zip(datasets[1:], tables[1:]):
         if not np.array_equal(t["calendar"], tables[0]["calendar"]):
@@ -180,13 +206,15 @@ def walk_forward_report(runs: list[dict], datasets: list[Path], out: Path, n_boo
     joined = {"meta": tables[0]["meta"], "close": tables[0]["close"], "calendar": tables[0]["calendar"],
               **{k: np.concatenate([t[k] for t in tables]) for k in ("dates", "instrument", "rows", "y", "ret")},
               "scores": {k: np.concatenate([t["scores"][k] for t in tables]) for k in tables[0]["scores"]}}
-    report = {"kind": "walk_forward", "folds": [{"fold": i, **{s: read_metadata(d)["splits"][s] for s in
-                                                               ("train", "val", "test")},
-                                                 "best_val_ce": run["metrics"].get("val_ce")}
-                                                for i, (run, d) in enumerate(zip(runs, datasets))],
+    report = {"kind": "nested_walk_forward" if choices else "walk_forward",
+              "policy": NESTED_POLICY if choices else RETRAINED_POLICY,
+              "folds": [{"fold": i, **{s: read_metadata(d)["splits"][s] for s in ("train", "val", "test")},
+                         "best_val_ce": run["metrics"].get("val_ce"), **({"chosen": choices[i]} if choices else {})}
+                        for i, (run, d) in enumerate(zip(runs, datasets))],
               "label": tables[0]["meta"].get("label"), "label_rule": tables[0]["meta"].get("label_rule"),
               **score_table(joined, n_boot, seed, cost_bps, staggered)}
-    _write(report, joined, out, f"Panel model, walk-forward over {len(runs)} folds (pooled test dates)")
+    title = "nested walk-forward" if choices else "walk-forward"
+    _write(report, joined, out, f"Panel model, {title} over {len(runs)} folds (pooled test dates)")
     return report
 
 

@@ -34,7 +34,7 @@ SECTIONS = ("data", "model", "train")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "quniform", "qrandint")
 TOP_KEYS = {"description", "preset", "dataset", "num_samples", "max_concurrent", "scheduler", "space",
             "points_to_evaluate", "seed", "evaluation", *SECTIONS}
-EVALUATION_KEYS = {"walk_forward", "epochs"}  # after the search: retrain the best on K folds, report pooled
+EVALUATION_KEYS = {"walk_forward"}  # K > 0: a nested walk-forward, one search per fold (tuning/nested.py)
 SCHEDULER_KEYS = {"max_epochs", "grace_period", "reduction_factor"}
 
 
@@ -53,8 +53,7 @@ class SearchSpace:
     grace_period: int = 2
     reduction_factor: int = 3
     seed: int = 0
-    walk_forward: int = 0  # folds the best configuration is retrained on after the search (0: none)
-    walk_forward_epochs: int | None = None
+    walk_forward: int = 0  # folds of the nested walk-forward, a search per fold (0: one search on the split)
 
     def tune_space(self) -> dict[str, Any]:
         return {k: to_tune(k, d) for k, d in self.distributions.items()}
@@ -187,5 +186,4 @@ def load_space(path: str | Path) -> SearchSpace:
         max_concurrent=int(raw.get("max_concurrent", 2)), max_epochs=int(sched.get("max_epochs", 10)),
         grace_period=int(sched.get("grace_period", 2)), reduction_factor=int(sched.get("reduction_factor", 3)),
         seed=int(raw.get("seed", 0)), walk_forward=int(evaluation.get("walk_forward", 0)),
-        walk_forward_epochs=evaluation.get("epochs"),
     )
