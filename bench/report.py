@@ -116,13 +116,28 @@ def serve_load(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _fresh_seeds(r: dict) -> str:
+    """Where the interval's method was chosen, when these markets are not the ones it was chosen on."""
+    choice = _load("interval_calibration_method_choice")
+    if not r.get("first_seed") or not choice:
+        return ""
+    rates = ", ".join(f"{k[5:]} {row['rate']:.1%}" for k, row in choice["summary"].items() if k.startswith("null_"))
+    return (f" These markets start at seed {r['first_seed']:,}: the interval's method was chosen among eight "
+            f"candidates (t-scaled percentiles, larger block floors, fixed-b Bartlett, this extrapolation) on seeds "
+            f"0-{choice['summary']['null_reversal_1w']['markets'] - 1} and their planted markets, where it gave "
+            f"{rates} and planted coverage {choice['summary']['planted_oracle']['coverage']:.1%} "
+            "(`bench/results/interval_calibration_method_choice.json`); the figures below are its confirmation on "
+            "markets it was not chosen on.")
+
+
 def interval_calibration(r: dict) -> list[str]:
     s = r["summary"]
     lines = ["## Are the headline's intervals calibrated? (`python bench/interval_calibration.py`)", "", _machine(r), "",
              f"Synthetic markets (`stocktrend.data.synthetic`, calibrated on the shipped panel) of "
              f"{r['instruments']} instruments; the headline (mean daily rank IC over a test block of "
              f"{r['test_days']} dates, h = {r['horizon']}) with its 95% interval from `{r['interval']}`, "
-             f"{r['n_boot']} resamples. {r['seconds'] / 60:.0f} minutes.", "",
+             f"{r['n_boot']} resamples for the comparisons. {r['seconds'] / 60:.0f} minutes."
+             + _fresh_seeds(r), "",
              "| markets | scorer | 95% interval | rate (its 95% interval) | goal | verdict | mean width | sd of the means |",
              "|---|---|---|---|---|---|---|---|"]
     for key, row in s.items():
@@ -148,6 +163,14 @@ def interval_calibration(r: dict) -> list[str]:
                               f"{fixed(row['rate_with_fixed_blocks'])}" for name, row in nulls.items())
                   + f"; planted: median block {planted['median_block']:.0f}, coverage with blocks "
                   f"{fixed(planted['coverage_with_fixed_blocks'])}.", ""]
+        if planted.get("coverage_with_previous_percentile") is not None:
+            lines += ["The percentile interval of the same bootstrap and blocks, which reports used before 2026-12-07, "
+                      "on the same markets: "
+                      + "; ".join(f"null {name} excludes 0 on {row['rate_with_previous_percentile']:.1%}"
+                                  for name, row in nulls.items() if row.get("rate_with_previous_percentile") is not None)
+                      + f"; planted coverage {planted['coverage_with_previous_percentile']:.1%}. Its variance is "
+                      "biased down by about 1.6 / block with 5-day labels (each block edge cuts four correlated "
+                      "neighbours) and its normal quantiles ignore how few blocks there are.", ""]
         if "coverage_with_hac" in planted:
             lines += ["Another family, for comparison (not what reports use): mean +- 1.96 HAC standard errors, kernel "
                       "long-run variance with automatic bandwidth (`arch.covariance.kernel`): "
@@ -722,7 +745,8 @@ def main() -> int:
                 ("temporal_probe", temporal_probe),
                 ("known_answers", known_answers), ("known_answers_single", known_answers), ("multiplex", multiplex),
                 ("monitoring_alarms", monitoring_alarms),
-                ("panel_nested", panel_nested), ("panel", panel), ("rnn", rnn), ("families", families), ("family_comparison", family_comparison),
+                ("panel_nested", panel_nested), ("panel", panel), ("rnn", rnn), ("families", families),
+                ("family_comparison", family_comparison),
                 ("reliability", reliability), ("suite_time", suite_time),
                 ("data_build", data_build), ("train_throughput", train_throughput),
                 ("v2_training", lambda r: trained(r, "The v2 preset trained on CPU through Ray Train")),

@@ -18,8 +18,10 @@ from stocktrend.evaluation import baselines as bl
 from stocktrend.evaluation.bootstrap import (
     block_bootstrap_ci,
     block_indices,
+    cbb_mean_variance,
     data_block_length,
     default_block_length,
+    mean_interval,
     paired_block_bootstrap_ci,
     window_block_length,
 )
@@ -113,6 +115,32 @@ def test_block_bootstrap_is_wider_than_iid_on_autocorrelated_data():
     blocked = block_bootstrap_ci(accuracy, y, p, n_boot=400, seed=2, horizon=12)  # default block 24
     assert blocked.point == iid.point
     assert blocked.high - blocked.low > 2.5 * (iid.high - iid.low)  # theory: ~sqrt(25) = 5x
+
+
+@pytest.mark.timeout(30)
+def test_the_exact_block_bootstrap_variance_is_what_resampling_gives():
+    x = np.random.default_rng(3).standard_normal(200)
+    assert cbb_mean_variance(x, 1) == pytest.approx(np.var(x) / 200)  # one-day blocks: the iid formula
+    means = x[block_indices(200, 40_000, 10, seed=4)].mean(axis=1)  # 20 blocks of 10 per resample
+    assert cbb_mean_variance(x, 10) == pytest.approx(means.var(), rel=0.03)
+
+
+@pytest.mark.timeout(30)
+def test_the_mean_interval_removes_the_block_bias_of_overlapping_labels():
+    # Five-day sums of iid days (overlapping 5-day labels): the mean's long-run variance is 25 / n.
+    rng = np.random.default_rng(8)
+    n = 20_000
+    x = np.convolve(rng.standard_normal(n + 4), np.ones(5), mode="valid")
+    truth = 25 / n
+    plain = cbb_mean_variance(x, 10)
+    assert plain == pytest.approx(truth * (1 - 1.6 / 10), rel=0.06)  # the bias: sum 2|k| rho_k * 5 / block
+    iv = mean_interval(x, block=10)
+    half = (iv.high - iv.low) / 2
+    corrected = (half / 1.96) ** 2  # t on ~1,000 degrees of freedom is 1.96
+    assert abs(corrected - truth) < 0.4 * abs(plain - truth) and iv.low < x.mean() < iv.high
+    short = mean_interval(x[:400], block=10)  # 20 blocks of 20: Student's t on 19 dof, not the normal's 1.96
+    assert (short.high - short.low) / 2 > 2.09 * math.sqrt(cbb_mean_variance(x[:400], 20))
+    assert math.isnan(mean_interval(x[:3], block=2).low)
 
 
 @pytest.mark.timeout(30)

@@ -19,7 +19,20 @@ selection, through the ``arch`` package): a rank-IC series whose scores persist 
 (``window_block_length``) get at least seq_len + h: two windows closer than that share input
 or label days.
 
-Intervals are percentile intervals over the resamples on which the metric is defined;
+The mean of a per-date series (the panel headline: mean daily rank IC) gets its own interval,
+``mean_interval``, because it is the one figure whose coverage is measured
+(``bench/interval_calibration.py``). A block bootstrap's variance of a mean is biased down by
+about (sum over lags of 2|k| gamma_k) / block: blocks cut the dependence at their edges, and
+with h-day labels every edge cuts h - 1 correlated neighbours. On null markets that made the
+95% percentile interval exclude 0 on 7.4% (reversal) and 8.7% (momentum) of markets. The
+interval now takes the circular block bootstrap's variance exactly (no resampling noise) at
+blocks b and 2b and extrapolates: 2 v(2b) - v(b) cancels the 1/b term (Richardson
+extrapolation, as in Hall, Horowitz & Jing's block-length work), floored at v(2b); with about
+n / 2b independent blocks behind it, the critical value is Student's t with n / 2b - 1
+degrees of freedom rather than the normal's. Measured: 4.8% and 5.3% on the same null
+markets, planted coverage 92% (docs/BENCHMARKS.md).
+
+Other intervals are percentile intervals over the resamples on which the metric is defined;
 resamples where it is NaN (e.g. AUROC of a one-class resample) are dropped and counted,
 so a reader sees how many were undefined. ``replicates`` exposes the raw resampled values
 so that callers (seeds, walk-forward folds) can pool them.
@@ -92,6 +105,40 @@ def window_block_length(y_true: np.ndarray, p_up: np.ndarray, horizon: int, seq_
     if seq_len:
         floor = max(floor, int(seq_len) + int(horizon))
     return data_block_length((y - y.mean()) * (p - p.mean()), floor=floor)
+
+
+def cbb_mean_variance(values: np.ndarray, block: int) -> float:
+    """The circular block bootstrap's variance of the mean of ``values``, exactly: a resample
+    is n / block blocks drawn uniformly from the n circular block sums S_i, so its mean has
+    variance Var(S_I) / (n * block), with Var(S_I) = mean_i (S_i - block * mean)^2."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if not 1 <= block <= n:
+        raise ValueError(f"block length must be between 1 and n={n}, got {block}")
+    sums = np.concatenate([[0.0], np.cumsum(np.concatenate([x, x[: block - 1]]))])
+    block_sums = sums[block : block + n] - sums[:n]
+    return float(np.mean((block_sums - block * x.mean()) ** 2) / (n * block))
+
+
+def mean_interval(values: np.ndarray, block: int, alpha: float = 0.05) -> Interval:
+    """(1-alpha) interval of the mean of a time-ordered series: the circular block bootstrap's
+    variance at ``block`` and twice it, extrapolated to remove its O(1/block) bias, with a
+    Student-t critical value on n / (2 block) - 1 degrees of freedom (see the module doc).
+    ``n_valid`` is the number of values (the variance is exact, not resampled)."""
+    from scipy.stats import t as student_t
+
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if n < 4:
+        return Interval(float(np.mean(x)) if n else math.nan, math.nan, math.nan, 0, n)
+    b = int(min(max(block, 1), n // 2))
+    b2 = int(min(2 * b, n // 2))
+    v_b, v_2b = cbb_mean_variance(x, b), cbb_mean_variance(x, b2)
+    variance = max(2 * v_2b - v_b, v_2b)
+    dof = max(n / b2 - 1, 1.0)
+    half = float(student_t.ppf(1 - alpha / 2, dof) * math.sqrt(variance))
+    point = float(x.mean())
+    return Interval(point, point - half, point + half, n, 0)
 
 
 def block_indices(n: int, n_boot: int, block: int, seed: int, circular: bool = True) -> np.ndarray:
@@ -195,5 +242,6 @@ def paired_block_bootstrap_ci(
     return _unwrap({k: interval(pa[k] - pb[k], ra[k] - rb[k], alpha) for k in pa})
 
 
-__all__ = ["Interval", "default_block_length", "data_block_length", "window_block_length", "block_indices",
+__all__ = ["Interval", "default_block_length", "data_block_length", "window_block_length", "cbb_mean_variance",
+           "mean_interval", "block_indices",
            "replicates", "interval", "block_bootstrap_ci", "paired_block_bootstrap_ci"]

@@ -3,9 +3,10 @@ book from prices (a daily portfolio traded the close after its signal), and the
 cross-sectional baselines a quant tries first.
 
 Every figure comes from one table of test windows: (date, instrument, p_up, realised h-day
-return, label), and the instruments' closes for the book. Intervals resample whole dates in blocks (circular block bootstrap over
-the test dates): the instruments of one date share that date's market, so resampling single
-windows would understate the uncertainty by about the panel's width.
+return, label), and the instruments' closes for the book. Intervals treat whole dates as the unit,
+in blocks of dates (circular block bootstrap over the test dates): the instruments of one date
+share that date's market, so resampling single windows would understate the uncertainty by
+about the panel's width.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from scipy.stats import rankdata
 
 from stocktrend.evaluation.bootstrap import (
     Interval,
-    block_bootstrap_ci,
     block_indices,
     data_block_length,
     default_block_length,
     interval,
 )
+from stocktrend.evaluation.bootstrap import mean_interval as bootstrap_mean_interval
 
 MIN_CROSS_SECTION = 3  # a rank correlation over fewer instruments says nothing
 DEFAULT_BORROW_BPS = 25.0  # a year on the short notional, as the single-stock backtest
@@ -43,14 +44,16 @@ def rank_ic_by_date(dates: np.ndarray, score: np.ndarray, ret: np.ndarray) -> pd
 
 
 def mean_interval(values: np.ndarray, n_boot: int, seed: int, horizon: int) -> Interval:
-    """Mean of a per-date series with a circular block bootstrap over dates, its block length
-    from the series itself (``bootstrap.data_block_length``; at least 2h: neighbouring dates'
-    h-day labels share days)."""
+    """Mean of a per-date series with a bias-corrected circular block bootstrap interval over
+    dates (``bootstrap.mean_interval``), its block length from the series itself
+    (``bootstrap.data_block_length``; at least 2h: neighbouring dates' h-day labels share
+    days). The variance is exact, so ``n_boot`` and ``seed`` are not used; they stay in the
+    signature every caller shares with the resampled intervals."""
     values = np.asarray(values, float)
-    if len(values) < 2:
-        return Interval(float(np.mean(values)) if len(values) else math.nan, math.nan, math.nan, 0, 0)
-    block = data_block_length(values, floor=default_block_length(len(values), horizon))
-    return block_bootstrap_ci(np.mean, values, n_boot=n_boot, seed=seed, block=block)
+    values = values[np.isfinite(values)]
+    if len(values) < 4:
+        return Interval(float(np.mean(values)) if len(values) else math.nan, math.nan, math.nan, 0, len(values))
+    return bootstrap_mean_interval(values, data_block_length(values, floor=default_block_length(len(values), horizon)))
 
 
 def date_block_ci(metric_fn, dates: np.ndarray, arrays: tuple[np.ndarray, ...], n_boot: int, seed: int,
