@@ -133,8 +133,8 @@ def main() -> int:
     cal = calibrate()
     days = HISTORY + args.test_days + HORIZON
     base = MarketSpec(instruments=args.instruments, days=days, churn=0.0)
-    null_jobs = [{"spec": dataclasses.asdict(dataclasses.replace(base, seed=args.first_seed + k)), "cal": cal, "scale": 0.0,
-                  "n_boot": args.n_boot, "test_days": args.test_days} for k in range(args.null)]
+    null_jobs = [{"spec": dataclasses.asdict(dataclasses.replace(base, seed=args.first_seed + k)), "cal": cal,
+                  "scale": 0.0, "n_boot": args.n_boot, "test_days": args.test_days} for k in range(args.null)]
     previous = ROOT / "bench" / "results" / f"{args.name}.json"
     kept = json.loads(previous.read_text()) if args.null == 0 else None
     null = kept["null"] if kept else run(null_jobs, args.workers, "null markets")
@@ -142,7 +142,8 @@ def main() -> int:
     scale = plant_scale(planted_spec, cal)
     spread = long_run(planted_spec, cal, scale)
     truth = spread["mean"]
-    planted_jobs = [{"spec": dataclasses.asdict(dataclasses.replace(planted_spec, seed=args.first_seed + 100_000 + k)), "cal": cal,
+    first_planted = args.first_seed + 100_000
+    planted_jobs = [{"spec": dataclasses.asdict(dataclasses.replace(planted_spec, seed=first_planted + k)), "cal": cal,
                      "scale": scale, "n_boot": args.n_boot, "test_days": args.test_days} for k in range(args.planted)]
     planted = run(planted_jobs, args.workers, "planted markets")
     summary = {}
@@ -193,7 +194,7 @@ def main() -> int:
     out = {"benchmark": "interval_calibration", "machine": machine_info(), "seconds": round(time.time() - t0, 1),
            "interval": "evaluation.panel_metrics.mean_interval (circular block bootstrap variance over dates at "
                        "blocks b and 2b, extrapolated to remove its 1/b bias, Student-t on n/2b - 1 dof; b from the "
-                       "series: Politis-White automatic length, at least max(n^(1/3), 2h))",
+                       "series: Politis-White automatic length, at least max(n^(1/3), 2h), at most n/8)",
            "horizon": HORIZON, "instruments": args.instruments, "first_seed": args.first_seed,
            "test_days": args.test_days, "n_boot": args.n_boot, "summary": summary,
            "null": null, "planted": planted}

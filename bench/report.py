@@ -293,6 +293,7 @@ def known_answers(r: dict) -> list[str]:
 
 
 PLANT_SCALED_ON = "2026-12-07T08:40"  # the generator's markets of 2026-12-07 (regime-scaled plant, no beta premium)
+BIAS_CORRECTED_ON = "2026-12-07T11:10"  # the headline interval's bias correction (bootstrap.mean_interval)
 
 
 def power_curve(r: dict) -> list[str]:
@@ -302,8 +303,10 @@ def power_curve(r: dict) -> list[str]:
              f"Learner: {r['learner']}; plant: {r['plant']} (planted population IC per row); headline: mean daily "
              f"rank IC on the {r['test_block']} with the report's 95% block-bootstrap interval ({r['n_boot']} "
              f"resamples). Power = share of {cells[0]['markets']} seeded markets per cell whose interval lies above 0. "
-             f"{r['seconds'] / 60:.0f} minutes. The interval is the one measured above (interval calibration): "
-             "where it is too narrow, these powers are too high (upper bounds) until it is fixed.", "",
+             f"{r['seconds'] / 60:.0f} minutes. The interval is the one measured above (interval calibration)"
+             + (": its null rates and planted coverage meet their goals there." if r["machine"]["date"] >= BIAS_CORRECTED_ON
+                else ", before its bias correction of 2026-12-07: where it was too narrow, these powers are too high "
+                     "(upper bounds)."), "",
              "![power curve](power_curve.png)", "",
              "| planted IC | years | " + " | ".join(f"{n} names" for n in universe) + " |",
              "|---|---|" + "---|" * len(universe)]
@@ -319,7 +322,9 @@ def power_curve(r: dict) -> list[str]:
                   + (" Measured before two changes to the generator on 2026-12-07 (a panel plant's moves scale with "
                      "the volatility regime; every name drifts at the market's mean, so beta carries no premium): "
                      "its markets are not the curve's, so compare its columns with each other, not with the curve."
-                     if net["machine"]["date"] < PLANT_SCALED_ON and r["machine"]["date"] >= PLANT_SCALED_ON else ""),
+                     if net["machine"]["date"] < PLANT_SCALED_ON and r["machine"]["date"] >= PLANT_SCALED_ON else "")
+                  + (" Its intervals are the earlier percentile ones (narrower; see the interval calibration)."
+                     if net["machine"]["date"] < BIAS_CORRECTED_ON else ""),
                   "",
                   "| planted IC | names | years | markets | network: power (mean IC) | report's logistic | "
                   "report's boosting | logistic curve above | oracle IC |", "|---|---|---|---|---|---|---|---|---|"]

@@ -140,6 +140,8 @@ def test_the_mean_interval_removes_the_block_bias_of_overlapping_labels():
     assert abs(corrected - truth) < 0.4 * abs(plain - truth) and iv.low < x.mean() < iv.high
     short = mean_interval(x[:400], block=10)  # 20 blocks of 20: Student's t on 19 dof, not the normal's 1.96
     assert (short.high - short.low) / 2 > 2.09 * math.sqrt(cbb_mean_variance(x[:400], 20))
+    # A block past n / 8 on a short series is cut there: t on one degree of freedom is not an answer.
+    assert mean_interval(x[:95], block=47) == mean_interval(x[:95], block=95 // 8)
     assert math.isnan(mean_interval(x[:3], block=2).low)
 
 

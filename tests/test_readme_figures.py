@@ -15,11 +15,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PANEL = "bench/results/panel.json"  # python bench/panel.py
+PANEL = "bench/results/panel.json"  # python bench/panel.py (its walk-forward is the earlier, non-nested one)
+NESTED = "bench/results/panel_nested.json"  # python ray_jobs/tune.py --space search_spaces/panel.yaml --record ...
+POWER = "bench/results/power_curve.json"  # python bench/power_curve.py
 FAMILIES = "bench/results/family_comparison.json"  # python ray_jobs/compare_families.py --record ...
 AUDIT = "docs/LEAKAGE_AUDIT.json"  # python ray_jobs/audit_leakage.py
 WF = "reports.walk_forward.rank_ic"
 VOL = "scores.v2+vol.volatility"
+# The power curve's cells the section quotes (20 names / 200 names, 30 years), by position in its grid.
+P05_20, P03_20, P02_20, P02_200 = "cells.38", "cells.26", "cells.14", "cells.23"
 
 # (file, key path, format): "ci" prints "+0.031 [+0.011, +0.051]" from {point, low, high}.
 QUOTES = [
@@ -27,13 +31,17 @@ QUOTES = [
     (AUDIT, "clean.model.test.accuracy", ".2f"),
     (AUDIT, "clean.knn_test.accuracy", ".2f"),
     (AUDIT, "seed.knn_test.accuracy", ".2f"),
-    (PANEL, f"{WF}.model.dates", ",d"),
-    (PANEL, f"{WF}.model.mean", "ci"),
-    (PANEL, f"{WF}.model.share_positive", ".0%"),
-    (PANEL, f"{WF}.momentum_12_1.mean", "ci"),
-    (PANEL, f"{WF}.logistic_regression.mean", "ci"),
-    (PANEL, f"{WF}.gradient_boosting.mean.point", "+.3f"),
-    (PANEL, f"{WF}.momentum_12_1.model_minus_this", "ci"),
+    (NESTED, "settings.minutes", ".0f"),
+    (NESTED, "test.dates", ",d"),
+    (NESTED, "rank_ic.model.mean", "ci"),
+    (NESTED, "rank_ic.model.share_positive", ".0%"),
+    (NESTED, "rank_ic.momentum_12_1.mean", "ci"),
+    (NESTED, "rank_ic.logistic_regression.mean", "ci"),
+    (NESTED, "rank_ic.gradient_boosting.mean.point", "+.3f"),
+    (NESTED, "rank_ic.momentum_12_1.model_minus_this", "ci"),
+    (PANEL, f"{WF}.model.mean.point", "+.3f"),
+    *[(POWER, f"{cell}.{key}", fmt) for cell in (P05_20, P03_20, P02_20, P02_200)
+      for key, fmt in (("ic", "g"), ("power", ".0%"))],
     (FAMILIES, "test_dates", ",d"),
     (FAMILIES, "scores.v2.mean_rank_ic", "ci"),
     (FAMILIES, "scores.momentum_12_1.mean_rank_ic", "ci"),
@@ -59,7 +67,7 @@ NOT_FIGURES = {"79.5%", "95%"}
 def _value(file: str, path: str):
     node = json.loads((ROOT / file).read_text())
     for key in path.split("."):
-        node = node[key]
+        node = node[int(key)] if isinstance(node, list) else node[key]
     return node
 
 
