@@ -142,13 +142,21 @@ def check_free(ports: HeadPorts, how_to_move: str) -> None:
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free now. Another program may take one before Ray binds it: the
+    """``n`` distinct ports free now on every address, as ``port_taken`` checks them: a port that
+    loopback would give may be held on another address (a Ray agent listening on the node's),
+    and a head started on it fails. Another program may still take one before Ray binds it: the
     caller retries on a start that fails with a taken port (``PrivateRayHead.up``)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    ports: list[int] = []
+    for _ in range(50):
+        socks = [socket.socket() for _ in range(n - len(ports))]
+        try:
+            for s in socks:
+                s.bind(("0.0.0.0", 0))
+            fresh = [s.getsockname()[1] for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+        ports += [p for p in fresh if p not in ports and not port_taken(p)]
+        if len(ports) >= n:
+            return ports[:n]
+    raise OSError(f"could not find {n} free ports")
