@@ -65,8 +65,8 @@ def fold_search(space: SearchSpace, opts: SearchOptions, storage: str, name: str
 def nested_walk_forward(space: SearchSpace, opts: SearchOptions, storage: str, name: str, cache: Path,
                         folds: int, n_boot: int = 1000, cost_bps: float = 5.0) -> dict[str, Any]:
     """K nested searches and their pooled out-of-sample report, written to
-    ``<storage>/<name>-nested/`` (report.md and report.json; for a panel also predictions and
-    the books' plot). Returns {"report", "folds": choices, "location", "last": the last
+    ``<storage>/<name>-nested/`` (nested.json; for a panel also report.md, report.json, the
+    predictions and the books' plot). Returns {"report", "folds": choices, "location", "last": the last
     fold's (space, Tune results, experiment): the most recent choice, for export}."""
     plans, _ = fold_plans(space.data, folds)
     runs, datasets, choices, results = [], [], [], None
