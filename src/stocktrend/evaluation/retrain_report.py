@@ -24,6 +24,21 @@ def _spread_lines(title: str, spread: dict) -> list[str]:
     return lines
 
 
+def pooled_lines(result: dict) -> list[str]:
+    """The console lines of a pooled walk-forward report: a panel's mean rank IC per scorer and
+    its verdict, or a single stock's pooled metrics and headline (also ``tuning.nested``'s)."""
+    if "rank_ic" in result:
+        return [f"  mean rank IC {n:20s} {e['mean']['point']:+.4f} [{e['mean']['low']:+.4f}, {e['mean']['high']:+.4f}]"
+                for n, e in result["rank_ic"].items()] + ["  " + result["verdict"]]
+    pooled = result["pooled"]["test"]["metrics"]
+    lines = ["  pooled out-of-sample: " + ", ".join(
+        f"{k} {pooled[k]['point']:.3f} [{pooled[k]['low']:.3f}, {pooled[k]['high']:.3f}]"
+        for k in ("accuracy", "auroc", "mcc") if k in pooled)]
+    if result["pooled"].get("headline"):
+        lines.append("  " + result["pooled"]["headline"]["verdict"])
+    return lines
+
+
 def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
     from stocktrend.cluster.connect import connect
     from stocktrend.data.store import read_metadata
@@ -68,18 +83,10 @@ def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
             result = walk_forward_report(runs, datasets, out_dir / "walk_forward", args.boot, args.cost_bps)
             lines += [f"\nwalk-forward, {args.walk_forward} folds, pooled test dates "
                       f"({result['test']['dates']} dates, {result['test']['windows']} windows):"]
-            lines += [f"  mean rank IC {n:20s} {e['mean']['point']:+.4f} [{e['mean']['low']:+.4f}, {e['mean']['high']:+.4f}]"
-                      for n, e in result["rank_ic"].items()]
-            lines += ["  " + result["verdict"], f"  -> {out_dir / 'walk_forward' / 'report.md'}"]
+            lines += [*pooled_lines(result), f"  -> {out_dir / 'walk_forward' / 'report.md'}"]
             return lines
         result = evaluate_walk_forward(runs, datasets, market, args.boot, args.cost_bps)
         atomic_write_text(out_dir / "walk_forward.json", json.dumps(result, indent=2, default=float))
         lines += _spread_lines(f"\nwalk-forward, {args.walk_forward} folds (per-fold spread):", result["spread"])
-        pooled = result["pooled"]["test"]["metrics"]
-        lines.append("  pooled out-of-sample: " + ", ".join(
-            f"{k} {pooled[k]['point']:.3f} [{pooled[k]['low']:.3f}, {pooled[k]['high']:.3f}]"
-            for k in ("accuracy", "auroc", "mcc") if k in pooled))
-        if result["pooled"].get("headline"):
-            lines.append("  " + result["pooled"]["headline"]["verdict"])
-        lines.append(f"  -> {out_dir / 'walk_forward.json'}")
+        lines += [*pooled_lines(result), f"  -> {out_dir / 'walk_forward.json'}"]
     return lines

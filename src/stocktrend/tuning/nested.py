@@ -100,6 +100,8 @@ def nested_walk_forward(space: SearchSpace, opts: SearchOptions, storage: str, n
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """What the console prints: each fold's choice, then the pooled headline."""
+    from stocktrend.evaluation.retrain_report import pooled_lines
+
     report, settings = result["report"], result["settings"]
     lines = [f"\nnested walk-forward, {settings['folds']} folds, {settings['minutes']:.1f} min "
              f"({settings['num_samples']} trials per fold, {settings['search']} + {settings['scheduler']}):"]
@@ -109,15 +111,6 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
                      f"{f['trial_id']} epoch {f['epoch']} {f['metric']} {f['score']:.4f} {f['config']}")
     if "rank_ic" in report:
         lines.append(f"  pooled test dates: {report['test']['dates']} dates, {report['test']['windows']} windows")
-        lines += [f"  mean rank IC {n:20s} {e['mean']['point']:+.4f} [{e['mean']['low']:+.4f}, {e['mean']['high']:+.4f}]"
-                  for n, e in report["rank_ic"].items()]
-        lines.append("  " + report["verdict"])
-    else:
-        pooled = report["pooled"]["test"]["metrics"]
-        lines.append("  pooled out-of-sample: " + ", ".join(
-            f"{k} {pooled[k]['point']:.3f} [{pooled[k]['low']:.3f}, {pooled[k]['high']:.3f}]"
-            for k in ("accuracy", "auroc", "mcc") if k in pooled))
-        if report["pooled"].get("headline"):
-            lines.append("  " + report["pooled"]["headline"]["verdict"])
+    lines += pooled_lines(report)
     lines.append(f"  -> {storage_lib.join(result['location'], 'nested.json')}")
     return lines
