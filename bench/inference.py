@@ -139,7 +139,7 @@ def main() -> int:
     onnx_dir = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
     from stocktrend.data.cache import build_cached
     from stocktrend.data.config import load_data_config
-    from stocktrend.evaluation.backend_export import calibration_windows
+    from stocktrend.inference.export import calibration_windows
 
     data = build_cached(load_data_config(ROOT / "datasets" / "msft_v2.yaml"), ROOT / "datasets" / "cache")
     files, recipe = write_onnx_files(net, seq_len, n_features, onnx_dir, calibration_windows(data))

@@ -5,7 +5,7 @@
         ->  bench/results/interval_calibration.json
 
 A panel report's headline is the mean daily rank IC over the test dates with a bias-corrected
-circular block bootstrap interval (``evaluation.panel_metrics.mean_interval``, called here, never
+circular block bootstrap interval (``evaluation.core.date_mean``, called here, never
 copied; before 2026-12-07 a percentile interval of the same bootstrap, still measured beside it as
 "previous").
 On seeded null markets (``stocktrend.data.synthetic``, nothing planted), each cheap scorer of
@@ -35,8 +35,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine_info  # noqa: E402
 
 from stocktrend.data.synthetic import MarketSpec, calibrate, generate, plant_scale  # noqa: E402
-from stocktrend.evaluation.bootstrap import block_bootstrap_ci, data_block_length, default_block_length  # noqa: E402
-from stocktrend.evaluation.panel_metrics import mean_interval, momentum_12_1_score, rank_ic_by_date, reversal_score  # noqa: E402
+from stocktrend.evaluation.bootstrap import Interval, data_block_length, default_block_length  # noqa: E402
+from stocktrend.evaluation.core import date_mean, resampled_ci  # noqa: E402
+from stocktrend.evaluation.panel_metrics import momentum_12_1_score, rank_ic_by_date, reversal_score  # noqa: E402
 
 HORIZON = 5
 HISTORY = 252 + 30  # what 12-1 momentum needs before the first test day, and a margin
@@ -58,6 +59,11 @@ def test_block(market, test_days: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     inst, row = np.repeat(np.arange(close.shape[0]), len(rows)), np.tile(rows, close.shape[0])
     fwd = close[inst, row + HORIZON] / close[inst, row] - 1
     return close, inst, row, fwd, market.score.T[inst, row]
+
+
+def percentile_interval(ic: np.ndarray, n_boot: int, seed: int, block: int) -> Interval:
+    """The circular block bootstrap's percentile interval of the mean (what reports printed before)."""
+    return resampled_ci(lambda x: {"mean": float(np.mean(x))}, (ic,), n_boot, seed, block=block)["mean"]
 
 
 def hac_intervals(ic: np.ndarray) -> dict[str, list[float]]:
@@ -84,14 +90,14 @@ def one_market(job: dict) -> dict:
     out = {}
     for name, score in scorers.items():
         ic = rank_ic_by_date(row, score, fwd).to_numpy()
-        iv = mean_interval(ic, n_boot, spec.seed, HORIZON)
+        iv = Interval(**date_mean(ic, HORIZON))
         block = data_block_length(ic, floor=default_block_length(len(ic), HORIZON))
-        previous = block_bootstrap_ci(np.mean, ic, n_boot=n_boot, seed=spec.seed, block=block)
+        previous = percentile_interval(ic, n_boot, spec.seed, block)
         out[name] = {"mean": iv.point, "low": iv.low, "high": iv.high, "dates": int(len(ic)), "block": block,
                      "previous": [previous.low, previous.high],  # the percentile interval reports used before
                      # The same interval with fixed blocks: does any block length cover the truth?
-                     "fixed_blocks": {str(b): [(i := block_bootstrap_ci(np.mean, ic, n_boot=n_boot, seed=spec.seed,
-                                                                         block=b)).low, i.high] for b in FIXED_BLOCKS},
+                     "fixed_blocks": {str(b): [(i := percentile_interval(ic, n_boot, spec.seed, b)).low,
+                                                       i.high] for b in FIXED_BLOCKS},
                      "hac": hac_intervals(ic)}
     return out
 
@@ -192,7 +198,7 @@ def main() -> int:
                                      [r["oracle"]["high"] - r["oracle"]["low"] for r in planted]) / 3.92,
                                      spread["sd"]))}
     out = {"benchmark": "interval_calibration", "machine": machine_info(), "seconds": round(time.time() - t0, 1),
-           "interval": "evaluation.panel_metrics.mean_interval (circular block bootstrap variance over dates at "
+           "interval": "evaluation.core.date_mean (circular block bootstrap variance over dates at "
                        "blocks b and 2b, extrapolated to remove its 1/b bias, Student-t on n/2b - 1 dof; b from the "
                        "series: Politis-White automatic length, at least max(n^(1/3), 2h), at most n/8)",
            "horizon": HORIZON, "instruments": args.instruments, "first_seed": args.first_seed,

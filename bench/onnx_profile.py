@@ -87,8 +87,8 @@ def main() -> int:
     warnings.filterwarnings("ignore")
     from stocktrend.data.cache import build_cached
     from stocktrend.data.config import load_data_config
-    from stocktrend.evaluation.backend_export import calibration_windows
     from stocktrend.inference.backends import OnnxBackend
+    from stocktrend.inference.export import calibration_windows
 
     net, val, source = load_network(args.model, args.threads)
     data = build_cached(load_data_config(ROOT / "datasets" / "msft_v2.yaml"), ROOT / "datasets" / "cache")

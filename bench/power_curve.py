@@ -38,7 +38,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine_info  # noqa: E402
 
 from stocktrend.data.synthetic import MarketSpec, calibrate, generate, plant_scale  # noqa: E402
-from stocktrend.evaluation.panel_metrics import mean_interval, rank_ic_by_date  # noqa: E402
+from stocktrend.evaluation.bootstrap import Interval  # noqa: E402
+from stocktrend.evaluation.core import date_mean  # noqa: E402
+from stocktrend.evaluation.panel_metrics import rank_ic_by_date  # noqa: E402
 
 HORIZON = 5
 LAGS = (1, 2, 3, 5, 10, 20)
@@ -79,7 +81,7 @@ def one_market(job: dict) -> dict:
     score[live] = model.predict_proba(xs[live])[:, 1]
     dates = np.repeat(test_rows, lc.shape[1])
     ic = rank_ic_by_date(dates, score, fwd[test_rows].reshape(-1)).to_numpy()
-    iv = mean_interval(ic, job["n_boot"], spec.seed, HORIZON)
+    iv = Interval(**date_mean(ic, HORIZON))
     return {"cell": job["cell"], "seed": spec.seed, "mean": iv.point, "low": iv.low, "high": iv.high,
             "oracle_rank_ic": m.realised.get("oracle_rank_ic"), "test_dates": int(len(ic))}
 

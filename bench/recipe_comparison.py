@@ -42,8 +42,9 @@ from machine import machine_info  # noqa: E402
 from stocktrend.data.store import atomic_write_text, read_metadata  # noqa: E402
 from stocktrend.data.synthetic import MarketSpec, planted_score  # noqa: E402
 from stocktrend.data.windows import split_arrays  # noqa: E402
+from stocktrend.evaluation.core import date_mean, paired_mean  # noqa: E402
 from stocktrend.evaluation.known_answers import market_dataset  # noqa: E402
-from stocktrend.evaluation.panel_metrics import mean_interval, rank_ic_by_date  # noqa: E402
+from stocktrend.evaluation.panel_metrics import rank_ic_by_date  # noqa: E402
 from stocktrend.evaluation.panel_report import _pooled_fit  # noqa: E402
 from stocktrend.models.config import model_config_from_metadata  # noqa: E402
 from stocktrend.training.config import RECIPES, recipe  # noqa: E402
@@ -68,12 +69,11 @@ class TestBlock:
 
     def ic(self, score: np.ndarray, seed: int = 0) -> tuple[dict, np.ndarray]:
         series = rank_ic_by_date(self.dates, score, self.ret)
-        return mean_interval(series.to_numpy(), N_BOOT, seed, self.horizon).to_dict(), series
+        return date_mean(series, self.horizon), series
 
     def paired(self, a, b, seed: int = 0) -> dict:
         """The mean of a - b over the dates both have, with the report's interval."""
-        both = a.index.intersection(b.index)
-        return mean_interval((a[both] - b[both]).to_numpy(), N_BOOT, seed, self.horizon).to_dict()
+        return paired_mean(a, b, self.horizon)
 
 
 def run_one(dataset: Path, name: str, seed: int, epoch_windows: int, block: TestBlock, baseline_ics: dict,

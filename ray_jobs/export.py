@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from stocktrend.evaluation.backend_export import export_backends
     from stocktrend.evaluation.report import EvaluationError
     from stocktrend.inference.artifact import ArtifactError
+    from stocktrend.inference.export import export_backends
 
     try:
         report = export_backends(args.model, args.format, args.dataset, args.threads)

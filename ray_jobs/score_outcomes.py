@@ -79,12 +79,12 @@ def bars_frames(model_dir: Path, path: Path):
 
 
 def summary(report: dict) -> str:
+    from stocktrend.evaluation.core import ci_text
+
     def fmt(iv: dict | None) -> str:
         if not iv or iv.get("point") is None:
             return "n/a"
-        if iv.get("low") is None:
-            return f"{iv['point']:.3f}"
-        return f"{iv['point']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}]"
+        return ci_text(iv) if iv.get("low") is not None else f"{iv['point']:.3f}"
 
     w = report["window"]
     lines = [f"{report['model']}: {report['scored']} predictions scored ({w['first']} .. {w['last']}), "

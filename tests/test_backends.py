@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stocktrend.evaluation.backend_export import export_backends
 from stocktrend.inference.artifact import ArtifactError
 from stocktrend.inference.backends import EXPORT_DIR, EXPORT_RECORD
+from stocktrend.inference.export import export_backends
 from stocktrend.inference.predictor import Predictor
 
 

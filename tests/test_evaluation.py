@@ -7,25 +7,27 @@ import math
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
 
 from stocktrend.evaluation import backtest as bt
 from stocktrend.evaluation import baselines as bl
 from stocktrend.evaluation.bootstrap import (
-    block_bootstrap_ci,
     block_indices,
     cbb_mean_variance,
     data_block_length,
     default_block_length,
     mean_interval,
-    paired_block_bootstrap_ci,
     window_block_length,
 )
-from stocktrend.evaluation.metrics import SCALARS, agree, scalar_metrics, sklearn_metrics
+from stocktrend.evaluation.core import resampled_ci
+from stocktrend.evaluation.metrics import SCALARS, predicted_class, scalar_metrics
 from stocktrend.evaluation.report import EvaluationError, evaluate_artifact, resolve_dataset, summary_lines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +35,42 @@ C = 0.001  # 10 bps per side, the cost used in the hand-computed backtests
 
 
 def accuracy(y, p):
-    return float(np.mean((p > 0.5) == y))
+    return {"accuracy": float(np.mean((p > 0.5) == y))}
+
+
+def ci(metric_fn, arrays, n_boot, seed, **how):
+    """``resampled_ci``'s interval of a one-metric function."""
+    (out,) = resampled_ci(metric_fn, arrays, n_boot, seed, **how).values()
+    return out
+
+
+def sklearn_metrics(y_true: np.ndarray, p_up: np.ndarray) -> dict[str, float]:
+    """``SCALARS`` computed by scikit-learn itself (the reference for ``scalar_metrics``)."""
+    y = np.asarray(y_true, dtype=np.int64)
+    pred = predicted_class(p_up)
+    both = np.unique(y).size == 2
+    nan = math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        prec = skm.precision_score(y, pred, labels=[0, 1], average=None, zero_division=nan)
+        rec = skm.recall_score(y, pred, labels=[0, 1], average=None, zero_division=nan)
+        f1 = skm.f1_score(y, pred, labels=[0, 1], average=None, zero_division=nan)[1]
+        return {
+            "accuracy": float(skm.accuracy_score(y, pred)) if y.size else nan,
+            "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred)) if both else nan,
+            "f1": nan if (y.sum() == 0 and pred.sum() == 0) else float(f1),
+            "auroc": float(skm.roc_auc_score(y, np.asarray(p_up, dtype=float))) if both else nan,
+            "mcc": float(skm.matthews_corrcoef(y, pred)) if both else nan,
+            "precision_down": float(prec[0]),
+            "precision_up": float(prec[1]),
+            "recall_down": float(rec[0]),
+            "recall_up": float(rec[1]),
+        }
+
+
+def agree(a: dict[str, float], b: dict[str, float], tol: float = 1e-9) -> bool:
+    return all((math.isnan(a[k]) and math.isnan(b[k])) or abs(a[k] - b[k]) <= tol for k in SCALARS)
 
 
 # -- metrics -------------------------------------------------------------------------
@@ -94,13 +131,13 @@ def test_interval_contains_point_and_widens_with_fewer_samples():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 2000)
     p = np.where(rng.random(2000) < 0.7, y, 1 - y) * 0.8 + 0.1  # right 70% of the time
-    big = block_bootstrap_ci(accuracy, y, p, n_boot=300, seed=1, horizon=5)
-    small = block_bootstrap_ci(accuracy, y[:100], p[:100], n_boot=300, seed=1, horizon=5)
-    for ci in (big, small):
-        assert ci.low < ci.point < ci.high and ci.n_nan == 0
+    big = ci(accuracy, (y, p), 300, 1, horizon=5)
+    small = ci(accuracy, (y[:100], p[:100]), 300, 1, horizon=5)
+    for iv in (big, small):
+        assert iv.low < iv.point < iv.high and iv.n_nan == 0
     assert small.high - small.low > 2 * (big.high - big.low)  # ~sqrt(20) wider in theory
     # Dict-valued metrics: every key from the same resamples.
-    many = block_bootstrap_ci(scalar_metrics, y[:300], p[:300], n_boot=100, seed=1)
+    many = resampled_ci(scalar_metrics, (y[:300], p[:300]), 100, 1)
     assert set(many) == set(SCALARS) and all(m.contains(m.point) for m in many.values())
 
 
@@ -111,8 +148,8 @@ def test_block_bootstrap_is_wider_than_iid_on_autocorrelated_data():
     correct = np.repeat(rng.integers(0, 2, n // run), run).astype(bool)  # right/wrong in runs of 25 days
     y = rng.integers(0, 2, n)
     p = np.where(correct, y, 1 - y).astype(float)
-    iid = block_bootstrap_ci(accuracy, y, p, n_boot=400, block=1, seed=2)
-    blocked = block_bootstrap_ci(accuracy, y, p, n_boot=400, seed=2, horizon=12)  # default block 24
+    iid = ci(accuracy, (y, p), 400, 2, block=1)
+    blocked = ci(accuracy, (y, p), 400, 2, horizon=12)  # default block 24
     assert blocked.point == iid.point
     assert blocked.high - blocked.low > 2.5 * (iid.high - iid.low)  # theory: ~sqrt(25) = 5x
 
@@ -150,16 +187,23 @@ def test_paired_bootstrap_uses_the_same_rows_and_counts_undefined_resamples():
     rng = np.random.default_rng(7)
     y = rng.integers(0, 2, 300)
     p = rng.random(300)
-    same = paired_block_bootstrap_ci(accuracy, (y, p), (y, p.copy()), n_boot=200, seed=0, horizon=5)
+    def difference(y, a, b):  # both scored on one resample: paired
+        return {"d": accuracy(y, a)["accuracy"] - accuracy(y, b)["accuracy"]}
+
+    same = ci(difference, (y, p, p.copy()), 200, 0, horizon=5)
     assert (same.point, same.low, same.high) == (0.0, 0.0, 0.0)  # unpaired resampling would not give 0
     better = np.where(np.arange(300) % 3 == 0, y, (p > 0.5)).astype(float)  # 1/3 of days fixed to the truth
-    diff = paired_block_bootstrap_ci(accuracy, (y, better), (y, p), n_boot=200, seed=0, horizon=5)
-    assert diff.low > 0
+    assert ci(difference, (y, better, p), 200, 0, horizon=5).low > 0
+    # Resampling whole dates keeps a date's rows together: a date's rows all right or all wrong.
+    dates = np.repeat(np.arange(100), 3)
+    whole = resampled_ci(lambda d: {"rows": float(len(d)), "dates": float(len(np.unique(d)))}, (dates,), 50, 0,
+                         dates=dates, block=4)
+    assert whole["rows"].low == whole["rows"].high == 300 and whole["dates"].high < 100
     # Three "up" days out of 100: many resamples miss them all; AUROC is NaN there, never a crash.
     y2 = np.zeros(100, int)
     y2[-3:] = 1
-    ci = block_bootstrap_ci(scalar_metrics, y2, rng.random(100), n_boot=200, block=5, seed=0)["auroc"]
-    assert ci.n_nan > 0 and ci.n_valid + ci.n_nan == 200 and not math.isnan(ci.low)
+    area = resampled_ci(scalar_metrics, (y2, rng.random(100)), 200, 0, block=5)["auroc"]
+    assert area.n_nan > 0 and area.n_valid + area.n_nan == 200 and not math.isnan(area.low)
 
 
 # -- baselines -----------------------------------------------------------------------
@@ -383,6 +427,38 @@ PANEL_INST = np.tile([0, 1, 2], 3)
 PANEL_SCORE = np.tile([0.1, 0.5, 0.9], 3)  # instrument 2 long, instrument 0 short, every day
 
 
+@pytest.mark.timeout(30)
+def test_panel_scores_rank_ic_and_its_table_by_hand():
+    from stocktrend.evaluation.core import ic_table
+    from stocktrend.evaluation.panel_metrics import momentum_12_1_score, rank_ic_by_date, reversal_score
+
+    close = np.ones((2, 300))
+    close[0, 290], close[0, 295] = 100.0, 110.0  # instrument 0 rose 10% over the week to row 295
+    close[0, 43], close[0, 274] = 2.0, 3.0  # and 50% from 252 to 21 days before it
+    inst, rows = np.array([0, 1, 0]), np.array([295, 295, 200])
+    assert reversal_score(close, inst, rows)[:2] == pytest.approx([-0.10, 0.0])  # last week's winner last
+    mom = momentum_12_1_score(close, inst, rows)
+    assert mom[:2] == pytest.approx([0.5, 0.0]) and np.isnan(mom[2])  # row 200 has no year behind it
+
+    # Date "a": score ranks 1 2 3, return ranks 1 3 2: Spearman 1 - 6 * 2 / (3 * 8) = 0.5. Date "b" has two
+    # instruments and "c" one score for all (no ordering): both left out. Date "d": ranks 3 2 1 4 against
+    # 1 2 3 4, sum of squared rank gaps 8: 1 - 6 * 8 / (4 * 15) = 0.2.
+    dates = np.array(["a"] * 3 + ["b"] * 2 + ["c"] * 3 + ["d"] * 4)
+    score = np.array([1, 2, 3, 1, 2, 5, 5, 5, 3, 2, 1, 4], float)
+    ret = np.array([0.1, 0.3, 0.2, 0.1, 0.2, 0.1, 0.2, 0.3, 1, 2, 3, 4])
+    ic = rank_ic_by_date(dates, score, ret)
+    assert ic.to_dict() == pytest.approx({"a": 0.5, "d": 0.2})
+
+    model = pd.Series([0.1, 0.3, -0.1, 0.2, 0.0, 0.1], index=list("abcdef"))
+    rule = pd.Series([0.0, 0.1, 0.1, 0.1, 0.1], index=list("abcdg"))
+    table = ic_table({"model": model, "rule": rule}, horizon=1)
+    assert table["model"]["mean"]["point"] == pytest.approx(0.6 / 6) and table["model"]["dates"] == 6
+    assert table["model"]["share_positive"] == pytest.approx(4 / 6) and "model_minus_this" not in table["model"]
+    # Paired on the dates both have (a b c d): model - rule = 0.1 0.2 -0.2 0.1.
+    assert table["rule"]["model_minus_this"]["point"] == pytest.approx(0.2 / 4)
+    assert table["rule"]["mean"]["low"] < 0.08 < table["rule"]["mean"]["high"]
+
+
 @pytest.mark.timeout(20)
 def test_the_panel_book_trades_the_close_after_its_signal_by_hand():
     from stocktrend.evaluation.panel_metrics import long_short
@@ -529,3 +605,30 @@ print(json.dumps({{"rc": rc, "ray_imported": "ray" in sys.modules}}))
     assert facts["ray_imported"] is False  # evaluation never imports Ray
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["backtest"]["settings"]["staggered"] is True
     assert list((tmp_path / "cache").iterdir())  # the dataset was rebuilt from the artifact's config
+
+
+@pytest.mark.timeout(180)
+def test_the_panel_report_writes_its_figures_files_and_pictures(tmp_path):
+    from stocktrend.data.synthetic import MarketSpec
+    from stocktrend.data.windows import split_arrays
+    from stocktrend.evaluation.known_answers import market_dataset
+    from stocktrend.evaluation.panel_metrics import rank_ic_by_date
+    from stocktrend.evaluation.panel_report import evaluate_panel
+
+    dataset, _ = market_dataset(MarketSpec(instruments=24, days=1500, plant="linear", ic=0.08, seed=3), tmp_path)
+    x = split_arrays(dataset, "test", mmap=False)["X"]
+    p_up = 1 / (1 + np.exp(-x[:, -1, 0]))  # a feature of the window's last day as the score
+    header = {"model": {"name": "m", "version": "v1"}, "dataset": {"tickers": [], "test": {}}}
+    report = evaluate_panel(dataset, p_up, tmp_path / "eval", 200, 0, 5.0, False, header)
+    out = tmp_path / "eval"
+    for name in ("report.json", "report.md", "predictions.csv", "rank_ic.png", "quintiles.png", "equity.png"):
+        assert (out / name).stat().st_size > 0, name
+    md = (out / "report.md").read_text()
+    assert "](rank_ic.png)" in md and "](quintiles.png)" in md and "](equity.png)" in md
+    assert json.loads((out / "report.json").read_text())["rank_ic"] == report["rank_ic"]
+    # The figures are those of the predictions file: the model's mean rank IC recomputed from it.
+    rows = pd.read_csv(out / "predictions.csv")
+    assert len(rows) == len(p_up) == report["test"]["windows"]
+    ic = rank_ic_by_date(rows["date"].to_numpy(), rows["score_model"].to_numpy(), rows["realised_return"].to_numpy())
+    assert report["rank_ic"]["model"]["mean"]["point"] == pytest.approx(ic.mean(), abs=1e-5)
+    assert report["rank_ic"]["model"]["dates"] == len(ic) == report["test"]["dates"]

@@ -96,7 +96,7 @@ def test_the_backend_outputs_are_named_for_the_network():
 def test_the_export_job_writes_and_checks_its_onnx_graphs(small_multitask_dataset, tmp_path):
     """ray_jobs/export.py's path on this family (multi-task too): the fp32 graph within the
     parity tolerance, the INT8 graph calibrated on training windows, both loadable."""
-    from stocktrend.evaluation.backend_export import export_backends
+    from stocktrend.inference.export import export_backends
     from stocktrend.inference.predictor import Predictor
     from stocktrend.training.export import export_artifact
 

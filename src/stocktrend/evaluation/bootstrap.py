@@ -35,20 +35,15 @@ coverage 94% (docs/BENCHMARKS.md, "Are the headline's intervals calibrated?").
 
 Other intervals are percentile intervals over the resamples on which the metric is defined;
 resamples where it is NaN (e.g. AUROC of a one-class resample) are dropped and counted,
-so a reader sees how many were undefined. ``replicates`` exposes the raw resampled values
-so that callers (seeds, walk-forward folds) can pool them.
+so a reader sees how many were undefined (``core.resampled_ci`` draws them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
 
 import numpy as np
-
-MetricFn = Callable[..., float | Mapping[str, float]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,19 +155,6 @@ def block_indices(n: int, n_boot: int, block: int, seed: int, circular: bool = T
     return idx % n if circular else idx
 
 
-def _as_dict(value: float | Mapping[str, float]) -> dict[str, float]:
-    if isinstance(value, Mapping):
-        return {k: float(v) for k, v in value.items()}
-    return {"": float(value)}
-
-
-def replicates(metric_fn: MetricFn, arrays: tuple[np.ndarray, ...], idx: np.ndarray) -> dict[str, np.ndarray]:
-    """The metric (scalar -> key "", or each key of a dict) on every resample of ``idx``."""
-    rows = [_as_dict(metric_fn(*(a[i] for a in arrays))) for i in idx]
-    keys = rows[0].keys() if rows else []
-    return {k: np.array([r[k] for r in rows], dtype=float) for k in keys}
-
-
 def interval(point: float, reps: np.ndarray, alpha: float = 0.05) -> Interval:
     """Percentile interval of the non-NaN replicates (NaN bounds if none is defined)."""
     reps = np.asarray(reps, dtype=float)
@@ -183,72 +165,5 @@ def interval(point: float, reps: np.ndarray, alpha: float = 0.05) -> Interval:
     return Interval(float(point), float(low), float(high), int(ok.size), int(reps.size - ok.size))
 
 
-def _check(arrays: tuple[np.ndarray, ...]) -> tuple[tuple[np.ndarray, ...], int]:
-    arrays = tuple(np.asarray(a) for a in arrays)
-    if not arrays:
-        raise ValueError("give at least one array to resample")
-    n = len(arrays[0])
-    if any(len(a) != n for a in arrays):
-        raise ValueError(f"arrays must have equal length, got {[len(a) for a in arrays]}")
-    return arrays, n
-
-
-def _unwrap(result: dict[str, Interval]) -> Interval | dict[str, Interval]:
-    return result[""] if list(result) == [""] else result
-
-
-def block_bootstrap_ci(
-    metric_fn: MetricFn,
-    *arrays: np.ndarray,
-    n_boot: int = 1000,
-    block: int | None = None,
-    alpha: float = 0.05,
-    seed: int = 0,
-    horizon: int | None = None,
-    circular: bool = True,
-) -> Any:
-    """(1-alpha) interval of ``metric_fn(*arrays)`` by resampling rows in blocks.
-
-    ``metric_fn`` returns a float (result: one ``Interval``) or a dict of floats (result:
-    {key: Interval}, all keys from the same resamples, which is much cheaper than one call
-    per metric). ``block`` defaults to ``default_block_length(n, horizon)``.
-    """
-    arrays, n = _check(arrays)
-    block = block or default_block_length(n, horizon)
-    idx = block_indices(n, n_boot, block, seed, circular)
-    points = _as_dict(metric_fn(*arrays))
-    reps = replicates(metric_fn, arrays, idx)
-    return _unwrap({k: interval(points[k], reps[k], alpha) for k in points})
-
-
-def paired_block_bootstrap_ci(
-    metric_fn: MetricFn,
-    arrays_a: tuple[np.ndarray, ...],
-    arrays_b: tuple[np.ndarray, ...],
-    n_boot: int = 1000,
-    block: int | None = None,
-    alpha: float = 0.05,
-    seed: int = 0,
-    horizon: int | None = None,
-    circular: bool = True,
-) -> Any:
-    """Interval of metric(a) - metric(b), both scored on the SAME resampled rows.
-
-    Pairing matters: the model and a baseline face the same hard and easy days, so the
-    difference varies much less across resamples than either metric does alone.
-    E.g. ``metric_fn=scalar_metrics, arrays_a=(y, p_model), arrays_b=(y, p_baseline)``.
-    """
-    arrays_a, n = _check(arrays_a)
-    arrays_b, n_b = _check(arrays_b)
-    if n != n_b:
-        raise ValueError(f"paired samples must have equal length, got {n} and {n_b}")
-    block = block or default_block_length(n, horizon)
-    idx = block_indices(n, n_boot, block, seed, circular)
-    pa, pb = _as_dict(metric_fn(*arrays_a)), _as_dict(metric_fn(*arrays_b))
-    ra, rb = replicates(metric_fn, arrays_a, idx), replicates(metric_fn, arrays_b, idx)
-    return _unwrap({k: interval(pa[k] - pb[k], ra[k] - rb[k], alpha) for k in pa})
-
-
 __all__ = ["Interval", "default_block_length", "data_block_length", "window_block_length", "cbb_mean_variance",
-           "mean_interval", "block_indices",
-           "replicates", "interval", "block_bootstrap_ci", "paired_block_bootstrap_ci"]
+           "mean_interval", "block_indices", "interval"]

@@ -17,24 +17,18 @@ stated beside what the test says; nothing here is chosen on the test split.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stocktrend.data.store import atomic_write_text, read_metadata
+from stocktrend.data.store import read_metadata
 from stocktrend.data.windows import split_arrays
 from stocktrend.evaluation.bootstrap import default_block_length
+from stocktrend.evaluation.core import ci_text, date_mean, md_table, paired_mean, resampled_ci, write_report
 from stocktrend.evaluation.headline import stepm_pairs
-from stocktrend.evaluation.metrics import scalar_metrics
-from stocktrend.evaluation.panel_metrics import (
-    date_block_ci,
-    mean_interval,
-    momentum_12_1_score,
-    rank_ic_by_date,
-    reversal_score,
-)
+from stocktrend.evaluation.metrics import auroc
+from stocktrend.evaluation.panel_metrics import momentum_12_1_score, rank_ic_by_date, reversal_score
 from stocktrend.evaluation.panel_report import HINDSIGHT, test_table
 from stocktrend.evaluation.volatility import join_tables, log_vol_of, score_volatility, volatility_table
 
@@ -65,10 +59,6 @@ def rule_on_validation(dataset: Path) -> dict[str, Any]:
             "val_dates": f"{val_split.get('start')} .. {val_split.get('end')}"}
 
 
-def _ci(d: dict) -> str:
-    return f"{d['point']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
-
-
 def compare_families(runs: dict[str, list[dict]], datasets: list[Path], out: Path, n_boot: int = 1000,
                      seed: int = 0) -> dict[str, Any]:
     """``runs``: candidate -> one run per fold (``training.repeat.train_many``'s results, in
@@ -85,26 +75,18 @@ def compare_families(runs: dict[str, list[dict]], datasets: list[Path], out: Pat
     baselines[RULE] = np.concatenate([t["scores"][c["rule"]] for t, c in zip(tables, choices)])
     ics = {n: rank_ic_by_date(dates, s, ret) for n, s in {**scores, **baselines}.items()}
     rule = RULE
-
-    def paired(a: str, b: str) -> dict:
-        common = ics[a].index.intersection(ics[b].index)
-        return mean_interval((ics[a][common] - ics[b][common]).to_numpy(), n_boot, seed, h).to_dict()
-
-    def auroc(yy, pp):
-        return {"auroc": scalar_metrics(yy, pp)["auroc"]}
-
     rows: dict[str, Any] = {}
     for n in [*names, *baselines]:
-        entry = {"mean_rank_ic": mean_interval(ics[n].to_numpy(), n_boot, seed, h).to_dict(),
-                 "share_dates_positive": float((ics[n] > 0).mean()),
-                 "auroc": date_block_ci(auroc, dates, (y, (scores | baselines)[n]), max(200, n_boot // 5), seed,
-                                        h)["auroc"].to_dict()}
+        area = resampled_ci(lambda yy, pp: {"auroc": auroc(yy, pp)}, (y, (scores | baselines)[n]),
+                            max(200, n_boot // 5), seed, dates=dates, horizon=h)["auroc"]
+        entry = {"mean_rank_ic": date_mean(ics[n], h), "share_dates_positive": float((ics[n] > 0).mean()),
+                 "auroc": area.to_dict()}
         if n in runs:
             entry["mean_val_ce"] = float(np.mean([r["metrics"].get("val_ce", np.nan) for r in runs[n]]))
             entry["config"] = {k: v for k, v in runs[n][0]["model"].items() if k in ("family", "rnn", "volatility_head")}
             if n != REFERENCE:
-                entry[f"minus_{REFERENCE}"] = paired(n, REFERENCE)
-            entry[f"minus_{rule}"] = paired(n, rule)
+                entry[f"minus_{REFERENCE}"] = paired_mean(ics[n], ics[REFERENCE], h)
+            entry[f"minus_{rule}"] = paired_mean(ics[n], ics[rule], h)
             if all("volatility_z" in r for r in runs[n]):
                 vol = join_tables([volatility_table(d, log_vol_of(d, r["volatility_z"]))
                                    for r, d in zip(runs[n], datasets)])
@@ -138,36 +120,27 @@ def compare_families(runs: dict[str, list[dict]], datasets: list[Path], out: Pat
               "scores": rows, "beats_reference": beats_ref, "beats_simple_rule": beats_rule, "familywise": familywise,
               "chosen_on_validation": chosen, "verdict": verdict, "volatility_verdicts": vol_lines,
               "hindsight": HINDSIGHT}
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=float))
-    atomic_write_text(out / "report.md", render(report))
-    return report
+    return write_report(out, report, render(report))
 
 
 def render(r: dict[str, Any]) -> str:
     rule, ref = r["simple_rule"], r["reference"]
+    rows = [[n, ci_text(e["mean_rank_ic"], "+.4f"), f"{e['share_dates_positive']:.1%}", ci_text(e["auroc"]),
+             f"{e['mean_val_ce']:.4f}" if "mean_val_ce" in e else "-",
+             *(ci_text(e[k], "+.4f") if k in e else "-" for k in (f"minus_{ref}", f"minus_{rule}"))]
+            for n, e in r["scores"].items()]
     lines = ["# Model families on the same walk-forward dates", "", r["verdict"], "", r["hindsight"], "",
              f"{r['test_windows']} test windows over {r['test_dates']} dates. Rank IC: Spearman correlation per date "
              "between the score and the realised h-day return; intervals: 95% block bootstrap over dates, "
              "differences paired.", "",
-             f"| scorer | mean rank IC [95%] | dates > 0 | AUROC [95%] | mean val CE | minus {ref} [95%] | "
-             f"minus {rule} [95%] |", "|---|---|---|---|---|---|---|"]
-    for n, e in r["scores"].items():
-        a = e["auroc"]
-        cells = [n, _ci(e["mean_rank_ic"]), f"{e['share_dates_positive']:.1%}",
-                 f"{a['point']:.3f} [{a['low']:.3f}, {a['high']:.3f}]",
-                 f"{e['mean_val_ce']:.4f}" if "mean_val_ce" in e else "-",
-                 _ci(e[f"minus_{ref}"]) if f"minus_{ref}" in e else "-",
-                 _ci(e[f"minus_{rule}"]) if f"minus_{rule}" in e else "-"]
-        lines.append("| " + " | ".join(cells) + " |")
+             *md_table(["scorer", "mean rank IC [95%]", "dates > 0", "AUROC [95%]", "mean val CE",
+                        f"minus {ref} [95%]", f"minus {rule} [95%]"], rows)]
     if r["volatility_verdicts"]:
         lines += ["", "## Volatility forecasts of the multi-task candidates (pooled folds)", ""]
         lines += [f"- {v}" for v in r["volatility_verdicts"]]
         for n, e in r["scores"].items():
             cs = e.get("volatility", {}).get("cross_sectional_rank_corr")
             if cs:
-                lines.append(f"- {n}: cross-sectional rank correlation of volatility per date, model "
-                             f"{_ci(cs['model'])}, trailing baseline {_ci(cs['trailing_har'])}, linear model on the "
-                             f"features {_ci(cs['linear_features'])}; model - trailing {_ci(cs['model_minus_baseline'])},"
-                             f" model - linear {_ci(cs['model_minus_linear'])}")
+                lines.append(f"- {n}: cross-sectional rank correlation of volatility per date, " + ", ".join(
+                    f"{k.replace('_', ' ')} {ci_text(v, '+.4f')}" for k, v in cs.items()))
     return "\n".join(lines) + "\n"

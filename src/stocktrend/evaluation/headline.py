@@ -68,34 +68,35 @@ def log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 def single_headline(y: np.ndarray, p_up: np.ndarray, opponents: dict[str, np.ndarray], n_boot: int, seed: int,
                     floor: int) -> dict[str, Any]:
     """The log-loss headline of a single stock; ``opponents`` holds p(up) of each, by name."""
-    y = np.asarray(y, int)
     missing = [k for k in SINGLE_OPPONENTS if k not in opponents]
     if missing:
         raise ValueError(f"the single-stock headline needs opponents {missing}")
-    result = stepm(log_loss(y, p_up), {k: log_loss(y, opponents[k]) for k in SINGLE_OPPONENTS}, n_boot, seed, floor)
-    beaten = [k for k, v in result["beats"].items() if v]
-    model = float(log_loss(y, p_up).mean())
-    result |= {"metric": "log_loss", "higher_is_better": False, "model": model,
-               "opponents": {k: float(log_loss(y, opponents[k]).mean()) for k in SINGLE_OPPONENTS},
-               "verdict": _verdict("log-loss", model, beaten, list(SINGLE_OPPONENTS), ".4f")}
-    return result
+    y = np.asarray(y, int)
+    return _judge("log_loss", "log-loss", ".4f", log_loss(y, p_up),
+                  {k: log_loss(y, opponents[k]) for k in SINGLE_OPPONENTS}, n_boot, seed, floor)
 
 
 def panel_headline(ics: dict[str, pd.Series], n_boot: int, seed: int, floor: int) -> dict[str, Any]:
     """The rank-IC headline of a panel: ``ics`` holds the per-date rank IC of "model" and of
-    the opponents; compared on the dates all of them have."""
+    the opponents; compared on the dates all of them have (a higher IC is a lower loss)."""
     names = [k for k in PANEL_OPPONENTS if k in ics]
     common = ics["model"].index
     for k in names:
         common = common.intersection(ics[k].index)
-    loss = {k: -ics[k][common].to_numpy() for k in names}  # a higher IC is a lower loss
-    result = stepm(-ics["model"][common].to_numpy(), loss, n_boot, seed, floor)
+    return _judge("mean_rank_ic", "mean rank IC", "+.4f", -ics["model"][common].to_numpy(),
+                  {k: -ics[k][common].to_numpy() for k in names}, n_boot, seed, floor)
+
+
+def _judge(metric: str, label: str, fmt: str, model: np.ndarray, opponents: dict[str, np.ndarray], n_boot: int,
+           seed: int, floor: int) -> dict[str, Any]:
+    """StepM's verdict on per-observation losses, reported in the metric's own sign."""
+    result = stepm(model, opponents, n_boot, seed, floor)
+    sign = 1.0 if metric == "log_loss" else -1.0  # the IC is minus its loss
     beaten = [k for k, v in result["beats"].items() if v]
-    model = float(ics["model"][common].mean())
-    result |= {"metric": "mean_rank_ic", "higher_is_better": True, "model": model,
-               "opponents": {k: float(ics[k][common].mean()) for k in names},
-               "verdict": _verdict("mean rank IC", model, beaten, names, "+.4f")}
-    return result
+    point = sign * float(model.mean())
+    return result | {"metric": metric, "higher_is_better": sign < 0, "model": point,
+                     "opponents": {k: sign * float(v.mean()) for k, v in opponents.items()},
+                     "verdict": _verdict(label, point, beaten, list(opponents), fmt)}
 
 
 def _verdict(metric: str, model: float, beaten: list[str], opponents: list[str], fmt: str) -> str:

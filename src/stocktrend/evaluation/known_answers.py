@@ -26,7 +26,8 @@ from stocktrend.data.synthetic import MarketSpec, generate
 from stocktrend.data.synthetic_files import write_market
 from stocktrend.data.windows import split_arrays
 from stocktrend.evaluation.bootstrap import Interval
-from stocktrend.evaluation.panel_metrics import mean_interval, rank_ic_by_date
+from stocktrend.evaluation.core import ic_table
+from stocktrend.evaluation.panel_metrics import rank_ic_by_date
 from stocktrend.evaluation.panel_report import test_table
 from stocktrend.evaluation.report import evaluate_predictions
 from stocktrend.models.config import model_config_from_metadata
@@ -62,15 +63,10 @@ def headline(dataset: Path, p_up: np.ndarray, seed: int = 0) -> dict[str, Interv
     and under ``"model - <baseline>"`` the paired interval of the difference (the report's: the
     mean over the dates both have of the model's IC minus the baseline's)."""
     t = test_table(dataset, p_up, seed)
-    h = int(t["meta"]["horizon"])
-    ics = {name: rank_ic_by_date(t["dates"], s, t["ret"]) for name, s in t["scores"].items()}
-    out = {name: mean_interval(ic.to_numpy(), N_BOOT, seed, h) for name, ic in ics.items()}
-    model = ics["model"]
-    for name, ic in ics.items():
-        if name != "model":
-            both = model.index.intersection(ic.index)
-            out[f"model - {name}"] = mean_interval((model[both] - ic[both]).to_numpy(), N_BOOT, seed, h)
-    return out
+    table = ic_table({name: rank_ic_by_date(t["dates"], s, t["ret"]) for name, s in t["scores"].items()},
+                     int(t["meta"]["horizon"]))
+    out = {name: Interval(**e["mean"]) for name, e in table.items()}
+    return out | {f"model - {name}": Interval(**e["model_minus_this"]) for name, e in table.items() if name != "model"}
 
 
 def single_headline(dataset: Path, p_up: np.ndarray, seed: int = 0) -> Interval:

@@ -1,11 +1,10 @@
 """Binary classification metrics from (y_true, p_up), safe on degenerate samples.
 
-``sklearn_metrics`` computes them with scikit-learn's own functions. ``scalar_metrics`` is
-the same set in closed form from one 2x2 count matrix and a rank-sum AUROC (Mann-Whitney,
-ties averaged, as ``roc_auc_score`` does): scikit-learn 1.9 spends ~10 ms validating
-inputs per call, which made a 1000-resample bootstrap of five predictors take a minute;
-the closed forms take ~0.1 ms. A test checks both agree on random and degenerate samples,
-and ``all_metrics`` re-checks the full-sample values against scikit-learn every time.
+``scalar_metrics`` computes them in closed form from one 2x2 count matrix and a rank-sum
+AUROC (Mann-Whitney, ties averaged, as ``roc_auc_score`` does): scikit-learn 1.9 spends
+~10 ms validating inputs per call, which made a 1000-resample bootstrap of five predictors
+take a minute; the closed forms take ~0.1 ms. ``tests/test_evaluation.py`` checks them
+against scikit-learn's own functions on random and degenerate samples.
 
 Degenerate samples (a bootstrap resample may hold only one class) give NaN instead of an
 exception or sklearn's silent 0: a metric that is undefined must not look like a score.
@@ -23,12 +22,9 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn import metrics as skm
-from sklearn.exceptions import UndefinedMetricWarning
 
 log = logging.getLogger(__name__)
 
@@ -92,43 +88,10 @@ def scalar_metrics(y_true: np.ndarray, p_up: np.ndarray) -> dict[str, float]:
     }
 
 
-def sklearn_metrics(y_true: np.ndarray, p_up: np.ndarray) -> dict[str, float]:
-    """``SCALARS`` computed by scikit-learn itself (the reference for ``scalar_metrics``)."""
-    y = np.asarray(y_true, dtype=np.int64)
-    pred = predicted_class(p_up)
-    both = np.unique(y).size == 2
-    nan = math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        prec = skm.precision_score(y, pred, labels=[0, 1], average=None, zero_division=nan)
-        rec = skm.recall_score(y, pred, labels=[0, 1], average=None, zero_division=nan)
-        f1 = skm.f1_score(y, pred, labels=[0, 1], average=None, zero_division=nan)[1]
-        return {
-            "accuracy": float(skm.accuracy_score(y, pred)) if y.size else nan,
-            "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred)) if both else nan,
-            "f1": nan if (y.sum() == 0 and pred.sum() == 0) else float(f1),
-            "auroc": float(skm.roc_auc_score(y, np.asarray(p_up, dtype=float))) if both else nan,
-            "mcc": float(skm.matthews_corrcoef(y, pred)) if both else nan,
-            "precision_down": float(prec[0]),
-            "precision_up": float(prec[1]),
-            "recall_down": float(rec[0]),
-            "recall_up": float(rec[1]),
-        }
-
-
-def agree(a: dict[str, float], b: dict[str, float], tol: float = 1e-9) -> bool:
-    return all((math.isnan(a[k]) and math.isnan(b[k])) or abs(a[k] - b[k]) <= tol for k in SCALARS)
-
-
 def all_metrics(y_true: np.ndarray, p_up: np.ndarray) -> dict:
     """Scalars plus the confusion matrix and the class balance, for the report."""
     y_true = np.asarray(y_true, dtype=np.int64)
     out: dict = scalar_metrics(y_true, p_up)
-    reference = sklearn_metrics(y_true, p_up)
-    if not agree(out, reference):  # should never happen; tested
-        log.error("closed-form metrics disagree with scikit-learn: %s vs %s", out, reference)
-        out.update(reference)
     out["confusion_matrix"] = confusion_matrix(y_true, p_up).tolist()
     out["n"] = int(y_true.size)
     out["share_up_true"] = float(y_true.mean()) if y_true.size else math.nan
@@ -137,4 +100,4 @@ def all_metrics(y_true: np.ndarray, p_up: np.ndarray) -> dict:
 
 
 __all__ = ["THRESHOLD", "CLASSES", "HEADLINE", "SCALARS", "predicted_class", "confusion_matrix", "auroc",
-           "scalar_metrics", "sklearn_metrics", "agree", "all_metrics"]
+           "scalar_metrics", "all_metrics"]

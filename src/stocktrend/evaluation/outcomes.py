@@ -28,9 +28,9 @@ from stocktrend.data.config import DataConfig
 from stocktrend.data.features import adjusted_ohlc, align_to
 from stocktrend.data.labels import forward_return
 from stocktrend.data.sources import read_all_sources
-from stocktrend.evaluation.bootstrap import Interval
+from stocktrend.evaluation.core import clean, date_mean, resampled_ci
 from stocktrend.evaluation.metrics import auroc
-from stocktrend.evaluation.panel_metrics import date_block_ci, mean_interval, rank_ic_by_date
+from stocktrend.evaluation.panel_metrics import rank_ic_by_date
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,6 @@ def outcome_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
             "cross_entropy": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))}
 
 
-def _interval_dict(iv: Interval) -> dict[str, float]:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in iv.to_dict().items()}
-
-
 @dataclasses.dataclass
 class VersionFacts:
     """What judging one version needs: its label rule and horizon, the labels by that rule,
@@ -131,13 +127,13 @@ def score_versions(preds: pd.DataFrame, facts: dict[str, VersionFacts], weeks: f
                    "in_sample_not_scored": in_sample.get(version, 0), "out_of_sample_after": facts[version].last_seen,
                    "share_up_realised": float(y.mean())}
         if len(g) >= 2:
-            cis = date_block_ci(outcome_metrics, dates, (y, p), n_boot, seed, horizon)
-            figures.update({k: _interval_dict(v) for k, v in cis.items()})
+            cis = resampled_ci(outcome_metrics, (y, p), n_boot, seed, dates=dates, horizon=horizon)
+            figures.update({k: clean(v.to_dict()) for k, v in cis.items()})
         else:
             figures.update({k: {"point": v} for k, v in outcome_metrics(y, p).items()})
         if g["ticker"].nunique() > 1:
             ic = rank_ic_by_date(dates, p, g["fwd"].to_numpy())
-            figures["rank_ic"] = _interval_dict(mean_interval(ic.to_numpy(), n_boot, seed, horizon))
+            figures["rank_ic"] = clean(date_mean(ic, horizon))
         versions[version] = figures
     pairs = []
     names = sorted(versions)
@@ -155,12 +151,11 @@ def score_versions(preds: pd.DataFrame, facts: dict[str, VersionFacts], weeks: f
                 ma, mb = outcome_metrics(y, pa), outcome_metrics(y, pb)
                 return {k: ma[k] - mb[k] for k in ma}
 
-            diff = date_block_ci(difference, both["date"].to_numpy(),
-                                 (y, both["p_up_a"].to_numpy(), both["p_up_b"].to_numpy()), n_boot, seed,
-                                 facts[a].horizon)
+            diff = resampled_ci(difference, (y, both["p_up_a"].to_numpy(), both["p_up_b"].to_numpy()), n_boot, seed,
+                                dates=both["date"].to_numpy(), horizon=facts[a].horizon)
             pairs.append({"a": a, "b": b, "n": len(both),
                           "agreement": float(((both["p_up_a"] > 0.5) == (both["p_up_b"] > 0.5)).mean()),
-                          **{f"{k}_a_minus_b": _interval_dict(v) for k, v in diff.items()}})
+                          **{f"{k}_a_minus_b": clean(v.to_dict()) for k, v in diff.items()}})
     return {"window": window, "scored": int(len(joined)), "not_yet_known": int(pending),
             "in_sample_not_scored": int(sum(in_sample.values())), "versions_not_on_disk": unknown_versions,
             "versions": versions, "paired": pairs}

@@ -3,10 +3,8 @@ book from prices (a daily portfolio traded the close after its signal), and the
 cross-sectional baselines a quant tries first.
 
 Every figure comes from one table of test windows: (date, instrument, p_up, realised h-day
-return, label), and the instruments' closes for the book. Intervals treat whole dates as the unit,
-in blocks of dates (circular block bootstrap over the test dates): the instruments of one date
-share that date's market, so resampling single windows would understate the uncertainty by
-about the panel's width.
+return, label), and the instruments' closes for the book. Intervals (``evaluation.core``) treat
+whole dates as the unit: the instruments of one date share that date's market.
 """
 
 from __future__ import annotations
@@ -18,17 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from stocktrend.evaluation.bootstrap import (
-    Interval,
-    block_indices,
-    data_block_length,
-    default_block_length,
-    interval,
-)
-from stocktrend.evaluation.bootstrap import mean_interval as bootstrap_mean_interval
+from stocktrend.evaluation.backtest import DEFAULT_BORROW_BPS
 
 MIN_CROSS_SECTION = 3  # a rank correlation over fewer instruments says nothing
-DEFAULT_BORROW_BPS = 25.0  # a year on the short notional, as the single-stock backtest
 
 
 def rank_ic_by_date(dates: np.ndarray, score: np.ndarray, ret: np.ndarray) -> pd.Series:
@@ -41,34 +31,6 @@ def rank_ic_by_date(dates: np.ndarray, score: np.ndarray, ret: np.ndarray) -> pd
             continue
         out[date] = float(np.corrcoef(rankdata(g["s"]), rankdata(g["r"]))[0, 1])
     return pd.Series(out, dtype=float)
-
-
-def mean_interval(values: np.ndarray, n_boot: int, seed: int, horizon: int) -> Interval:
-    """Mean of a per-date series with a bias-corrected circular block bootstrap interval over
-    dates (``bootstrap.mean_interval``), its block length from the series itself
-    (``bootstrap.data_block_length``; at least 2h: neighbouring dates' h-day labels share
-    days). The variance is exact, so ``n_boot`` and ``seed`` are not used; they stay in the
-    signature every caller shares with the resampled intervals."""
-    values = np.asarray(values, float)
-    values = values[np.isfinite(values)]
-    if len(values) < 4:
-        return Interval(float(np.mean(values)) if len(values) else math.nan, math.nan, math.nan, 0, len(values))
-    return bootstrap_mean_interval(values, data_block_length(values, floor=default_block_length(len(values), horizon)))
-
-
-def date_block_ci(metric_fn, dates: np.ndarray, arrays: tuple[np.ndarray, ...], n_boot: int, seed: int,
-                  horizon: int) -> dict[str, Interval]:
-    """Interval of each metric of ``metric_fn(*arrays)`` resampling whole dates in blocks."""
-    days, inverse = np.unique(dates, return_inverse=True)
-    rows_of = [np.flatnonzero(inverse == d) for d in range(len(days))]
-    idx = block_indices(len(days), n_boot, default_block_length(len(days), horizon), seed)
-    points = metric_fn(*arrays)
-    reps: dict[str, list[float]] = {k: [] for k in points}
-    for sample in idx:
-        rows = np.concatenate([rows_of[d] for d in sample])
-        for k, v in metric_fn(*(a[rows] for a in arrays)).items():
-            reps[k].append(v)
-    return {k: interval(points[k], np.asarray(reps[k])) for k in points}
 
 
 PANEL_EXECUTIONS = ("next_close", "same_close")  # a close panel has no opens

@@ -13,26 +13,21 @@ Nothing here is fitted on, or chooses anything from, the test split.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from stocktrend.data.store import atomic_write_text, read_metadata
+from stocktrend.data.store import read_metadata
 from stocktrend.data.windows import distinct_windows, split_arrays
 from stocktrend.evaluation import baselines as bl
+from stocktrend.evaluation import plots
 from stocktrend.evaluation.bootstrap import default_block_length
+from stocktrend.evaluation.core import ci_text, ic_table, md_table, resampled_ci, write_report
 from stocktrend.evaluation.headline import panel_headline
 from stocktrend.evaluation.metrics import scalar_metrics
-from stocktrend.evaluation.panel_metrics import (
-    date_block_ci,
-    long_short,
-    mean_interval,
-    momentum_12_1_score,
-    rank_ic_by_date,
-    reversal_score,
-)
+from stocktrend.evaluation.panel_metrics import long_short, momentum_12_1_score, rank_ic_by_date, reversal_score
 from stocktrend.evaluation.report_text import planted_line
 from stocktrend.evaluation.selection import markdown_lines as selection_lines
 from stocktrend.evaluation.volatility import markdown_lines
@@ -70,44 +65,39 @@ def test_table(dataset: Path, p_up: np.ndarray, seed: int) -> dict[str, Any]:
             "calendar": np.load(dataset / "calendar.npy")}
 
 
-def score_table(t: dict[str, Any], n_boot: int, seed: int, cost_bps: float, staggered: bool) -> dict[str, Any]:
+def score_table(t: dict[str, Any], n_boot: int, seed: int, cost_bps: float,
+                staggered: bool) -> tuple[dict[str, Any], dict[str, pd.Series]]:
+    """(the report's figures, each scorer's rank IC per date) from a test table."""
     h, meta = int(t["meta"]["horizon"]), t["meta"]
     ics = {name: rank_ic_by_date(t["dates"], s, t["ret"]) for name, s in t["scores"].items()}
-    model_ic = ics["model"]
-    ic_section = {}
-    for name, ic in ics.items():
-        common = model_ic.index.intersection(ic.index)
-        entry = {"mean": mean_interval(ic.to_numpy(), n_boot, seed, h).to_dict(), "dates": int(len(ic)),
-                 "share_positive": float((ic > 0).mean()) if len(ic) else None}
-        if name != "model":
-            entry["model_minus_this"] = mean_interval((model_ic[common] - ic[common]).to_numpy(), n_boot, seed,
-                                                      h).to_dict()
-        ic_section[name] = entry
-    headline = panel_headline(ics, n_boot, seed, default_block_length(len(model_ic), h))
+    ic_section = ic_table(ics, h)
+    headline = panel_headline(ics, n_boot, seed, default_block_length(len(ics["model"]), h))
     for name, beaten in headline["beats"].items():
         ic_section[name]["model_beats_it"] = beaten  # StepM's call, familywise over all opponents
     # Classification figures pooled over instruments, intervals over dates.
     y, p = t["y"], t["scores"]["model"]
-    metric_fn = lambda yy, pp: {k: v for k, v in scalar_metrics(yy, pp).items() if k in METRICS}  # noqa: E731
-    pooled = {k: v.to_dict() for k, v in date_block_ci(metric_fn, t["dates"], (y, p), n_boot, seed, h).items()}
-    per_instrument = {}
-    for i, ticker in enumerate(meta["tickers"]):
-        mask = t["instrument"] == i
-        if mask.sum() >= 50:
-            per_instrument[ticker] = {k: v.to_dict() for k, v in date_block_ci(
-                metric_fn, t["dates"][mask], (y[mask], p[mask]), max(200, n_boot // 5), seed, h).items()}
+
+    def figures(yy, pp):
+        return {k: v for k, v in scalar_metrics(yy, pp).items() if k in METRICS}
+
+    def ci(mask, boots):
+        return {k: v.to_dict() for k, v in resampled_ci(figures, (y[mask], p[mask]), boots, seed,
+                                                          dates=t["dates"][mask], horizon=h).items()}
+
+    per_instrument = {ticker: ci(t["instrument"] == i, max(200, n_boot // 5))
+                      for i, ticker in enumerate(meta["tickers"]) if (t["instrument"] == i).sum() >= 50}
     books = {name: long_short(t["rows"], t["instrument"], s, t["close"], h, cost_bps, staggered)
              for name, s in t["scores"].items()}
     days = t["calendar"][books["model"]["first_row"]:][:len(books["model"]["curve"]["long_short"])]
     return {
         "rank_ic": ic_section, "headline": headline,
-        "test": {"pooled": pooled, "per_instrument": per_instrument, "windows": int(len(y)),
-                 "dates": int(len(np.unique(t["dates"]))), "share_label_1": float(y.mean())},
+        "test": {"pooled": ci(np.ones(len(y), bool), n_boot), "per_instrument": per_instrument,
+                 "windows": int(len(y)), "dates": int(len(np.unique(t["dates"]))), "share_label_1": float(y.mean())},
         "backtest": {name: {k: v for k, v in b.items() if k != "curve"} for name, b in books.items()},
         "curves": {"dates": [str(d)[:10] for d in days], **{name: b["curve"] for name, b in books.items()}},
         "verdict": headline["verdict"],
         "hindsight": HINDSIGHT,
-    }
+    }, ics
 
 
 def choice_lines(folds: list[dict] | None) -> list[str]:
@@ -128,46 +118,41 @@ def choice_lines(folds: list[dict] | None) -> list[str]:
 
 
 def render_markdown(r: dict[str, Any], title: str) -> str:
+    ic_rows = []
+    for name, e in r["rank_ic"].items():
+        d = e.get("model_minus_this")
+        beats = "yes" if e.get("model_beats_it") else "no" if "model_beats_it" in e else "- (not an opponent)"
+        ic_rows.append([name, ci_text(e["mean"], "+.4f"), f"{e['share_positive']:.1%}",
+                        ci_text(d, "+.4f") if d else "-", beats if d else "-"])
+    bm, ew = r["backtest"]["model"], r["backtest"]["model"]["equal_weight_long"]
+    book_rows = [[name, f"{b['long_short']['total_return']:+.1%}", f"{b['long_short']['annual_return']:+.1%}",
+                  f"{b['long_short']['sharpe']:.2f}", f"{b['long_short']['max_drawdown']:.1%}",
+                  f"{b['turnover_per_rebalance']:.2f}"] for name, b in r["backtest"].items()]
+    book_rows.append(["equal-weight long (same instruments)", f"{ew['total_return']:+.1%}",
+                      f"{ew['annual_return']:+.1%}", f"{ew['sharpe']:.2f}", f"{ew['max_drawdown']:.1%}", "-"])
     lines = [f"# {title}", "", *([f"> {r['policy']}", ""] if r.get("policy") else []), r["verdict"], "",
              *(f"> {line}" for line in planted_line(r)),
              *([""] if r.get("planted") else []), r["hindsight"], "",
              f"{r['test']['windows']} test windows over {r['test']['dates']} dates; label: {r.get('label_rule', '')}.",
              "", "## Rank IC per date (Spearman, predicted score vs realised return), mean over dates", "",
              f"Headline: {r['headline']['method']}; 'model beats it' is its call. The intervals are each on its own.",
-             "",
-             "| scorer | mean IC [95% interval] | share of dates > 0 | model - this [95%] | model beats it |",
-             "|---|---|---|---|---|"]
-    for name, e in r["rank_ic"].items():
-        m = e["mean"]
-        d = e.get("model_minus_this")
-        lines.append(f"| {name} | {m['point']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}] | {e['share_positive']:.1%} | "
-                     + (f"{d['point']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] | "
-                        + ("yes" if e.get("model_beats_it") else "no" if "model_beats_it" in e else "- (not an opponent)")
-                        if d else "- | -") + " |")
-    lines += ["", "## Classification, pooled over instruments (intervals resample whole dates)", "",
-              "| metric | value [95% interval] |", "|---|---|"]
-    for k, v in r["test"]["pooled"].items():
-        lines.append(f"| {k} | {v['point']:.3f} [{v['low']:.3f}, {v['high']:.3f}] |")
-    bm = r["backtest"]["model"]
-    lines += ["", "## Long-short book from prices (top third long, bottom third short)", "",
-              f"Signals known at a date's close trade at the {bm['execution'].replace('_', ' ')}, held "
-              f"{bm['holding_days']} days; {bm['cost_bps']:g} bps per side on every trade, shorts pay "
-              f"{bm['borrow_bps_per_year']:g} bps a year to borrow; "
-              + ("staggered books, one per start day, summed into one daily portfolio. " if bm["staggered"] else "")
-              + "Daily values; no rate is subtracted from the Sharpe ratios (the long-short book is self-financing).",
-              "", "![long-short books](equity.png)", "",
-              "| scorer | total return | annual | Sharpe | max drawdown | turnover per rebalance |", "|---|---|---|---|---|---|"]
-    for name, b in r["backtest"].items():
-        s = b["long_short"]
-        lines.append(f"| {name} | {s['total_return']:+.1%} | {s['annual_return']:+.1%} | {s['sharpe']:.2f} | "
-                     f"{s['max_drawdown']:.1%} | {b['turnover_per_rebalance']:.2f} |")
-    ew = r["backtest"]["model"]["equal_weight_long"]
-    lines += [f"| equal-weight long (same instruments) | {ew['total_return']:+.1%} | {ew['annual_return']:+.1%} | "
-              f"{ew['sharpe']:.2f} | {ew['max_drawdown']:.1%} | - |", "",
-              "## Per instrument (accuracy, AUROC)", "", "| instrument | accuracy | AUROC |", "|---|---|---|"]
-    for ticker, m in r["test"]["per_instrument"].items():
-        lines.append(f"| {ticker} | {m['accuracy']['point']:.3f} [{m['accuracy']['low']:.3f}, {m['accuracy']['high']:.3f}] | "
-                     f"{m['auroc']['point']:.3f} [{m['auroc']['low']:.3f}, {m['auroc']['high']:.3f}] |")
+             "", *md_table(["scorer", "mean IC [95% interval]", "share of dates > 0", "model - this [95%]",
+                            "model beats it"], ic_rows),
+             "", "![rank IC per date](rank_ic.png) ![mean return by score quintile](quintiles.png)",
+             "", "## Classification, pooled over instruments (intervals resample whole dates)", "",
+             *md_table(["metric", "value [95% interval]"], [[k, ci_text(v)] for k, v in r["test"]["pooled"].items()]),
+             "", "## Long-short book from prices (top third long, bottom third short)", "",
+             f"Signals known at a date's close trade at the {bm['execution'].replace('_', ' ')}, held "
+             f"{bm['holding_days']} days; {bm['cost_bps']:g} bps per side on every trade, shorts pay "
+             f"{bm['borrow_bps_per_year']:g} bps a year to borrow; "
+             + ("staggered books, one per start day, summed into one daily portfolio. " if bm["staggered"] else "")
+             + "Daily values; no rate is subtracted from the Sharpe ratios (the long-short book is self-financing).",
+             "", "![long-short books](equity.png)", "",
+             *md_table(["scorer", "total return", "annual", "Sharpe", "max drawdown", "turnover per rebalance"],
+                       book_rows),
+             "", "## Per instrument (accuracy, AUROC)", "",
+             *md_table(["instrument", "accuracy", "AUROC"], [[t, ci_text(m["accuracy"]), ci_text(m["auroc"])]
+                                                              for t, m in r["test"]["per_instrument"].items()])]
     lines += choice_lines(r.get("folds"))
     vol = markdown_lines(r.get("volatility"))
     sel = selection_lines(r.get("selection"))
@@ -177,10 +162,10 @@ def render_markdown(r: dict[str, Any], title: str) -> str:
 def evaluate_panel(dataset: Path, p_up: np.ndarray, out: Path, n_boot: int, seed: int, cost_bps: float,
                    staggered: bool, header: dict[str, Any]) -> dict[str, Any]:
     table = test_table(dataset, p_up, seed)
+    figures, ics = score_table(table, n_boot, seed, cost_bps, staggered)
     report = {**header, "layout": "panel", "label": table["meta"].get("label"),
-              "label_rule": table["meta"].get("label_rule"), **score_table(table, n_boot, seed, cost_bps, staggered)}
-    _write(report, table, out, "Panel model on its test split")
-    return report
+              "label_rule": table["meta"].get("label_rule"), **figures}
+    return _write(report, table, ics, out, "Panel model on its test split")
 
 
 RETRAINED_POLICY = ("Walk-forward: a fixed configuration retrained on each fold's training window, its epoch chosen "
@@ -206,42 +191,30 @@ def walk_forward_report(runs: list[dict], datasets: list[Path], out: Path, n_boo
     joined = {"meta": tables[0]["meta"], "close": tables[0]["close"], "calendar": tables[0]["calendar"],
               **{k: np.concatenate([t[k] for t in tables]) for k in ("dates", "instrument", "rows", "y", "ret")},
               "scores": {k: np.concatenate([t["scores"][k] for t in tables]) for k in tables[0]["scores"]}}
+    figures, ics = score_table(joined, n_boot, seed, cost_bps, staggered)
     report = {"kind": "nested_walk_forward" if choices else "walk_forward",
               "policy": NESTED_POLICY if choices else RETRAINED_POLICY,
               "folds": [{"fold": i, **{s: read_metadata(d)["splits"][s] for s in ("train", "val", "test")},
                          "best_val_ce": run["metrics"].get("val_ce"), **({"chosen": choices[i]} if choices else {})}
                         for i, (run, d) in enumerate(zip(runs, datasets))],
               "label": tables[0]["meta"].get("label"), "label_rule": tables[0]["meta"].get("label_rule"),
-              **score_table(joined, n_boot, seed, cost_bps, staggered)}
+              **figures}
     title = "nested walk-forward" if choices else "walk-forward"
-    _write(report, joined, out, f"Panel model, {title} over {len(runs)} folds (pooled test dates)")
-    return report
+    return _write(report, joined, ics, out, f"Panel model, {title} over {len(runs)} folds (pooled test dates)")
 
 
-def _plot_books(curves: dict, rule: str, path: Path) -> None:
-    import pandas as pd
-
-    from stocktrend.evaluation.plots import equity_curves
-
-    days = pd.DatetimeIndex(curves["dates"])
-    equity_curves({"model long-short": pd.Series(curves["model"]["long_short"], index=days),
-                   f"{rule} long-short": pd.Series(curves[rule]["long_short"], index=days),
-                   "equal-weight long": pd.Series(curves["model"]["equal_weight_long"], index=days)}, path,
-                  "books from prices on the test dates", dashed=("equal-weight long",))
-
-
-def _write(report: dict, table: dict, out: Path, title: str) -> None:
-    import pandas as pd
-
-    out.mkdir(parents=True, exist_ok=True)
+def _write(report: dict, table: dict, ics: dict[str, pd.Series], out: Path, title: str) -> dict[str, Any]:
+    """The report's files and plots: the rank IC per date, returns by score quintile, the books."""
     tickers = np.asarray(report.get("tickers") or table["meta"]["tickers"])
     frame = pd.DataFrame({"date": table["dates"], "instrument": tickers[table["instrument"]], "label": table["y"],
                           "realised_return": table["ret"], **{f"score_{k}": v for k, v in table["scores"].items()}})
-    atomic_write_text(out / "predictions.csv", frame.to_csv(index=False))
-    curves = report.pop("curves")
-    _plot_books(curves, "momentum_12_1", out / "equity.png")
-    atomic_write_text(out / "report.json", json.dumps({**report, "curves": curves}, indent=2, default=float))
-    atomic_write_text(out / "report.md", render_markdown(report, title))
-    report["curves"] = curves
-    report["files"] = {"json": str(out / "report.json"), "markdown": str(out / "report.md"),
-                       "predictions": str(out / "predictions.csv")}
+    curves, rule = report["curves"], "momentum_12_1"
+    days = pd.DatetimeIndex(curves["dates"])
+    plots.equity_curves({"model long-short": pd.Series(curves["model"]["long_short"], index=days),
+                         f"{rule} long-short": pd.Series(curves[rule]["long_short"], index=days),
+                         "equal-weight long": pd.Series(curves["model"]["equal_weight_long"], index=days)},
+                        out / "equity.png", "books from prices on the test dates", dashed=("equal-weight long",))
+    plots.rank_ic_per_date({k: ics[k] for k in ("model", rule)}, out / "rank_ic.png")
+    plots.quintile_returns(table["dates"], table["ret"], {k: table["scores"][k] for k in ("model", rule)},
+                           out / "quintiles.png")
+    return write_report(out, report, render_markdown(report, title), frame)

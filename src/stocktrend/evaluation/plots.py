@@ -133,9 +133,6 @@ def attention_by_class(attention: np.ndarray, p_up: np.ndarray, path: Path) -> P
     return _save(fig, path)
 
 
-__all__ = ["learning_curves", "confusion", "roc", "calibration", "equity_curves", "attention_by_class"]
-
-
 def volatility_forecasts(y: np.ndarray, forecasts: dict[str, np.ndarray], path: Path) -> Path:
     """Forecast against realised log volatility, one panel per forecaster, with the diagonal."""
     fig, axes = plt.subplots(1, len(forecasts), figsize=(4.6 * len(forecasts), 4), sharey=True, squeeze=False)
@@ -147,4 +144,46 @@ def volatility_forecasts(y: np.ndarray, forecasts: dict[str, np.ndarray], path: 
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("realised log daily volatility (test)")
     axes[0][0].legend(loc="upper left")
+    return _save(fig, path)
+
+
+def rank_ic_per_date(ics: dict[str, pd.Series], path: Path, window: int = 63) -> Path:
+    """The first scorer's rank IC per test date (faint), each scorer's rolling mean over
+    ``window`` dates (a quarter of trading days) and its mean over all dates (dotted)."""
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    for k, (name, ic) in enumerate(ics.items()):
+        colour = f"C{k}"
+        days = pd.DatetimeIndex(ic.index)
+        if k == 0:
+            ax.plot(days, ic.to_numpy(), color=colour, lw=0.5, alpha=0.35)
+        ax.plot(days, ic.rolling(window, min_periods=window // 2).mean().to_numpy(), color=colour, lw=1.6,
+                label=f"{name}, rolling mean of {window} dates")
+        ax.axhline(float(ic.mean()), color=colour, ls=":", lw=1)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set(ylabel="rank IC", title="rank IC per test date (dotted: mean over all dates)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    return _save(fig, path)
+
+
+def quintile_returns(dates: np.ndarray, ret: np.ndarray, scores: dict[str, np.ndarray], path: Path,
+                     buckets: int = 5) -> Path:
+    """Mean realised forward return of each score quintile, the quintiles formed within each
+    date (so a market-wide move lifts every bar alike), averaged over dates."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    width = 0.8 / len(scores)
+    for k, (name, s) in enumerate(scores.items()):
+        frame = pd.DataFrame({"date": dates, "s": s, "r": ret}).dropna()
+        frame = frame[frame.groupby("date")["s"].transform("size") >= buckets]
+        pct = frame.groupby("date")["s"].rank(method="first", pct=True)
+        frame["q"] = np.ceil(pct * buckets).astype(int)
+        means = frame.groupby(["date", "q"])["r"].mean().groupby("q").mean()
+        ax.bar(means.index + (k - (len(scores) - 1) / 2) * width, 1e4 * means.to_numpy(), width, label=name)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set(xlabel=f"score quintile within each date (1 = lowest, {buckets} = highest)",
+           ylabel="mean forward return (bps)", title="mean realised return by score quintile (test)",
+           xticks=range(1, buckets + 1))
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
     return _save(fig, path)

@@ -18,6 +18,7 @@ from stocktrend.data.build import build_dataset, prepare
 from stocktrend.data.config import DataConfig
 from stocktrend.data.splits import SplitPlan, walk_forward_plans
 from stocktrend.data.store import fingerprint, read_metadata
+from stocktrend.data.windows import split_arrays
 from stocktrend.evaluation import backtest as bt
 from stocktrend.evaluation import baselines as bl
 from stocktrend.evaluation.report import evaluate_predictions, pool_runs
@@ -25,12 +26,8 @@ from stocktrend.evaluation.report import evaluate_predictions, pool_runs
 log = logging.getLogger(__name__)
 
 
-def _split(dataset: Path, split: str) -> dict[str, np.ndarray]:
-    return {k: np.load(dataset / f"{split}_{k}.npy") for k in ("X", "y", "dates")}
-
-
 def evaluate_seeds(runs: list[dict], dataset: Path, market: bt.Market, n_boot: int, cost_bps: float) -> dict:
-    meta, test = read_metadata(dataset), _split(dataset, "test")
+    meta, test = read_metadata(dataset), split_arrays(dataset, "test", mmap=False)
     y = test["y"].argmax(axis=1)
     reports = []
     for run in runs:
@@ -88,7 +85,8 @@ def evaluate_walk_forward(runs: list[dict], datasets: list[Path], market: bt.Mar
 
     folds, pooled = [], {"y": [], "p": [], "dates": [], "prior": [], "base": {}}
     for run, dataset in zip(runs, datasets):
-        meta, train, test = read_metadata(dataset), _split(dataset, "train"), _split(dataset, "test")
+        meta = read_metadata(dataset)
+        train, test = split_arrays(dataset, "train", mmap=False), split_arrays(dataset, "test", mmap=False)
         y, p = test["y"].argmax(axis=1), run["probs"][:, 1]
         base = bl.all_baselines(train, test, meta["splits"]["train"]["class_counts_before_balancing"], market.close,
                                 meta["horizon"], seed)

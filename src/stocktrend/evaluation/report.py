@@ -18,9 +18,6 @@ concatenating their predictions); ``evaluate_artifact`` adds the I/O.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
 import math
 from pathlib import Path
@@ -33,11 +30,13 @@ from stocktrend.config_io import ConfigError, config_from_dict
 from stocktrend.data.cache import build_cached
 from stocktrend.data.config import DataConfig
 from stocktrend.data.sources import sha256_of
-from stocktrend.data.store import atomic_write_text, fingerprint, read_metadata
+from stocktrend.data.store import fingerprint, read_metadata
+from stocktrend.data.windows import split_arrays
 from stocktrend.evaluation import backtest as bt
 from stocktrend.evaluation import baselines as bl
 from stocktrend.evaluation import plots
-from stocktrend.evaluation.bootstrap import block_indices, interval, replicates, window_block_length
+from stocktrend.evaluation.bootstrap import window_block_length
+from stocktrend.evaluation.core import ALPHA, resampled_ci, write_report
 from stocktrend.evaluation.headline import single_headline
 from stocktrend.evaluation.metrics import HEADLINE, SCALARS, THRESHOLD, all_metrics, scalar_metrics
 from stocktrend.evaluation.report_text import _interpretation, render_markdown, summary_lines  # noqa: F401
@@ -47,7 +46,6 @@ from stocktrend.evaluation.volatility import volatility_section
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[3]  # the repository (src/stocktrend/evaluation/report.py)
 SCHEMA = 1
-ALPHA = 0.05
 PREDICT_BATCH = 512
 TEST_POLICY = ("Scored on the test split only. The checkpoint was chosen on validation; the 0.5 threshold and the "
                "baselines' settings are fixed in code. No selection, promotion or threshold is based on these "
@@ -113,10 +111,6 @@ def check_price_sources(training: dict, cfg: DataConfig, names: list[str]) -> No
                                       "(missing or its sha256 differs); the backtest would use other prices")
 
 
-def _load_split(dataset_dir: Path, split: str) -> dict[str, np.ndarray]:
-    return {k: np.load(dataset_dir / f"{split}_{k}.npy") for k in ("X", "y", "dates")}
-
-
 # -- scoring -----------------------------------------------------------------------
 def evaluate_predictions(
     y_true: np.ndarray,
@@ -147,9 +141,18 @@ def evaluate_predictions(
     p_up = np.asarray(p_up, dtype=float)
     n = len(y_true)
     block = block or window_block_length(y_true, p_up, horizon, seq_len)
-    idx = block_indices(n, n_boot, block, seed)
-    point = scalar_metrics(y_true, p_up)
-    reps = replicates(scalar_metrics, (y_true, p_up), idx)
+    baselines = {k: np.asarray(v, float) for k, v in (baselines or {}).items()}
+
+    def figures(y, p, *opponents):  # the model's, each baseline's and their differences, on one resample
+        model = scalar_metrics(y, p)
+        out = {f"model.{k}": v for k, v in model.items()}
+        for name, q in zip(baselines, opponents):
+            other = scalar_metrics(y, q)
+            out |= {f"{name}.{k}": other[k] for k in HEADLINE} | {f"{name}-.{k}": model[k] - other[k] for k in HEADLINE}
+        return out
+
+    ci = {k: v.to_dict() for k, v in resampled_ci(figures, (y_true, p_up, *baselines.values()), n_boot, seed,
+                                                   block=block, alpha=alpha).items()}
     test = all_metrics(y_true, p_up)
     out: dict[str, Any] = {
         "bootstrap": {
@@ -164,20 +167,14 @@ def evaluate_predictions(
             "confusion_matrix": test["confusion_matrix"],
             "share_up_true": test["share_up_true"],
             "share_up_predicted": test["share_up_predicted"],
-            "metrics": {k: interval(point[k], reps[k], alpha).to_dict() for k in SCALARS},
+            "metrics": {k: ci[f"model.{k}"] for k in SCALARS},
         },
-        "baselines": {},
+        # Secondary: intervals of model - baseline, no verdict (the headline holds the only one).
+        "baselines": {name: {"description": bl.DESCRIPTIONS.get(name, name),
+                             "metrics": {k: ci[f"{name}.{k}"] for k in HEADLINE},
+                             "confusion_matrix": all_metrics(y_true, pb)["confusion_matrix"],
+                             "difference": {k: ci[f"{name}-.{k}"] for k in HEADLINE}} for name, pb in baselines.items()},
     }
-    for name, pb in (baselines or {}).items():
-        b_point = scalar_metrics(y_true, pb)
-        b_reps = replicates(scalar_metrics, (y_true, np.asarray(pb, dtype=float)), idx)
-        out["baselines"][name] = {
-            "description": bl.DESCRIPTIONS.get(name, name),
-            "metrics": {k: interval(b_point[k], b_reps[k], alpha).to_dict() for k in HEADLINE},
-            "confusion_matrix": all_metrics(y_true, pb)["confusion_matrix"],
-            # Secondary: intervals of model - baseline, no verdict (the headline holds the only one).
-            "difference": {k: interval(point[k] - b_point[k], reps[k] - b_reps[k], alpha).to_dict() for k in HEADLINE},
-        }
     if prior_up is not None and baselines and "logistic_regression" in baselines:
         opponents = {"prior": np.broadcast_to(np.asarray(prior_up, float), (n,)),
                      "logistic_regression": np.asarray(baselines["logistic_regression"], float)}
@@ -237,19 +234,6 @@ def _predict(predictor, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return np.concatenate(probs), np.concatenate(attn), None if log_vol[0] is None else np.concatenate(log_vol)
 
 
-def _clean(obj: Any) -> Any:
-    """JSON has no NaN: undefined numbers become null."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def evaluate_artifact(
     artifact_path: str | Path,
     dataset_dir: str | Path | None = None,
@@ -288,23 +272,21 @@ def evaluate_artifact(
               "validation": _validation_section(training)}
     if meta["config"].get("planted"):  # a synthetic market's known answer, printed beside what was recovered
         header["planted"] = meta["config"]["planted"]
+    out = Path(out_dir) if out_dir else version_dir / "evaluation"
+    test = split_arrays(dataset, "test", mmap=meta.get("layout") == "panel")
+    probs, attention, log_vol = _predict(Predictor(version_dir, manifest, parts), test["X"])
+    p_up = probs[:, 1]
+    if log_vol is not None:
+        header["volatility"] = volatility_section(dataset, log_vol, n_boot, seed, out / "volatility.png")
     if meta.get("layout") == "panel":
-        from stocktrend.data.windows import split_arrays
         from stocktrend.evaluation.panel_report import evaluate_panel
 
-        out = Path(out_dir) if out_dir else version_dir / "evaluation"
-        probs, _, log_vol = _predict(Predictor(version_dir, manifest, parts), split_arrays(dataset, "test")["X"])
         header["dataset"] = {"dir": str(dataset), "fingerprint": meta["fingerprint"], "test": meta["splits"]["test"],
                              "tickers": meta["tickers"], "horizon": horizon, "seq_len": meta["seq_len"]}
-        if log_vol is not None:
-            header["volatility"] = volatility_section(dataset, log_vol, n_boot, seed, out / "volatility.png")
-        return evaluate_panel(dataset, probs[:, 1], out, n_boot, seed, cost_bps, staggered, header)
+        return evaluate_panel(dataset, p_up, out, n_boot, seed, cost_bps, staggered, header)
 
-    test, train = _load_split(dataset, "test"), _load_split(dataset, "train")
+    train = split_arrays(dataset, "train", mmap=False)
     y_true = test["y"].argmax(axis=1)
-    predictor = Predictor(version_dir, manifest, parts)
-    probs, attention, log_vol = _predict(predictor, test["X"])
-    p_up = probs[:, 1]
 
     check_price_sources(training, cfg, [cfg.target, "ust"])
     market = bt.load_market(cfg)
@@ -329,10 +311,6 @@ def evaluate_artifact(
                                "chosen today knowing they survived and grew, and a target picked today has survived "
                                "by construction: long-only figures above are flattered by that choice.")
     report["interpretation"] = _interpretation(report)
-
-    out = Path(out_dir) if out_dir else version_dir / "evaluation"
-    if log_vol is not None:
-        report["volatility"] = volatility_section(dataset, log_vol, n_boot, seed, out / "volatility.png")
     names = {"learning_curves": "learning_curves.png", "confusion_matrix": "confusion_matrix.png",
              "roc": "roc.png", "calibration": "calibration.png", "equity": "equity.png",
              "attention": "attention_by_class.png"}
@@ -345,23 +323,11 @@ def evaluate_artifact(
     if log_vol is not None:
         names["volatility"] = "volatility.png"
     report["plots"] = names
-    report["files"] = {"json": str(out / "report.json"), "markdown": str(out / "report.md"),
-                       "predictions": str(out / "predictions.csv")}
-    report = _clean(report)
-    atomic_write_text(out / "predictions.csv", _predictions_csv(test["dates"], y_true, p_up, baselines))
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
-    atomic_write_text(out / "report.md", render_markdown(report))
+    predictions = pd.DataFrame({"date": [str(d) for d in test["dates"]], "y_true": y_true, "p_up_model": p_up,
+                                **{f"p_up_{k}": v for k, v in baselines.items()}})
+    report = write_report(out, report, render_markdown(report), predictions)
     log.info("evaluation report written to %s", out)
     return report
-
-
-def _predictions_csv(dates, y_true, p_up, baselines) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["date", "y_true", "p_up_model", *(f"p_up_{k}" for k in baselines)])
-    for i, d in enumerate(dates):
-        w.writerow([str(d), int(y_true[i]), f"{p_up[i]:.6f}", *(f"{v[i]:.6f}" for v in baselines.values())])
-    return buf.getvalue()
 
 
 __all__ = ["EvaluationError", "TEST_POLICY", "artifact_data_config", "resolve_dataset", "check_price_sources",

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
+from stocktrend.evaluation.core import ci_text, md_table
+from stocktrend.evaluation.core import fmt as _fmt
 from stocktrend.evaluation.selection import markdown_lines as selection_lines
 from stocktrend.evaluation.volatility import markdown_lines
 
@@ -17,7 +16,7 @@ def _interpretation(r: dict) -> list[str]:
         f"{t['n']} test windows from {ds['test']['start']} to {ds['test']['end']}; {t['share_up_true']:.0%} of them "
         f"went up. One window ends every trading day and labels span {h} days, so there are only about "
         f"{t['n'] // h} non-overlapping labels: intervals are wide for a reason.",
-        f"Accuracy {m['accuracy']['point']:.3f} [{m['accuracy']['low']:.3f}, {m['accuracy']['high']:.3f}]; "
+        f"Accuracy {ci_text(m['accuracy'])}; "
         f"always predicting up would have scored {t['share_up_true']:.3f}. AUROC {_fmt(m['auroc']['point'])} and "
         f"MCC {_fmt(m['mcc']['point'])} measure skill independent of the class balance (0.5 and 0 = none).",
     ]
@@ -45,25 +44,18 @@ def _interpretation(r: dict) -> list[str]:
     return lines
 
 
-def _fmt(x: Any, spec: str = ".3f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
-# -- text ---------------------------------------------------------------------------
-def _ci(m: dict, spec: str = ".3f") -> str:
-    return f"{_fmt(m['point'], spec)} [{_fmt(m['low'], spec)}, {_fmt(m['high'], spec)}]"
-
-
 def headline_lines(h: dict | None) -> list[str]:
     """The pre-declared headline: its metric for the model and each opponent, and StepM's verdict."""
     if not h:
         return []
-    lines = ["## Headline", "", h["verdict"], "", f"Method: {h['method']}.", "",
-             f"| opponent | {h['metric']} | model's improvement on it | beaten |", "|---|---|---|---|",
-             f"| model | {h['model']:.4f} | - | - |"]
-    lines += [f"| {k} | {v:.4f} | {h['improvement'][k]:+.4f} | {'yes' if h['beats'][k] else 'no'} |"
-              for k, v in h["opponents"].items()]
-    return lines + [""]
+    rows = [["model", f"{h['model']:.4f}", "-", "-"]] + [
+        [k, f"{v:.4f}", f"{h['improvement'][k]:+.4f}", "yes" if h["beats"][k] else "no"] for k, v in h["opponents"].items()]
+    return ["## Headline", "", h["verdict"], "", f"Method: {h['method']}.", "",
+            *md_table(["opponent", h["metric"], "model's improvement on it", "beaten"], rows), ""]
+
+
+BOOK_COLUMNS = (("total_return", "+.1%"), ("annualised_return", "+.1%"), ("sharpe", ".2f"), ("max_drawdown", ".1%"),
+                ("win_rate", ".0%"), ("turnover_per_year", ".1f"), ("exposure", ".0%"))
 
 
 def render_markdown(r: dict) -> str:
@@ -82,11 +74,10 @@ def render_markdown(r: dict) -> str:
     val = r["validation"]
     L += ["## Validation (from training, used for choosing the epoch)", "", f"Source: {val['source']}.", ""]
     if val["metrics"]:
-        L += ["| metric | value |", "|---|---|"]
-        L += [f"| {k} | {_fmt(v) if not isinstance(v, list) else v} |" for k, v in val["metrics"].items()]
-        L.append("")
-    L += ["## Test metrics", "", "| metric | model [95% CI] | undefined resamples |", "|---|---|---|"]
-    L += [f"| {k} | {_ci(v)} | {v['n_nan']} |" for k, v in r["test"]["metrics"].items()]
+        L += [*md_table(["metric", "value"], [[k, v if isinstance(v, list) else _fmt(v)]
+                                              for k, v in val["metrics"].items()]), ""]
+    L += ["## Test metrics", "", *md_table(["metric", "model [95% CI]", "undefined resamples"],
+                                           [[k, ci_text(v), v["n_nan"]] for k, v in r["test"]["metrics"].items()])]
     cm = r["test"]["confusion_matrix"]
     L += ["", f"Confusion matrix (rows true down/up, columns predicted down/up): {cm}", "",
           "![confusion matrix](confusion_matrix.png) ![ROC](roc.png) ![calibration](calibration.png)", ""]
@@ -94,11 +85,9 @@ def render_markdown(r: dict) -> str:
     L += ["## Baselines (same test windows), secondary", "",
           "Paired 95% block-bootstrap intervals of model minus baseline, each on its own: no verdict is drawn "
           "from them (20 such calls at 5% would find something by chance).", "",
-          "| baseline | metric | baseline [95% CI] | model - baseline [95% CI] |", "|---|---|---|---|"]
-    for name, bb in r["baselines"].items():
-        for k, d in bb["difference"].items():
-            L.append(f"| {name} | {k} | {_ci(bb['metrics'][k])} | {_ci(d, '+.3f')} |")
-    L.append("")
+          *md_table(["baseline", "metric", "baseline [95% CI]", "model - baseline [95% CI]"],
+                    [[name, k, ci_text(bb["metrics"][k]), ci_text(d, "+.3f")]
+                     for name, bb in r["baselines"].items() for k, d in bb["difference"].items()]), ""]
     L += [f"- **{name}**: {bb['description']}" for name, bb in r["baselines"].items()]
     L.append("")
     if "backtest" in r:
@@ -107,13 +96,11 @@ def render_markdown(r: dict) -> str:
         L += ["## Backtest from prices", "",
               f"{s['start']} .. {s['end']}; {s['timing']}; {s['holds']}; {s['cost_bps_per_side']:g} bps per side; "
               f"shorts pay {s.get('borrow_bps_per_year', 0):g} bps a year to borrow; {s['risk_free']}.", "",
-              "| strategy | total | annualised | Sharpe (net of rf) | max drawdown | win rate | holds | "
-              "turnover/yr | exposure |", "|---|---|---|---|---|---|---|---|---|"]
-        for name in ("long_flat", "long_short", "buy_and_hold"):
-            x = bk[name]
-            L.append(f"| {name} | {_fmt(x['total_return'], '+.1%')} | {_fmt(x['annualised_return'], '+.1%')} | "
-                     f"{_fmt(x['sharpe'], '.2f')} | {_fmt(x['max_drawdown'], '.1%')} | {_fmt(x['win_rate'], '.0%')} | "
-                     f"{x['n_holds']} | {_fmt(x['turnover_per_year'], '.1f')} | {_fmt(x['exposure'], '.0%')} |")
+              *md_table(["strategy", "total", "annualised", "Sharpe (net of rf)", "max drawdown", "win rate", "holds",
+                         "turnover/yr", "exposure"],
+                        [[name, *(_fmt(bk[name][k], f) for k, f in BOOK_COLUMNS[:5]), bk[name]["n_holds"],
+                          *(_fmt(bk[name][k], f) for k, f in BOOK_COLUMNS[5:])]
+                         for name in ("long_flat", "long_short", "buy_and_hold")])]
         ub = bk.get("upper_bound_same_close")
         if ub:
             L += ["", f"Upper bound, {ub['note']}: long/flat {_fmt(ub['long_flat']['total_return'], '+.1%')}, "
@@ -151,14 +138,14 @@ def summary_lines(report: dict) -> list[str]:
              f"{_fmt(t['share_up_true'], '.0%')} up (95% block-bootstrap intervals)"]
     if ds.get("leaky"):
         lines.insert(0, "WARNING: leaky 'seed' protocol dataset: not an out-of-sample estimate")
-    lines.append("  " + "  ".join(f"{k} {_ci(m[k])}" for k in ("accuracy", "balanced_accuracy", "f1")))
-    lines.append("  " + "  ".join(f"{k} {_ci(m[k])}" for k in ("auroc", "mcc")))
+    lines.append("  " + "  ".join(f"{k} {ci_text(m[k])}" for k in ("accuracy", "balanced_accuracy", "f1")))
+    lines.append("  " + "  ".join(f"{k} {ci_text(m[k])}" for k in ("auroc", "mcc")))
     if report.get("headline"):
         lines.append("  " + report["headline"]["verdict"])
     for name, b in report["baselines"].items():
         acc = b["difference"]["accuracy"]
         lines.append(f"  vs {name}: accuracy {_fmt(b['metrics']['accuracy']['point'])}, model-baseline "
-                     f"{_ci(acc, '+.3f')} (secondary)")
+                     f"{ci_text(acc, '+.3f')} (secondary)")
     if "backtest" in report:
         bk = report["backtest"]
         lines.append("  backtest " + ", ".join(
@@ -166,12 +153,16 @@ def summary_lines(report: dict) -> list[str]:
             f"max DD {_fmt(bk[k]['max_drawdown'], '.1%')})" for k in ("long_flat", "long_short", "buy_and_hold")))
     if report.get("volatility"):
         lines.append("  " + report["volatility"]["verdict"])
+    return lines + [_selection_line(report)] + ["  " + line for line in planted_line(report)]
+
+
+def _selection_line(report: dict) -> str:
     sel = report.get("selection")
-    lines.append("  test results are reported only; they feed no choice" if not sel else
-                 f"  the test split is the block that chose this model ({sel['chosen_on']['start']} .. "
-                 f"{sel['chosen_on']['end']}); after it: " + (sel["after"].get("none_yet") or
-                                                             f"{sel['after']['days']} days, see the report"))
-    return lines + ["  " + line for line in planted_line(report)]
+    if not sel:
+        return "  test results are reported only; they feed no choice"
+    return (f"  the test split is the block that chose this model ({sel['chosen_on']['start']} .. "
+            f"{sel['chosen_on']['end']}); after it: "
+            + (sel["after"].get("none_yet") or f"{sel['after']['days']} days, see the report"))
 
 
 def panel_summary_lines(report: dict) -> list[str]:
@@ -181,16 +172,10 @@ def panel_summary_lines(report: dict) -> list[str]:
              f"{report['test']['dates']} dates); label: {report.get('label')}"]
     for name, e in ic.items():
         m, d = e["mean"], e.get("model_minus_this")
-        lines.append(f"  mean rank IC {name:20s} {m['point']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]"
-                     + (f"  model - this {d['point']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]" if d else ""))
+        lines.append(f"  mean rank IC {name:20s} {ci_text(m, '+.4f')}" + (f"  model - this {ci_text(d, '+.4f')}" if d else ""))
     pooled = report["test"]["pooled"]
-    lines.append("  pooled " + "  ".join(f"{k} {_ci(v)}" for k, v in pooled.items()))
+    lines.append("  pooled " + "  ".join(f"{k} {ci_text(v)}" for k, v in pooled.items()))
     lines += ["  " + report["verdict"]]
     if report.get("volatility"):
         lines.append("  " + report["volatility"]["verdict"])
-    sel = report.get("selection")
-    lines.append("  test results are reported only; they feed no choice" if not sel else
-                 f"  the test split is the block that chose this model ({sel['chosen_on']['start']} .. "
-                 f"{sel['chosen_on']['end']}); after it: " + (sel["after"].get("none_yet") or
-                                                             f"{sel['after']['days']} days, see the report"))
-    return lines
+    return lines + [_selection_line(report)]

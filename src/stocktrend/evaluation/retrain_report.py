@@ -9,6 +9,7 @@ from pathlib import Path
 from stocktrend.config_io import config_from_dict, with_overrides
 from stocktrend.data.store import atomic_write_text
 from stocktrend.evaluation import backtest as bt
+from stocktrend.evaluation.core import ci_text, clean
 from stocktrend.evaluation.repeated import evaluate_seeds, evaluate_walk_forward, fold_datasets
 from stocktrend.evaluation.report import ROOT, artifact_data_config, resolve_dataset
 from stocktrend.inference.artifact import load_parts
@@ -28,12 +29,10 @@ def pooled_lines(result: dict) -> list[str]:
     """The console lines of a pooled walk-forward report: a panel's mean rank IC per scorer and
     its verdict, or a single stock's pooled metrics and headline (also ``tuning.nested``'s)."""
     if "rank_ic" in result:
-        return [f"  mean rank IC {n:20s} {e['mean']['point']:+.4f} [{e['mean']['low']:+.4f}, {e['mean']['high']:+.4f}]"
-                for n, e in result["rank_ic"].items()] + ["  " + result["verdict"]]
+        return [f"  mean rank IC {n:20s} {ci_text(e['mean'], '+.4f')}" for n, e in result["rank_ic"].items()] + [
+            "  " + result["verdict"]]
     pooled = result["pooled"]["test"]["metrics"]
-    lines = ["  pooled out-of-sample: " + ", ".join(
-        f"{k} {pooled[k]['point']:.3f} [{pooled[k]['low']:.3f}, {pooled[k]['high']:.3f}]"
-        for k in ("accuracy", "auroc", "mcc") if k in pooled)]
+    lines = ["  pooled out-of-sample: " + ", ".join(f"{k} {ci_text(pooled[k])}" for k in ("accuracy", "auroc", "mcc"))]
     if result["pooled"].get("headline"):
         lines.append("  " + result["pooled"]["headline"]["verdict"])
     return lines
@@ -65,7 +64,7 @@ def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
         runs = train_many(jobs, storage, cpus_per_worker=args.cpus_per_worker,
                           wait_s=args.wait_for_resources)
         result = evaluate_seeds(runs, Path(dataset), market, args.boot, args.cost_bps)
-        atomic_write_text(out_dir / "seeds.json", json.dumps(result, indent=2, default=float))
+        atomic_write_text(out_dir / "seeds.json", json.dumps(clean(result), indent=2))
         lines += _spread_lines(f"\n{args.seeds} seeds, test split (mean and spread):", result["pooled_spread"])
         lines.append(f"  -> {out_dir / 'seeds.json'}")
     if args.walk_forward:
@@ -86,7 +85,7 @@ def retrain_and_report(model: Path, args, out_dir: Path) -> list[str]:
             lines += [*pooled_lines(result), f"  -> {out_dir / 'walk_forward' / 'report.md'}"]
             return lines
         result = evaluate_walk_forward(runs, datasets, market, args.boot, args.cost_bps)
-        atomic_write_text(out_dir / "walk_forward.json", json.dumps(result, indent=2, default=float))
+        atomic_write_text(out_dir / "walk_forward.json", json.dumps(clean(result), indent=2))
         lines += _spread_lines(f"\nwalk-forward, {args.walk_forward} folds (per-fold spread):", result["spread"])
         lines += [*pooled_lines(result), f"  -> {out_dir / 'walk_forward.json'}"]
     return lines

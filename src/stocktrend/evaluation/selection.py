@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from stocktrend.data.config import DataConfig
+from stocktrend.evaluation.core import ci_text, md_table, resampled_ci
 from stocktrend.evaluation.outcomes import outcome_metrics, realised
-from stocktrend.evaluation.panel_metrics import date_block_ci
 
 MIN_DAYS_AFTER = 20  # as the comparison block itself (retraining/plan.py MIN_BLOCK_WINDOWS)
 
@@ -45,7 +45,7 @@ def score_after(version_dir: Path, cfg: DataConfig, data_root: Path, tickers: li
     rows = truth[truth["date"].isin(later)].reset_index(drop=True)
     p = block_probabilities(Predictor.from_artifact(version_dir), data_root, rows[["date", "ticker"]])
     y = rows["label"].to_numpy()
-    cis = date_block_ci(outcome_metrics, rows["date"].to_numpy(), (y, p), n_boot, seed, cfg.horizon)
+    cis = resampled_ci(outcome_metrics, (y, p), n_boot, seed, dates=rows["date"].to_numpy(), horizon=cfg.horizon)
     return {"start": str(later[0]), "end": str(later[-1]), "days": int(len(later)), "windows": int(len(rows)),
             "metrics": {k: iv.to_dict() for k, iv in cis.items()}}
 
@@ -68,6 +68,6 @@ def markdown_lines(section: dict[str, Any] | None) -> list[str]:
     lines = ["## After selection", "", f"Chosen on {c['start']} .. {c['end']} ({c['what']}).", ""]
     if "none_yet" in a:
         return lines + [f"No out-of-sample figures yet: {a['none_yet']}.", ""]
-    lines += [f"Out of sample: {a['start']} .. {a['end']}, {a['days']} days, {a['windows']} windows.", "",
-              "| metric | value [95% interval] |", "|---|---|"]
-    return lines + [f"| {k} | {m['point']:.3f} [{m['low']:.3f}, {m['high']:.3f}] |" for k, m in a["metrics"].items()] + [""]
+    return lines + [f"Out of sample: {a['start']} .. {a['end']}, {a['days']} days, {a['windows']} windows.", "",
+                    *md_table(["metric", "value [95% interval]"], [[k, ci_text(m)] for k, m in a["metrics"].items()]),
+                    ""]

@@ -24,7 +24,8 @@ import numpy as np
 
 from stocktrend.data.store import read_metadata
 from stocktrend.data.windows import distinct_windows, window_keys
-from stocktrend.evaluation.panel_metrics import date_block_ci, mean_interval, rank_ic_by_date
+from stocktrend.evaluation.core import ci_text, ic_table, md_table, resampled_ci
+from stocktrend.evaluation.panel_metrics import rank_ic_by_date
 
 BASELINE = "trailing_har"
 BASELINE_NOTE = ("OLS of the log target on the trailing log volatilities of the last h and 20 days, "
@@ -108,7 +109,7 @@ def join_tables(tables: list[dict[str, Any]]) -> dict[str, Any]:
 
 def score_volatility(t: dict[str, Any], n_boot: int = 1000, seed: int = 0, plot: Path | None = None) -> dict[str, Any]:
     y, model, base, lin, dates, horizon = t["y"], t["model"], t["base"], t["lin"], t["dates"], t["horizon"]
-    ci = date_block_ci(_scores, dates, (y, model, base, lin), n_boot, seed, horizon)
+    ci = resampled_ci(_scores, (y, model, base, lin), n_boot, seed, dates=dates, horizon=horizon)
     section: dict[str, Any] = {
         "target": t["rule"], "baseline": {"name": BASELINE, "rule": BASELINE_NOTE,
                                           "coefficients": [float(c) for c in t["coef"]],
@@ -122,13 +123,11 @@ def score_volatility(t: dict[str, Any], n_boot: int = 1000, seed: int = 0, plot:
     section["model_beats_baseline_r2"] = bool(d.low > 0)
     section["model_beats_linear_r2"] = bool(dl.low > 0)
     if t["panel"]:  # which instruments are the most volatile this week
-        ics = {name: rank_ic_by_date(dates, f, y) for name, f in (("model", model), (BASELINE, base), (LINEAR, lin))}
-        cs = {name: mean_interval(ic.to_numpy(), n_boot, seed, horizon).to_dict() for name, ic in ics.items()}
-        for name, key in ((BASELINE, "model_minus_baseline"), (LINEAR, "model_minus_linear")):
-            common = ics["model"].index.intersection(ics[name].index)
-            cs[key] = mean_interval((ics["model"][common] - ics[name][common]).to_numpy(), n_boot, seed,
-                                    horizon).to_dict()
-        section["cross_sectional_rank_corr"] = cs
+        table = ic_table({name: rank_ic_by_date(dates, f, y)
+                          for name, f in (("model", model), (BASELINE, base), (LINEAR, lin))}, horizon)
+        section["cross_sectional_rank_corr"] = {**{name: e["mean"] for name, e in table.items()},
+                                                "model_minus_baseline": table[BASELINE]["model_minus_this"],
+                                                "model_minus_linear": table[LINEAR]["model_minus_this"]}
     if plot is not None:
         from stocktrend.evaluation.plots import volatility_forecasts
 
@@ -162,26 +161,23 @@ def markdown_lines(section: dict[str, Any] | None) -> list[str]:
     """The report.md section (nothing for a direction-only model)."""
     if not section:
         return []
-    s = section["scores"]
+    s, base, lin = section["scores"], section["baseline"]["name"], section["linear"]["name"]
 
     def ci(k: str) -> str:
-        return f"{s[k]['point']:+.3f} [{s[k]['low']:+.3f}, {s[k]['high']:+.3f}]"
+        return ci_text(s[k], "+.3f")
 
     lines = ["## Volatility forecast (multi-task head)", "", section["verdict"], "",
              f"Target: {section['target']}. Baseline: {section['baseline']['rule']}. "
              f"R^2: {section['r2_definition']}. {section['windows']} test windows over {section['dates']} dates.", "",
-             "| scorer | R^2 [95%] | rank correlation [95%] |", "|---|---|---|",
-             f"| model | {ci('model_r2')} | {ci('model_rank_corr')} |",
-             f"| {section['baseline']['name']} | {ci('baseline_r2')} | {ci('baseline_rank_corr')} |",
-             f"| {section['linear']['name']} | {ci('linear_r2')} | {ci('linear_rank_corr')} |",
-             f"| model - {section['baseline']['name']} | {ci('r2_model_minus_baseline')} | "
-             f"{ci('rank_corr_model_minus_baseline')} |",
-             f"| model - {section['linear']['name']} | {ci('r2_model_minus_linear')} | "
-             f"{ci('rank_corr_model_minus_linear')} |", "",
-             f"{section['linear']['name']}: {section['linear']['rule']}.", ""]
+             *md_table(["scorer", "R^2 [95%]", "rank correlation [95%]"],
+                       [[name, ci(f"{key}_r2"), ci(f"{key}_rank_corr")]
+                        for name, key in (("model", "model"), (base, "baseline"), (lin, "linear"))]
+                       + [[f"model - {name}", ci(f"r2_model_minus_{key}"), ci(f"rank_corr_model_minus_{key}")]
+                          for name, key in ((base, "baseline"), (lin, "linear"))]),
+             "", f"{lin}: {section['linear']['rule']}.", ""]
     cs = section.get("cross_sectional_rank_corr")
     if cs:
         lines += ["Cross-sectional rank correlation per date (mean over dates): " + ", ".join(
-            f"{k} {v['point']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]" for k, v in cs.items()), ""]
+            f"{k} {ci_text(v, '+.3f')}" for k, v in cs.items()), ""]
     lines += ["![volatility](volatility.png)", ""]
     return lines

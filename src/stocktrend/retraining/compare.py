@@ -20,8 +20,8 @@ import pandas as pd
 from stocktrend.data.config import DataConfig
 from stocktrend.data.store import read_metadata
 from stocktrend.evaluation.bootstrap import Interval
+from stocktrend.evaluation.core import resampled_ci
 from stocktrend.evaluation.outcomes import outcome_metrics
-from stocktrend.evaluation.panel_metrics import date_block_ci
 from stocktrend.inference.predictor import Predictor
 from stocktrend.retraining.plan import RetrainError
 
@@ -146,7 +146,7 @@ def compare(y: np.ndarray, p_champion: np.ndarray, p_challenger: np.ndarray, dat
         return {**{f"champion.{k}": v for k, v in ma.items()}, **{f"challenger.{k}": v for k, v in mb.items()},
                 **{f"difference.{k}": mb[k] - ma[k] for k in ma}}
 
-    cis = date_block_ci(both, dates, (y, p_champion, p_challenger), n_boot, seed, horizon)
+    cis = resampled_ci(both, (y, p_champion, p_challenger), n_boot, seed, dates=dates, horizon=horizon)
     part = {side: {k.split(".", 1)[1]: _iv(v) for k, v in cis.items() if k.startswith(side + ".")}
             for side in ("champion", "challenger", "difference")}
     d = cis[f"difference.{name}"]

@@ -25,6 +25,7 @@ from typing import Any
 
 from stocktrend import storage as storage_lib
 from stocktrend.data.store import atomic_write_text, read_metadata
+from stocktrend.evaluation.core import clean
 from stocktrend.evaluation.repeated import fold_config, fold_plans
 from stocktrend.training.repeat import predict_split
 from stocktrend.tuning.run import SearchOptions, best_trial, run_search
@@ -93,7 +94,7 @@ def nested_walk_forward(space: SearchSpace, opts: SearchOptions, storage: str, n
             report = evaluate_walk_forward(runs, datasets, bt.load_market(space.data), n_boot, cost_bps,
                                            choices=choices)
         report["settings"] = settings
-        atomic_write_text(out / "nested.json", json.dumps(report, indent=2, default=float))
+        atomic_write_text(out / "nested.json", json.dumps(clean(report), indent=2))
     last = (*results, storage_lib.join(storage, f"{name}-fold{folds - 1}"))
     return {"report": report, "folds": choices, "location": location, "last": last, "settings": settings}
 
