@@ -190,3 +190,23 @@ def test_every_entry_point_has_help_and_those_asking_for_resources_can_wait(name
     asks = name in ("audit_leakage", "train", "tune", "evaluate", "predict", "deploy", "retrain",
                     "compare_families")
     assert ("--wait-for-resources" in out.stdout) == asks
+
+
+@pytest.mark.timeout(30)
+def test_a_dead_heads_record_is_not_followed(tmp_path, monkeypatch):
+    """A head killed without stopping leaves Ray's ray_current_cluster behind; joining it would
+    retry a dead address for minutes, so connect() follows the record only when its port answers."""
+    from stocktrend.cluster.connect import recorded_head
+    from stocktrend.cluster.head import ray_temp_root
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    root = ray_temp_root()
+    root.mkdir(parents=True)
+    assert recorded_head() is None  # no record
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        (root / "ray_current_cluster").write_text(f"127.0.0.1:{port}")
+        assert recorded_head() == f"127.0.0.1:{port}"
+    assert recorded_head() is None  # the same record once nothing listens there

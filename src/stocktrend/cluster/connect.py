@@ -6,12 +6,17 @@ started on this machine (``make head``), as Ray's own ``address="auto"`` does, e
 local Ray on loopback with the dashboard (without it Train V2 logs repeated controller-state
 warnings). Token authentication is turned on for this process first when a token exists,
 so a plain shell needs no exported variable.
+
+A head that died without stopping (killed, out of memory) leaves its address in Ray's
+``ray_current_cluster`` record, and ``address="auto"`` then retries that dead address for
+minutes before giving up. So the record is only followed when its port answers.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from stocktrend.cluster.auth import use_token_auth
 
@@ -31,7 +36,7 @@ def connect(num_cpus: int | None = None, dashboard: bool = True) -> bool:
         log.info("connecting to the Ray cluster at %s", address)
         ray.init()
         return False
-    if not address:
+    if not address and recorded_head() is not None:
         # RAY_ADDRESS=local forces a fresh local instance (the tests' standalone runs).
         try:
             ray.init(address="auto")
@@ -58,4 +63,23 @@ def running_dashboard() -> str | None:
         return get_address_for_submission_client(None).rstrip("/")
     except (ConnectionError, ValueError, RuntimeError) as err:
         log.debug("no running Ray cluster found: %s", err)
+        return None
+
+
+def recorded_head() -> str | None:
+    """The head address ``ray.init(address="auto")`` would join (Ray's ``ray_current_cluster``
+    record), if something listens on its port; None when there is no record or it is stale."""
+    from stocktrend.cluster.head import ray_temp_root
+
+    path = ray_temp_root() / "ray_current_cluster"
+    try:
+        record = path.read_text().strip()
+    except OSError:
+        return None
+    host, _, port = record.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return record
+    except (OSError, ValueError):
+        log.warning("ignoring %s (%s): no Ray head answers there, it did not stop cleanly", path, record)
         return None
