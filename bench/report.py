@@ -34,6 +34,23 @@ def data_build(r: dict) -> list[str]:
     return lines + [""]
 
 
+def panel_scale(r: dict) -> list[str]:
+    """Build cost against universe size, and the same run with the code before a change where it has one."""
+    lines = ["## Panel build against universe size (`python bench/panel_scale.py`)", "", _machine(r), "",
+             "Synthetic markets of the known-answer generator, 15 years, built by the real builder in one process; "
+             "peak resident memory of that process. `reading` is the part spent reading files into instruments.", "",
+             "| instruments | layout | code | build | reading | per instrument | peak memory | file |",
+             "|---|---|---|---|---|---|---|---|"]
+    runs = [("this commit", r["rows"])] + [(f"before ({b['code']})", b["rows"]) for b in r.get("before", [])]
+    for code, rows in runs:
+        for x in rows:
+            lines.append(f"| {x['instruments']:,} | {x['layout']} | {code} | {x['seconds']:.1f} s | "
+                         f"{x['read_seconds']:.1f} s | {x['seconds_per_instrument']:.2f} s | "
+                         f"{x['peak_rss_mib'] / 1024:.1f} GiB | "
+                         + (f"{x['file_mib']:.0f} MiB |" if x.get("file_mib") is not None else "- |"))
+    return lines + ["", r.get("finding", ""), ""]
+
+
 def train_throughput(r: dict) -> list[str]:
     s, ratio = r["samples_per_s"], r["ratio_to_plain"]
     lines = [f"## Training throughput, `{r['preset']}` preset (`python bench/train_throughput.py`)", "", _machine(r), "",
@@ -753,7 +770,7 @@ def main() -> int:
                 ("panel_nested", panel_nested), ("panel", panel), ("rnn", rnn), ("families", families),
                 ("family_comparison", family_comparison),
                 ("reliability", reliability), ("suite_time", suite_time),
-                ("data_build", data_build), ("train_throughput", train_throughput),
+                ("data_build", data_build), ("panel_scale", panel_scale), ("train_throughput", train_throughput),
                 ("v2_training", lambda r: trained(r, "The v2 preset trained on CPU through Ray Train")),
                 ("tune_efficiency", tune_efficiency)]
     missing = []

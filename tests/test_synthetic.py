@@ -7,6 +7,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -177,3 +178,15 @@ def test_a_long_file_with_a_wrong_date_column_is_named(tmp_path, cal):
     (tmp_path / "long.yaml").write_text(config)
     with pytest.raises(DataError, match=r"long.csv: missing column\(s\) date -> 'Day'"):
         read_all_sources(load_data_config(tmp_path / "long.yaml"))
+
+
+def test_a_long_file_is_read_once_whatever_its_universe(tmp_path, cal, monkeypatch):
+    """Reading it again per ticker made its cost grow with the square of the universe."""
+    write_market(generate(MarketSpec(instruments=12, days=300, seed=7), cal), tmp_path, ("long",))
+    cfg = load_data_config(tmp_path / "long.yaml")
+    cfg = dataclasses.replace(cfg, panel=dataclasses.replace(cfg.panel, min_days=50))
+    frames, _ = read_all_sources(cfg)
+    reads, read_csv = [], pd.read_csv
+    monkeypatch.setattr(pd, "read_csv", lambda path, *a, **k: reads.append(Path(path).name) or read_csv(path, *a, **k))
+    members, _ = read_members(cfg, frames)
+    assert len(members) == 12 and reads.count("long.csv") == 1

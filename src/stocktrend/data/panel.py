@@ -26,7 +26,7 @@ import pandas as pd
 from stocktrend.data.config import DataConfig, SourceConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.features import adjusted_ohlc, context_features, finish, own_features
-from stocktrend.data.sources import read_all_sources, read_source, sha256_of
+from stocktrend.data.sources import parse_table, read_all_sources, read_source, read_table, sha256_of
 
 log = logging.getLogger(__name__)
 OWN = "own"
@@ -73,15 +73,15 @@ def read_members(cfg: DataConfig, frames: dict[str, pd.DataFrame]) -> tuple[dict
     if spec.source and not spec.ticker_column:  # a close panel: one column per ticker
         for col in frames[spec.source].columns:
             members[str(col).upper()] = frames[spec.source][[col]].rename(columns={col: "close"})
-    elif spec.source:  # a long file: one ticker per value of the ticker column
-        src = cfg.sources[spec.source]
-        raw = pd.read_csv(cfg.source_path(spec.source), dtype=str, keep_default_na=False)  # for its tickers
+    elif spec.source:  # a long file, read once: one ticker per value of the ticker column
+        path = cfg.source_path(spec.source)
+        raw = read_table(path, spec.source)
         if spec.ticker_column not in raw.columns:
-            raise DataError(f"{cfg.source_path(spec.source)}: no ticker column '{spec.ticker_column}'; "
-                            f"columns are {list(raw.columns)}")
-        for ticker in sorted(raw[spec.ticker_column].unique()):
-            one = dataclasses.replace(src, filter={spec.ticker_column: ticker})
-            members[ticker.upper()] = read_source(one, cfg.source_path(spec.source), f"{spec.source}[{ticker}]")
+            raise DataError(f"{path}: no ticker column '{spec.ticker_column}'; columns are {list(raw.columns)}")
+        one = dataclasses.replace(cfg.sources[spec.source], filter={})  # each group is one ticker's rows
+        for ticker, rows in raw.groupby(raw[spec.ticker_column].str.strip(), sort=True):
+            members[ticker.upper()] = parse_table(one, rows.reset_index(drop=True),
+                                                  f"{path} ({spec.ticker_column} {ticker})", f"{spec.source}[{ticker}]")
     else:
         for ticker, path in member_files(cfg).items():
             source = SourceConfig(path=str(path), kind="ohlcv", columns=dict(spec.columns))

@@ -88,13 +88,17 @@ def read_source(spec: SourceConfig, path: Path, name: str = "") -> pd.DataFrame:
     ohlcv/close sources get canonical columns (close, adj_close, ...); panels and rates
     keep their series names, prefixed with the source name by the feature code.
     """
+    return parse_table(spec, read_table(path, name), str(path), name)
+
+
+def read_table(path: Path, name: str = "") -> pd.DataFrame:
+    """A source file's rows as text, as ``parse_table`` takes them."""
     if not path.is_file():
         raise DataError(f"source '{name}': file not found: {path}")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot parse as CSV: {err}") from None
-    return parse_table(spec, frame, str(path), name)
 
 
 def parse_table(spec: SourceConfig, frame: pd.DataFrame, where: str, name: str = "") -> pd.DataFrame:
