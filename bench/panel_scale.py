@@ -1,7 +1,7 @@
 """What a panel dataset costs to build as the universe grows: wall time and peak memory per
 layout and size, each build in a fresh process (so its peak resident memory is its own).
 
-    python bench/panel_scale.py [--sizes 20,100,400] [--layouts close_panel,long] [--days 3780]
+    python bench/panel_scale.py [--sizes 20,100,400] [--layouts close_panel,long,parquet] [--days 3780]
         [--out bench/results/panel_scale.json]
 
 Markets come from the known-answer generator (``stocktrend.data.synthetic``: factor returns
@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine_info  # noqa: E402
 
+FILES = {"close_panel": "closes.csv", "long": "long.csv", "parquet": "long.parquet"}  # one file per layout
 CHILD = """
 import json, resource, sys, time
 from stocktrend.data import panel
@@ -59,7 +60,7 @@ def build_once(config: Path, out: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="20,100,400", help="instruments per market, comma-separated")
-    ap.add_argument("--layouts", default="close_panel,long", help="from close_panel, yahoo, long")
+    ap.add_argument("--layouts", default="close_panel,long,parquet", help="from close_panel, yahoo, long, parquet")
     ap.add_argument("--days", type=int, default=3780, help="trading days of history (3780: 15 years)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "panel_scale.json"))
     args = ap.parse_args()
@@ -78,8 +79,7 @@ def main() -> int:
             written = time.perf_counter() - t0
             for layout in layouts:
                 row = {"instruments": n, "layout": layout, "days": args.days, "generate_seconds": written,
-                       "file_mib": (files / {"close_panel": "closes.csv", "long": "long.csv"}.get(layout, ""))
-                       .stat().st_size / 2**20 if layout != "yahoo" else None,
+                       "file_mib": (files / FILES[layout]).stat().st_size / 2**20 if layout in FILES else None,
                        **build_once(files / f"{layout}.yaml", Path(tmp) / f"d{n}-{layout}")}
                 row["seconds_per_instrument"] = row["seconds"] / n
                 rows.append(row)

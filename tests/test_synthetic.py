@@ -135,7 +135,7 @@ def test_a_single_instrument_plant_moves_its_direction(cal):
 def test_every_layout_is_read_alike_by_the_real_readers(tmp_path, cal):
     m = generate(MarketSpec(instruments=12, days=900, plant="temporal", ic=0.1, churn=0.25, seed=3), cal)
     written = write_market(m, tmp_path)
-    assert set(written) == {"close_panel", "yahoo", "long"}
+    assert set(written) == {"close_panel", "yahoo", "long", "parquet"}
     meta = json.loads((tmp_path / "market.json").read_text())
     assert meta["spec"]["plant"] == "temporal" and meta["realised"]["oracle_rank_ic"] == m.realised["oracle_rank_ic"]
     assert min(meta["listed_days"].values()) < 900 == max(meta["listed_days"].values())  # some list or delist
@@ -147,12 +147,13 @@ def test_every_layout_is_read_alike_by_the_real_readers(tmp_path, cal):
         members, _ = read_members(cfg, frames)
         closes[layout] = {t: f["close"] for t, f in members.items()}
         assert facts["spx"]["end"] == str(m.dates[-1].date())  # context runs to the end: no curve cut short
-    assert sorted(closes["close_panel"]) == sorted(closes["yahoo"]) == sorted(closes["long"]) == m.tickers
+    assert all(sorted(closes[layout]) == m.tickers for layout in written)
     for t in m.tickers:
-        a, b, c = closes["close_panel"][t].dropna(), closes["yahoo"][t], closes["long"][t]
-        assert len(a) == len(b) == len(c) == meta["listed_days"][t]
-        np.testing.assert_allclose(b.to_numpy(), a.to_numpy(), rtol=1e-5)
-        np.testing.assert_allclose(c.to_numpy(), a.to_numpy(), rtol=1e-5)
+        a = closes["close_panel"][t].dropna()
+        for layout in ("yahoo", "long", "parquet"):
+            b = closes[layout][t]
+            assert len(b) == meta["listed_days"][t] and (b.index == a.index).all(), (layout, t)
+            np.testing.assert_allclose(b.to_numpy(), a.to_numpy(), rtol=1e-5)
 
 
 def test_a_generated_market_builds_through_the_dataset_command(tmp_path, repo_root, cal):
@@ -190,3 +191,25 @@ def test_a_long_file_is_read_once_whatever_its_universe(tmp_path, cal, monkeypat
     monkeypatch.setattr(pd, "read_csv", lambda path, *a, **k: reads.append(Path(path).name) or read_csv(path, *a, **k))
     members, _ = read_members(cfg, frames)
     assert len(members) == 12 and reads.count("long.csv") == 1
+
+
+def test_a_bad_parquet_universe_names_the_file_the_column_and_the_ticker(tmp_path, cal):
+    write_market(generate(MarketSpec(instruments=6, days=200, seed=8), cal), tmp_path, ("parquet",))
+    table = pd.read_parquet(tmp_path / "long.parquet")
+    cfg = load_data_config(tmp_path / "parquet.yaml")
+    cfg = dataclasses.replace(cfg, panel=dataclasses.replace(cfg.panel, min_days=50))
+    frames, _ = read_all_sources(cfg)
+    ticker = table["ticker"].iloc[0]
+    for broken, message in [
+        (table.drop(columns="volume"), r"long.parquet \(ticker \w+\): missing column\(s\) volume -> 'volume'"),
+        (table.assign(close=table["close"].astype(str).where(table.index != 9, "n/a!")),  # its line 11
+         rf"long.parquet \(ticker {table['ticker'].iloc[9]}\): column 'close', line 11: not a number: 'n/a!'"),
+        (pd.concat([table, table[table["ticker"] == ticker].head(1)]),  # one (date, ticker) row twice
+         rf"long.parquet \(ticker {ticker}\): column 'date', line \d+: duplicate date"),
+    ]:
+        broken.to_parquet(tmp_path / "long.parquet", index=False)
+        with pytest.raises(DataError, match=message):
+            read_members(cfg, frames)
+    (tmp_path / "long.parquet").write_text("date,ticker\n")  # not Parquet at all
+    with pytest.raises(DataError, match="long.parquet: cannot read as Parquet"):
+        read_members(cfg, frames)

@@ -75,13 +75,14 @@ def read_members(cfg: DataConfig, frames: dict[str, pd.DataFrame]) -> tuple[dict
             members[str(col).upper()] = frames[spec.source][[col]].rename(columns={col: "close"})
     elif spec.source:  # a long file, read once: one ticker per value of the ticker column
         path = cfg.source_path(spec.source)
-        raw = read_table(path, spec.source)
+        source = cfg.sources[spec.source]
+        raw = read_table(path, spec.source, [*source.columns.values(), spec.ticker_column])
         if spec.ticker_column not in raw.columns:
             raise DataError(f"{path}: no ticker column '{spec.ticker_column}'; columns are {list(raw.columns)}")
-        one = dataclasses.replace(cfg.sources[spec.source], filter={})  # each group is one ticker's rows
-        for ticker, rows in raw.groupby(raw[spec.ticker_column].str.strip(), sort=True):
-            members[ticker.upper()] = parse_table(one, rows.reset_index(drop=True),
-                                                  f"{path} ({spec.ticker_column} {ticker})", f"{spec.source}[{ticker}]")
+        one = dataclasses.replace(source, filter={})  # each group is one ticker's rows
+        for ticker, rows in raw.groupby(raw[spec.ticker_column].astype(str).str.strip(), sort=True):
+            members[ticker.upper()] = parse_table(one, rows, f"{path} ({spec.ticker_column} {ticker})",
+                                                  f"{spec.source}[{ticker}]")  # rows keep their file positions
     else:
         for ticker, path in member_files(cfg).items():
             source = SourceConfig(path=str(path), kind="ohlcv", columns=dict(spec.columns))

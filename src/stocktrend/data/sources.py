@@ -27,25 +27,26 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _line(pos: int) -> int:
-    """File line of the row at 0-based data position ``pos`` (the header is line 1)."""
-    return pos + 2
+def _line(row: int) -> int:
+    """File line of the 0-based data row ``row`` (the header is line 1)."""
+    return int(row) + 2
 
 
 MAX_VALUE = 1e12  # a price, rate or volume no market produces beyond
 
 
-def _parse_dates(raw: pd.Series, spec: SourceConfig, path: str) -> pd.DatetimeIndex:
+def _parse_dates(raw: pd.Series, spec: SourceConfig, path: str, rows: np.ndarray) -> pd.DatetimeIndex:
     col = spec.columns["date"]
+    typed = pd.api.types.is_datetime64_any_dtype(raw)  # a typed file's dates (Parquet): no text round trip
     try:
-        parsed = pd.to_datetime(raw, format=spec.date_format, errors="coerce")
+        parsed = raw if typed else pd.to_datetime(raw.astype(str), format=spec.date_format, errors="coerce")
     except (ValueError, TypeError, OverflowError) as err:  # mixed UTC offsets, say: not one calendar
         raise DataError(f"{path}: column '{col}': cannot read the dates as one calendar ({err}); give every "
                         "date the same UTC offset, or none") from None
     bad = parsed.isna().to_numpy()
     if bad.any():
         pos = int(np.argmax(bad))
-        raise DataError(f"{path}: column '{col}', line {_line(pos)}: cannot read date {raw.iloc[pos]!r}")
+        raise DataError(f"{path}: column '{col}', line {_line(rows[pos])}: cannot read date {raw.iloc[pos]!r}")
     # Timestamps like '1990-01-02 00:00:00+00:00' describe a day; keep the day.
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_localize(None)
@@ -53,18 +54,18 @@ def _parse_dates(raw: pd.Series, spec: SourceConfig, path: str) -> pd.DatetimeIn
     dup = dates.duplicated()
     if dup.any():
         pos = int(np.argmax(dup))
-        raise DataError(f"{path}: column '{col}', line {_line(pos)}: duplicate date {dates[pos].date()}")
+        raise DataError(f"{path}: column '{col}', line {_line(rows[pos])}: duplicate date {dates[pos].date()}")
     back = np.flatnonzero(np.diff(dates.asi8) < 0)
     if back.size:
         pos = int(back[0]) + 1
         raise DataError(
-            f"{path}: column '{col}', line {_line(pos)}: dates are not sorted "
+            f"{path}: column '{col}', line {_line(rows[pos])}: dates are not sorted "
             f"({dates[pos].date()} comes after {dates[pos - 1].date()})"
         )
     return dates
 
 
-def _numeric(frame: pd.DataFrame, path: str, na_values: list[str]) -> pd.DataFrame:
+def _numeric(frame: pd.DataFrame, path: str, na_values: list[str], rows: np.ndarray) -> pd.DataFrame:
     out = {}
     for col in frame.columns:
         raw = frame[col]
@@ -73,11 +74,11 @@ def _numeric(frame: pd.DataFrame, path: str, na_values: list[str]) -> pd.DataFra
         bad = (values.isna() & ~was_missing).to_numpy()
         if bad.any():
             pos = int(np.argmax(bad))
-            raise DataError(f"{path}: column '{col}', line {_line(pos)}: not a number: {raw.iloc[pos]!r}")
+            raise DataError(f"{path}: column '{col}', line {_line(rows[pos])}: not a number: {raw.iloc[pos]!r}")
         inf = np.isinf(values.to_numpy(dtype=float))
         if inf.any():
             pos = int(np.argmax(inf))
-            raise DataError(f"{path}: column '{col}', line {_line(pos)}: infinite value")
+            raise DataError(f"{path}: column '{col}', line {_line(rows[pos])}: infinite value")
         out[col] = values.astype(float)
     return pd.DataFrame(out, index=frame.index)
 
@@ -88,17 +89,38 @@ def read_source(spec: SourceConfig, path: Path, name: str = "") -> pd.DataFrame:
     ohlcv/close sources get canonical columns (close, adj_close, ...); panels and rates
     keep their series names, prefixed with the source name by the feature code.
     """
-    return parse_table(spec, read_table(path, name), str(path), name)
+    wanted = [*spec.columns.values(), *spec.filter] if spec.kind in ("ohlcv", "close") else None
+    return parse_table(spec, read_table(path, name, wanted), str(path), name)
 
 
-def read_table(path: Path, name: str = "") -> pd.DataFrame:
-    """A source file's rows as text, as ``parse_table`` takes them."""
+PARQUET = (".parquet", ".pq")
+
+
+def read_table(path: Path, name: str = "", columns: list[str] | None = None) -> pd.DataFrame:
+    """A source file's rows as ``parse_table`` takes them: a CSV as text (all of it), a Parquet
+    file (by its suffix) with its own types, only ``columns`` of it when it has them all."""
     if not path.is_file():
         raise DataError(f"source '{name}': file not found: {path}")
+    if path.suffix.lower() in PARQUET:
+        import pyarrow.parquet as pq  # Ray Data's dependency: always installed
+
+        names = table_columns(path)
+        # Only the columns asked for, when it has them all; else all, so the error lists what it has.
+        pick = [c for c in names if c in set(columns)] if columns and set(columns) <= set(names) else None
+        try:
+            return pq.read_table(path, columns=pick).to_pandas()
+        except Exception as err:  # pyarrow raises its own types for a file that is not Parquet
+            raise DataError(f"{path}: cannot read as Parquet: {err}") from None
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot parse as CSV: {err}") from None
+
+
+def _strip(col: pd.Series) -> pd.Series:
+    if pd.api.types.infer_dtype(col, skipna=True) == "string":  # all text: the vectorised strip
+        return col.str.strip()
+    return col.map(lambda v: v.strip() if isinstance(v, str) else v)  # mixed (a JSON row's numbers and text)
 
 
 def parse_table(spec: SourceConfig, frame: pd.DataFrame, where: str, name: str = "") -> pd.DataFrame:
@@ -109,18 +131,24 @@ def parse_table(spec: SourceConfig, frame: pd.DataFrame, where: str, name: str =
     """
     if frame.empty:
         raise DataError(f"{where}: no data rows")
-    frame = frame.astype(object).where(frame.notna(), "")
-    frame.columns = [str(c).strip() for c in frame.columns]
-    frame = frame.map(lambda v: v.strip() if isinstance(v, str) else v)
-    frame = frame.replace(spec.na_values, np.nan)
+    frame = frame.set_axis([str(c).strip() for c in frame.columns], axis=1)
+    # Text columns (all of a CSV's; a Parquet file's strings) are stripped and their missing-value
+    # markers made NaN, column by column; typed columns (a Parquet file's numbers, dates) are
+    # already what they say: walking them cell by cell cost more than the rest of the read.
+    text = {c: _strip(frame[c]).replace(spec.na_values, np.nan) for c in frame.columns if frame[c].dtype == object}
+    frame = frame.assign(**text) if text else frame
 
     for col, value in spec.filter.items():
         if col not in frame.columns:
             raise DataError(f"{where}: filter column '{col}' not found; columns are {list(frame.columns)}")
-        frame = frame[frame[col] == value].reset_index(drop=True)
+        frame = frame[frame[col] == value]
         if frame.empty:
             raise DataError(f"{where}: no rows with {col} == {value!r}")
 
+    # The file's own row of each kept row (a filter, or one ticker's rows of a long file, keeps some),
+    # so that an error names the line of the file, not of the subset.
+    rows = np.asarray(frame.index) if pd.api.types.is_integer_dtype(frame.index) else np.arange(len(frame))
+    frame = frame.reset_index(drop=True)
     missing = [f"{key} -> '{col}'" for key, col in spec.columns.items() if col not in frame.columns]
     if missing:
         raise DataError(
@@ -128,11 +156,11 @@ def parse_table(spec: SourceConfig, frame: pd.DataFrame, where: str, name: str =
             f"the data has {list(frame.columns)}; fix the data or the config's columns mapping"
         )
     path = where
-    dates = _parse_dates(frame[spec.columns["date"]].astype(str), spec, path)
+    dates = _parse_dates(frame[spec.columns["date"]], spec, path, rows)
 
     if spec.kind in ("ohlcv", "close"):
         picked = frame[[c for k, c in spec.columns.items() if k != "date"]]
-        numeric = _numeric(picked, path, spec.na_values)
+        numeric = _numeric(picked, path, spec.na_values, rows)
         numeric.columns = [k for k in spec.columns if k != "date"]
     else:
         skip = {spec.columns["date"], *spec.filter}
@@ -140,7 +168,7 @@ def parse_table(spec: SourceConfig, frame: pd.DataFrame, where: str, name: str =
         absent = [c for c in names if c not in frame.columns]
         if absent:
             raise DataError(f"{where}: include lists column(s) {absent} not in the data; it has {list(frame.columns)}")
-        numeric = _numeric(frame[names], path, spec.na_values)
+        numeric = _numeric(frame[names], path, spec.na_values, rows)
 
     numeric.index = dates
     numeric.index.name = "date"
@@ -153,17 +181,29 @@ def parse_table(spec: SourceConfig, frame: pd.DataFrame, where: str, name: str =
             nonpos = (numeric[col] <= 0).to_numpy()
             if nonpos.any():
                 pos = int(np.argmax(nonpos))
-                raise DataError(f"{where}: column '{spec.columns[col]}', line {_line(pos)}: price must be positive")
+                raise DataError(f"{where}: column '{spec.columns[col]}', line {_line(rows[pos])}: price must be positive")
         if "volume" in numeric and (numeric["volume"] < 0).any():
             pos = int(np.argmax((numeric["volume"] < 0).to_numpy()))
-            raise DataError(f"{where}: column '{spec.columns['volume']}', line {_line(pos)}: volume cannot be negative")
+            raise DataError(f"{where}: column '{spec.columns['volume']}', line {_line(rows[pos])}: volume cannot be negative")
     huge = (numeric.abs() > MAX_VALUE).to_numpy()
     if huge.any():  # beyond float32 features once differenced or squared
         pos, col = (int(i) for i in np.argwhere(huge)[0])
         name = spec.columns.get(numeric.columns[col], numeric.columns[col])  # the file's own column name
-        raise DataError(f"{where}: column '{name}', line {_line(pos)}: {numeric.iat[pos, col]:g} is "
+        raise DataError(f"{where}: column '{name}', line {_line(rows[pos])}: {numeric.iat[pos, col]:g} is "
                         f"beyond any market's values (|value| <= {MAX_VALUE:g})")
     return numeric
+
+
+def table_columns(path: Path) -> list[str]:
+    """The column names of a CSV (its header, stripped) or Parquet file (its schema)."""
+    if path.suffix.lower() in PARQUET:
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
+        except Exception as err:
+            raise DataError(f"{path}: cannot read as Parquet: {err}") from None
+    return [str(c).strip() for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns]
 
 
 def read_all_sources(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
@@ -175,12 +215,12 @@ def read_all_sources(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str
     for name, spec in cfg.sources.items():
         path = cfg.source_path(name)
         if name == long_panel:
-            columns = [str(c).strip() for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns]
+            columns = table_columns(path)
             if spec.columns["date"] not in columns:
                 raise DataError(f"{path}: missing column(s) date -> '{spec.columns['date']}' (source '{name}'); the "
                                 f"data has {columns}; fix the data or the config's columns mapping")
-            raw = pd.read_csv(path, usecols=[spec.columns["date"]], dtype=str).iloc[:, 0]
-            dates = pd.to_datetime(raw, format=spec.date_format, errors="coerce").dropna()  # checked per ticker later
+            raw = read_table(path, name, [spec.columns["date"]]).iloc[:, 0]
+            dates = pd.to_datetime(raw.astype(str), format=spec.date_format, errors="coerce").dropna()  # checked per ticker later
             facts[name] = {"file": str(path), "sha256": sha256_of(path), "columns": columns, "rows": len(raw),
                            "start": str(dates.min().date()) if len(dates) else "",
                            "end": str(dates.max().date()) if len(dates) else ""}
@@ -191,7 +231,7 @@ def read_all_sources(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str
             "file": str(path),
             "sha256": sha256_of(path),
             # The file's columns: what the prediction service accepts in a bars request's rows.
-            "columns": [str(c).strip() for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns],
+            "columns": table_columns(path),
             "rows": len(frame),
             "start": str(frame.index[0].date()),
             "end": str(frame.index[-1].date()),

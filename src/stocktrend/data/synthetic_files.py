@@ -1,13 +1,14 @@
 """The synthetic market's files: the layouts users bring (a wide close panel, a folder of
-Yahoo-layout CSVs, a long CSV with a ticker column), the context series, a dataset config per
-layout and ``market.json`` (the spec, the calibration and the realised strength), each written
-atomically. The market itself is drawn by ``stocktrend.data.synthetic``.
+Yahoo-layout CSVs, a long CSV with a ticker column, the same long table as Parquet), the context
+series, a dataset config per layout and ``market.json`` (the spec, the calibration and the
+realised strength), each written atomically. The market itself is drawn by ``stocktrend.data.synthetic``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,16 @@ from stocktrend.data.synthetic import LAYOUTS, Market, MarketError, temporal_mov
 def _csv(frame: pd.DataFrame, path: Path, index_label: str | None = "date") -> None:
     atomic_write_text(path, frame.to_csv(index=index_label is not None, index_label=index_label, float_format="%.6g",
                                     lineterminator="\n"))
+
+
+def _parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Written aside and renamed into place, like every generated file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _ohlcv(market: Market, i: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -68,13 +79,16 @@ def write_market(market: Market, out: str | Path, layouts: tuple[str, ...] = LAY
             yahoo.insert(4, "Adj Close", yahoo["Close"])
             _csv(yahoo, out / "yahoo" / f"{t}.csv", index_label="Date")
         written["yahoo"] = out / "yahoo"
-    if "long" in layouts:
+    if {"long", "parquet"} & set(layouts):
         long = pd.concat([f.assign(ticker=t) for t, f in bars.items()]).rename_axis("date").reset_index()
         long = long.sort_values(["date", "ticker"], kind="stable")[["date", "ticker", "open", "high", "low", "close",
                                                                       "volume"]]
-        long["date"] = long["date"].dt.strftime("%Y-%m-%d")
-        _csv(long, out / "long.csv", index_label=None)
-        written["long"] = out / "long.csv"
+        if "parquet" in layouts:  # typed: dates as dates, prices as floats
+            _parquet(long.reset_index(drop=True), out / "long.parquet")
+            written["parquet"] = out / "long.parquet"
+        if "long" in layouts:
+            _csv(long.assign(date=long["date"].dt.strftime("%Y-%m-%d")), out / "long.csv", index_label=None)
+            written["long"] = out / "long.csv"
     for layout in written:
         atomic_write_text(out / f"{layout}.yaml", dataset_config(market, layout))
     meta = {"spec": dataclasses.asdict(market.spec), "tickers": len(market.tickers),
@@ -94,6 +108,7 @@ def dataset_config(market: Market, layout: str) -> str:
     s = market.spec
     name = f"synthetic_{s.plant}_{layout}"
     single = s.target == "single"
+    long_file = "long.parquet" if layout == "parquet" else "long.csv"
     head = [f"# A synthetic market (stocktrend.data.synthetic): {len(market.tickers)} instruments x {s.days} days,",
             f"# plant {s.plant} at population IC {s.ic:g} (realised: {json.dumps(market.realised)}), seed {s.seed}.",
             f"name: {name}"]
@@ -109,7 +124,7 @@ def dataset_config(market: Market, layout: str) -> str:
                    "    columns: {date: Date, open: Open, high: High, low: Low, close: Close, adj_close: Adj Close, "
                    "volume: Volume}"]
         else:
-            src = ["  target:", "    path: long.csv", "    kind: ohlcv",
+            src = ["  target:", f"    path: {long_file}", "    kind: ohlcv",
                    "    columns: {date: date, open: open, high: high, low: low, close: close, volume: volume}",
                    f"    filter: {{ticker: {t}}}"]
         body = [f"ticker: {t}", "target: target", "label: direction", "sources:", *src, *context]
@@ -121,7 +136,7 @@ def dataset_config(market: Market, layout: str) -> str:
             panel, src = ["panel:", "  folder: yahoo"], []
         else:
             panel = ["panel:", "  source: stocks", "  ticker_column: ticker"]
-            src = ["  stocks:", "    path: long.csv", "    kind: ohlcv",
+            src = ["  stocks:", f"    path: {long_file}", "    kind: ohlcv",
                    "    columns: {date: date, open: open, high: high, low: low, close: close, volume: volume}"]
         body = ["ticker: SYNTHETIC", *panel, "label: relative_median", "index: spx", "sources:", *src, *context]
     tail = [f"start: {market.dates[0].date()}", f"horizon: {s.horizon}", "seq_len: 30", "n_features: 50",
