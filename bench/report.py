@@ -520,7 +520,9 @@ def families(r: dict) -> list[str]:
 
 
 def _ci(d: dict, fmt: str = "+.4f") -> str:
-    return f"{d['point']:{fmt}} [{d['low']:{fmt}}, {d['high']:{fmt}}]"
+    from stocktrend.evaluation.core import ci_text  # null where a figure was undefined: "n/a"
+
+    return ci_text(d, fmt)
 
 
 def family_comparison(r: dict) -> list[str]:

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from stocktrend.config_io import with_overrides
     from stocktrend.data.config import load_data_config
     from stocktrend.data.store import read_metadata
-    from stocktrend.evaluation.core import ci_text
+    from stocktrend.evaluation.core import ci_text, fmt
     from stocktrend.evaluation.families import CANDIDATES, compare_families
     from stocktrend.evaluation.repeated import fold_datasets
     from stocktrend.models.config import model_config_from_metadata
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         record(report, settings, Path(args.record))
     for n, e in report["scores"].items():
         print(f"  {n:20s} mean rank IC {ci_text(e['mean_rank_ic'], '+.4f')}"
-              + (f"  val CE {e['mean_val_ce']:.4f}" if "mean_val_ce" in e else ""))
+              + (f"  val CE {fmt(e['mean_val_ce'], '.4f')}" if "mean_val_ce" in e else ""))
     print(report["verdict"])
     for line in report["volatility_verdicts"]:
         print("  " + line)

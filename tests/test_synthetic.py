@@ -16,7 +16,7 @@ import pytest
 from stocktrend.data.config import load_data_config
 from stocktrend.data.errors import DataError
 from stocktrend.data.panel import read_members
-from stocktrend.data.sources import read_all_sources
+from stocktrend.data.sources import parse_table, read_all_sources
 from stocktrend.data.synthetic import (
     LOOKBACK,
     MarketError,
@@ -188,7 +188,13 @@ def test_a_long_file_is_read_once_whatever_its_universe(tmp_path, cal, monkeypat
     cfg = dataclasses.replace(cfg, panel=dataclasses.replace(cfg.panel, min_days=50))
     frames, _ = read_all_sources(cfg)
     reads, read_csv = [], pd.read_csv
-    monkeypatch.setattr(pd, "read_csv", lambda path, *a, **k: reads.append(Path(path).name) or read_csv(path, *a, **k))
+
+    def counted(path, *a, **k):
+        if k.get("nrows") != 0:  # header-only reads (its column names) aside
+            reads.append(Path(path).name)
+        return read_csv(path, *a, **k)
+
+    monkeypatch.setattr(pd, "read_csv", counted)
     members, _ = read_members(cfg, frames)
     assert len(members) == 12 and reads.count("long.csv") == 1
 
@@ -210,6 +216,27 @@ def test_a_bad_parquet_universe_names_the_file_the_column_and_the_ticker(tmp_pat
         broken.to_parquet(tmp_path / "long.parquet", index=False)
         with pytest.raises(DataError, match=message):
             read_members(cfg, frames)
+    table.assign(ticker=table["ticker"].where(table.index != 5, None)).to_parquet(tmp_path / "long.parquet", index=False)
+    with pytest.raises(DataError, match=r"long.parquet: column 'ticker', line 7: no ticker"):
+        read_members(cfg, frames)
     (tmp_path / "long.parquet").write_text("date,ticker\n")  # not Parquet at all
     with pytest.raises(DataError, match="long.parquet: cannot read as Parquet"):
         read_members(cfg, frames)
+
+
+def test_padded_cells_are_read_as_their_values(tmp_path, cal):
+    """Blanks around a CSV cell (trailing ones survive the CSV reader) or a posted string are not data."""
+    write_market(generate(MarketSpec(instruments=5, days=200, seed=9), cal), tmp_path, ("long",))
+    clean_cfg = load_data_config(tmp_path / "long.yaml")
+    clean_cfg = dataclasses.replace(clean_cfg, panel=dataclasses.replace(clean_cfg.panel, min_days=50))
+    frames, _ = read_all_sources(clean_cfg)
+    want, _ = read_members(clean_cfg, frames)
+    table = pd.read_csv(tmp_path / "long.csv", dtype=str)
+    padded = table.assign(ticker=table["ticker"] + "  ", date=table["date"] + " ", close=" " + table["close"] + " ")
+    padded.to_csv(tmp_path / "long.csv", index=False)
+    got, _ = read_members(clean_cfg, frames)
+    assert sorted(got) == sorted(want)
+    for t in want:
+        pd.testing.assert_frame_equal(got[t], want[t])
+    spec = dataclasses.replace(clean_cfg.sources["stocks"], filter={"ticker": sorted(want)[0]})  # a filter on a padded cell
+    assert len(parse_table(spec, padded, "bars")) == len(want[sorted(want)[0]])

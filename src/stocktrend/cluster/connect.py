@@ -59,6 +59,8 @@ def running_dashboard() -> str | None:
     use_token_auth()
     from ray.dashboard.utils import get_address_for_submission_client
 
+    if not os.environ.get("RAY_ADDRESS") and recorded_head() is None:
+        return None  # Ray would look the head up through a missing or dead record, and retry it
     try:
         return get_address_for_submission_client(None).rstrip("/")
     except (ConnectionError, ValueError, RuntimeError) as err:

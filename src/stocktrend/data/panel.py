@@ -79,8 +79,12 @@ def read_members(cfg: DataConfig, frames: dict[str, pd.DataFrame]) -> tuple[dict
         raw = read_table(path, spec.source, [*source.columns.values(), spec.ticker_column])
         if spec.ticker_column not in raw.columns:
             raise DataError(f"{path}: no ticker column '{spec.ticker_column}'; columns are {list(raw.columns)}")
+        tickers = raw[spec.ticker_column].astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
+        blank = (tickers.isna() | (tickers == "")).to_numpy()
+        if blank.any():  # a row no instrument owns: grouping would drop it or invent a ticker
+            raise DataError(f"{path}: column '{spec.ticker_column}', line {int(np.argmax(blank)) + 2}: no ticker")
         one = dataclasses.replace(source, filter={})  # each group is one ticker's rows
-        for ticker, rows in raw.groupby(raw[spec.ticker_column].astype(str).str.strip(), sort=True):
+        for ticker, rows in raw.groupby(tickers.astype(str), sort=True):
             members[ticker.upper()] = parse_table(one, rows, f"{path} ({spec.ticker_column} {ticker})",
                                                   f"{spec.source}[{ticker}]")  # rows keep their file positions
     else:

@@ -97,22 +97,23 @@ PARQUET = (".parquet", ".pq")
 
 
 def read_table(path: Path, name: str = "", columns: list[str] | None = None) -> pd.DataFrame:
-    """A source file's rows as ``parse_table`` takes them: a CSV as text (all of it), a Parquet
-    file (by its suffix) with its own types, only ``columns`` of it when it has them all."""
+    """A source file's rows as ``parse_table`` takes them: a CSV as text, a Parquet file (by its
+    suffix) with its own types; only ``columns`` when the file has them all."""
     if not path.is_file():
         raise DataError(f"source '{name}': file not found: {path}")
+    names = table_columns(path)
+    # Only the columns asked for, when it has them all; else all, so an error lists what it has.
+    pick = [c for c in names if c in set(columns)] if columns and set(columns) <= set(names) else None
     if path.suffix.lower() in PARQUET:
         import pyarrow.parquet as pq  # Ray Data's dependency: always installed
 
-        names = table_columns(path)
-        # Only the columns asked for, when it has them all; else all, so the error lists what it has.
-        pick = [c for c in names if c in set(columns)] if columns and set(columns) <= set(names) else None
         try:
             return pq.read_table(path, columns=pick).to_pandas()
         except Exception as err:  # pyarrow raises its own types for a file that is not Parquet
             raise DataError(f"{path}: cannot read as Parquet: {err}") from None
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                           usecols=None if pick is None else (lambda c: str(c).strip() in pick))
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot parse as CSV: {err}") from None
 
@@ -135,7 +136,8 @@ def parse_table(spec: SourceConfig, frame: pd.DataFrame, where: str, name: str =
     # Text columns (all of a CSV's; a Parquet file's strings) are stripped and their missing-value
     # markers made NaN, column by column; typed columns (a Parquet file's numbers, dates) are
     # already what they say: walking them cell by cell cost more than the rest of the read.
-    text = {c: _strip(frame[c]).replace(spec.na_values, np.nan) for c in frame.columns if frame[c].dtype == object}
+    text = {c: _strip(frame[c]).replace(spec.na_values, np.nan) for c in frame.columns
+            if pd.api.types.is_object_dtype(frame[c]) or pd.api.types.is_string_dtype(frame[c])}
     frame = frame.assign(**text) if text else frame
 
     for col, value in spec.filter.items():
@@ -220,7 +222,8 @@ def read_all_sources(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str
                 raise DataError(f"{path}: missing column(s) date -> '{spec.columns['date']}' (source '{name}'); the "
                                 f"data has {columns}; fix the data or the config's columns mapping")
             raw = read_table(path, name, [spec.columns["date"]]).iloc[:, 0]
-            dates = pd.to_datetime(raw.astype(str), format=spec.date_format, errors="coerce").dropna()  # checked per ticker later
+            dates = (raw if pd.api.types.is_datetime64_any_dtype(raw)  # checked per ticker later
+                     else pd.to_datetime(raw.astype(str), format=spec.date_format, errors="coerce")).dropna()
             facts[name] = {"file": str(path), "sha256": sha256_of(path), "columns": columns, "rows": len(raw),
                            "start": str(dates.min().date()) if len(dates) else "",
                            "end": str(dates.max().date()) if len(dates) else ""}

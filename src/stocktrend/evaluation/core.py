@@ -134,7 +134,7 @@ def write_report(out: Path, report: dict[str, Any], markdown: str, predictions: 
     files = {"json": out / "report.json", "markdown": out / "report.md"}
     if predictions is not None:
         files["predictions"] = out / "predictions.csv"
-        atomic_write_text(files["predictions"], predictions.to_csv(index=False, float_format="%.6f"))
+        atomic_write_text(files["predictions"], predictions.to_csv(index=False, float_format="%.10g"))
     report["files"] = {k: str(v) for k, v in files.items()}
     report = clean(report)
     atomic_write_text(files["json"], json.dumps(report, indent=2))

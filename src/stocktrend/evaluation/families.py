@@ -43,6 +43,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 REFERENCE = "v2"  # the reference's topology: what a new family has to beat
 SIMPLE_RULES = ("reversal_1w", "momentum_12_1")
 RULE = "simple_rule"  # per fold, the simple rule its validation dates chose
+VOL_LABELS = {"trailing_har": "trailing baseline", "linear_features": "linear model on the features",
+              "model_minus_baseline": "model - trailing", "model_minus_linear": "model - linear"}
 
 
 def rule_on_validation(dataset: Path) -> dict[str, Any]:
@@ -142,5 +144,5 @@ def render(r: dict[str, Any]) -> str:
             cs = e.get("volatility", {}).get("cross_sectional_rank_corr")
             if cs:
                 lines.append(f"- {n}: cross-sectional rank correlation of volatility per date, " + ", ".join(
-                    f"{k.replace('_', ' ')} {ci_text(v, '+.4f')}" for k, v in cs.items()))
+                    f"{VOL_LABELS.get(k, k)} {ci_text(v, '+.4f')}" for k, v in cs.items()))
     return "\n".join(lines) + "\n"

@@ -20,13 +20,10 @@ Conventions:
 
 from __future__ import annotations
 
-import logging
 import math
 
 import numpy as np
 from scipy.stats import rankdata
-
-log = logging.getLogger(__name__)
 
 THRESHOLD = 0.5
 CLASSES = ("down", "up")
