@@ -133,7 +133,6 @@ def main() -> int:
     ap.add_argument("--ics", default="0.01,0.02,0.03,0.05")
     ap.add_argument("--universe", default="20,50,100,200")
     ap.add_argument("--years", default="10,20,30")
-    ap.add_argument("--n-boot", type=int, default=500)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default="power_curve", help="results file name (bench/results/NAME.json)")
     ap.add_argument("--replot", action="store_true", help="only redraw docs/NAME.png from the results file")
@@ -154,7 +153,7 @@ def main() -> int:
             for y in years:
                 spec = MarketSpec(instruments=n, days=y * TRADING_DAYS, plant="linear", ic=ic, churn=0.0)
                 jobs += [{"spec": dataclasses.asdict(dataclasses.replace(spec, seed=s)), "cal": cal, "scale": scales[ic],
-                          "n_boot": args.n_boot, "cell": [ic, n, y]} for s in range(args.seeds)]
+                          "cell": [ic, n, y]} for s in range(args.seeds)]
     jobs.sort(key=lambda j: -j["spec"]["instruments"] * j["spec"]["days"])  # the longest first: a balanced pool
     with ProcessPoolExecutor(args.workers) as pool:
         runs = list(tqdm(pool.map(one_market, jobs), total=len(jobs), desc="markets", unit="market"))
@@ -170,7 +169,7 @@ def main() -> int:
                               "false_negative_share": 1 - power})
     out = {"benchmark": "power_curve", "machine": machine_info(), "seconds": round(time.time() - t0, 1),
            "learner": "pooled logistic regression on ranked 1-20 day returns (last day)", "plant": "linear",
-           "horizon": HORIZON, "test_block": "last 10% of days", "n_boot": args.n_boot, "plant_scales": scales,
+           "horizon": HORIZON, "test_block": "last 10% of days", "plant_scales": scales,
            "cells": cells, "runs": runs}
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     (ROOT / "bench" / "results" / f"{args.name}.json").write_text(json.dumps(out, indent=1))

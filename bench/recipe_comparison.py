@@ -52,7 +52,6 @@ from stocktrend.training.fit_local import fit_local  # noqa: E402
 from stocktrend.training.repeat import predict_split  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "recipe_comparison.json"
-N_BOOT = 1000
 
 
 class TestBlock:
@@ -67,11 +66,11 @@ class TestBlock:
         self.oracle = planted_score(log_close, plant, horizon)[rows, inst] if plant != "null" else None
         self.last_day = np.asarray(test["X"][:, -1, :], np.float64)
 
-    def ic(self, score: np.ndarray, seed: int = 0) -> tuple[dict, np.ndarray]:
+    def ic(self, score: np.ndarray) -> tuple[dict, np.ndarray]:
         series = rank_ic_by_date(self.dates, score, self.ret)
         return date_mean(series, self.horizon), series
 
-    def paired(self, a, b, seed: int = 0) -> dict:
+    def paired(self, a, b) -> dict:
         """The mean of a - b over the dates both have, with the report's interval."""
         return paired_mean(a, b, self.horizon)
 
@@ -85,14 +84,14 @@ def run_one(dataset: Path, name: str, seed: int, epoch_windows: int, block: Test
     fit = fit_local(dataset, model_cfg, cfg, work / f"{name}_{seed}", progress=False, enable_model_summary=False)
     seconds = time.perf_counter() - start
     p_up = predict_split(fit["best_checkpoint"], dataset, "test")["probs"][:, 1]
-    ic, series = block.ic(p_up, seed)
+    ic, series = block.ic(p_up)
     history = [{k: h.get(k) for k in ("epoch", "lr", "train_loss", "val_ce", "val_auroc")} for h in fit["history"]]
     # The schedule's warm-up, whether or not the recipe's early stopping waits for it.
     return {"recipe": name, "seed": seed, "selection_metric": cfg.selection_metric,
             "window_readout": model_cfg.window_readout,
             "warmup_epochs": math.ceil(cfg.pct_start * cfg.max_epochs),
             "chosen_epoch": fit["best_epoch"], "epochs_run": len(fit["history"]), "seconds": seconds,
-            "test_rank_ic": ic, "minus": {b: block.paired(series, s, seed) for b, s in baseline_ics.items()},
+            "test_rank_ic": ic, "minus": {b: block.paired(series, s) for b, s in baseline_ics.items()},
             "history": history}
 
 

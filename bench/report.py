@@ -318,8 +318,10 @@ def power_curve(r: dict) -> list[str]:
     universe = sorted({c["instruments"] for c in cells})
     lines = ["## Which signal could this much data detect? (`python bench/power_curve.py`)", "", _machine(r), "",
              f"Learner: {r['learner']}; plant: {r['plant']} (planted population IC per row); headline: mean daily "
-             f"rank IC on the {r['test_block']} with the report's 95% block-bootstrap interval ({r['n_boot']} "
-             f"resamples). Power = share of {cells[0]['markets']} seeded markets per cell whose interval lies above 0. "
+             f"rank IC on the {r['test_block']} with the report's 95% block-bootstrap interval ("
+             + ("its variance exact, not resampled" if r["machine"]["date"] >= BIAS_CORRECTED_ON
+                else f"{r['n_boot']} resamples") + "). "
+             f"Power = share of {cells[0]['markets']} seeded markets per cell whose interval lies above 0. "
              f"{r['seconds'] / 60:.0f} minutes. The interval is the one measured above (interval calibration)"
              + (": its null rates and planted coverage meet their goals there." if r["machine"]["date"] >= BIAS_CORRECTED_ON
                 else ", before its bias correction of 2026-12-07: where it was too narrow, these powers are too high "
