@@ -25,7 +25,7 @@ import pandas as pd
 
 from stocktrend.data.config import DataConfig, SourceConfig
 from stocktrend.data.errors import DataError
-from stocktrend.data.features import adjusted_ohlc, context_features, finish, own_features
+from stocktrend.data.features import adjusted_ohlc, align_to, context_features, finish, own_features
 from stocktrend.data.sources import parse_table, read_all_sources, read_source, read_table, sha256_of
 
 log = logging.getLogger(__name__)
@@ -71,46 +71,68 @@ def read_members(cfg: DataConfig, frames: dict[str, pd.DataFrame]) -> tuple[dict
     spec, facts = cfg.panel, {}
     members: dict[str, pd.DataFrame] = {}
     if spec.source and not spec.ticker_column:  # a close panel: one column per ticker
-        for col in frames[spec.source].columns:
-            members[str(col).upper()] = frames[spec.source][[col]].rename(columns={col: "close"})
+        members = close_panel_members(frames[spec.source])
     elif spec.source:  # a long file, read once: one ticker per value of the ticker column
         path = cfg.source_path(spec.source)
-        source = cfg.sources[spec.source]
-        raw = read_table(path, spec.source, [*source.columns.values(), spec.ticker_column])
-        if spec.ticker_column not in raw.columns:
-            raise DataError(f"{path}: no ticker column '{spec.ticker_column}'; columns are {list(raw.columns)}")
-        tickers = raw[spec.ticker_column].astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
-        blank = (tickers.isna() | (tickers == "")).to_numpy()
-        if blank.any():  # a row no instrument owns: grouping would drop it or invent a ticker
-            raise DataError(f"{path}: column '{spec.ticker_column}', line {int(np.argmax(blank)) + 2}: no ticker")
-        one = dataclasses.replace(source, filter={})  # each group is one ticker's rows
-        for ticker, rows in raw.groupby(tickers.astype(str), sort=True):
-            members[ticker.upper()] = parse_table(one, rows, f"{path} ({spec.ticker_column} {ticker})",
-                                                  f"{spec.source}[{ticker}]")  # rows keep their file positions
+        raw = read_table(path, spec.source, [*cfg.sources[spec.source].columns.values(), spec.ticker_column])
+        members = long_members(cfg, raw, str(path))
     else:
-        for ticker, path in member_files(cfg).items():
-            source = SourceConfig(path=str(path), kind="ohlcv", columns=dict(spec.columns))
-            members[ticker] = read_source(source, path, ticker)
-            facts[ticker] = {"file": str(path), "sha256": sha256_of(path), "rows": len(members[ticker]),
-                             "start": str(members[ticker].index[0].date()),
-                             "end": str(members[ticker].index[-1].date())}
-    keep = {t.upper() for t in spec.include}
-    drop = {t.upper() for t in spec.exclude}
-    out = {}
-    for ticker, frame in members.items():
-        frame = frame.dropna(subset=["adj_close" if "adj_close" in frame else "close"])
-        if (keep and ticker not in keep) or ticker in drop:
-            continue
-        if len(frame) < spec.min_days:
-            log.warning("panel: %s left out, %d rows (fewer than min_days=%d)", ticker, len(frame), spec.min_days)
-            continue
-        out[ticker] = frame
+        members, facts = file_members(cfg, {t: p for t, p in member_files(cfg).items() if listed(cfg, t)})
+    out = {t: f for t, f in ((t, kept_member(cfg, t, f)) for t, f in members.items()) if f is not None}
     if len(out) < 3:
         raise DataError(f"panel: {len(out)} instruments with at least {spec.min_days} rows; a panel needs 3 or more")
     return out, facts
 
 
-def _cross_sectional(feats: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
+def listed(cfg: DataConfig, ticker: str) -> bool:
+    """Whether the config's include/exclude lists keep ``ticker`` (upper case)."""
+    keep, drop = {t.upper() for t in cfg.panel.include}, {t.upper() for t in cfg.panel.exclude}
+    return not ((keep and ticker not in keep) or ticker in drop)
+
+
+def kept_member(cfg: DataConfig, ticker: str, frame: pd.DataFrame) -> pd.DataFrame | None:
+    """The instrument's priced rows, or None when it is not listed or too short (logged)."""
+    frame = frame.dropna(subset=["adj_close" if "adj_close" in frame else "close"])
+    if not listed(cfg, ticker):
+        return None
+    if len(frame) < cfg.panel.min_days:
+        log.warning("panel: %s left out, %d rows (fewer than min_days=%d)", ticker, len(frame), cfg.panel.min_days)
+        return None
+    return frame
+
+
+def close_panel_members(wide: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    return {str(col).upper(): wide[[col]].rename(columns={col: "close"}) for col in wide.columns}
+
+
+def file_members(cfg: DataConfig, files: dict[str, Path]) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+    members, facts = {}, {}
+    for ticker, path in files.items():
+        source = SourceConfig(path=str(path), kind="ohlcv", columns=dict(cfg.panel.columns))
+        members[ticker] = read_source(source, path, ticker)
+        facts[ticker] = {"file": str(path), "sha256": sha256_of(path), "rows": len(members[ticker]),
+                         "start": str(members[ticker].index[0].date()), "end": str(members[ticker].index[-1].date())}
+    return members, facts
+
+
+def long_members(cfg: DataConfig, raw: pd.DataFrame, path: str) -> dict[str, pd.DataFrame]:
+    """One frame per ticker of a long table's rows (``raw`` as ``read_table`` gives them, its
+    index the rows' positions in the file, so errors name the file's line)."""
+    spec = cfg.panel
+    if spec.ticker_column not in raw.columns:
+        raise DataError(f"{path}: no ticker column '{spec.ticker_column}'; columns are {list(raw.columns)}")
+    tickers = raw[spec.ticker_column].astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
+    blank = (tickers.isna() | (tickers == "")).to_numpy()
+    if blank.any():  # a row no instrument owns: grouping would drop it or invent a ticker
+        raise DataError(f"{path}: column '{spec.ticker_column}', line {int(raw.index[np.argmax(blank)]) + 2}: "
+                        f"no ticker")
+    one = dataclasses.replace(cfg.sources[spec.source], filter={})  # each group is one ticker's rows
+    return {ticker.upper(): parse_table(one, rows, f"{path} ({spec.ticker_column} {ticker})",
+                                        f"{spec.source}[{ticker}]")  # rows keep their file positions
+            for ticker, rows in raw.groupby(tickers.astype(str), sort=True)}
+
+
+def cross_sectional(feats: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
     """Rank (0..1) and z-score across instruments present each day, per chosen feature
     (days with fewer than three present have neither)."""
     out, out_names = [], []
@@ -137,33 +159,46 @@ def build_panel(cfg: DataConfig, frames: dict[str, pd.DataFrame] | None = None,
     frames, facts = (frames, {}) if frames is not None else read_all_sources(cfg)
     members, member_facts = (members, {}) if members is not None else read_members(cfg, frames)
     adjusted = {t: adjusted_ohlc(f) for t, f in members.items()}
-    calendar = pd.DatetimeIndex(sorted(set().union(*(f.index for f in adjusted.values()))))
-    if cfg.start is not None:
-        calendar = calendar[calendar >= pd.Timestamp(cfg.start)]
+    calendar = calendar_of(cfg, [f.index.to_numpy() for f in adjusted.values()])
     context = context_features(cfg, frames, calendar, skip={cfg.panel.source} - {None})  # once per day
     tickers = sorted(adjusted)
-    per_ticker, close = [], []
-    for t in tickers:
-        f = adjusted[t].reindex(calendar)  # absent days are NaN: never filled
-        own = own_features(f, OWN)
-        own[f"{OWN}_mom_12_1"] = np.log(f["close"].shift(21) / f["close"].shift(252))  # 12-1 momentum
-        frame = finish({**own, **context}, calendar, f"instrument {t}")
-        per_ticker.append(frame)
-        close.append(f["close"].to_numpy())
-    names = list(per_ticker[0].columns)
-    cube = np.stack([frame.to_numpy() for frame in per_ticker])  # (tickers, days, features)
-    absent = ~np.isfinite(np.stack(close))
-    cube[absent] = np.nan  # context alone does not make a day of an instrument that did not trade
-    xs, xs_names = _cross_sectional(cube, names)
+    built = [instrument_candidates(t, adjusted[t], calendar, context) for t in tickers]
+    names = built[0][2]
+    cube = np.stack([x for x, _, _ in built])  # (tickers, days, features)
+    close = [c for _, c, _ in built]
+    xs, xs_names = cross_sectional(cube, names)
     cube = np.concatenate([cube, xs], axis=-1)
     log.info("panel %s: %d instruments, %d days, %d candidate features", cfg.name, len(tickers), len(calendar),
              cube.shape[-1])
-    index_close = None
-    if cfg.index is not None:
-        from stocktrend.data.features import align_to
+    return Panel(calendar, tickers, cube, names + xs_names, np.stack(close), index_close_on(cfg, frames, calendar),
+                 {**facts, **member_facts})
 
-        index_close = adjusted_ohlc(align_to(frames[cfg.index], calendar, cfg.ffill_limit))["close"].to_numpy()
-    return Panel(calendar, tickers, cube, names + xs_names, np.stack(close), index_close, {**facts, **member_facts})
+
+def calendar_of(cfg: DataConfig, days: list[np.ndarray]) -> pd.DatetimeIndex:
+    """The union of the instruments' trading days (datetime64 arrays), from ``cfg.start`` on."""
+    calendar = pd.DatetimeIndex(np.unique(np.concatenate([np.asarray(d, dtype="datetime64[ns]") for d in days])))
+    return calendar[calendar >= pd.Timestamp(cfg.start)] if cfg.start is not None else calendar
+
+
+def instrument_candidates(ticker: str, adjusted: pd.DataFrame, calendar: pd.DatetimeIndex,
+                          context: dict[str, pd.Series]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(days x (own + context) features, closes, the features' names) of one instrument on the
+    calendar: NaN on the days it did not trade, context included (context alone does not make
+    a day of an instrument that did not trade)."""
+    f = adjusted.reindex(calendar)  # absent days are NaN: never filled
+    own = own_features(f, OWN)
+    own[f"{OWN}_mom_12_1"] = np.log(f["close"].shift(21) / f["close"].shift(252))  # 12-1 momentum
+    frame = finish({**own, **context}, calendar, f"instrument {ticker}")
+    x, close = frame.to_numpy(copy=True), f["close"].to_numpy()
+    x[~np.isfinite(close)] = np.nan
+    return x, close, list(frame.columns)
+
+
+def index_close_on(cfg: DataConfig, frames: dict[str, pd.DataFrame], calendar: pd.DatetimeIndex) -> np.ndarray | None:
+    """(days,) the index's adjusted close on the calendar (``cfg.index``), or None."""
+    if cfg.index is None:
+        return None
+    return adjusted_ohlc(align_to(frames[cfg.index], calendar, cfg.ffill_limit))["close"].to_numpy()
 
 
 def forward_returns(close: np.ndarray, horizon: int) -> np.ndarray:

@@ -19,10 +19,12 @@ function that cuts them everywhere else.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,18 +56,69 @@ def labels_and_ends(cfg: DataConfig, p) -> tuple[np.ndarray, np.ndarray, np.ndar
     features and a known label for some instrument, whatever the window length) are what
     split fractions and walk-forward folds cut, so datasets differing only in seq_len are
     validated and tested on the same dates."""
-    fwd = forward_returns(p.close, cfg.horizon)
-    index_fwd = forward_returns(p.index_close, cfg.horizon) if p.index_close is not None else None
+    return labels_and_ends_of(cfg, p.calendar, p.close, p.index_close, np.isfinite(p.features).all(axis=-1))
+
+
+def labels_and_ends_of(cfg: DataConfig, calendar: pd.DatetimeIndex, close: np.ndarray, index_close: np.ndarray | None,
+                       complete: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
+    """``labels_and_ends`` from the closes and the (tickers, days) mask of complete features."""
+    fwd = forward_returns(close, cfg.horizon)
+    index_fwd = forward_returns(index_close, cfg.horizon) if index_close is not None else None
     y = panel_labels(cfg, fwd, index_fwd)
-    complete, known = np.isfinite(p.features).all(axis=-1), np.isfinite(y)
+    known = np.isfinite(y)
     if cfg.auxiliary == "volatility":
-        known &= np.isfinite(volatility_of(cfg, p)).all(axis=-1)
-    return fwd, y, full_windows(complete, cfg.seq_len) & known, p.calendar[(complete & known).any(axis=0)]
+        known &= np.isfinite(volatility_columns(close, cfg.horizon)).all(axis=-1)
+    return fwd, y, full_windows(complete, cfg.seq_len) & known, calendar[(complete & known).any(axis=0)]
 
 
 def volatility_of(cfg: DataConfig, p) -> np.ndarray:
     """(tickers, days, 3) ``labels.VOL_COLUMNS`` of every instrument, from its own closes."""
     return volatility_columns(p.close, cfg.horizon)
+
+
+def split_index(cfg: DataConfig, calendar: pd.DatetimeIndex, ends: np.ndarray, y: np.ndarray, plan: SplitPlan
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """{split: (instrument, end row) pairs, by date then instrument} and their labels."""
+    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for t in range(len(ends)):
+        for s, rows in assign_splits(calendar, np.flatnonzero(ends[t]), plan, cfg.purge_rows).items():
+            parts[s].append(np.stack([np.full(len(rows), t, np.int32), rows.astype(np.int32)], axis=1))
+    index = {}
+    for s in SPLITS:
+        pairs = np.concatenate(parts[s]) if parts[s] else np.empty((0, 2), np.int32)
+        index[s] = pairs[np.lexsort((pairs[:, 0], pairs[:, 1]))].astype(np.int32)  # by date, then instrument
+        if len(index[s]) == 0 or (s == "train" and len(np.unique(y[index[s][:, 0], index[s][:, 1]])) < 2):
+            raise DataError(f"panel {cfg.name}: the {s} split has {len(index[s])} windows (seq_len={cfg.seq_len}, "
+                            f"horizon={cfg.horizon}, purge {cfg.purge_rows})")
+    return index, {s: y[i[:, 0], i[:, 1]].astype(np.int64) for s, i in index.items()}
+
+
+def train_rows_by_instrument(train: np.ndarray, labels: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(end rows, labels)] of each instrument's training windows, in date order."""
+    order = np.argsort(train[:, 0], kind="stable")
+    bounds = np.searchsorted(train[order, 0], np.arange(n + 1))
+    return [(train[order[a:b], 1].astype(np.int64), labels[order[a:b]]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def choose_features(cfg: DataConfig, names: list[str], stats: list[fitting.TrainStats], mi_rows: np.ndarray | None,
+                    mi_labels: np.ndarray | None) -> tuple[fitting.Scaler, np.ndarray, np.ndarray, tuple[int, int]]:
+    """(scaler, separation scores, chosen columns, covered row span), fitted on the training
+    windows only: the scaler on every day they cover, the scores on their last days
+    (``mi_rows``: raw last-day rows of ``fitting.mi_sample``'s windows, for mutual_info)."""
+    scaler, sums, counts, span = fitting.combine(stats)
+    if cfg.selection == "mean_diff":
+        scores = fitting.mean_diff_scores(scaler, sums, counts)
+    else:
+        scores = fitting.separation_scores(scaler.transform(mi_rows), mi_labels, cfg.selection, cfg.seed)
+    k = len(names) if cfg.n_features == "all" else cfg.n_features
+    if k > len(names):
+        raise DataError(f"n_features={k} but only {len(names)} candidate features exist")
+    return scaler, scores, fitting.top_k(scores, k), span
+
+
+def scaled_matrix(x: np.ndarray, scaler: fitting.Scaler, chosen: np.ndarray) -> np.ndarray:
+    """The stored features: the chosen candidates, z-scored, as float32."""
+    return ((x[..., chosen] - scaler.mean_[chosen]) / scaler.scale_[chosen]).astype(np.float32)
 
 
 def build_panel_dataset(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan | None = None,
@@ -79,34 +132,18 @@ def build_panel_dataset(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan
     steps.set_postfix_str("labels and splits")
     fwd, y, ends, labelled = labels_and_ends(cfg, p)
     plan = plan or plan_for(cfg.split, labelled, f"panel {cfg.name}")
-    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    for t in range(len(p.tickers)):
-        for s, rows in assign_splits(p.calendar, np.flatnonzero(ends[t]), plan, cfg.purge_rows).items():
-            parts[s].append(np.stack([np.full(len(rows), t), rows], axis=1))
-    index = {}
-    for s in SPLITS:
-        pairs = np.concatenate(parts[s]) if parts[s] else np.empty((0, 2), np.int64)
-        index[s] = pairs[np.lexsort((pairs[:, 0], pairs[:, 1]))].astype(np.int32)  # by date, then instrument
-        if len(index[s]) == 0 or (s == "train" and len(np.unique(y[index[s][:, 0], index[s][:, 1]])) < 2):
-            raise DataError(f"panel {cfg.name}: the {s} split has {len(index[s])} windows (seq_len={cfg.seq_len}, "
-                            f"horizon={cfg.horizon}, purge {cfg.purge_rows})")
-    labels = {s: y[i[:, 0], i[:, 1]].astype(np.int64) for s, i in index.items()}
+    index, labels = split_index(cfg, p.calendar, ends, y, plan)
     steps.update()
 
     steps.set_postfix_str("fitting scaler and selecting features on the training window")
-    fit_mask = np.zeros(ends.shape, bool)
-    offsets = np.arange(-cfg.seq_len + 1, 1)
     tr = index["train"]
-    fit_mask[np.repeat(tr[:, 0], cfg.seq_len), (tr[:, 1][:, None] + offsets).ravel()] = True
-    scaler = fitting.fit_scaler(p.features[fit_mask])
-    scaled = ((p.features - scaler.mean_) / scaler.scale_)
-    last_train = scaled[tr[:, 0], tr[:, 1]]
-    scores = fitting.separation_scores(last_train, labels["train"], cfg.selection, cfg.seed)
-    k = len(p.names) if cfg.n_features == "all" else cfg.n_features
-    if k > len(p.names):
-        raise DataError(f"n_features={k} but only {len(p.names)} candidate features exist")
-    chosen = fitting.top_k(scores, k)
-    matrix = scaled[:, :, chosen].astype(np.float32)
+    stats = [fitting.train_stats(p.features[t], e, lab, cfg.seq_len)
+             for t, (e, lab) in enumerate(train_rows_by_instrument(tr, labels["train"], len(p.tickers)))]
+    mi = fitting.mi_sample(len(tr), cfg.seed) if cfg.selection == "mutual_info" else None
+    mi_rows = p.features[tr[mi, 0], tr[mi, 1]] if mi is not None else None
+    scaler, scores, chosen, span = choose_features(cfg, p.names, stats, mi_rows,
+                                                   labels["train"][mi] if mi is not None else None)
+    matrix = scaled_matrix(p.features, scaler, chosen)
     counts_before = {s: np.bincount(labels[s], minlength=2).tolist() for s in SPLITS}
     if cfg.balance:
         keep = fitting.oversample(np.arange(len(tr)), labels["train"], cfg.seed)
@@ -114,26 +151,52 @@ def build_panel_dataset(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan
     steps.update()
 
     steps.set_postfix_str("writing")
-    arrays = {"features": matrix, "calendar": p.calendar.to_numpy().astype("datetime64[D]"),
-              "forward_returns": fwd.astype(np.float32), "close": p.close}
     vol = volatility_of(cfg, p) if cfg.auxiliary == "volatility" else None
+    arrays = split_arrays(p.calendar, index, labels, vol)
+    arrays |= {"features": matrix, "forward_returns": fwd.astype(np.float32), "close": p.close}
+    # The first training window, cut as every consumer cuts it: the layout's self-check.
+    assert cut_windows(matrix, index["train"][:1], cfg.seq_len).shape == (1, cfg.seq_len, len(chosen))
+    meta = panel_metadata(cfg, Universe(p.calendar, p.tickers, p.names, p.sources), plan, index, counts_before,
+                          labels, chosen, scores, scaler, span)
+    if vol is not None:
+        meta["auxiliary"] = auxiliary_record(cfg, vol, tr)
+    write_panel(out_dir, arrays, meta)
+    steps.update()
+    steps.close()
+    return meta
+
+
+def split_arrays(calendar: pd.DatetimeIndex, index: dict, labels: dict, vol: np.ndarray | None
+                 ) -> dict[str, np.ndarray]:
+    """Every stored array but the features and the per-day returns and closes (``vol``: the
+    volatility columns on (tickers, days), or None)."""
+    arrays = {"calendar": calendar.to_numpy().astype("datetime64[D]")}
     for s in SPLITS:
         arrays[f"{s}_index"] = index[s]
         arrays[f"{s}_y"] = np.eye(2, dtype=np.float32)[labels[s]]
         arrays[f"{s}_dates"] = arrays["calendar"][index[s][:, 1]]
         if vol is not None:
             arrays[f"{s}_vol"] = vol[index[s][:, 0], index[s][:, 1]].astype(np.float32)
-    # The first training window, cut as every consumer cuts it: the layout's self-check.
-    assert cut_windows(matrix, index["train"][:1], cfg.seq_len).shape == (1, cfg.seq_len, k)
-    meta = _metadata(cfg, p, plan, index, counts_before, labels, chosen, scores, scaler, fit_mask)
-    if vol is not None:
-        distinct = np.unique(tr, axis=0)
-        meta["auxiliary"] = volatility_record(cfg.horizon, vol[distinct[:, 0], distinct[:, 1], 0])
+    return arrays
+
+
+def auxiliary_record(cfg: DataConfig, vol: np.ndarray, train_before_balance: np.ndarray) -> dict:
+    """The volatility target's standardisation, from the distinct training windows only."""
+    distinct = np.unique(train_before_balance, axis=0)
+    return volatility_record(cfg.horizon, vol[distinct[:, 0], distinct[:, 1], 0])
+
+
+def write_panel(out_dir: str | Path, arrays: dict[str, np.ndarray], meta: dict,
+                fill: Callable[[Path], None] | None = None) -> None:
+    """Every array and metadata.json into a temporary folder beside ``out_dir``, then swapped in
+    (``fill``: writes what is already on its way, e.g. the streamed features, into that folder)."""
     out = Path(out_dir).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     tmp.chmod(0o755)
     try:
+        if fill is not None:
+            fill(tmp)
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", arr)
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
@@ -141,17 +204,23 @@ def build_panel_dataset(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    steps.update()
-    steps.close()
     log.info("panel dataset %s written to %s: %s windows, %.1f MB on disk (materialised windows would take %.0f MB)",
-             cfg.name, out, {s: len(i) for s, i in index.items()}, meta["size"]["features_mb"],
+             meta["name"], out, {s: v["n"] for s, v in meta["splits"].items()}, meta["size"]["features_mb"],
              meta["size"]["materialised_windows_mb"])
-    return meta
 
 
-def _metadata(cfg, p, plan, index, counts_before, labels, chosen, scores, scaler, fit_mask) -> dict:
-    cal = p.calendar
-    fit_days = np.flatnonzero(fit_mask.any(axis=0))
+@dataclasses.dataclass
+class Universe:
+    """What the metadata says of the instruments, whichever build made them."""
+
+    calendar: pd.DatetimeIndex
+    tickers: list[str]
+    names: list[str]
+    sources: dict[str, dict]
+
+
+def panel_metadata(cfg, u: Universe, plan, index, counts_before, labels, chosen, scores, scaler, span) -> dict:
+    cal = u.calendar
 
     def facts(s: str) -> dict:
         rows = index[s][:, 1]
@@ -171,21 +240,21 @@ def _metadata(cfg, p, plan, index, counts_before, labels, chosen, scores, scaler
                          "and oversampling fitted on the training window of all instruments.",
         "seq_len": cfg.seq_len, "horizon": cfg.horizon, "n_classes": 2, "label": cfg.label,
         "label_rule": LABEL_RULES[cfg.label], "class_edges": [],
-        "tickers": p.tickers,
-        "features": {"selected": [p.names[i] for i in chosen], "n_candidates": len(p.names),
-                     "candidates": p.names, "scores": {p.names[i]: float(scores[i]) for i in range(len(p.names))},
+        "tickers": u.tickers,
+        "features": {"selected": [u.names[i] for i in chosen], "n_candidates": len(u.names),
+                     "candidates": u.names, "scores": {u.names[i]: float(scores[i]) for i in range(len(u.names))},
                      "selection": cfg.selection},
-        "scaler": {"fit_start": str(cal[fit_days.min()].date()), "fit_end": str(cal[fit_days.max()].date()),
-                   "fit_rows": int(fit_mask.sum()), "mean": [float(scaler.mean_[i]) for i in chosen],
+        "scaler": {"fit_start": str(cal[span[0]].date()), "fit_end": str(cal[span[1]].date()),
+                   "fit_rows": int(scaler.n_rows), "mean": [float(scaler.mean_[i]) for i in chosen],
                    "std": [float(scaler.scale_[i]) for i in chosen]},
         "boundaries": {"val_start": str(plan.val_start), "test_start": str(plan.test_start),
                        "end": str(plan.end) if plan.end else None, "purge_rows": cfg.purge_rows},
         "splits": {s: facts(s) for s in SPLITS},
         "bars_needed": FEATURE_LOOKBACK + EWM_BURN_IN + cfg.seq_len,
-        "sources": p.sources,
+        "sources": u.sources,
         "config": {k_: v for k_, v in config_to_dict(cfg).items() if k_ != "base_dir"},
         "code_fingerprint": code_fingerprint(),
         "fingerprint": fingerprint(cfg),
-        "size": {"features_mb": p.features.shape[0] * p.features.shape[1] * k * 4 / 1e6,
+        "size": {"features_mb": len(u.tickers) * len(cal) * k * 4 / 1e6,
                  "materialised_windows_mb": windows_bytes / 1e6},
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -96,23 +97,46 @@ def read_source(spec: SourceConfig, path: Path, name: str = "") -> pd.DataFrame:
 PARQUET = (".parquet", ".pq")
 
 
-def read_table(path: Path, name: str = "", columns: list[str] | None = None) -> pd.DataFrame:
+def read_table(path: Path, name: str = "", columns: list[str] | None = None,
+               rows_with: tuple[str, list] | None = None) -> pd.DataFrame:
     """A source file's rows as ``parse_table`` takes them: a CSV as text, a Parquet file (by its
-    suffix) with its own types; only ``columns`` when the file has them all."""
-    if not path.is_file():
-        raise DataError(f"source '{name}': file not found: {path}")
-    names = table_columns(path)
-    # Only the columns asked for, when it has them all; else all, so an error lists what it has.
-    pick = [c for c in names if c in set(columns)] if columns and set(columns) <= set(names) else None
+    suffix) with its own types; only ``columns`` when the file has them all. ``rows_with``
+    (column, values): a Parquet file's rows whose column holds one of the values, read by its
+    row groups' statistics where the file is sorted by it."""
+    pick = _picked(path, name, columns)
     if path.suffix.lower() in PARQUET:
         import pyarrow.parquet as pq  # Ray Data's dependency: always installed
 
         try:
-            return pq.read_table(path, columns=pick).to_pandas()
+            filters = [(rows_with[0], "in", rows_with[1])] if rows_with else None
+            return pq.read_table(path, columns=pick, filters=filters).to_pandas()
         except Exception as err:  # pyarrow raises its own types for a file that is not Parquet
             raise DataError(f"{path}: cannot read as Parquet: {err}") from None
+    if rows_with:
+        raise ValueError("rows_with reads Parquet files only")
+    return _read_csv(path, pick)
+
+
+def read_csv_blocks(path: Path, name: str, columns: list[str], rows: int) -> Iterator[pd.DataFrame]:
+    """A CSV source's rows ``rows`` at a time, read exactly as ``read_table`` reads them (the
+    frames' index continues across blocks: each row's position in the file)."""
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+        yield from _read_csv(path, _picked(path, name, columns), chunksize=rows)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot parse as CSV: {err}") from None
+
+
+def _picked(path: Path, name: str, columns: list[str] | None) -> list[str] | None:
+    if not path.is_file():
+        raise DataError(f"source '{name}': file not found: {path}")
+    names = table_columns(path)
+    # Only the columns asked for, when it has them all; else all, so an error lists what it has.
+    return [c for c in names if c in set(columns)] if columns and set(columns) <= set(names) else None
+
+
+def _read_csv(path: Path, pick: list[str] | None, chunksize: int | None = None):
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, chunksize=chunksize,
                            usecols=None if pick is None else (lambda c: str(c).strip() in pick))
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot parse as CSV: {err}") from None

@@ -1,0 +1,41 @@
+"""Run one function over many items, as Ray tasks or one after the other in this process,
+and get the results back in the items' order.
+
+The order matters: the streamed panel build combines per-instrument statistics in ticker
+order so that it agrees to the bit with the in-memory build, whichever task finished first.
+At most ``in_flight`` tasks are outstanding, so finished results wait in the object store
+for the driver a few at a time, not all at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def ordered_map(fn: Callable[..., Any], items: Iterable[Any], *, shared: tuple = (), use_ray: bool = False,
+                in_flight: int | None = None) -> Iterator[Any]:
+    """``fn(*shared, item)`` for every item, in order. With ``use_ray`` each call is a Ray task
+    of one CPU (Ray must be connected); ``shared`` travels through the object store once."""
+    if not use_ray:
+        for item in items:
+            yield fn(*shared, item)
+        return
+    import ray
+
+    if not ray.is_initialized():
+        raise RuntimeError("ordered_map(use_ray=True) needs a Ray connection (cluster.connect.connect())")
+    remote = ray.remote(num_cpus=1, max_retries=2)(fn)
+    refs = [ray.put(s) for s in shared]
+    limit = in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append(remote.remote(*refs, item))
+        if len(pending) >= limit:
+            yield ray.get(pending.popleft())
+    while pending:
+        yield ray.get(pending.popleft())

@@ -1,0 +1,345 @@
+"""The panel build for universes no one process should hold: passes over chunks of
+instruments, as Ray tasks (or one after the other in this process), each task holding one
+chunk, the driver holding only (instruments x days) arrays of one number each.
+
+1. read: each chunk's instruments from the user's files (a close panel's columns, a folder's
+   files, a long Parquet table's rows by ticker, a long CSV's rows bucketed by ticker in one
+   streamed pass), validated and filtered as the in-memory build does; their days come back;
+2. features: each instrument's candidates on the union calendar (the same
+   ``panel.instrument_candidates``), its own features to a part file; the cross-sectional
+   inputs, closes and completeness come back;
+3. cross-section, labels, splits: in the driver, the cross-sectional features computed over
+   blocks of dates of a memory-mapped (instruments, days, 5) array;
+4. fits: each instrument's training-window statistics (``fitting.train_stats``), combined in
+   ticker order into the scaler and the selection scores, exactly as the in-memory build
+   combines them; so only training windows are seen, and the leakage tests hold unchanged;
+5. write: each chunk's chosen, scaled features into the dataset's memory-mapped
+   ``features.npy`` in the temporary folder that is swapped in at the end.
+
+Both builds write identical datasets from the same input (a test). Parts live in a scratch
+folder beside the output and are removed whatever happens, so an interrupted build leaves
+the previous dataset untouched and a rerun starts clean. The tasks read and write that
+folder, so they run on the driver's node (one machine; past one machine, see the README).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from stocktrend.cluster.tasks import ordered_map
+from stocktrend.data import fitting
+from stocktrend.data.config import DataConfig
+from stocktrend.data.errors import DataError
+from stocktrend.data.features import adjusted_ohlc, context_features, finish
+from stocktrend.data.labels import volatility_columns
+from stocktrend.data.panel import (
+    CROSS_SECTIONAL,
+    OWN,
+    calendar_of,
+    close_panel_members,
+    cross_sectional,
+    file_members,
+    index_close_on,
+    instrument_candidates,
+    kept_member,
+    listed,
+    long_members,
+    member_files,
+)
+from stocktrend.data.panel_build import (
+    Universe,
+    auxiliary_record,
+    choose_features,
+    labels_and_ends_of,
+    panel_metadata,
+    scaled_matrix,
+    split_arrays,
+    split_index,
+    train_rows_by_instrument,
+    write_panel,
+)
+from stocktrend.data.sources import PARQUET, read_all_sources, read_csv_blocks, read_table, table_columns
+from stocktrend.data.splits import SplitPlan, plan_for
+from stocktrend.data.windows import SPLITS, cut_windows
+
+log = logging.getLogger(__name__)
+CHUNK = 64  # instruments per task
+DATE_BLOCK = 256  # days per block of the cross-sectional pass
+CSV_ROWS = 500_000  # rows per block of a long CSV's bucketing pass
+XS_BASE = [f"{OWN}_{b}" for b in CROSS_SECTIONAL]
+
+
+@dataclasses.dataclass
+class Chunk:
+    """Some instruments (upper-case, sorted) and where their rows are: a close panel's columns
+    (``wide``), files (``files``), or a long table (``table``) with the raw ticker values to
+    read from it (``values``; None: the whole table is theirs, a bucket of a long CSV)."""
+
+    number: int
+    tickers: list[str]
+    wide: pd.DataFrame | None = None
+    files: dict[str, Path] | None = None
+    table: Path | None = None
+    values: list[str] | None = None
+
+
+def build_panel_streamed(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan | None = None,
+                         progress: bool = False, use_ray: bool = False, chunk: int = CHUNK) -> dict:
+    out = Path(out_dir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.parts-"))
+    try:
+        return _build(cfg, out, scratch, plan, progress, use_ray, chunk)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
+    frames, facts = read_all_sources(cfg)  # context series; a close panel; a long table's facts only
+    chunks = list_universe(cfg, frames, scratch, chunk)
+    frames.pop(cfg.panel.source, None)  # the close panel's columns travel with their chunks
+    bar = tqdm(total=4 * len(chunks), desc=f"panel {cfg.name} (streamed)", disable=not progress, unit="chunk")
+
+    def passes(fn, items, shared):
+        for result in ordered_map(fn, items, shared=shared, use_ray=use_ray):
+            bar.update()
+            yield result
+
+    bar.set_postfix_str("reading")
+    read = list(passes(_read_chunk, chunks, (cfg, scratch)))
+    tickers = [t for r in read for t in r["tickers"]]
+    if len(tickers) < 3:
+        raise DataError(f"panel: {len(tickers)} instruments with at least {cfg.panel.min_days} rows; a panel needs "
+                        f"3 or more")
+    calendar = calendar_of(cfg, [d for r in read for d in r["days"]])
+    for r in read:
+        facts |= r["facts"]
+    context = context_features(cfg, frames, calendar, skip={cfg.panel.source} - {None})  # once per day
+    context_matrix = finish(dict(context), calendar, "panel").to_numpy()
+    parts = [(c.number, r["tickers"]) for c, r in zip(chunks, read) if r["tickers"]]
+    offsets = np.cumsum([0] + [len(t) for _, t in parts])
+
+    bar.set_postfix_str("features")
+    n, days = len(tickers), len(calendar)
+    xs_base = np.lib.format.open_memmap(scratch / "xs_base.npy", "w+", np.float64, (n, days, len(XS_BASE)))
+    close, complete = np.empty((n, days)), np.empty((n, days), bool)
+    names: list[str] = []
+    for start, got in zip(offsets, passes(_features_chunk, [p[0] for p in parts],
+                                                                (cfg, scratch, calendar, context))):
+        rows = slice(start, start + len(got["close"]))
+        xs_base[rows], close[rows], complete[rows], names = got["xs_base"], got["close"], got["complete"], got["names"]
+    bar.update(len(chunks) - len(parts))
+
+    bar.set_postfix_str("cross-section, labels and splits")
+    xs = np.lib.format.open_memmap(scratch / "xs.npy", "w+", np.float64, (n, days, 2 * len(XS_BASE)))
+    for a in range(0, days, DATE_BLOCK):  # a block of dates over every instrument: never the whole cube
+        block, xs_names = cross_sectional(np.asarray(xs_base[:, a:a + DATE_BLOCK]), XS_BASE)
+        xs[:, a:a + DATE_BLOCK] = block
+        complete[:, a:a + DATE_BLOCK] &= np.isfinite(block).all(axis=-1)
+    xs.flush()
+    del xs_base
+    names = names + xs_names
+    index_close = index_close_on(cfg, frames, calendar)
+    fwd, y, ends, labelled = labels_and_ends_of(cfg, calendar, close, index_close, complete)
+    del complete
+    plan = plan or plan_for(cfg.split, labelled, f"panel {cfg.name}")
+    index, labels = split_index(cfg, calendar, ends, y, plan)
+    del ends, y
+
+    bar.set_postfix_str("fitting on the training windows")
+    tr = index["train"]
+    by_instrument = train_rows_by_instrument(tr, labels["train"], n)
+    mi = fitting.mi_sample(len(tr), cfg.seed) if cfg.selection == "mutual_info" else np.empty(0, np.int64)
+    wanted = [[] for _ in parts]  # per part: (sample position, instrument within part, row)
+    part_of = np.searchsorted(offsets, tr[mi, 0], side="right") - 1
+    for pos, (k, (t, row)) in enumerate(zip(part_of, tr[mi])):
+        wanted[k].append((pos, t - offsets[k], row))
+    items = [(number, int(start), by_instrument[start:start + len(t)], wanted[k])
+             for k, ((number, t), start) in enumerate(zip(parts, offsets))]
+    stats, mi_rows = [], np.empty((len(mi), len(names)))
+    for got in passes(_stats_chunk, items, (cfg, scratch, context_matrix)):
+        stats += got["stats"]
+        for pos, row in got["mi_rows"]:
+            mi_rows[pos] = row
+    bar.update(len(chunks) - len(parts))
+    scaler, scores, chosen, span = choose_features(cfg, names, stats, mi_rows, labels["train"][mi])
+    counts_before = {s: np.bincount(labels[s], minlength=2).tolist() for s in SPLITS}
+    if cfg.balance:
+        keep = fitting.oversample(np.arange(len(tr)), labels["train"], cfg.seed)
+        index["train"], labels["train"] = tr[keep], labels["train"][keep]
+
+    bar.set_postfix_str("writing")
+    vol = volatility_columns(close, cfg.horizon) if cfg.auxiliary == "volatility" else None
+    arrays = split_arrays(calendar, index, labels, vol)
+    arrays |= {"forward_returns": fwd.astype(np.float32), "close": close}
+    meta = panel_metadata(cfg, Universe(calendar, tickers, names, facts), plan, index, counts_before, labels,
+                          chosen, scores, scaler, span)
+    if vol is not None:
+        meta["auxiliary"] = auxiliary_record(cfg, vol, tr)
+
+    def fill(tmp: Path) -> None:
+        features = tmp / "features.npy"
+        np.lib.format.open_memmap(features, "w+", np.float32, (n, days, len(chosen))).flush()
+        shared = (cfg, scratch, context_matrix, scaler, chosen, features)
+        for _ in passes(_write_chunk, [(number, int(start)) for (number, _), start in zip(parts, offsets)], shared):
+            pass
+        matrix = np.load(features, mmap_mode="r")
+        # The first training window, cut as every consumer cuts it: the layout's self-check.
+        assert cut_windows(matrix, index["train"][:1], cfg.seq_len).shape == (1, cfg.seq_len, len(chosen))
+
+    write_panel(out, arrays, meta, fill)
+    bar.close()
+    return meta
+
+
+# -- listing ------------------------------------------------------------------------------------
+
+def list_universe(cfg: DataConfig, frames: dict[str, pd.DataFrame], scratch: Path, size: int) -> list[Chunk]:
+    """The listed instruments in chunks of ``size``, in ticker order."""
+    spec = cfg.panel
+
+    def chunked(tickers: list[str]) -> list[list[str]]:
+        tickers = sorted(t for t in tickers if listed(cfg, t))
+        return [tickers[i:i + size] for i in range(0, len(tickers), size)]
+
+    if spec.source and not spec.ticker_column:
+        wide = frames[spec.source]
+        column = {str(c).upper(): c for c in wide.columns}
+        return [Chunk(i, ts, wide=wide[[column[t] for t in ts]]) for i, ts in enumerate(chunked(list(column)))]
+    if not spec.source:
+        files = member_files(cfg)
+        return [Chunk(i, ts, files={t: files[t] for t in ts}) for i, ts in enumerate(chunked(list(files)))]
+    path = cfg.source_path(spec.source)
+    if spec.ticker_column not in table_columns(path):
+        raise DataError(f"{path}: no ticker column '{spec.ticker_column}'; columns are {table_columns(path)}")
+    if path.suffix.lower() in PARQUET:
+        spellings = _parquet_tickers(path, spec.ticker_column)
+        return [Chunk(i, ts, table=path, values=[v for t in ts for v in spellings[t]])
+                for i, ts in enumerate(chunked(list(spellings)))]
+    return _bucket_csv(cfg, path, chunked, scratch)
+
+
+def _parquet_tickers(path: Path, column: str) -> dict[str, list[str]]:
+    """{ticker: the raw values that spell it} of a long Parquet table, reading one column."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    values = pq.read_table(path, columns=[column]).column(column)
+    blank = pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_trim_whitespace(values.cast("string")), ""))
+    if pc.any(blank).as_py():
+        raise DataError(f"{path}: column '{column}', row {pc.index(blank, True).as_py() + 1}: no ticker")
+    spellings: dict[str, list[str]] = {}
+    for raw in pc.unique(values).to_pylist():
+        spellings.setdefault(str(raw).strip().upper(), []).append(raw)
+    return spellings
+
+
+def _bucket_csv(cfg: DataConfig, path: Path, chunked, scratch: Path) -> list[Chunk]:
+    """A long CSV's rows split by chunk of tickers into Parquet parts, in two streamed passes
+    (the ticker column, then every row), each row keeping its position in the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spec, source = cfg.panel, cfg.sources[cfg.panel.source]
+    column = spec.ticker_column
+    names: set[str] = set()
+    for block in read_csv_blocks(path, spec.source, [column], CSV_ROWS):
+        stripped = block[column].str.strip()
+        blank = (stripped == "").to_numpy()
+        if blank.any():
+            raise DataError(f"{path}: column '{column}', line {int(block.index[np.argmax(blank)]) + 2}: no ticker")
+        names |= set(stripped.str.upper().unique())
+    groups = chunked(list(names))
+    bucket_of = {t: i for i, ts in enumerate(groups) for t in ts}
+    writers: dict[int, pq.ParquetWriter] = {}
+    try:
+        for block in read_csv_blocks(path, spec.source, [*source.columns.values(), column], CSV_ROWS):
+            bucket = block[column].str.strip().str.upper().map(bucket_of)
+            block = block.assign(__row=block.index.to_numpy())
+            for i, rows in block[bucket.notna().to_numpy()].groupby(bucket.dropna().astype(int).to_numpy()):
+                table = pa.Table.from_pandas(rows, preserve_index=False)
+                if i not in writers:
+                    schema = pa.schema([pa.field(c, pa.int64() if c == "__row" else pa.string())
+                                        for c in table.column_names])
+                    writers[i] = pq.ParquetWriter(scratch / f"bucket-{i}.parquet", schema)
+                writers[i].write_table(table.cast(writers[i].schema))
+    finally:
+        for w in writers.values():
+            w.close()
+    return [Chunk(i, ts, table=scratch / f"bucket-{i}.parquet") for i, ts in enumerate(groups)]
+
+
+# -- the passes (each runs where a task runs: it gets everything it needs as arguments) ---------
+
+def _read_chunk(cfg: DataConfig, scratch: Path, c: Chunk) -> dict:
+    facts: dict[str, dict] = {}
+    if c.wide is not None:
+        members = close_panel_members(c.wide)
+    elif c.files is not None:
+        members, facts = file_members(cfg, c.files)
+    else:
+        source = cfg.sources[cfg.panel.source]
+        wanted = [*source.columns.values(), cfg.panel.ticker_column]
+        if c.values is not None:
+            raw = read_table(c.table, cfg.panel.source, wanted, rows_with=(cfg.panel.ticker_column, c.values))
+        else:  # a bucket of a long CSV: its rows' positions in the file become the index again
+            raw = pd.read_parquet(c.table)
+            raw = raw.set_index(raw.pop("__row").to_numpy())
+        members = long_members(cfg, raw, str(cfg.source_path(cfg.panel.source)))
+    kept = {t: f for t, f in ((t, kept_member(cfg, t, members[t])) for t in sorted(members)) if f is not None}
+    with open(scratch / f"read-{c.number}.pkl", "wb") as fh:
+        pickle.dump({t: adjusted_ohlc(f) for t, f in kept.items()}, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return {"tickers": list(kept), "days": [f.index.to_numpy() for f in kept.values()], "facts": facts}
+
+
+def _features_chunk(cfg: DataConfig, scratch: Path, calendar: pd.DatetimeIndex, context: dict, number: int) -> dict:
+    path = scratch / f"read-{number}.pkl"
+    with open(path, "rb") as fh:
+        adjusted = pickle.load(fh)
+    built = [instrument_candidates(t, f, calendar, context) for t, f in adjusted.items()]
+    names = built[0][2]
+    cube = np.stack([x for x, _, _ in built])
+    close = np.stack([c for _, c, _ in built])
+    np.save(scratch / f"own-{number}.npy", cube[:, :, :len(names) - len(context)])
+    np.save(scratch / f"close-{number}.npy", close)
+    path.unlink()
+    return {"names": names, "xs_base": cube[:, :, [names.index(b) for b in XS_BASE]], "close": close,
+            "complete": np.isfinite(cube).all(axis=-1)}
+
+
+def _candidates(scratch: Path, context_matrix: np.ndarray, number: int, start: int):
+    """Each instrument's full candidate rows, as the in-memory cube holds them."""
+    own = np.load(scratch / f"own-{number}.npy", mmap_mode="r")
+    close = np.load(scratch / f"close-{number}.npy")
+    xs = np.load(scratch / "xs.npy", mmap_mode="r")
+    for j in range(len(own)):
+        absent = ~np.isfinite(close[j])
+        ctx = np.where(absent[:, None], np.nan, context_matrix)
+        yield j, np.concatenate([own[j], ctx, xs[start + j]], axis=1)
+
+
+def _stats_chunk(cfg: DataConfig, scratch: Path, context_matrix: np.ndarray, item) -> dict:
+    number, start, train_rows, wanted = item
+    stats, mi_rows = [], []
+    for j, x in _candidates(scratch, context_matrix, number, start):
+        stats.append(fitting.train_stats(x, train_rows[j][0], train_rows[j][1], cfg.seq_len))
+        mi_rows += [(pos, x[row]) for pos, jj, row in wanted if jj == j]
+    return {"stats": stats, "mi_rows": mi_rows}
+
+
+def _write_chunk(cfg: DataConfig, scratch: Path, context_matrix: np.ndarray, scaler: fitting.Scaler,
+                 chosen: np.ndarray, features: Path, item) -> None:
+    number, start = item
+    out = np.load(features, mmap_mode="r+")
+    for j, x in _candidates(scratch, context_matrix, number, start):
+        out[start + j] = scaled_matrix(x, scaler, chosen)
+    out.flush()
