@@ -33,9 +33,18 @@ def ordered_map(fn: Callable[..., Any], items: Iterable[Any], *, shared: tuple =
     refs = [ray.put(s) for s in shared]
     limit = in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     pending: collections.deque = collections.deque()
+
+    def result():
+        try:
+            return ray.get(pending.popleft())
+        except ray.exceptions.RayTaskError as err:  # the task's own error (a DataError naming a file), as raised
+            if isinstance(err.cause, Exception):
+                raise err.cause from None
+            raise
+
     for item in items:
         pending.append(remote.remote(*refs, item))
         if len(pending) >= limit:
-            yield ray.get(pending.popleft())
+            yield result()
     while pending:
-        yield ray.get(pending.popleft())
+        yield result()

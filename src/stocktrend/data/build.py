@@ -125,11 +125,16 @@ def build_dataset(
     plan: SplitPlan | None = None,
     analysis_dir: str | Path | None = None,
     progress: bool = False,
+    use_ray: bool = False,
 ) -> dict:
-    """Build the dataset of ``cfg`` into ``out_dir`` atomically and return its metadata."""
+    """Build the dataset of ``cfg`` into ``out_dir`` atomically and return its metadata
+    (``use_ray``: a streamed panel build's passes run as Ray tasks)."""
     if cfg.panel is not None:
         from stocktrend.data.panel_build import build_panel_dataset
+        from stocktrend.data.panel_stream import build_panel_streamed, streamed
 
+        if streamed(cfg):
+            return build_panel_streamed(cfg, out_dir, plan=plan, progress=progress, use_ray=use_ray)
         return build_panel_dataset(cfg, out_dir, plan=plan, progress=progress)
     steps = tqdm(total=5, desc=f"dataset {cfg.name}", disable=not progress, unit="step")
     steps.set_postfix_str("reading sources and building features")

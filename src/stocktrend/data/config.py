@@ -24,6 +24,7 @@ CANONICAL_OHLCV = ("open", "high", "low", "close", "adj_close", "volume")
 # What a label says about the h-day return r of the window's instrument: r > 0; r above
 # the median r of the panel's instruments that day; r above the index's h-day return.
 LabelKind = Literal["direction", "relative_median", "relative_index"]
+STREAMED_ABOVE = 200
 # A second, regression target beside the label: "volatility" is the log realised volatility
 # of the instrument's next h days (``labels.future_log_vol``), for a multi-task network.
 AuxiliaryKind = Literal["none", "volatility"]
@@ -86,6 +87,10 @@ class PanelSpec:
     include: list[str] = dataclasses.field(default_factory=list)  # tickers to keep (default: all)
     exclude: list[str] = dataclasses.field(default_factory=list)
     min_days: int = pydantic.Field(500, ge=50)  # instruments with fewer daily rows are left out, and logged
+    # "memory": the whole universe in one process (quick for tens of names); "streamed": passes
+    # over chunks of instruments, as Ray tasks when connected (data.panel_stream), for hundreds
+    # to thousands; "auto": streamed past STREAMED_ABOVE listed instruments. Same dataset either way.
+    build: Literal["auto", "memory", "streamed"] = "auto"
 
     @pydantic.model_validator(mode="after")
     def _one_origin(self) -> PanelSpec:

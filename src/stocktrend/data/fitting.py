@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from imblearn.over_sampling import RandomOverSampler
 from sklearn.feature_selection import mutual_info_classif
 from sklearn.preprocessing import StandardScaler
 
@@ -42,9 +41,20 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def oversample(indices: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
-    """Indices after imbalanced-learn's RandomOverSampler duplicated minority samples."""
-    resampled, _ = RandomOverSampler(random_state=seed).fit_resample(indices.reshape(-1, 1), y)
-    return resampled.ravel()
+    """Indices after random oversampling: every class but the largest gets copies of its own
+    samples, drawn with replacement, until it is as large; the originals first, in order.
+
+    This is imbalanced-learn's RandomOverSampler (sampling_strategy="auto") step for step, same
+    seed, same draws (a test holds them equal), without its copies of the labels: on a
+    universe's millions of training windows those cost a gigabyte."""
+    classes, counts = np.unique(y, return_counts=True)
+    largest = counts.max()
+    rng = np.random.RandomState(seed)  # what scikit-learn's check_random_state makes of an int seed
+    picked = [np.arange(len(y))]
+    for c, n in zip(classes, counts):
+        if c != classes[np.argmax(counts)]:
+            picked.append(rng.choice(np.flatnonzero(y == c), size=largest - n, replace=True))
+    return np.asarray(indices)[np.concatenate(picked)]
 
 
 # -- fits from per-instrument statistics ----------------------------------------------------------

@@ -176,8 +176,16 @@ def build_panel(cfg: DataConfig, frames: dict[str, pd.DataFrame] | None = None,
 
 def calendar_of(cfg: DataConfig, days: list[np.ndarray]) -> pd.DatetimeIndex:
     """The union of the instruments' trading days (datetime64 arrays), from ``cfg.start`` on."""
-    calendar = pd.DatetimeIndex(np.unique(np.concatenate([np.asarray(d, dtype="datetime64[ns]") for d in days])))
+    calendar = pd.DatetimeIndex(union_of_days(days))
     return calendar[calendar >= pd.Timestamp(cfg.start)] if cfg.start is not None else calendar
+
+
+def union_of_days(days: list[np.ndarray]) -> np.ndarray:
+    """The sorted distinct days of all the arrays, merged one at a time (never all at once)."""
+    out = np.empty(0, "datetime64[ns]")
+    for d in days:
+        out = np.union1d(out, np.asarray(d, dtype="datetime64[ns]"))
+    return out
 
 
 def instrument_candidates(ticker: str, adjusted: pd.DataFrame, calendar: pd.DatetimeIndex,
@@ -214,9 +222,11 @@ def panel_labels(cfg: DataConfig, fwd: np.ndarray, index_fwd: np.ndarray | None)
     if cfg.label == "direction":
         y = fwd > 0
     elif cfg.label == "relative_median":
+        median = np.empty(fwd.shape[1])
         with warnings.catch_warnings():  # a day with no known return has no median: NaN, no label
             warnings.simplefilter("ignore", RuntimeWarning)
-            median = np.nanmedian(np.where(known, fwd, np.nan), axis=0)
+            for a in range(0, fwd.shape[1], 512):  # by blocks of days: a median's copies stay small
+                median[a:a + 512] = np.nanmedian(np.where(known[:, a:a + 512], fwd[:, a:a + 512], np.nan), axis=0)
         y = fwd > median
         known &= (known.sum(axis=0) >= 3)[None, :]
     else:

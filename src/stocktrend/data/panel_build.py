@@ -20,11 +20,12 @@ function that cuts them everywhere else.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -90,14 +91,14 @@ def split_index(cfg: DataConfig, calendar: pd.DatetimeIndex, ends: np.ndarray, y
         if len(index[s]) == 0 or (s == "train" and len(np.unique(y[index[s][:, 0], index[s][:, 1]])) < 2):
             raise DataError(f"panel {cfg.name}: the {s} split has {len(index[s])} windows (seq_len={cfg.seq_len}, "
                             f"horizon={cfg.horizon}, purge {cfg.purge_rows})")
-    return index, {s: y[i[:, 0], i[:, 1]].astype(np.int64) for s, i in index.items()}
+    return index, {s: y[i[:, 0], i[:, 1]].astype(np.int8) for s, i in index.items()}  # 0/1: a byte a window
 
 
 def train_rows_by_instrument(train: np.ndarray, labels: np.ndarray, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """[(end rows, labels)] of each instrument's training windows, in date order."""
     order = np.argsort(train[:, 0], kind="stable")
     bounds = np.searchsorted(train[order, 0], np.arange(n + 1))
-    return [(train[order[a:b], 1].astype(np.int64), labels[order[a:b]]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [(train[order[a:b], 1], labels[order[a:b]]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def choose_features(cfg: DataConfig, names: list[str], stats: list[fitting.TrainStats], mi_rows: np.ndarray | None,
@@ -152,32 +153,32 @@ def build_panel_dataset(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan
 
     steps.set_postfix_str("writing")
     vol = volatility_of(cfg, p) if cfg.auxiliary == "volatility" else None
-    arrays = split_arrays(p.calendar, index, labels, vol)
-    arrays |= {"features": matrix, "forward_returns": fwd.astype(np.float32), "close": p.close}
+    arrays = {"features": matrix, "forward_returns": fwd.astype(np.float32), "close": p.close}
     # The first training window, cut as every consumer cuts it: the layout's self-check.
     assert cut_windows(matrix, index["train"][:1], cfg.seq_len).shape == (1, cfg.seq_len, len(chosen))
     meta = panel_metadata(cfg, Universe(p.calendar, p.tickers, p.names, p.sources), plan, index, counts_before,
                           labels, chosen, scores, scaler, span)
     if vol is not None:
         meta["auxiliary"] = auxiliary_record(cfg, vol, tr)
-    write_panel(out_dir, arrays, meta)
+    write_panel(out_dir, itertools.chain(arrays.items(), split_arrays(p.calendar, index, labels, vol)), meta)
     steps.update()
     steps.close()
     return meta
 
 
 def split_arrays(calendar: pd.DatetimeIndex, index: dict, labels: dict, vol: np.ndarray | None
-                 ) -> dict[str, np.ndarray]:
+                 ) -> Iterator[tuple[str, np.ndarray]]:
     """Every stored array but the features and the per-day returns and closes (``vol``: the
-    volatility columns on (tickers, days), or None)."""
-    arrays = {"calendar": calendar.to_numpy().astype("datetime64[D]")}
+    volatility columns on (tickers, days), or None), one at a time, so a writer need not hold
+    them all (a universe's training split has millions of windows)."""
+    days = calendar.to_numpy().astype("datetime64[D]")
+    yield "calendar", days
     for s in SPLITS:
-        arrays[f"{s}_index"] = index[s]
-        arrays[f"{s}_y"] = np.eye(2, dtype=np.float32)[labels[s]]
-        arrays[f"{s}_dates"] = arrays["calendar"][index[s][:, 1]]
+        yield f"{s}_index", index[s]
+        yield f"{s}_y", np.eye(2, dtype=np.float32)[labels[s]]
+        yield f"{s}_dates", days[index[s][:, 1]]
         if vol is not None:
-            arrays[f"{s}_vol"] = vol[index[s][:, 0], index[s][:, 1]].astype(np.float32)
-    return arrays
+            yield f"{s}_vol", vol[index[s][:, 0], index[s][:, 1]].astype(np.float32)
 
 
 def auxiliary_record(cfg: DataConfig, vol: np.ndarray, train_before_balance: np.ndarray) -> dict:
@@ -186,10 +187,10 @@ def auxiliary_record(cfg: DataConfig, vol: np.ndarray, train_before_balance: np.
     return volatility_record(cfg.horizon, vol[distinct[:, 0], distinct[:, 1], 0])
 
 
-def write_panel(out_dir: str | Path, arrays: dict[str, np.ndarray], meta: dict,
+def write_panel(out_dir: str | Path, arrays: Iterable[tuple[str, np.ndarray]], meta: dict,
                 fill: Callable[[Path], None] | None = None) -> None:
-    """Every array and metadata.json into a temporary folder beside ``out_dir``, then swapped in
-    (``fill``: writes what is already on its way, e.g. the streamed features, into that folder)."""
+    """Every (name, array) and metadata.json into a temporary folder beside ``out_dir``, then
+    swapped in (``fill``: writes what is already on its way, e.g. the streamed features, there)."""
     out = Path(out_dir).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
@@ -197,7 +198,7 @@ def write_panel(out_dir: str | Path, arrays: dict[str, np.ndarray], meta: dict,
     try:
         if fill is not None:
             fill(tmp)
-        for name, arr in arrays.items():
+        for name, arr in arrays:
             np.save(tmp / f"{name}.npy", arr)
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
         swap_dir(tmp, out)

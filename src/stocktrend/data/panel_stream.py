@@ -25,6 +25,7 @@ folder, so they run on the driver's node (one machine; past one machine, see the
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import pickle
 import shutil
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from stocktrend.cluster.tasks import ordered_map
 from stocktrend.data import fitting
-from stocktrend.data.config import DataConfig
+from stocktrend.data.config import STREAMED_ABOVE, DataConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.features import adjusted_ohlc, context_features, finish
 from stocktrend.data.labels import volatility_columns
@@ -54,6 +55,7 @@ from stocktrend.data.panel import (
     listed,
     long_members,
     member_files,
+    union_of_days,
 )
 from stocktrend.data.panel_build import (
     Universe,
@@ -92,6 +94,30 @@ class Chunk:
     values: list[str] | None = None
 
 
+def streamed(cfg: DataConfig) -> bool:
+    """Whether ``cfg.panel.build`` asks for the streamed build ("auto": past STREAMED_ABOVE
+    listed instruments, counted from the files' headers, names or ticker column)."""
+    if cfg.panel.build != "auto":
+        return cfg.panel.build == "streamed"
+    spec = cfg.panel
+    if spec.source and not spec.ticker_column:
+        date = cfg.sources[spec.source].columns.get("date")
+        names = [c for c in table_columns(cfg.source_path(spec.source)) if c != date]
+    elif not spec.source:
+        names = list(member_files(cfg))
+    else:
+        path = cfg.source_path(spec.source)
+        if spec.ticker_column not in table_columns(path):
+            return False  # the in-memory reader names the missing column
+        if path.suffix.lower() in PARQUET:
+            names = list(_parquet_tickers(path, spec.ticker_column))
+        else:
+            names = _csv_tickers(path, spec.source, spec.ticker_column)
+    many = sum(listed(cfg, str(t).upper()) for t in names) > STREAMED_ABOVE
+    log.info("panel %s: %s build", cfg.name, "streamed" if many else "in-memory")
+    return many
+
+
 def build_panel_streamed(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan | None = None,
                          progress: bool = False, use_ray: bool = False, chunk: int = CHUNK) -> dict:
     out = Path(out_dir).resolve()
@@ -120,9 +146,10 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
     if len(tickers) < 3:
         raise DataError(f"panel: {len(tickers)} instruments with at least {cfg.panel.min_days} rows; a panel needs "
                         f"3 or more")
-    calendar = calendar_of(cfg, [d for r in read for d in r["days"]])
+    calendar = calendar_of(cfg, [r["days"] for r in read])
     for r in read:
-        facts |= r["facts"]
+        facts |= r.pop("facts")
+        del r["days"]
     context = context_features(cfg, frames, calendar, skip={cfg.panel.source} - {None})  # once per day
     context_matrix = finish(dict(context), calendar, "panel").to_numpy()
     parts = [(c.number, r["tickers"]) for c, r in zip(chunks, read) if r["tickers"]]
@@ -130,27 +157,29 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
 
     bar.set_postfix_str("features")
     n, days = len(tickers), len(calendar)
-    xs_base = np.lib.format.open_memmap(scratch / "xs_base.npy", "w+", np.float64, (n, days, len(XS_BASE)))
+    # Memory-mapped parts are opened for each write or block and closed after it: pages of a file
+    # stay in a process's resident set while it keeps the file mapped.
+    np.lib.format.open_memmap(scratch / "xs_base.npy", "w+", np.float64, (n, days, len(XS_BASE))).flush()
+    np.lib.format.open_memmap(scratch / "xs.npy", "w+", np.float64, (n, days, 2 * len(XS_BASE))).flush()
     close, complete = np.empty((n, days)), np.empty((n, days), bool)
     names: list[str] = []
-    for start, got in zip(offsets, passes(_features_chunk, [p[0] for p in parts],
-                                                                (cfg, scratch, calendar, context))):
+    for start, got in zip(offsets, passes(_features_chunk, [p[0] for p in parts], (cfg, scratch, calendar, context))):
         rows = slice(start, start + len(got["close"]))
-        xs_base[rows], close[rows], complete[rows], names = got["xs_base"], got["close"], got["complete"], got["names"]
+        close[rows], complete[rows], names = got["close"], got["complete"], got["names"]
+        _write_part(scratch / "xs_base.npy", rows, got["xs_base"])
     bar.update(len(chunks) - len(parts))
 
     bar.set_postfix_str("cross-section, labels and splits")
-    xs = np.lib.format.open_memmap(scratch / "xs.npy", "w+", np.float64, (n, days, 2 * len(XS_BASE)))
     for a in range(0, days, DATE_BLOCK):  # a block of dates over every instrument: never the whole cube
-        block, xs_names = cross_sectional(np.asarray(xs_base[:, a:a + DATE_BLOCK]), XS_BASE)
-        xs[:, a:a + DATE_BLOCK] = block
-        complete[:, a:a + DATE_BLOCK] &= np.isfinite(block).all(axis=-1)
-    xs.flush()
-    del xs_base
+        dates = slice(a, a + DATE_BLOCK)
+        block, xs_names = cross_sectional(np.load(scratch / "xs_base.npy", mmap_mode="r")[:, dates], XS_BASE)
+        _write_part(scratch / "xs.npy", (slice(None), dates), block)
+        complete[:, dates] &= np.isfinite(block).all(axis=-1)
     names = names + xs_names
     index_close = index_close_on(cfg, frames, calendar)
     fwd, y, ends, labelled = labels_and_ends_of(cfg, calendar, close, index_close, complete)
     del complete
+    fwd = fwd.astype(np.float32)  # as stored; the driver holds a few (instruments x days) arrays, no more
     plan = plan or plan_for(cfg.split, labelled, f"panel {cfg.name}")
     index, labels = split_index(cfg, calendar, ends, y, plan)
     del ends, y
@@ -179,8 +208,7 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
 
     bar.set_postfix_str("writing")
     vol = volatility_columns(close, cfg.horizon) if cfg.auxiliary == "volatility" else None
-    arrays = split_arrays(calendar, index, labels, vol)
-    arrays |= {"forward_returns": fwd.astype(np.float32), "close": close}
+    arrays = itertools.chain([("forward_returns", fwd), ("close", close)], split_arrays(calendar, index, labels, vol))
     meta = panel_metadata(cfg, Universe(calendar, tickers, names, facts), plan, index, counts_before, labels,
                           chosen, scores, scaler, span)
     if vol is not None:
@@ -233,14 +261,36 @@ def _parquet_tickers(path: Path, column: str) -> dict[str, list[str]]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    values = pq.read_table(path, columns=[column]).column(column)
-    blank = pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_trim_whitespace(values.cast("string")), ""))
-    if pc.any(blank).as_py():
-        raise DataError(f"{path}: column '{column}', row {pc.index(blank, True).as_py() + 1}: no ticker")
     spellings: dict[str, list[str]] = {}
-    for raw in pc.unique(values).to_pylist():
-        spellings.setdefault(str(raw).strip().upper(), []).append(raw)
+    for row, batch in _batches(pq.ParquetFile(path), column):
+        values = batch.column(0)
+        blank = pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_trim_whitespace(values.cast("string")), ""))
+        if pc.any(blank).as_py():
+            raise DataError(f"{path}: column '{column}', row {row + pc.index(blank, True).as_py() + 1}: no ticker")
+        for raw in pc.unique(values).to_pylist():
+            if raw not in spellings.get(str(raw).strip().upper(), []):
+                spellings.setdefault(str(raw).strip().upper(), []).append(raw)
     return spellings
+
+
+def _batches(file, column: str):
+    """(first row, record batch) of one column of a Parquet file, a million rows at a time."""
+    row = 0
+    for batch in file.iter_batches(columns=[column], batch_size=1_000_000):
+        yield row, batch
+        row += batch.num_rows
+
+
+def _csv_tickers(path: Path, name: str, column: str) -> set[str]:
+    """The tickers (stripped, upper case) of a long CSV, reading its ticker column a block at a time."""
+    names: set[str] = set()
+    for block in read_csv_blocks(path, name, [column], CSV_ROWS):
+        stripped = block[column].str.strip()
+        blank = (stripped == "").to_numpy()
+        if blank.any():
+            raise DataError(f"{path}: column '{column}', line {int(block.index[np.argmax(blank)]) + 2}: no ticker")
+        names |= set(stripped.str.upper().unique())
+    return names
 
 
 def _bucket_csv(cfg: DataConfig, path: Path, chunked, scratch: Path) -> list[Chunk]:
@@ -251,14 +301,7 @@ def _bucket_csv(cfg: DataConfig, path: Path, chunked, scratch: Path) -> list[Chu
 
     spec, source = cfg.panel, cfg.sources[cfg.panel.source]
     column = spec.ticker_column
-    names: set[str] = set()
-    for block in read_csv_blocks(path, spec.source, [column], CSV_ROWS):
-        stripped = block[column].str.strip()
-        blank = (stripped == "").to_numpy()
-        if blank.any():
-            raise DataError(f"{path}: column '{column}', line {int(block.index[np.argmax(blank)]) + 2}: no ticker")
-        names |= set(stripped.str.upper().unique())
-    groups = chunked(list(names))
+    groups = chunked(list(_csv_tickers(path, spec.source, column)))
     bucket_of = {t: i for i, ts in enumerate(groups) for t in ts}
     writers: dict[int, pq.ParquetWriter] = {}
     try:
@@ -276,6 +319,13 @@ def _bucket_csv(cfg: DataConfig, path: Path, chunked, scratch: Path) -> list[Chu
         for w in writers.values():
             w.close()
     return [Chunk(i, ts, table=scratch / f"bucket-{i}.parquet") for i, ts in enumerate(groups)]
+
+
+def _write_part(path: Path, where, values: np.ndarray) -> None:
+    part = np.load(path, mmap_mode="r+")
+    part[where] = values
+    part.flush()
+    del part  # unmapped: its pages leave this process
 
 
 # -- the passes (each runs where a task runs: it gets everything it needs as arguments) ---------
@@ -298,22 +348,28 @@ def _read_chunk(cfg: DataConfig, scratch: Path, c: Chunk) -> dict:
     kept = {t: f for t, f in ((t, kept_member(cfg, t, members[t])) for t in sorted(members)) if f is not None}
     with open(scratch / f"read-{c.number}.pkl", "wb") as fh:
         pickle.dump({t: adjusted_ohlc(f) for t, f in kept.items()}, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    return {"tickers": list(kept), "days": [f.index.to_numpy() for f in kept.values()], "facts": facts}
+    return {"tickers": list(kept), "days": union_of_days([f.index.to_numpy() for f in kept.values()]), "facts": facts}
 
 
 def _features_chunk(cfg: DataConfig, scratch: Path, calendar: pd.DatetimeIndex, context: dict, number: int) -> dict:
     path = scratch / f"read-{number}.pkl"
     with open(path, "rb") as fh:
         adjusted = pickle.load(fh)
-    built = [instrument_candidates(t, f, calendar, context) for t, f in adjusted.items()]
-    names = built[0][2]
-    cube = np.stack([x for x, _, _ in built])
-    close = np.stack([c for _, c, _ in built])
-    np.save(scratch / f"own-{number}.npy", cube[:, :, :len(names) - len(context)])
+    n, days = len(adjusted), len(calendar)
+    own = None  # (instruments, days, own features), filled one instrument at a time
+    xs_base, close, complete = np.empty((n, days, len(XS_BASE))), np.empty((n, days)), np.empty((n, days), bool)
+    for j, (t, f) in enumerate(adjusted.items()):
+        x, close[j], names = instrument_candidates(t, f, calendar, context)
+        if own is None:
+            own = np.lib.format.open_memmap(scratch / f"own-{number}.npy", "w+", np.float64,
+                                            (n, days, len(names) - len(context)))
+            base = [names.index(b) for b in XS_BASE]
+        own[j] = x[:, :own.shape[2]]
+        xs_base[j], complete[j] = x[:, base], np.isfinite(x).all(axis=-1)
+    own.flush()
     np.save(scratch / f"close-{number}.npy", close)
     path.unlink()
-    return {"names": names, "xs_base": cube[:, :, [names.index(b) for b in XS_BASE]], "close": close,
-            "complete": np.isfinite(cube).all(axis=-1)}
+    return {"names": names, "xs_base": xs_base, "close": close, "complete": complete}
 
 
 def _candidates(scratch: Path, context_matrix: np.ndarray, number: int, start: int):

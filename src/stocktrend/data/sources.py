@@ -232,6 +232,28 @@ def table_columns(path: Path) -> list[str]:
     return [str(c).strip() for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns]
 
 
+def _date_span(path: Path, name: str, spec: SourceConfig) -> tuple[int, pd.Timestamp | None, pd.Timestamp | None]:
+    """(rows, first date, last date) of a long table, its date column read a block at a time
+    (dates that do not parse are left to the per-ticker checks, which name their line)."""
+    column = spec.columns["date"]
+    if path.suffix.lower() in PARQUET:
+        import pyarrow.parquet as pq
+
+        blocks = (b.to_pandas().iloc[:, 0] for b in pq.ParquetFile(path).iter_batches(columns=[column],
+                                                                                      batch_size=1_000_000))
+    else:
+        blocks = (b.iloc[:, 0] for b in read_csv_blocks(path, name, [column], 1_000_000))
+    rows, start, end = 0, None, None
+    for raw in blocks:
+        rows += len(raw)
+        dates = (raw if pd.api.types.is_datetime64_any_dtype(raw)
+                 else pd.to_datetime(raw.astype(str), format=spec.date_format, errors="coerce")).dropna()
+        if len(dates):
+            start = dates.min() if start is None else min(start, dates.min())
+            end = dates.max() if end is None else max(end, dates.max())
+    return rows, start, end
+
+
 def read_all_sources(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
     """Read every source of ``cfg``; also return {name: {file, sha256, rows, start, end}}.
     A panel's long file (many instruments, a ticker column) is not one series: the panel
@@ -245,12 +267,10 @@ def read_all_sources(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str
             if spec.columns["date"] not in columns:
                 raise DataError(f"{path}: missing column(s) date -> '{spec.columns['date']}' (source '{name}'); the "
                                 f"data has {columns}; fix the data or the config's columns mapping")
-            raw = read_table(path, name, [spec.columns["date"]]).iloc[:, 0]
-            dates = (raw if pd.api.types.is_datetime64_any_dtype(raw)  # checked per ticker later
-                     else pd.to_datetime(raw.astype(str), format=spec.date_format, errors="coerce")).dropna()
-            facts[name] = {"file": str(path), "sha256": sha256_of(path), "columns": columns, "rows": len(raw),
-                           "start": str(dates.min().date()) if len(dates) else "",
-                           "end": str(dates.max().date()) if len(dates) else ""}
+            rows, start, end = _date_span(path, name, spec)
+            facts[name] = {"file": str(path), "sha256": sha256_of(path), "columns": columns, "rows": rows,
+                           "start": str(start.date()) if start is not None else "",
+                           "end": str(end.date()) if end is not None else ""}
             continue
         frame = read_source(spec, path, name)
         frames[name] = frame
