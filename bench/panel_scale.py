@@ -3,7 +3,8 @@ size and build (in-memory, streamed in one process, streamed as Ray tasks), each
 fresh process.
 
     python bench/panel_scale.py [--sizes 20,100,400] [--layouts close_panel,long,parquet] [--days 3780]
-        [--builds memory,streamed,ray] [--out bench/results/panel_scale.json] [--keep DIR]
+        [--builds memory,streamed,ray] [--out bench/results/panel_scale.json] [--append] [--keep DIR]
+    python bench/panel_scale.py --replot      # only redraw docs/panel_scale.png from the results
 
 Markets come from the known-answer generator (``stocktrend.data.synthetic``: factor returns
 calibrated on the shipped panel, null plant; drawn and written in their own process), in the
@@ -120,6 +121,37 @@ def run(code: str, *args: str) -> tuple[str, Sampler]:
     return done.stdout.strip().splitlines()[-1], sampler
 
 
+def plot(result: dict, path: Path) -> None:
+    """Seconds per instrument and the largest process's memory against universe size, per layout
+    and build, log-scaled sizes: flat lines are costs that grow with the universe, not faster."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
+    series = sorted({(x["layout"], x["build"]) for x in result["rows"]})
+    for layout, build in series:
+        rows = sorted((x for x in result["rows"] if (x["layout"], x["build"]) == (layout, build)),
+                      key=lambda x: x["instruments"])
+        n = [x["instruments"] for x in rows]
+        style = dict(marker="o", linestyle="-" if build == "ray" else "--", label=f"{layout}, {build}")
+        ax_t.plot(n, [x["seconds_per_instrument"] for x in rows], **style)
+        ax_m.plot(n, [x["peak_process_anon_mib"] / 1024 for x in rows], **style)
+    ax_m.axhline(2.0, color="grey", linewidth=0.8, linestyle=":")
+    ax_m.text(n[0] if series else 20, 2.05, "goal: 2 GiB per process", fontsize=8, color="grey")
+    for ax, title in ((ax_t, "wall seconds per instrument"), (ax_m, "largest process, anonymous GiB")):
+        ax.set_xscale("log")
+        ax.set_xlabel("instruments")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    ax_t.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="20,100,400", help="instruments per market, comma-separated")
@@ -128,11 +160,16 @@ def main() -> int:
     ap.add_argument("--builds", default="memory,streamed,ray", help="from memory, streamed, ray")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "panel_scale.json"))
     ap.add_argument("--append", action="store_true", help="add the rows to those already in --out")
-    ap.add_argument("--keep", help="build into this folder and keep the last dataset (default: a temp folder)")
+    ap.add_argument("--keep", help="build in this folder instead of the system temp folder (it may be larger)")
+    ap.add_argument("--replot", action="store_true", help="only redraw docs/panel_scale.png from --out")
     args = ap.parse_args()
+    if args.replot:
+        plot(json.loads(Path(args.out).read_text()), ROOT / "docs" / "panel_scale.png")
+        return 0
     sizes = [int(x) for x in args.sizes.split(",")]
     layouts, builds = args.layouts.split(","), args.builds.split(",")
-    rows = json.loads(Path(args.out).read_text())["rows"] if args.append and Path(args.out).exists() else []
+    kept = json.loads(Path(args.out).read_text()) if args.append and Path(args.out).exists() else {}
+    rows = kept.get("rows", [])
     with tempfile.TemporaryDirectory(dir=args.keep) as tmp:
         for n in sizes:
             files = Path(tmp) / f"m{n}"
@@ -156,10 +193,11 @@ def main() -> int:
                           f"+{mem.peak_used:6.0f} MiB, "
                           f"dataset {row['dataset_mib']:6.0f} MiB", flush=True)
             subprocess.run(["rm", "-rf", str(files)], check=True)
-    result = {"benchmark": "panel_scale", "machine": machine_info(), "rows": rows,
-              "command": "python bench/panel_scale.py " + " ".join(sys.argv[1:])}
+    commands = kept.get("commands", []) + ["python bench/panel_scale.py " + " ".join(sys.argv[1:])]
+    result = {**kept, "benchmark": "panel_scale", "machine": machine_info(), "rows": rows, "commands": commands}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
+    plot(result, ROOT / "docs" / "panel_scale.png")
     return 0
 
 

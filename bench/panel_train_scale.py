@@ -1,0 +1,88 @@
+"""Training a panel model as the universe grows: Ray Train samples/s and memory per worker on
+built panel datasets of different sizes, with the same epoch budget (``--epoch-windows``: each
+worker draws that many training windows per epoch, whatever the universe).
+
+    python bench/panel_train_scale.py --datasets SMALL_DIR,LARGE_DIR [--epoch-windows 20000] [--epochs 2]
+        [--workers 2] [--preset tiny] [--out bench/results/panel_train_scale.json]
+
+Each run is ``ray_jobs/train.py`` in a fresh process (its own local Ray, start-up included in
+its wall time). Throughput is read from the artifact's own history: windows per epoch over the
+epoch's training seconds (validation apart), per worker; validation runs over every validation
+window, so its time grows with the universe by design. Memory is sampled as in
+``panel_scale.py``: the largest process the run started (a Train worker holds its split's
+(instrument, day) index and labels; the feature matrices are memory-mapped, shared by the
+workers through the page cache, never copied per worker) and the machine's memory in use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from machine import machine_info  # noqa: E402
+from panel_scale import Sampler  # noqa: E402
+
+
+def train_once(dataset: Path, work: Path, args) -> dict:
+    cmd = [sys.executable, str(ROOT / "ray_jobs" / "train.py"), "--preset", args.preset, "--dataset", str(dataset),
+           "--epochs", str(args.epochs), "--epoch-windows", str(args.epoch_windows), "--num-workers",
+           str(args.workers), "--cpus-per-worker", "1", "--storage-path", str(work / "runs"), "--models",
+           str(work / "models"), "--name", "scale"]
+    with Sampler() as mem:
+        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RAY_ADDRESS": "local"})
+    if done.returncode != 0:
+        raise RuntimeError(f"training on {dataset} failed:\n{done.stderr[-3000:]}")
+    training = json.loads(next((work / "models" / "scale").glob("*/training.json")).read_text())
+    history = training["history"]
+    meta = json.loads((dataset / "metadata.json").read_text())
+    train_s = [h["time_train_s"] for h in history if "time_train_s" in h]
+    val_s = [h["time_val_s"] for h in history if "time_val_s" in h]
+    last = train_s[-1]  # the first epoch also pays for the workers' first touches of the data
+    return {"dataset": str(dataset), "instruments": len(meta["tickers"]),
+            "days": len(np.load(dataset / "calendar.npy")),
+            "train_windows": meta["splits"]["train"]["n"], "val_windows": meta["splits"]["val"]["n"],
+            "epochs": len(history), "train_seconds_per_epoch": train_s, "val_seconds_per_epoch": val_s,
+            "samples_per_s_per_worker": args.epoch_windows / last,
+            "peak_process_mib": mem.peak_process, "peak_process_anon_mib": mem.peak_anon,
+            "machine_peak_mib": mem.peak_used}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", required=True, help="built panel dataset folders, comma-separated, smallest first")
+    ap.add_argument("--epoch-windows", type=int, default=20000)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "panel_train_scale.json"))
+    args = ap.parse_args()
+    rows = []
+    for d in args.datasets.split(","):
+        with tempfile.TemporaryDirectory() as work:
+            row = train_once(Path(d).resolve(), Path(work), args)
+        rows.append(row)
+        print(f"{row['instruments']:5d} instruments: {row['samples_per_s_per_worker']:7.0f} windows/s per worker "
+              f"(training {row['train_seconds_per_epoch']} s, validation {row['val_seconds_per_epoch']} s per epoch), "
+              f"largest process {row['peak_process_anon_mib']:6.0f} MiB anonymous, machine "
+              f"+{row['machine_peak_mib']:6.0f} MiB", flush=True)
+    ratio = rows[-1]["samples_per_s_per_worker"] / rows[0]["samples_per_s_per_worker"]
+    result = {"benchmark": "panel_train_scale", "machine": machine_info(), "preset": args.preset,
+              "epoch_windows": args.epoch_windows, "epochs": args.epochs, "workers": args.workers, "rows": rows,
+              "largest_to_smallest_samples_per_s": ratio,
+              "command": "python bench/panel_train_scale.py " + " ".join(sys.argv[1:])}
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"samples/s at {rows[-1]['instruments']} instruments / at {rows[0]['instruments']}: {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
