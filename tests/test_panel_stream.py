@@ -68,7 +68,9 @@ def assert_same_dataset(a: Path, b: Path) -> None:
 def test_the_streamed_build_writes_the_in_memory_dataset(market_files, tmp_path, layout):
     cfg = config(market_files, layout)
     meta = build_panel_dataset(cfg, tmp_path / "memory")
-    assert 3 <= len(meta["tickers"]) < 14  # some were left out for their short history
+    left = meta["left_out"]["rows"]  # some were left out for their short history, and listed
+    assert 3 <= len(meta["tickers"]) < 14 and len(meta["tickers"]) + len(left) == 14
+    assert left and all(rows < meta["left_out"]["min_days"] == 750 for rows in left.values())
     build_panel_streamed(cfg, tmp_path / "streamed", chunk=4)  # several chunks, one short
     assert_same_dataset(tmp_path / "memory", tmp_path / "streamed")
     assert not list(tmp_path.glob(".*"))  # no parts or temporary folders left

@@ -44,6 +44,7 @@ class Panel:
     close: np.ndarray  # (tickers, days) adjusted closes on the calendar, NaN where absent
     index_close: np.ndarray | None  # (days,) the index's close on the calendar (cfg.index)
     sources: dict[str, dict]
+    left_out: dict[str, int] = dataclasses.field(default_factory=dict)  # {ticker: rows} too short to keep
 
 
 def member_files(cfg: DataConfig) -> dict[str, Path]:
@@ -63,11 +64,13 @@ def member_files(cfg: DataConfig) -> dict[str, Path]:
     return {}
 
 
-def read_members(cfg: DataConfig, frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+def read_members(cfg: DataConfig, frames: dict[str, pd.DataFrame], left_out: dict[str, int] | None = None
+                 ) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
     """{ticker: frame of canonical columns (close, and open/high/low/adj_close/volume where
     given)}, and the files read; kept only when listed and with at least ``min_days`` rows
     over the whole file (a universe choice made knowing each history's length: like the
-    choice of today's large caps, a hindsight the report states)."""
+    choice of today's large caps, a hindsight the report states). ``left_out``: filled with
+    {ticker: rows} of those left out for a short history."""
     spec, facts = cfg.panel, {}
     members: dict[str, pd.DataFrame] = {}
     if spec.source and not spec.ticker_column:  # a close panel: one column per ticker
@@ -78,7 +81,7 @@ def read_members(cfg: DataConfig, frames: dict[str, pd.DataFrame]) -> tuple[dict
         members = long_members(cfg, raw, str(path))
     else:
         members, facts = file_members(cfg, {t: p for t, p in member_files(cfg).items() if listed(cfg, t)})
-    out = {t: f for t, f in ((t, kept_member(cfg, t, f)) for t, f in members.items()) if f is not None}
+    out = {t: f for t, f in ((t, kept_member(cfg, t, f, left_out)) for t, f in members.items()) if f is not None}
     if len(out) < 3:
         raise DataError(f"panel: {len(out)} instruments with at least {spec.min_days} rows; a panel needs 3 or more")
     return out, facts
@@ -90,13 +93,17 @@ def listed(cfg: DataConfig, ticker: str) -> bool:
     return not ((keep and ticker not in keep) or ticker in drop)
 
 
-def kept_member(cfg: DataConfig, ticker: str, frame: pd.DataFrame) -> pd.DataFrame | None:
-    """The instrument's priced rows, or None when it is not listed or too short (logged)."""
+def kept_member(cfg: DataConfig, ticker: str, frame: pd.DataFrame, left_out: dict[str, int] | None = None
+                ) -> pd.DataFrame | None:
+    """The instrument's priced rows, or None when it is not listed or too short (logged, and
+    its rows counted in ``left_out``: the metadata lists it)."""
     frame = frame.dropna(subset=["adj_close" if "adj_close" in frame else "close"])
     if not listed(cfg, ticker):
         return None
     if len(frame) < cfg.panel.min_days:
         log.warning("panel: %s left out, %d rows (fewer than min_days=%d)", ticker, len(frame), cfg.panel.min_days)
+        if left_out is not None:
+            left_out[ticker] = len(frame)
         return None
     return frame
 
@@ -157,7 +164,8 @@ def build_panel(cfg: DataConfig, frames: dict[str, pd.DataFrame] | None = None,
     """``frames``: the sources already read (the look-ahead tests alter them in memory);
     ``members``: the instruments' frames already read (bars posted to the service)."""
     frames, facts = (frames, {}) if frames is not None else read_all_sources(cfg)
-    members, member_facts = (members, {}) if members is not None else read_members(cfg, frames)
+    left_out: dict[str, int] = {}
+    members, member_facts = (members, {}) if members is not None else read_members(cfg, frames, left_out)
     adjusted = {t: adjusted_ohlc(f) for t, f in members.items()}
     calendar = calendar_of(cfg, [f.index.to_numpy() for f in adjusted.values()])
     context = context_features(cfg, frames, calendar, skip={cfg.panel.source} - {None})  # once per day
@@ -171,7 +179,7 @@ def build_panel(cfg: DataConfig, frames: dict[str, pd.DataFrame] | None = None,
     log.info("panel %s: %d instruments, %d days, %d candidate features", cfg.name, len(tickers), len(calendar),
              cube.shape[-1])
     return Panel(calendar, tickers, cube, names + xs_names, np.stack(close), index_close_on(cfg, frames, calendar),
-                 {**facts, **member_facts})
+                 {**facts, **member_facts}, left_out)
 
 
 def calendar_of(cfg: DataConfig, days: list[np.ndarray]) -> pd.DatetimeIndex:

@@ -156,7 +156,7 @@ def build_panel_dataset(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan
     arrays = {"features": matrix, "forward_returns": fwd.astype(np.float32), "close": p.close}
     # The first training window, cut as every consumer cuts it: the layout's self-check.
     assert cut_windows(matrix, index["train"][:1], cfg.seq_len).shape == (1, cfg.seq_len, len(chosen))
-    meta = panel_metadata(cfg, Universe(p.calendar, p.tickers, p.names, p.sources), plan, index, counts_before,
+    meta = panel_metadata(cfg, Universe(p.calendar, p.tickers, p.names, p.sources, p.left_out), plan, index, counts_before,
                           labels, chosen, scores, scaler, span)
     if vol is not None:
         meta["auxiliary"] = auxiliary_record(cfg, vol, tr)
@@ -218,6 +218,7 @@ class Universe:
     tickers: list[str]
     names: list[str]
     sources: dict[str, dict]
+    left_out: dict[str, int]
 
 
 def panel_metadata(cfg, u: Universe, plan, index, counts_before, labels, chosen, scores, scaler, span) -> dict:
@@ -242,6 +243,8 @@ def panel_metadata(cfg, u: Universe, plan, index, counts_before, labels, chosen,
         "seq_len": cfg.seq_len, "horizon": cfg.horizon, "n_classes": 2, "label": cfg.label,
         "label_rule": LABEL_RULES[cfg.label], "class_edges": [],
         "tickers": u.tickers,
+        # Instruments the files hold but whose history is shorter than min_days: not a failure, listed.
+        "left_out": {"min_days": cfg.panel.min_days, "rows": dict(sorted(u.left_out.items()))},
         "features": {"selected": [u.names[i] for i in chosen], "n_candidates": len(u.names),
                      "candidates": u.names, "scores": {u.names[i]: float(scores[i]) for i in range(len(u.names))},
                      "selection": cfg.selection},

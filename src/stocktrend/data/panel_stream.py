@@ -147,8 +147,10 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
         raise DataError(f"panel: {len(tickers)} instruments with at least {cfg.panel.min_days} rows; a panel needs "
                         f"3 or more")
     calendar = calendar_of(cfg, [r["days"] for r in read])
+    left_out: dict[str, int] = {}
     for r in read:
         facts |= r.pop("facts")
+        left_out |= r.pop("left_out")
         del r["days"]
     context = context_features(cfg, frames, calendar, skip={cfg.panel.source} - {None})  # once per day
     context_matrix = finish(dict(context), calendar, "panel").to_numpy()
@@ -209,7 +211,7 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
     bar.set_postfix_str("writing")
     vol = volatility_columns(close, cfg.horizon) if cfg.auxiliary == "volatility" else None
     arrays = itertools.chain([("forward_returns", fwd), ("close", close)], split_arrays(calendar, index, labels, vol))
-    meta = panel_metadata(cfg, Universe(calendar, tickers, names, facts), plan, index, counts_before, labels,
+    meta = panel_metadata(cfg, Universe(calendar, tickers, names, facts, left_out), plan, index, counts_before, labels,
                           chosen, scores, scaler, span)
     if vol is not None:
         meta["auxiliary"] = auxiliary_record(cfg, vol, tr)
@@ -345,10 +347,12 @@ def _read_chunk(cfg: DataConfig, scratch: Path, c: Chunk) -> dict:
             raw = pd.read_parquet(c.table)
             raw = raw.set_index(raw.pop("__row").to_numpy())
         members = long_members(cfg, raw, str(cfg.source_path(cfg.panel.source)))
-    kept = {t: f for t, f in ((t, kept_member(cfg, t, members[t])) for t in sorted(members)) if f is not None}
+    left_out: dict[str, int] = {}
+    kept = {t: f for t, f in ((t, kept_member(cfg, t, members[t], left_out)) for t in sorted(members)) if f is not None}
     with open(scratch / f"read-{c.number}.pkl", "wb") as fh:
         pickle.dump({t: adjusted_ohlc(f) for t, f in kept.items()}, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    return {"tickers": list(kept), "days": union_of_days([f.index.to_numpy() for f in kept.values()]), "facts": facts}
+    return {"tickers": list(kept), "days": union_of_days([f.index.to_numpy() for f in kept.values()]), "facts": facts,
+            "left_out": left_out}
 
 
 def _features_chunk(cfg: DataConfig, scratch: Path, calendar: pd.DatetimeIndex, context: dict, number: int) -> dict:
