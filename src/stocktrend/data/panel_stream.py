@@ -42,9 +42,9 @@ from stocktrend.data.config import STREAMED_ABOVE, DataConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.features import adjusted_ohlc, context_features, finish
 from stocktrend.data.labels import volatility_columns
+from stocktrend.data.membership import membership_on
 from stocktrend.data.panel import (
-    CROSS_SECTIONAL,
-    OWN,
+    XS_BASE,
     calendar_of,
     close_panel_members,
     cross_sectional,
@@ -55,6 +55,7 @@ from stocktrend.data.panel import (
     listed,
     long_members,
     member_files,
+    members_only,
     union_of_days,
 )
 from stocktrend.data.panel_build import (
@@ -77,7 +78,6 @@ log = logging.getLogger(__name__)
 CHUNK = 64  # instruments per task
 DATE_BLOCK = 256  # days per block of the cross-sectional pass
 CSV_ROWS = 500_000  # rows per block of a long CSV's bucketing pass
-XS_BASE = [f"{OWN}_{b}" for b in CROSS_SECTIONAL]
 
 
 @dataclasses.dataclass
@@ -172,15 +172,18 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
     bar.update(len(chunks) - len(parts))
 
     bar.set_postfix_str("cross-section, labels and splits")
+    member, table_facts = membership_on(cfg, tickers, calendar)
+    facts |= table_facts
     for a in range(0, days, DATE_BLOCK):  # a block of dates over every instrument: never the whole cube
         dates = slice(a, a + DATE_BLOCK)
-        block, xs_names = cross_sectional(np.load(scratch / "xs_base.npy", mmap_mode="r")[:, dates], XS_BASE)
+        base = np.load(scratch / "xs_base.npy", mmap_mode="r")[:, dates]
+        block, xs_names = cross_sectional(members_only(base, None if member is None else member[:, dates]), XS_BASE)
         _write_part(scratch / "xs.npy", (slice(None), dates), block)
         complete[:, dates] &= np.isfinite(block).all(axis=-1)
     names = names + xs_names
     index_close = index_close_on(cfg, frames, calendar)
-    fwd, y, ends, labelled = labels_and_ends_of(cfg, calendar, close, index_close, complete)
-    del complete
+    fwd, y, ends, labelled = labels_and_ends_of(cfg, calendar, close, index_close, complete, member)
+    del complete, member
     fwd = fwd.astype(np.float32)  # as stored; the driver holds a few (instruments x days) arrays, no more
     plan = plan or plan_for(cfg.split, labelled, f"panel {cfg.name}")
     index, labels = split_index(cfg, calendar, ends, y, plan)

@@ -1,6 +1,7 @@
 """The synthetic market's files: the layouts users bring (a wide close panel, a folder of
 Yahoo-layout CSVs, a long CSV with a ticker column, the same long table as Parquet), the context
-series, a dataset config per layout and ``market.json`` (the spec, the calibration and the
+series, a point-in-time membership table (``membership.csv``, for ``panel.membership``), a
+dataset config per layout and ``market.json`` (the spec, the calibration and the
 realised strength), each written atomically. The market itself is drawn by ``stocktrend.data.synthetic``.
 """
 
@@ -50,6 +51,29 @@ def _ohlcv(market: Market, i: int, rng: np.random.Generator) -> pd.DataFrame:
                         index=market.dates[ok])
 
 
+def membership(market: Market) -> pd.DataFrame:
+    """A point-in-time membership table (``data.membership``) for the market: each instrument
+    joins some days after it lists and stays until it delists (end blank while still listed), a
+    tenth of them leave for a while and come back, and one in twenty is never a member."""
+    rng = np.random.default_rng(market.spec.seed + 2)  # its own stream: the market's draws are unchanged
+    rows, last_day = [], market.dates[-1]
+    for i, t in enumerate(market.tickers):
+        listed = np.flatnonzero(np.isfinite(market.log_close[:, i]))
+        if len(listed) < 4 or rng.random() < 0.05:
+            continue
+        a = listed[0] + int(rng.integers(0, max(1, min(250, len(listed) // 4))))
+        b = listed[-1]
+        spells = [(a, b)]
+        if rng.random() < 0.1 and b - a > 200:  # out for a while, then back
+            gap = a + int(rng.integers(50, (b - a) // 2))
+            spells = [(a, gap), (gap + int(rng.integers(20, 60)), b)]
+        for start, end in spells:
+            end_day = market.dates[min(end, len(market.dates) - 1)]
+            rows.append({"ticker": t, "start": market.dates[start].strftime("%Y-%m-%d"),
+                         "end": "" if end_day == last_day else end_day.strftime("%Y-%m-%d")})
+    return pd.DataFrame(rows, columns=["ticker", "start", "end"])
+
+
 def check_layouts(layouts: tuple[str, ...]) -> None:
     unknown = [x for x in layouts if x not in LAYOUTS]
     if unknown or not layouts:
@@ -89,6 +113,7 @@ def write_market(market: Market, out: str | Path, layouts: tuple[str, ...] = LAY
         if "long" in layouts:
             _csv(long.assign(date=long["date"].dt.strftime("%Y-%m-%d")), out / "long.csv", index_label=None)
             written["long"] = out / "long.csv"
+    _csv(membership(market), out / "membership.csv", index_label=None)
     for layout in written:
         atomic_write_text(out / f"{layout}.yaml", dataset_config(market, layout))
     meta = {"spec": dataclasses.asdict(market.spec), "tickers": len(market.tickers),
