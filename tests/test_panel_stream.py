@@ -25,7 +25,7 @@ from stocktrend.data.synthetic import MarketSpec, generate
 from stocktrend.data.synthetic_files import write_market
 
 pytestmark = pytest.mark.timeout(300)
-LAYOUTS = ("close_panel", "yahoo", "long", "parquet")
+LAYOUTS = ("close_panel", "yahoo", "long", "parquet", "partitioned")
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ from stocktrend.data.panel_build import (
     train_rows_by_instrument,
     write_panel,
 )
-from stocktrend.data.sources import PARQUET, read_all_sources, read_csv_blocks, read_table, table_columns
+from stocktrend.data.sources import is_parquet, parquet_dataset, read_all_sources, read_csv_blocks, read_table, table_columns
 from stocktrend.data.splits import SplitPlan, plan_for
 from stocktrend.data.windows import SPLITS, cut_windows
 
@@ -109,7 +109,7 @@ def streamed(cfg: DataConfig) -> bool:
         path = cfg.source_path(spec.source)
         if spec.ticker_column not in table_columns(path):
             return False  # the in-memory reader names the missing column
-        if path.suffix.lower() in PARQUET:
+        if is_parquet(path):
             names = list(_parquet_tickers(path, spec.ticker_column))
         else:
             names = _csv_tickers(path, spec.source, spec.ticker_column)
@@ -254,7 +254,7 @@ def list_universe(cfg: DataConfig, frames: dict[str, pd.DataFrame], scratch: Pat
     path = cfg.source_path(spec.source)
     if spec.ticker_column not in table_columns(path):
         raise DataError(f"{path}: no ticker column '{spec.ticker_column}'; columns are {table_columns(path)}")
-    if path.suffix.lower() in PARQUET:
+    if is_parquet(path):
         spellings = _parquet_tickers(path, spec.ticker_column)
         return [Chunk(i, ts, table=path, values=[v for t in ts for v in spellings[t]])
                 for i, ts in enumerate(chunked(list(spellings)))]
@@ -264,10 +264,10 @@ def list_universe(cfg: DataConfig, frames: dict[str, pd.DataFrame], scratch: Pat
 def _parquet_tickers(path: Path, column: str) -> dict[str, list[str]]:
     """{ticker: the raw values that spell it} of a long Parquet table, reading one column."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     spellings: dict[str, list[str]] = {}
-    for row, batch in _batches(pq.ParquetFile(path), column):
+    row = 0
+    for batch in parquet_dataset(path).to_batches(columns=[column], batch_size=1_000_000):
         values = batch.column(0)
         blank = pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_trim_whitespace(values.cast("string")), ""))
         if pc.any(blank).as_py():
@@ -275,15 +275,8 @@ def _parquet_tickers(path: Path, column: str) -> dict[str, list[str]]:
         for raw in pc.unique(values).to_pylist():
             if raw not in spellings.get(str(raw).strip().upper(), []):
                 spellings.setdefault(str(raw).strip().upper(), []).append(raw)
-    return spellings
-
-
-def _batches(file, column: str):
-    """(first row, record batch) of one column of a Parquet file, a million rows at a time."""
-    row = 0
-    for batch in file.iter_batches(columns=[column], batch_size=1_000_000):
-        yield row, batch
         row += batch.num_rows
+    return spellings
 
 
 def _csv_tickers(path: Path, name: str, column: str) -> set[str]:
