@@ -132,6 +132,8 @@ def build_panel_streamed(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPla
 def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
     frames, facts = read_all_sources(cfg)  # context series; a close panel; a long table's facts only
     chunks = list_universe(cfg, frames, scratch, chunk)
+    log.info("panel %s: streamed build, %d chunks of up to %d instruments, %s", cfg.name, len(chunks), chunk,
+             "as Ray tasks" if use_ray else "in this process")
     frames.pop(cfg.panel.source, None)  # the close panel's columns travel with their chunks
     bar = tqdm(total=4 * len(chunks), desc=f"panel {cfg.name} (streamed)", disable=not progress, unit="chunk")
 
