@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +28,7 @@ from stocktrend.data.synthetic import MarketSpec, generate
 from stocktrend.data.synthetic_files import write_market
 
 pytestmark = pytest.mark.timeout(300)
-LAYOUTS = ("close_panel", "yahoo", "long", "parquet")
+LAYOUTS = ("close_panel", "yahoo", "long", "parquet", "partitioned")
 
 
 @pytest.fixture(scope="module")
@@ -54,21 +57,24 @@ def linked_copy(market: Path, to: Path, but: str = "") -> Path:
     return to
 
 
-def assert_same_dataset(a: Path, b: Path) -> None:
+def assert_same_dataset(a: Path, b: Path, ignore: tuple[str, ...] = ()) -> None:
     names = sorted(p.name for p in a.glob("*.npy"))
     assert names == sorted(p.name for p in b.glob("*.npy")) and "features.npy" in names
     for name in names:
         x, y = np.load(a / name), np.load(b / name)
         assert x.dtype == y.dtype and x.shape == y.shape, name
         assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), f"{name} differs"
-    assert json.loads((a / "metadata.json").read_text()) == json.loads((b / "metadata.json").read_text())
+    meta_a, meta_b = (json.loads((d / "metadata.json").read_text()) for d in (a, b))
+    assert {k: v for k, v in meta_a.items() if k not in ignore} == {k: v for k, v in meta_b.items() if k not in ignore}
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_the_streamed_build_writes_the_in_memory_dataset(market_files, tmp_path, layout):
     cfg = config(market_files, layout)
     meta = build_panel_dataset(cfg, tmp_path / "memory")
-    assert 3 <= len(meta["tickers"]) < 14  # some were left out for their short history
+    left = meta["left_out"]["rows"]  # some were left out for their short history, and listed
+    assert 3 <= len(meta["tickers"]) < 14 and len(meta["tickers"]) + len(left) == 14
+    assert left and all(rows < meta["left_out"]["min_days"] == 750 for rows in left.values())
     build_panel_streamed(cfg, tmp_path / "streamed", chunk=4)  # several chunks, one short
     assert_same_dataset(tmp_path / "memory", tmp_path / "streamed")
     assert not list(tmp_path.glob(".*"))  # no parts or temporary folders left
@@ -98,6 +104,21 @@ def test_the_streamed_build_as_ray_tasks_writes_the_same_dataset(market_files, t
     with pytest.raises(DataError, match=r"SYN0004.csv: column 'Close', line 102: price must be positive") as err:
         build_panel_streamed(config(files, "yahoo"), tmp_path / "bad", chunk=3, use_ray=True)
     assert type(err.value) is DataError
+
+
+def test_the_build_command_streams_on_the_running_head(market_files, tmp_path, ray_local, ray_head, repo_root):
+    files = linked_copy(market_files, tmp_path / "market")
+    text = (files / "parquet.yaml").read_text().replace("  ticker_column: ticker\n",
+                                                        "  ticker_column: ticker\n  build: streamed\n  min_days: 750\n")
+    (files / "parquet.yaml").write_text(text)
+    out = subprocess.run([sys.executable, str(repo_root / "ray_jobs" / "build_dataset.py"), "--config",
+                          str(files / "parquet.yaml"), "--out", str(tmp_path / "d"), "--ray", "--quiet"],
+                         capture_output=True, text=True, timeout=240, env={**os.environ, "RAY_ADDRESS": ray_head.address})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "joined the Ray head" in out.stderr or "connecting to the Ray cluster" in out.stderr
+    assert "streamed" in out.stderr
+    build_panel_dataset(config(market_files, "parquet"), tmp_path / "memory")
+    assert_same_dataset(tmp_path / "memory", tmp_path / "d", ignore=("config", "fingerprint"))  # build: streamed
 
 
 def test_auto_goes_streamed_past_the_threshold_and_dispatches(market_files, tmp_path, monkeypatch):

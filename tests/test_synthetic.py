@@ -135,7 +135,7 @@ def test_a_single_instrument_plant_moves_its_direction(cal):
 def test_every_layout_is_read_alike_by_the_real_readers(tmp_path, cal):
     m = generate(MarketSpec(instruments=12, days=900, plant="temporal", ic=0.1, churn=0.25, seed=3), cal)
     written = write_market(m, tmp_path)
-    assert set(written) == {"close_panel", "yahoo", "long", "parquet"}
+    assert set(written) == {"close_panel", "yahoo", "long", "parquet", "partitioned"}
     meta = json.loads((tmp_path / "market.json").read_text())
     assert meta["spec"]["plant"] == "temporal" and meta["realised"]["oracle_rank_ic"] == m.realised["oracle_rank_ic"]
     assert min(meta["listed_days"].values()) < 900 == max(meta["listed_days"].values())  # some list or delist
@@ -150,7 +150,7 @@ def test_every_layout_is_read_alike_by_the_real_readers(tmp_path, cal):
     assert all(sorted(closes[layout]) == m.tickers for layout in written)
     for t in m.tickers:
         a = closes["close_panel"][t].dropna()
-        for layout in ("yahoo", "long", "parquet"):
+        for layout in ("yahoo", "long", "parquet", "partitioned"):
             b = closes[layout][t]
             assert len(b) == meta["listed_days"][t] and (b.index == a.index).all(), (layout, t)
             np.testing.assert_allclose(b.to_numpy(), a.to_numpy(), rtol=1e-5)

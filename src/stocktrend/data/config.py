@@ -91,6 +91,9 @@ class PanelSpec:
     # over chunks of instruments, as Ray tasks when connected (data.panel_stream), for hundreds
     # to thousands; "auto": streamed past STREAMED_ABOVE listed instruments. Same dataset either way.
     build: Literal["auto", "memory", "streamed"] = "auto"
+    # A point-in-time membership table (ticker, start, end per spell; CSV or Parquet, data/membership.py):
+    # windows, labels and cross-sections on each day's members only. None: every listed instrument, always.
+    membership: str | None = None
 
     @pydantic.model_validator(mode="after")
     def _one_origin(self) -> PanelSpec:

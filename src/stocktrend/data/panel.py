@@ -26,6 +26,7 @@ import pandas as pd
 from stocktrend.data.config import DataConfig, SourceConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.features import adjusted_ohlc, align_to, context_features, finish, own_features
+from stocktrend.data.membership import membership_on, spells_of
 from stocktrend.data.sources import parse_table, read_all_sources, read_source, read_table, sha256_of
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ OWN = "own"
 # Cross-sectional features: these own features, ranked (0..1) and z-scored across the
 # instruments present that day.
 CROSS_SECTIONAL = ("ret_1", "ret_5", "ret_20", "vol_cc_20", "mom_12_1")
+XS_BASE = [f"{OWN}_{b}" for b in CROSS_SECTIONAL]
 
 
 @dataclasses.dataclass
@@ -44,6 +46,8 @@ class Panel:
     close: np.ndarray  # (tickers, days) adjusted closes on the calendar, NaN where absent
     index_close: np.ndarray | None  # (days,) the index's close on the calendar (cfg.index)
     sources: dict[str, dict]
+    left_out: dict[str, int] = dataclasses.field(default_factory=dict)  # {ticker: rows} too short to keep
+    member: np.ndarray | None = None  # (tickers, days) the membership table's days; None: no table
 
 
 def member_files(cfg: DataConfig) -> dict[str, Path]:
@@ -63,11 +67,13 @@ def member_files(cfg: DataConfig) -> dict[str, Path]:
     return {}
 
 
-def read_members(cfg: DataConfig, frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+def read_members(cfg: DataConfig, frames: dict[str, pd.DataFrame], left_out: dict[str, int] | None = None
+                 ) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
     """{ticker: frame of canonical columns (close, and open/high/low/adj_close/volume where
     given)}, and the files read; kept only when listed and with at least ``min_days`` rows
     over the whole file (a universe choice made knowing each history's length: like the
-    choice of today's large caps, a hindsight the report states)."""
+    choice of today's large caps, a hindsight the report states). ``left_out``: filled with
+    {ticker: rows} of those left out for a short history."""
     spec, facts = cfg.panel, {}
     members: dict[str, pd.DataFrame] = {}
     if spec.source and not spec.ticker_column:  # a close panel: one column per ticker
@@ -78,25 +84,31 @@ def read_members(cfg: DataConfig, frames: dict[str, pd.DataFrame]) -> tuple[dict
         members = long_members(cfg, raw, str(path))
     else:
         members, facts = file_members(cfg, {t: p for t, p in member_files(cfg).items() if listed(cfg, t)})
-    out = {t: f for t, f in ((t, kept_member(cfg, t, f)) for t, f in members.items()) if f is not None}
+    out = {t: f for t, f in ((t, kept_member(cfg, t, f, left_out)) for t, f in members.items()) if f is not None}
     if len(out) < 3:
         raise DataError(f"panel: {len(out)} instruments with at least {spec.min_days} rows; a panel needs 3 or more")
     return out, facts
 
 
 def listed(cfg: DataConfig, ticker: str) -> bool:
-    """Whether the config's include/exclude lists keep ``ticker`` (upper case)."""
+    """Whether the config keeps ``ticker`` (upper case): its include/exclude lists, and its
+    membership table when it has one (an instrument it never names is not in the universe)."""
     keep, drop = {t.upper() for t in cfg.panel.include}, {t.upper() for t in cfg.panel.exclude}
-    return not ((keep and ticker not in keep) or ticker in drop)
+    found = spells_of(cfg)
+    return not ((keep and ticker not in keep) or ticker in drop or (found is not None and ticker not in found[1]))
 
 
-def kept_member(cfg: DataConfig, ticker: str, frame: pd.DataFrame) -> pd.DataFrame | None:
-    """The instrument's priced rows, or None when it is not listed or too short (logged)."""
+def kept_member(cfg: DataConfig, ticker: str, frame: pd.DataFrame, left_out: dict[str, int] | None = None
+                ) -> pd.DataFrame | None:
+    """The instrument's priced rows, or None when it is not listed or too short (logged, and
+    its rows counted in ``left_out``: the metadata lists it)."""
     frame = frame.dropna(subset=["adj_close" if "adj_close" in frame else "close"])
     if not listed(cfg, ticker):
         return None
     if len(frame) < cfg.panel.min_days:
         log.warning("panel: %s left out, %d rows (fewer than min_days=%d)", ticker, len(frame), cfg.panel.min_days)
+        if left_out is not None:
+            left_out[ticker] = len(frame)
         return None
     return frame
 
@@ -157,7 +169,9 @@ def build_panel(cfg: DataConfig, frames: dict[str, pd.DataFrame] | None = None,
     """``frames``: the sources already read (the look-ahead tests alter them in memory);
     ``members``: the instruments' frames already read (bars posted to the service)."""
     frames, facts = (frames, {}) if frames is not None else read_all_sources(cfg)
-    members, member_facts = (members, {}) if members is not None else read_members(cfg, frames)
+    left_out: dict[str, int] = {}
+    posted = members is not None
+    members, member_facts = (members, {}) if posted else read_members(cfg, frames, left_out)
     adjusted = {t: adjusted_ohlc(f) for t, f in members.items()}
     calendar = calendar_of(cfg, [f.index.to_numpy() for f in adjusted.values()])
     context = context_features(cfg, frames, calendar, skip={cfg.panel.source} - {None})  # once per day
@@ -166,12 +180,19 @@ def build_panel(cfg: DataConfig, frames: dict[str, pd.DataFrame] | None = None,
     names = built[0][2]
     cube = np.stack([x for x, _, _ in built])  # (tickers, days, features)
     close = [c for _, c, _ in built]
-    xs, xs_names = cross_sectional(cube, names)
+    # Posted bars (the service) are their own cross-section; files are read with the universe's table.
+    member, table_facts = membership_on(cfg, tickers, calendar) if not posted else (None, {})
+    xs, xs_names = cross_sectional(members_only(cube[:, :, [names.index(b) for b in XS_BASE]], member), XS_BASE)
     cube = np.concatenate([cube, xs], axis=-1)
     log.info("panel %s: %d instruments, %d days, %d candidate features", cfg.name, len(tickers), len(calendar),
              cube.shape[-1])
     return Panel(calendar, tickers, cube, names + xs_names, np.stack(close), index_close_on(cfg, frames, calendar),
-                 {**facts, **member_facts})
+                 {**facts, **member_facts, **table_facts}, left_out, member)
+
+
+def members_only(x: np.ndarray, member: np.ndarray | None) -> np.ndarray:
+    """(tickers, days, ...) values, NaN where the instrument was not a member that day."""
+    return x if member is None else np.where(member.reshape(member.shape + (1,) * (x.ndim - 2)), x, np.nan)
 
 
 def calendar_of(cfg: DataConfig, days: list[np.ndarray]) -> pd.DatetimeIndex:

@@ -37,7 +37,7 @@ from stocktrend.data import fitting
 from stocktrend.data.config import DataConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.labels import volatility_columns, volatility_record
-from stocktrend.data.panel import build_panel, forward_returns, panel_labels
+from stocktrend.data.panel import build_panel, forward_returns, members_only, panel_labels
 from stocktrend.data.splits import SplitPlan, assign_splits, plan_for
 from stocktrend.data.store import EWM_BURN_IN, FEATURE_LOOKBACK, code_fingerprint, fingerprint, swap_dir
 from stocktrend.data.windows import SPLITS, cut_windows, full_windows
@@ -57,15 +57,18 @@ def labels_and_ends(cfg: DataConfig, p) -> tuple[np.ndarray, np.ndarray, np.ndar
     features and a known label for some instrument, whatever the window length) are what
     split fractions and walk-forward folds cut, so datasets differing only in seq_len are
     validated and tested on the same dates."""
-    return labels_and_ends_of(cfg, p.calendar, p.close, p.index_close, np.isfinite(p.features).all(axis=-1))
+    return labels_and_ends_of(cfg, p.calendar, p.close, p.index_close, np.isfinite(p.features).all(axis=-1), p.member)
 
 
 def labels_and_ends_of(cfg: DataConfig, calendar: pd.DatetimeIndex, close: np.ndarray, index_close: np.ndarray | None,
-                       complete: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
-    """``labels_and_ends`` from the closes and the (tickers, days) mask of complete features."""
+                       complete: np.ndarray, member: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.DatetimeIndex]:
+    """``labels_and_ends`` from the closes and the (tickers, days) mask of complete features;
+    ``member``: the membership table's days, the only days with a label (and the only returns
+    a day's median compares with)."""
     fwd = forward_returns(close, cfg.horizon)
     index_fwd = forward_returns(index_close, cfg.horizon) if index_close is not None else None
-    y = panel_labels(cfg, fwd, index_fwd)
+    y = panel_labels(cfg, members_only(fwd, member), index_fwd)
     known = np.isfinite(y)
     if cfg.auxiliary == "volatility":
         known &= np.isfinite(volatility_columns(close, cfg.horizon)).all(axis=-1)
@@ -156,7 +159,7 @@ def build_panel_dataset(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan
     arrays = {"features": matrix, "forward_returns": fwd.astype(np.float32), "close": p.close}
     # The first training window, cut as every consumer cuts it: the layout's self-check.
     assert cut_windows(matrix, index["train"][:1], cfg.seq_len).shape == (1, cfg.seq_len, len(chosen))
-    meta = panel_metadata(cfg, Universe(p.calendar, p.tickers, p.names, p.sources), plan, index, counts_before,
+    meta = panel_metadata(cfg, Universe(p.calendar, p.tickers, p.names, p.sources, p.left_out), plan, index, counts_before,
                           labels, chosen, scores, scaler, span)
     if vol is not None:
         meta["auxiliary"] = auxiliary_record(cfg, vol, tr)
@@ -218,6 +221,7 @@ class Universe:
     tickers: list[str]
     names: list[str]
     sources: dict[str, dict]
+    left_out: dict[str, int]
 
 
 def panel_metadata(cfg, u: Universe, plan, index, counts_before, labels, chosen, scores, scaler, span) -> dict:
@@ -242,6 +246,8 @@ def panel_metadata(cfg, u: Universe, plan, index, counts_before, labels, chosen,
         "seq_len": cfg.seq_len, "horizon": cfg.horizon, "n_classes": 2, "label": cfg.label,
         "label_rule": LABEL_RULES[cfg.label], "class_edges": [],
         "tickers": u.tickers,
+        # Instruments the files hold but whose history is shorter than min_days: not a failure, listed.
+        "left_out": {"min_days": cfg.panel.min_days, "rows": dict(sorted(u.left_out.items()))},
         "features": {"selected": [u.names[i] for i in chosen], "n_candidates": len(u.names),
                      "candidates": u.names, "scores": {u.names[i]: float(scores[i]) for i in range(len(u.names))},
                      "selection": cfg.selection},

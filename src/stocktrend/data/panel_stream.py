@@ -42,9 +42,9 @@ from stocktrend.data.config import STREAMED_ABOVE, DataConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.features import adjusted_ohlc, context_features, finish
 from stocktrend.data.labels import volatility_columns
+from stocktrend.data.membership import membership_on
 from stocktrend.data.panel import (
-    CROSS_SECTIONAL,
-    OWN,
+    XS_BASE,
     calendar_of,
     close_panel_members,
     cross_sectional,
@@ -55,6 +55,7 @@ from stocktrend.data.panel import (
     listed,
     long_members,
     member_files,
+    members_only,
     union_of_days,
 )
 from stocktrend.data.panel_build import (
@@ -69,7 +70,7 @@ from stocktrend.data.panel_build import (
     train_rows_by_instrument,
     write_panel,
 )
-from stocktrend.data.sources import PARQUET, read_all_sources, read_csv_blocks, read_table, table_columns
+from stocktrend.data.sources import is_parquet, parquet_dataset, read_all_sources, read_csv_blocks, read_table, table_columns
 from stocktrend.data.splits import SplitPlan, plan_for
 from stocktrend.data.windows import SPLITS, cut_windows
 
@@ -77,7 +78,6 @@ log = logging.getLogger(__name__)
 CHUNK = 64  # instruments per task
 DATE_BLOCK = 256  # days per block of the cross-sectional pass
 CSV_ROWS = 500_000  # rows per block of a long CSV's bucketing pass
-XS_BASE = [f"{OWN}_{b}" for b in CROSS_SECTIONAL]
 
 
 @dataclasses.dataclass
@@ -109,7 +109,7 @@ def streamed(cfg: DataConfig) -> bool:
         path = cfg.source_path(spec.source)
         if spec.ticker_column not in table_columns(path):
             return False  # the in-memory reader names the missing column
-        if path.suffix.lower() in PARQUET:
+        if is_parquet(path):
             names = list(_parquet_tickers(path, spec.ticker_column))
         else:
             names = _csv_tickers(path, spec.source, spec.ticker_column)
@@ -132,6 +132,8 @@ def build_panel_streamed(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPla
 def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
     frames, facts = read_all_sources(cfg)  # context series; a close panel; a long table's facts only
     chunks = list_universe(cfg, frames, scratch, chunk)
+    log.info("panel %s: streamed build, %d chunks of up to %d instruments, %s", cfg.name, len(chunks), chunk,
+             "as Ray tasks" if use_ray else "in this process")
     frames.pop(cfg.panel.source, None)  # the close panel's columns travel with their chunks
     bar = tqdm(total=4 * len(chunks), desc=f"panel {cfg.name} (streamed)", disable=not progress, unit="chunk")
 
@@ -147,8 +149,10 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
         raise DataError(f"panel: {len(tickers)} instruments with at least {cfg.panel.min_days} rows; a panel needs "
                         f"3 or more")
     calendar = calendar_of(cfg, [r["days"] for r in read])
+    left_out: dict[str, int] = {}
     for r in read:
         facts |= r.pop("facts")
+        left_out |= r.pop("left_out")
         del r["days"]
     context = context_features(cfg, frames, calendar, skip={cfg.panel.source} - {None})  # once per day
     context_matrix = finish(dict(context), calendar, "panel").to_numpy()
@@ -170,15 +174,18 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
     bar.update(len(chunks) - len(parts))
 
     bar.set_postfix_str("cross-section, labels and splits")
+    member, table_facts = membership_on(cfg, tickers, calendar)
+    facts |= table_facts
     for a in range(0, days, DATE_BLOCK):  # a block of dates over every instrument: never the whole cube
         dates = slice(a, a + DATE_BLOCK)
-        block, xs_names = cross_sectional(np.load(scratch / "xs_base.npy", mmap_mode="r")[:, dates], XS_BASE)
+        base = np.load(scratch / "xs_base.npy", mmap_mode="r")[:, dates]
+        block, xs_names = cross_sectional(members_only(base, None if member is None else member[:, dates]), XS_BASE)
         _write_part(scratch / "xs.npy", (slice(None), dates), block)
         complete[:, dates] &= np.isfinite(block).all(axis=-1)
     names = names + xs_names
     index_close = index_close_on(cfg, frames, calendar)
-    fwd, y, ends, labelled = labels_and_ends_of(cfg, calendar, close, index_close, complete)
-    del complete
+    fwd, y, ends, labelled = labels_and_ends_of(cfg, calendar, close, index_close, complete, member)
+    del complete, member
     fwd = fwd.astype(np.float32)  # as stored; the driver holds a few (instruments x days) arrays, no more
     plan = plan or plan_for(cfg.split, labelled, f"panel {cfg.name}")
     index, labels = split_index(cfg, calendar, ends, y, plan)
@@ -209,7 +216,7 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
     bar.set_postfix_str("writing")
     vol = volatility_columns(close, cfg.horizon) if cfg.auxiliary == "volatility" else None
     arrays = itertools.chain([("forward_returns", fwd), ("close", close)], split_arrays(calendar, index, labels, vol))
-    meta = panel_metadata(cfg, Universe(calendar, tickers, names, facts), plan, index, counts_before, labels,
+    meta = panel_metadata(cfg, Universe(calendar, tickers, names, facts, left_out), plan, index, counts_before, labels,
                           chosen, scores, scaler, span)
     if vol is not None:
         meta["auxiliary"] = auxiliary_record(cfg, vol, tr)
@@ -249,7 +256,7 @@ def list_universe(cfg: DataConfig, frames: dict[str, pd.DataFrame], scratch: Pat
     path = cfg.source_path(spec.source)
     if spec.ticker_column not in table_columns(path):
         raise DataError(f"{path}: no ticker column '{spec.ticker_column}'; columns are {table_columns(path)}")
-    if path.suffix.lower() in PARQUET:
+    if is_parquet(path):
         spellings = _parquet_tickers(path, spec.ticker_column)
         return [Chunk(i, ts, table=path, values=[v for t in ts for v in spellings[t]])
                 for i, ts in enumerate(chunked(list(spellings)))]
@@ -259,10 +266,10 @@ def list_universe(cfg: DataConfig, frames: dict[str, pd.DataFrame], scratch: Pat
 def _parquet_tickers(path: Path, column: str) -> dict[str, list[str]]:
     """{ticker: the raw values that spell it} of a long Parquet table, reading one column."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     spellings: dict[str, list[str]] = {}
-    for row, batch in _batches(pq.ParquetFile(path), column):
+    row = 0
+    for batch in parquet_dataset(path).to_batches(columns=[column], batch_size=1_000_000):
         values = batch.column(0)
         blank = pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_trim_whitespace(values.cast("string")), ""))
         if pc.any(blank).as_py():
@@ -270,15 +277,8 @@ def _parquet_tickers(path: Path, column: str) -> dict[str, list[str]]:
         for raw in pc.unique(values).to_pylist():
             if raw not in spellings.get(str(raw).strip().upper(), []):
                 spellings.setdefault(str(raw).strip().upper(), []).append(raw)
-    return spellings
-
-
-def _batches(file, column: str):
-    """(first row, record batch) of one column of a Parquet file, a million rows at a time."""
-    row = 0
-    for batch in file.iter_batches(columns=[column], batch_size=1_000_000):
-        yield row, batch
         row += batch.num_rows
+    return spellings
 
 
 def _csv_tickers(path: Path, name: str, column: str) -> set[str]:
@@ -345,10 +345,12 @@ def _read_chunk(cfg: DataConfig, scratch: Path, c: Chunk) -> dict:
             raw = pd.read_parquet(c.table)
             raw = raw.set_index(raw.pop("__row").to_numpy())
         members = long_members(cfg, raw, str(cfg.source_path(cfg.panel.source)))
-    kept = {t: f for t, f in ((t, kept_member(cfg, t, members[t])) for t in sorted(members)) if f is not None}
+    left_out: dict[str, int] = {}
+    kept = {t: f for t, f in ((t, kept_member(cfg, t, members[t], left_out)) for t in sorted(members)) if f is not None}
     with open(scratch / f"read-{c.number}.pkl", "wb") as fh:
         pickle.dump({t: adjusted_ohlc(f) for t, f in kept.items()}, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    return {"tickers": list(kept), "days": union_of_days([f.index.to_numpy() for f in kept.values()]), "facts": facts}
+    return {"tickers": list(kept), "days": union_of_days([f.index.to_numpy() for f in kept.values()]), "facts": facts,
+            "left_out": left_out}
 
 
 def _features_chunk(cfg: DataConfig, scratch: Path, calendar: pd.DatetimeIndex, context: dict, number: int) -> dict:

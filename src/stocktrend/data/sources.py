@@ -21,7 +21,13 @@ log = logging.getLogger(__name__)
 
 
 def sha256_of(path: Path) -> str:
+    """A file's SHA-256; a folder's (a partitioned Parquet dataset): of its files' relative
+    paths and their own hashes, in order."""
     h = hashlib.sha256()
+    if Path(path).is_dir():
+        for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+            h.update(f"{f.relative_to(path)}\0{sha256_of(f)}\n".encode())
+        return h.hexdigest()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -97,23 +103,39 @@ def read_source(spec: SourceConfig, path: Path, name: str = "") -> pd.DataFrame:
 PARQUET = (".parquet", ".pq")
 
 
+def is_parquet(path: Path) -> bool:
+    """A Parquet file (by its suffix) or a Parquet dataset: a folder of files, partitioned or not."""
+    return path.suffix.lower() in PARQUET or path.is_dir()
+
+
+def parquet_dataset(path: Path):
+    """A Parquet file or folder as one table (a folder's ``key=value`` subfolders are columns)."""
+    import pyarrow.dataset as ds  # Ray Data's dependency: always installed
+
+    try:
+        return ds.dataset(path, format="parquet", partitioning="hive")
+    except Exception as err:  # pyarrow raises its own types for a file that is not Parquet
+        raise DataError(f"{path}: cannot read as Parquet: {err}") from None
+
+
 def read_table(path: Path, name: str = "", columns: list[str] | None = None,
                rows_with: tuple[str, list] | None = None) -> pd.DataFrame:
-    """A source file's rows as ``parse_table`` takes them: a CSV as text, a Parquet file (by its
-    suffix) with its own types; only ``columns`` when the file has them all. ``rows_with``
-    (column, values): a Parquet file's rows whose column holds one of the values, read by its
-    row groups' statistics where the file is sorted by it."""
+    """A source file's rows as ``parse_table`` takes them: a CSV as text, Parquet (a file by its
+    suffix, or a folder) with its own types; only ``columns`` when the file has them all.
+    ``rows_with`` (column, values): Parquet rows whose column holds one of the values, read by
+    partition and by row groups' statistics where the data is laid out by it."""
     pick = _picked(path, name, columns)
-    if path.suffix.lower() in PARQUET:
-        import pyarrow.parquet as pq  # Ray Data's dependency: always installed
+    if is_parquet(path):
+        import pyarrow.dataset as ds
 
+        data = parquet_dataset(path)
         try:
-            filters = [(rows_with[0], "in", rows_with[1])] if rows_with else None
-            return pq.read_table(path, columns=pick, filters=filters).to_pandas()
-        except Exception as err:  # pyarrow raises its own types for a file that is not Parquet
+            where = ds.field(rows_with[0]).isin(rows_with[1]) if rows_with else None
+            return data.to_table(columns=pick, filter=where).to_pandas()
+        except Exception as err:
             raise DataError(f"{path}: cannot read as Parquet: {err}") from None
     if rows_with:
-        raise ValueError("rows_with reads Parquet files only")
+        raise ValueError("rows_with reads Parquet only")
     return _read_csv(path, pick)
 
 
@@ -127,7 +149,7 @@ def read_csv_blocks(path: Path, name: str, columns: list[str], rows: int) -> Ite
 
 
 def _picked(path: Path, name: str, columns: list[str] | None) -> list[str] | None:
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):
         raise DataError(f"source '{name}': file not found: {path}")
     names = table_columns(path)
     # Only the columns asked for, when it has them all; else all, so an error lists what it has.
@@ -222,13 +244,8 @@ def parse_table(spec: SourceConfig, frame: pd.DataFrame, where: str, name: str =
 
 def table_columns(path: Path) -> list[str]:
     """The column names of a CSV (its header, stripped) or Parquet file (its schema)."""
-    if path.suffix.lower() in PARQUET:
-        import pyarrow.parquet as pq
-
-        try:
-            return list(pq.read_schema(path).names)
-        except Exception as err:
-            raise DataError(f"{path}: cannot read as Parquet: {err}") from None
+    if is_parquet(path):
+        return list(parquet_dataset(path).schema.names)
     return [str(c).strip() for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns]
 
 
@@ -236,11 +253,9 @@ def _date_span(path: Path, name: str, spec: SourceConfig) -> tuple[int, pd.Times
     """(rows, first date, last date) of a long table, its date column read a block at a time
     (dates that do not parse are left to the per-ticker checks, which name their line)."""
     column = spec.columns["date"]
-    if path.suffix.lower() in PARQUET:
-        import pyarrow.parquet as pq
-
-        blocks = (b.to_pandas().iloc[:, 0] for b in pq.ParquetFile(path).iter_batches(columns=[column],
-                                                                                      batch_size=1_000_000))
+    if is_parquet(path):
+        blocks = (b.to_pandas().iloc[:, 0] for b in parquet_dataset(path).to_batches(columns=[column],
+                                                                                     batch_size=1_000_000))
     else:
         blocks = (b.iloc[:, 0] for b in read_csv_blocks(path, name, [column], 1_000_000))
     rows, start, end = 0, None, None

@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[3]
 PANEL_CSV = ROOT / "datasets" / "crude-datasets" / "stocks20_close.csv"
 INDEX_CSV = ROOT / "datasets" / "crude-datasets" / "sp500_close.csv"
 PLANTS = ("null", "linear", "temporal")
-LAYOUTS = ("close_panel", "yahoo", "long", "parquet")
+LAYOUTS = ("close_panel", "yahoo", "long", "parquet", "partitioned")
 TARGETS = ("panel", "single")
 # The temporal plant for horizon h: the score (what day t's forward return carries) and the daily
 # move planted into day s+1 (a second difference), whose h consecutive sums make the score.

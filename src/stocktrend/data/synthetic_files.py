@@ -1,6 +1,8 @@
 """The synthetic market's files: the layouts users bring (a wide close panel, a folder of
-Yahoo-layout CSVs, a long CSV with a ticker column, the same long table as Parquet), the context
-series, a dataset config per layout and ``market.json`` (the spec, the calibration and the
+Yahoo-layout CSVs, a long CSV with a ticker column, the same long table as Parquet, and as a
+Parquet dataset partitioned by ticker), the context
+series, a point-in-time membership table (``membership.csv``, for ``panel.membership``), a
+dataset config per layout and ``market.json`` (the spec, the calibration and the
 realised strength), each written atomically. The market itself is drawn by ``stocktrend.data.synthetic``.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,18 @@ def _parquet(frame: pd.DataFrame, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _parquet_dataset(frame: pd.DataFrame, path: Path, by: str) -> None:
+    """A Parquet dataset partitioned by ``by`` (``by=value`` folders), built aside and swapped in."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        frame.to_parquet(tmp, index=False, partition_cols=[by])
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _ohlcv(market: Market, i: int, rng: np.random.Generator) -> pd.DataFrame:
     """Daily bars of instrument i where listed: the close as generated, an open near the
     previous close, a high and low around both, a volume that rises with the move."""
@@ -48,6 +63,29 @@ def _ohlcv(market: Market, i: int, rng: np.random.Generator) -> pd.DataFrame:
     volume = np.round(1e6 * np.exp(0.5 * rng.standard_normal(len(close))) * (1 + 20 * move))
     return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": volume},
                         index=market.dates[ok])
+
+
+def membership(market: Market) -> pd.DataFrame:
+    """A point-in-time membership table (``data.membership``) for the market: each instrument
+    joins some days after it lists and stays until it delists (end blank while still listed), a
+    tenth of them leave for a while and come back, and one in twenty is never a member."""
+    rng = np.random.default_rng(market.spec.seed + 2)  # its own stream: the market's draws are unchanged
+    rows, last_day = [], market.dates[-1]
+    for i, t in enumerate(market.tickers):
+        listed = np.flatnonzero(np.isfinite(market.log_close[:, i]))
+        if len(listed) < 4 or rng.random() < 0.05:
+            continue
+        a = listed[0] + int(rng.integers(0, max(1, min(250, len(listed) // 4))))
+        b = listed[-1]
+        spells = [(a, b)]
+        if rng.random() < 0.1 and b - a > 200:  # out for a while, then back
+            gap = a + int(rng.integers(50, (b - a) // 2))
+            spells = [(a, gap), (gap + int(rng.integers(20, 60)), b)]
+        for start, end in spells:
+            end_day = market.dates[min(end, len(market.dates) - 1)]
+            rows.append({"ticker": t, "start": market.dates[start].strftime("%Y-%m-%d"),
+                         "end": "" if end_day == last_day else end_day.strftime("%Y-%m-%d")})
+    return pd.DataFrame(rows, columns=["ticker", "start", "end"])
 
 
 def check_layouts(layouts: tuple[str, ...]) -> None:
@@ -79,7 +117,7 @@ def write_market(market: Market, out: str | Path, layouts: tuple[str, ...] = LAY
             yahoo.insert(4, "Adj Close", yahoo["Close"])
             _csv(yahoo, out / "yahoo" / f"{t}.csv", index_label="Date")
         written["yahoo"] = out / "yahoo"
-    if {"long", "parquet"} & set(layouts):
+    if {"long", "parquet", "partitioned"} & set(layouts):
         long = pd.concat([f.assign(ticker=t) for t, f in bars.items()]).rename_axis("date").reset_index()
         long = long.sort_values(["date", "ticker"], kind="stable")[["date", "ticker", "open", "high", "low", "close",
                                                                       "volume"]]
@@ -89,6 +127,10 @@ def write_market(market: Market, out: str | Path, layouts: tuple[str, ...] = LAY
         if "long" in layouts:
             _csv(long.assign(date=long["date"].dt.strftime("%Y-%m-%d")), out / "long.csv", index_label=None)
             written["long"] = out / "long.csv"
+        if "partitioned" in layouts:  # a Parquet dataset: one ticker=<name> folder per instrument
+            _parquet_dataset(long.reset_index(drop=True), out / "partitioned", "ticker")
+            written["partitioned"] = out / "partitioned"
+    _csv(membership(market), out / "membership.csv", index_label=None)
     for layout in written:
         atomic_write_text(out / f"{layout}.yaml", dataset_config(market, layout))
     meta = {"spec": dataclasses.asdict(market.spec), "tickers": len(market.tickers),
@@ -108,7 +150,7 @@ def dataset_config(market: Market, layout: str) -> str:
     s = market.spec
     name = f"synthetic_{s.plant}_{layout}"
     single = s.target == "single"
-    long_file = "long.parquet" if layout == "parquet" else "long.csv"
+    long_file = {"parquet": "long.parquet", "partitioned": "partitioned"}.get(layout, "long.csv")
     head = [f"# A synthetic market (stocktrend.data.synthetic): {len(market.tickers)} instruments x {s.days} days,",
             f"# plant {s.plant} at population IC {s.ic:g} (realised: {json.dumps(market.realised)}), seed {s.seed}.",
             f"name: {name}"]
