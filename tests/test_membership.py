@@ -105,3 +105,15 @@ def test_a_missing_membership_file_stops_the_build_naming_it(market, tmp_path):
     shutil.copytree(market, files, ignore=shutil.ignore_patterns("membership.csv", "long.csv"))
     with pytest.raises(DataError, match=r"panel.membership: file not found: .*membership.csv"):
         build_panel_dataset(with_table(files), tmp_path / "d")
+
+
+def test_a_changed_membership_table_is_a_different_dataset(market, tmp_path):
+    from stocktrend.data.store import fingerprint
+
+    files = tmp_path / "m"
+    shutil.copytree(market, files, ignore=shutil.ignore_patterns("long.csv"))
+    before = fingerprint(with_table(files))
+    assert before != fingerprint(load_data_config(files / "parquet.yaml"))
+    table = (files / "membership.csv").read_text().splitlines()
+    (files / "membership.csv").write_text("\n".join(table[:-1]) + "\n")  # one spell fewer
+    assert fingerprint(with_table(files)) != before

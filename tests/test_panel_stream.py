@@ -80,6 +80,32 @@ def test_the_streamed_build_writes_the_in_memory_dataset(market_files, tmp_path,
     assert not list(tmp_path.glob(".*"))  # no parts or temporary folders left
 
 
+def test_chunks_that_keep_no_instrument_and_tickers_in_mixed_case(market_files, tmp_path):
+    cfg = config(market_files, "long")
+    build_panel_dataset(cfg, tmp_path / "memory")
+    build_panel_streamed(cfg, tmp_path / "one_each", chunk=1)  # some chunks' only instrument is left out
+    assert_same_dataset(tmp_path / "memory", tmp_path / "one_each")
+    # Half of one instrument's rows spelled in lower case: still one instrument, the same dataset.
+    files = linked_copy(market_files, tmp_path / "market", but="long.csv")
+    long = pd.read_csv(market_files / "long.csv", dtype=str)
+    rows = np.flatnonzero(long["ticker"] == "SYN0001")
+    long.loc[rows[::2], "ticker"] = "syn0001"
+    long.to_csv(files / "long.csv", index=False)
+    for build in (build_panel_dataset, lambda c, o: build_panel_streamed(c, o, chunk=4)):
+        build(config(files, "long"), tmp_path / "mixed")
+        assert_same_dataset(tmp_path / "memory", tmp_path / "mixed", ignore=("sources", "fingerprint"))  # another file
+
+
+def test_two_columns_that_differ_only_in_case_are_refused_naming_both(market_files, tmp_path):
+    files = linked_copy(market_files, tmp_path / "market", but="closes.csv")
+    closes = pd.read_csv(market_files / "closes.csv", dtype=str)
+    closes.insert(3, "syn0001", closes["SYN0001"])
+    closes.to_csv(files / "closes.csv", index=False)
+    for build in (build_panel_dataset, build_panel_streamed):
+        with pytest.raises(DataError, match=r"'SYN0001' and 'syn0001' name the same ticker SYN0001"):
+            build(config(files, "close_panel"), tmp_path / "d")
+
+
 def test_the_same_with_mutual_information_a_volatility_target_and_an_exclusion(market_files, tmp_path):
     cfg = config(market_files, "parquet")
     cfg = dataclasses.replace(cfg, selection="mutual_info", auxiliary="volatility", label="direction",

@@ -1,13 +1,14 @@
 """A point-in-time universe: which instruments belonged to it on which days.
 
 A membership table (CSV or Parquet, by its suffix) has one row per spell of membership:
-``ticker, start, end`` (``end`` blank: still a member), a ticker on several rows when it left
-and came back, as index-constituent histories are published. With ``panel.membership`` set,
+``ticker, start, end``, both days included (``end`` blank: still a member), a ticker on several
+rows when it left and came back, as index-constituent histories are published. With ``panel.membership`` set,
 an instrument's windows end only on days it was a member, its label (and, for
 ``relative_median``, the median it is compared with) is taken among that day's members, and
 the cross-sectional features rank and z-score the members present that day only. Its own
 features still use its whole price history (what was known of it before it joined is not
-look-ahead). An instrument the table never names is not in the universe.
+look-ahead). An instrument the table never names is not in the universe. Its cross-sectional
+features exist only on member days, so its first window ends seq_len member days after it joins.
 
 Without such a table, today's constituents' histories are a survivorship-biased universe;
 with one, a backtest trades only what it could have traded.
@@ -41,7 +42,7 @@ def read_membership(path) -> pd.DataFrame:
     def bad(col: str, i: int, why: str) -> DataError:
         return DataError(f"{path}: column '{col}', {where} {i + first}: {why}")
 
-    ticker = raw["ticker"].astype(object).map(lambda v: v.strip().upper() if isinstance(v, str) else v)
+    ticker = raw["ticker"].astype(object).map(lambda v: str(v).strip().upper() if pd.notna(v) else v)
     blank = (ticker.isna() | (ticker == "")).to_numpy()
     if blank.any():
         raise bad("ticker", int(np.argmax(blank)), "no ticker")

@@ -55,12 +55,14 @@ def member_files(cfg: DataConfig) -> dict[str, Path]:
     spec = cfg.panel
     if spec.files:
         base = Path(cfg.base_dir)
-        return {t: (Path(p) if Path(p).is_absolute() else (base / p).resolve()) for t, p in spec.files.items()}
+        return {t: (Path(p) if Path(p).is_absolute() else (base / p).resolve())
+                for t, p in ((t, spec.files[key]) for t, key in by_ticker(spec.files, "panel.files").items())}
     if spec.folder:
         folder = Path(spec.folder) if Path(spec.folder).is_absolute() else (Path(cfg.base_dir) / spec.folder).resolve()
         if not folder.is_dir():
             raise DataError(f"panel.folder: not a folder: {folder}")
-        found = {p.stem.upper(): p for p in sorted(folder.glob(spec.pattern)) if p.is_file()}
+        files = {p.stem: p for p in sorted(folder.glob(spec.pattern)) if p.is_file()}
+        found = {t: files[stem] for t, stem in by_ticker(files, f"panel.folder {folder}").items()}
         if not found:
             raise DataError(f"panel.folder: no {spec.pattern} files in {folder}")
         return found
@@ -114,7 +116,19 @@ def kept_member(cfg: DataConfig, ticker: str, frame: pd.DataFrame, left_out: dic
 
 
 def close_panel_members(wide: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    return {str(col).upper(): wide[[col]].rename(columns={col: "close"}) for col in wide.columns}
+    return {t: wide[[col]].rename(columns={col: "close"}) for t, col in by_ticker(wide.columns, "close panel").items()}
+
+
+def by_ticker(names, where: str) -> dict:
+    """{TICKER: name}: tickers are upper case, so two names that differ only in case would be
+    one instrument; that is refused, naming both, rather than one silently replacing the other."""
+    out: dict = {}
+    for name in names:
+        t = str(name).strip().upper()
+        if t in out:
+            raise DataError(f"{where}: '{out[t]}' and '{name}' name the same ticker {t} (tickers ignore case)")
+        out[t] = name
+    return out
 
 
 def file_members(cfg: DataConfig, files: dict[str, Path]) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
@@ -139,9 +153,11 @@ def long_members(cfg: DataConfig, raw: pd.DataFrame, path: str) -> dict[str, pd.
         raise DataError(f"{path}: column '{spec.ticker_column}', line {int(raw.index[np.argmax(blank)]) + 2}: "
                         f"no ticker")
     one = dataclasses.replace(cfg.sources[spec.source], filter={})  # each group is one ticker's rows
-    return {ticker.upper(): parse_table(one, rows, f"{path} ({spec.ticker_column} {ticker})",
-                                        f"{spec.source}[{ticker}]")  # rows keep their file positions
-            for ticker, rows in raw.groupby(tickers.astype(str), sort=True)}
+    # Grouped by the upper-case ticker, the name everywhere else: "aapl" and "AAPL" rows are one
+    # instrument's (a date in both is then a duplicate date, named by its line), never one lost.
+    return {ticker: parse_table(one, rows, f"{path} ({spec.ticker_column} {ticker})",
+                                f"{spec.source}[{ticker}]")  # rows keep their file positions
+            for ticker, rows in raw.groupby(tickers.astype(str).str.upper(), sort=True)}
 
 
 def cross_sectional(feats: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:

@@ -45,6 +45,7 @@ from stocktrend.data.labels import volatility_columns
 from stocktrend.data.membership import membership_on
 from stocktrend.data.panel import (
     XS_BASE,
+    by_ticker,
     calendar_of,
     close_panel_members,
     cross_sectional,
@@ -70,7 +71,15 @@ from stocktrend.data.panel_build import (
     train_rows_by_instrument,
     write_panel,
 )
-from stocktrend.data.sources import is_parquet, parquet_dataset, read_all_sources, read_csv_blocks, read_table, table_columns
+from stocktrend.data.sources import (
+    is_parquet,
+    parquet_dataset,
+    parse_table,
+    read_all_sources,
+    read_csv_blocks,
+    read_table,
+    table_columns,
+)
 from stocktrend.data.splits import SplitPlan, plan_for
 from stocktrend.data.windows import SPLITS, cut_windows
 
@@ -83,12 +92,13 @@ CSV_ROWS = 500_000  # rows per block of a long CSV's bucketing pass
 @dataclasses.dataclass
 class Chunk:
     """Some instruments (upper-case, sorted) and where their rows are: a close panel's columns
-    (``wide``), files (``files``), or a long table (``table``) with the raw ticker values to
-    read from it (``values``; None: the whole table is theirs, a bucket of a long CSV)."""
+    (``columns``, read from ``table``), files (``files``), or a long table (``table``) with the
+    raw ticker values to read from it (``values``; None: the whole table is theirs, a bucket of a
+    long CSV)."""
 
     number: int
     tickers: list[str]
-    wide: pd.DataFrame | None = None
+    columns: list[str] | None = None
     files: dict[str, Path] | None = None
     table: Path | None = None
     values: list[str] | None = None
@@ -101,8 +111,9 @@ def streamed(cfg: DataConfig) -> bool:
         return cfg.panel.build == "streamed"
     spec = cfg.panel
     if spec.source and not spec.ticker_column:
-        date = cfg.sources[spec.source].columns.get("date")
-        names = [c for c in table_columns(cfg.source_path(spec.source)) if c != date]
+        source = cfg.sources[spec.source]
+        names = source.include or [c for c in table_columns(cfg.source_path(spec.source))
+                                    if c != source.columns["date"]]
     elif not spec.source:
         names = list(member_files(cfg))
     else:
@@ -130,15 +141,14 @@ def build_panel_streamed(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPla
 
 
 def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
-    frames, facts = read_all_sources(cfg)  # context series; a close panel; a long table's facts only
-    chunks = list_universe(cfg, frames, scratch, chunk)
+    frames, facts = read_all_sources(cfg, panel_facts_only=True)  # context series; the universe's facts only
+    chunks = list_universe(cfg, scratch, chunk)
     log.info("panel %s: streamed build, %d chunks of up to %d instruments, %s", cfg.name, len(chunks), chunk,
              "as Ray tasks" if use_ray else "in this process")
-    frames.pop(cfg.panel.source, None)  # the close panel's columns travel with their chunks
     bar = tqdm(total=4 * len(chunks), desc=f"panel {cfg.name} (streamed)", disable=not progress, unit="chunk")
 
     def passes(fn, items, shared):
-        for result in ordered_map(fn, items, shared=shared, use_ray=use_ray):
+        for result in ordered_map(fn, items, shared=shared, use_ray=use_ray, reraise=(DataError,)):
             bar.update()
             yield result
 
@@ -238,7 +248,7 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
 
 # -- listing ------------------------------------------------------------------------------------
 
-def list_universe(cfg: DataConfig, frames: dict[str, pd.DataFrame], scratch: Path, size: int) -> list[Chunk]:
+def list_universe(cfg: DataConfig, scratch: Path, size: int) -> list[Chunk]:
     """The listed instruments in chunks of ``size``, in ticker order."""
     spec = cfg.panel
 
@@ -246,10 +256,10 @@ def list_universe(cfg: DataConfig, frames: dict[str, pd.DataFrame], scratch: Pat
         tickers = sorted(t for t in tickers if listed(cfg, t))
         return [tickers[i:i + size] for i in range(0, len(tickers), size)]
 
-    if spec.source and not spec.ticker_column:
-        wide = frames[spec.source]
-        column = {str(c).upper(): c for c in wide.columns}
-        return [Chunk(i, ts, wide=wide[[column[t] for t in ts]]) for i, ts in enumerate(chunked(list(column)))]
+    if spec.source and not spec.ticker_column:  # each task reads its own columns of the close panel
+        path, source = cfg.source_path(spec.source), cfg.sources[spec.source]
+        column = by_ticker(source.include or [c for c in table_columns(path) if c != source.columns["date"]], str(path))
+        return [Chunk(i, ts, columns=[column[t] for t in ts], table=path) for i, ts in enumerate(chunked(list(column)))]
     if not spec.source:
         files = member_files(cfg)
         return [Chunk(i, ts, files={t: files[t] for t in ts}) for i, ts in enumerate(chunked(list(files)))]
@@ -332,8 +342,10 @@ def _write_part(path: Path, where, values: np.ndarray) -> None:
 
 def _read_chunk(cfg: DataConfig, scratch: Path, c: Chunk) -> dict:
     facts: dict[str, dict] = {}
-    if c.wide is not None:
-        members = close_panel_members(c.wide)
+    if c.columns is not None:  # the close panel's columns, parsed as the whole file would be
+        source = dataclasses.replace(cfg.sources[cfg.panel.source], include=c.columns)
+        raw = read_table(c.table, cfg.panel.source, [source.columns["date"], *c.columns])
+        members = close_panel_members(parse_table(source, raw, str(c.table), cfg.panel.source))
     elif c.files is not None:
         members, facts = file_members(cfg, c.files)
     else:
@@ -369,8 +381,7 @@ def _features_chunk(cfg: DataConfig, scratch: Path, calendar: pd.DatetimeIndex, 
         own[j] = x[:, :own.shape[2]]
         xs_base[j], complete[j] = x[:, base], np.isfinite(x).all(axis=-1)
     own.flush()
-    np.save(scratch / f"close-{number}.npy", close)
-    path.unlink()
+    np.save(scratch / f"close-{number}.npy", close)  # its input stays: a retried task reads it again
     return {"names": names, "xs_base": xs_base, "close": close, "complete": complete}
 
 

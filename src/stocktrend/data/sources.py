@@ -244,6 +244,8 @@ def parse_table(spec: SourceConfig, frame: pd.DataFrame, where: str, name: str =
 
 def table_columns(path: Path) -> list[str]:
     """The column names of a CSV (its header, stripped) or Parquet file (its schema)."""
+    if not path.exists():
+        raise DataError(f"file not found: {path}")
     if is_parquet(path):
         return list(parquet_dataset(path).schema.names)
     return [str(c).strip() for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns]
@@ -269,15 +271,17 @@ def _date_span(path: Path, name: str, spec: SourceConfig) -> tuple[int, pd.Times
     return rows, start, end
 
 
-def read_all_sources(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+def read_all_sources(cfg: DataConfig, panel_facts_only: bool = False) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
     """Read every source of ``cfg``; also return {name: {file, sha256, rows, start, end}}.
     A panel's long file (many instruments, a ticker column) is not one series: the panel
-    reader reads it one ticker at a time, and only its facts are gathered here."""
+    reader reads it one ticker at a time, and only its facts are gathered here; with
+    ``panel_facts_only``, a close panel's too (the streamed build reads its columns by chunk)."""
     frames, facts = {}, {}
-    long_panel = cfg.panel.source if cfg.panel is not None and cfg.panel.ticker_column else None
+    panel = cfg.panel.source if cfg.panel is not None else None
+    facts_only = panel if panel and (cfg.panel.ticker_column or panel_facts_only) else None
     for name, spec in cfg.sources.items():
         path = cfg.source_path(name)
-        if name == long_panel:
+        if name == facts_only:
             columns = table_columns(path)
             if spec.columns["date"] not in columns:
                 raise DataError(f"{path}: missing column(s) date -> '{spec.columns['date']}' (source '{name}'); the "

@@ -68,6 +68,12 @@ def fingerprint(cfg: DataConfig) -> str:
         if conf["panel"].get("folder"):
             conf["panel"]["folder"] = Path(conf["panel"]["folder"]).name
         conf["panel"]["files"] = {t: Path(p).name for t, p in conf["panel"]["files"].items()}
+        conf["panel"].pop("build", None)  # how it is built, not what: both builds write the same dataset
+        if conf["panel"].get("membership"):  # the table's contents, not where it lies
+            from stocktrend.data.membership import membership_path
+
+            inputs["panel:membership"] = sha256_of(membership_path(cfg))
+            conf["panel"]["membership"] = Path(conf["panel"]["membership"]).name
     payload = {"config": conf, "inputs": inputs, "code": code_fingerprint()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
