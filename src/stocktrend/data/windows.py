@@ -84,8 +84,9 @@ def distinct_windows(dataset_dir: str | Path, split: str, last_day_only: bool = 
     return (x[:, -1, :] if last_day_only else x), y, dates
 
 
-def distinct_last_days(dataset_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def distinct_last_days(dataset_dir: str | Path, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(last-day feature rows, their dates) of a split's distinct windows, in date order
-    (each (instrument, day) once): what drift is measured against."""
-    x, _, dates = distinct_windows(dataset_dir, split, last_day_only=True)
+    (each (instrument, day) once): what drift is measured against. ``limit``: at most that
+    many, a seeded subset still in date order (a universe's training split has millions)."""
+    x, _, dates = distinct_windows(dataset_dir, split, last_day_only=True, sample=limit)
     return np.asarray(x, np.float64), dates

@@ -25,6 +25,7 @@ from stocktrend.inference.drift import block_null
 
 log = logging.getLogger(__name__)
 DRIFT_BINS = 10
+DRIFT_ROWS = 200_000  # drift's reference rows: a seeded subset, in date order, past this (a universe's millions)
 
 
 def git_commit() -> str:
@@ -41,7 +42,7 @@ def feature_distribution(dataset_dir: Path, names: list[str]) -> dict[str, Any]:
     """Training distribution of each selected feature (its value on each window's last day,
     one per trading day): decile edges and bin shares, the reference for drift (PSI), and
     the drift thresholds per sample size from a block bootstrap over those days."""
-    last_day, days = distinct_last_days(dataset_dir, "train")  # (N, K), each day once, in date order
+    last_day, days = distinct_last_days(dataset_dir, "train", DRIFT_ROWS)  # (N, K), each day once, in date order
     features = []
     for k, name in enumerate(names):
         col = last_day[:, k]
@@ -53,7 +54,8 @@ def feature_distribution(dataset_dir: Path, names: list[str]) -> dict[str, Any]:
         })
     null = block_null(last_day, [np.asarray(f["edges"]) for f in features], [np.asarray(f["shares"]) for f in features])
     unit = "(instrument, day) rows" if read_metadata(dataset_dir).get("layout") == "panel" else "trading days"
-    return {"source": f"train split, last day of each window, scaled: one per {unit}", "n": int(len(last_day)),
+    sampled = f", a seeded subset of {DRIFT_ROWS:,} in date order" if len(last_day) == DRIFT_ROWS else ""
+    return {"source": f"train split, last day of each window, scaled: one per {unit}{sampled}", "n": int(len(last_day)),
             "start": str(days[0])[:10], "end": str(days[-1])[:10], "features": features, "drift_null": null}
 
 
