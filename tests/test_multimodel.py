@@ -5,6 +5,7 @@ outcomes of the logged predictions, scored from the committed data."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import threading
@@ -53,7 +54,7 @@ def multi_app(models, ray_head) -> dict:
         "model": str(msft), "models": [str(panel)], "max_models_per_replica": 4, "max_pinned_models_per_replica": 1,
         "backend": "onnx",
         "num_cpus": ray_head.share(0.125, 1), "num_replicas": 1, "max_batch_size": 16, "monitoring_flush_s": 0.1,
-        "health_check_period_s": 1, "pinnable_versions": ["*"]}}
+        "health_check_period_s": 1, "pinnable_versions": ["*"], "snapshot_poll_s": 0.5}}
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +140,145 @@ def test_wrong_model_ticker_or_instruments_name_what_is_wrong(app, http, offline
     msft_bars = bars_until(offline["v2"], repo_root / "datasets", "2016-03-01")
     r = _bars_post(http, app, msft_bars, ticker="AAPL")
     assert r.status_code == 422 and r.json()["error"]["field"] == "ticker"
+
+
+# -- the universe's daily snapshot, answered by ticker ----------------------------------------
+def _score(model_folder, as_of: str, days: int, out, *extra: str) -> dict:
+    from conftest import load_job
+
+    assert load_job("score_universe").main(["--model", str(model_folder), "--as-of", as_of, "--days", str(days),
+                                            "--out", str(out), "--quiet", *extra]) == 0
+    return json.loads((out / f"{as_of}.json").read_text())
+
+
+def _land(doc_path, snapshots) -> None:
+    """A snapshot written elsewhere lands in the model's folder at once (a rename), as the
+    scoring job's own write does."""
+    snapshots.mkdir(exist_ok=True)
+    staged = snapshots / f".{doc_path.name}.tmp"
+    shutil.copy(doc_path, staged)
+    staged.rename(snapshots / doc_path.name)
+
+
+def test_the_scoring_job_scores_every_instrument_as_the_bars_endpoint_does(models, offline, repo_root, tmp_path,
+                                                                         ray_module, capsys):
+    from conftest import load_job
+    from stocktrend.inference.universe_scoring import score_universe
+
+    msft, panel = models
+    doc = _score(panel, "2016-03-01", 3, tmp_path / "ray", "--ray")  # the universe read by Ray tasks
+    meta, cols = doc["snapshot"], doc["predictions"]
+    assert meta["dates"] == ["2016-02-26", "2016-02-29", "2016-03-01"] and meta["as_of"] == "2016-03-01"
+    assert meta["scored"] == meta["universe"] == 20 and meta["model_version"] == "p1" and not meta["left_out"]
+    got = {(t, d): up for t, d, up in zip(cols["ticker"], cols["date"], cols["p_up"], strict=True)}
+    assert len(got) == 60
+    for day in meta["dates"]:  # each day's answer is the bars endpoint's, from the files up to that day
+        bars = bars_until(offline["panel"], repo_root / "datasets", day)
+        for ticker in ("AAPL", "JPM", "XOM"):
+            want = offline["panel"].predict_bars(bars, ticker=ticker)
+            assert got[(ticker, day)] == pytest.approx(float(want.probs[0, 1]), abs=1e-5), (ticker, day)
+    # In this process, in chunks of 7 instruments: the same predictions.
+    _, local = score_universe(offline["panel"], repo_root / "datasets", as_of="2016-03-01", days=3, chunk=7)
+    assert local == cols
+    # The default day: the last one every context source covers (the Treasury curve ends first).
+    assert score_universe(offline["panel"], repo_root / "datasets")[0]["as_of"] == "2017-03-29"
+    assert load_job("score_universe").main(["--model", str(msft), "--quiet"]) == 2
+    assert "single-stock model" in capsys.readouterr().err
+
+
+def test_tickers_are_answered_from_the_newest_snapshot_across_a_reload(app, http, models, tmp_path):
+
+    _, panel = models
+    first = _score(panel, "2016-02-29", 2, tmp_path)
+    second = _score(panel, "2016-03-01", 1, tmp_path / "next")
+    _land(tmp_path / "2016-02-29.json", panel / "snapshots")
+    url = app.url("/v1/predict/tickers")
+    r = http.post(url, json={"tickers": ["aapl", "JPM", "AAPL"], "model": "stocks20"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["as_of"] == "2016-02-29" and body["model_version"] == "p1" and body["horizon_days"] == 5
+    assert body["snapshot"]["staleness_days"] == (dt.date.today() - dt.date(2016, 2, 29)).days
+    cols = first["predictions"]
+    want = {t: up for t, d, up in zip(cols["ticker"], cols["date"], cols["p_up"]) if d == "2016-02-29"}
+    assert [(p["ticker"], p["p_up"]) for p in body["predictions"]] == [("AAPL", want["AAPL"]), ("JPM", want["JPM"])]
+    assert all(p["direction"] == ("up" if p["p_up"] > p["p_down"] else "down") for p in body["predictions"])
+    r = http.post(url, json={"tickers": ["XOM"], "as_of": "2016-02-26"}, headers={HEADER: "stocks20"})
+    assert r.status_code == 200 and r.json()["predictions"][0]["date"] == "2016-02-26", r.text
+
+    # At least 1,000 requests from 4 clients; a newer snapshot lands after the first 200, and
+    # traffic goes on until the new one has answered: every request answered, by one or the other.
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(timeout=60) as c:
+            while not stop.is_set():
+                r = c.post(url, json={"tickers": ["AAPL", "MSFT", "XOM"], "model": "stocks20"})
+                seen.append((r.status_code, r.json()["as_of"] if r.status_code == 200 else r.text[:300]))
+
+    threads = [threading.Thread(target=traffic) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 120
+        while len(seen) < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        _land(tmp_path / "next" / "2016-03-01.json", panel / "snapshots")
+        while time.monotonic() < deadline and (len(seen) < 1000 or "2016-03-01" not in {d for _, d in seen[-50:]}):
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert len(seen) >= 1000 and all(status == 200 for status, _ in seen), [s for s in seen if s[0] != 200][:3]
+    days = [d for _, d in seen]
+    switch = days.index("2016-03-01")  # answered from the new one after the switch, never the old again
+    assert switch >= 200 and set(days[:switch]) == {"2016-02-29"} and set(days[switch + 8:]) == {"2016-03-01"}
+    r = http.post(url, json={"tickers": ["MSFT"], "model": "stocks20"}).json()
+    assert r["predictions"][0]["p_up"] == second["predictions"]["p_up"][second["predictions"]["ticker"].index("MSFT")]
+
+
+def test_tickers_requests_name_what_is_wrong_and_monitoring_says_the_snapshot_is_stale(app, http, models, tmp_path):
+    _, panel = models
+    _score(panel, "2016-03-01", 1, panel / "snapshots")
+    url = app.url("/v1/predict/tickers")
+
+    def post(body, **kw):
+        r = http.post(url, json=body, headers={HEADER: "stocks20"}, **kw)
+        return r.status_code, r.json()["error"]["field"] if r.status_code != 200 else None, r.text
+
+    deadline = time.monotonic() + 30  # the replica's next look finds it (snapshot_poll_s: 0.5)
+    while post({"tickers": ["AAPL"]})[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    status, field, text = post({"tickers": ["AAPL", "ZZZZ", "QQQQ"]})
+    assert (status, field) == (404, "tickers") and "ZZZZ: not in the universe" in text and "QQQQ" in text
+    assert post({"tickers": ["AAPL"], "as_of": "2016-02-29"})[:2] == (404, "as_of")
+    assert post({"tickers": ["AAPL"], "as_of": "last friday"})[:2] == (422, "as_of")
+    assert post({"tickers": "AAPL"})[:2] == (422, "tickers")
+    assert post({"tickers": []})[:2] == (422, "tickers")
+    assert post({"tickers": ["AAPL", 7]})[:2] == (422, "tickers[1]")
+    assert post({"tickers": ["A"] * 1001})[:2] == (413, "tickers")
+    assert post({"tickers": ["AAPL"], "bars": {}})[0] == 422
+    r = http.post(url, json={"tickers": ["MSFT"]})  # the default model, a single stock: no snapshot
+    assert r.status_code == 404 and r.json()["error"]["field"] == "snapshot"
+    assert "score_universe.py" in r.json()["error"]["message"]
+
+    m = http.get(app.url("/v1/monitoring"), headers={HEADER: "stocks20"}).json()
+    assert m["snapshot"]["as_of"] == "2016-03-01" and m["snapshot"]["model_version"] == "p1"
+    assert [a["name"] for a in m["alerts"] if a["name"].startswith("snapshot")] == ["snapshot_stale"]
+    # A newer file that cannot be read: the one held keeps answering, and monitoring says why.
+    (panel / "snapshots" / "2016-03-02.json").write_text('{"snapshot": {"as_of": "2016-03-02"}')
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            m = http.get(app.url("/v1/monitoring"), headers={HEADER: "stocks20"}).json()
+            if any(a["name"] == "snapshot_unreadable" for a in m["alerts"]):
+                break
+            time.sleep(0.2)
+        assert m["snapshot"]["error"] and "2016-03-02.json" in m["snapshot"]["error"], m["snapshot"]
+        assert post({"tickers": ["AAPL"]})[0] == 200
+    finally:
+        (panel / "snapshots" / "2016-03-02.json").unlink()
 
 
 def _pinnable_copies(msft, names) -> None:

@@ -206,10 +206,11 @@ def test_any_body_on_any_endpoint_gets_a_4xx_with_the_contract_never_5xx(app, va
               suppress_health_check=list(HealthCheck))
     @given(body=st.one_of(arbitrary_bodies.map(lambda b: ("application/json", b)),
                           npy_bodies.map(lambda b: ("application/x-npy", b))),
-           path=st.sampled_from(["/v1/predict", "/v1/predict/bars", "/v1/predict?attention=true"]))
+           path=st.sampled_from(["/v1/predict", "/v1/predict/bars", "/v1/predict?attention=true",
+                                 "/v1/predict/tickers"]))
     def check(body, path):
         kind, content = body
-        if path.startswith("/v1/predict/bars") and kind != "application/json":
+        if path.startswith(("/v1/predict/bars", "/v1/predict/tickers")) and kind != "application/json":
             kind = "application/json"
         r = client.post(app.url(path), content=content, headers={"Content-Type": kind})
         seen["npy" if kind.endswith("npy") else "json"] += 1

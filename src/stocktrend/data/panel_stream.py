@@ -237,7 +237,9 @@ def _write_part(path: Path, where, values: np.ndarray) -> None:
 
 # -- the passes (each runs where a task runs: it gets everything it needs as arguments) ---------
 
-def _read_chunk(cfg: DataConfig, scratch: Path, c: Chunk) -> dict:
+def chunk_members(cfg: DataConfig, c: Chunk) -> tuple[dict[str, pd.DataFrame], dict[str, dict], dict[str, int]]:
+    """A chunk's instruments read, validated and filtered as the in-memory build does: {ticker:
+    frame} of those kept, the files read, and {ticker: rows} of those too short."""
     facts: dict[str, dict] = {}
     if c.columns is not None:  # the close panel's columns, parsed as the whole file would be
         source = dataclasses.replace(cfg.sources[cfg.panel.source], include=c.columns)
@@ -256,6 +258,11 @@ def _read_chunk(cfg: DataConfig, scratch: Path, c: Chunk) -> dict:
         members = long_members(cfg, raw, str(cfg.source_path(cfg.panel.source)))
     left_out: dict[str, int] = {}
     kept = {t: f for t, f in ((t, kept_member(cfg, t, members[t], left_out)) for t in sorted(members)) if f is not None}
+    return kept, facts, left_out
+
+
+def _read_chunk(cfg: DataConfig, scratch: Path, c: Chunk) -> dict:
+    kept, facts, left_out = chunk_members(cfg, c)
     with open(scratch / f"read-{c.number}.pkl", "wb") as fh:
         pickle.dump({t: adjusted_ohlc(f) for t, f in kept.items()}, fh, protocol=pickle.HIGHEST_PROTOCOL)
     return {"tickers": list(kept), "days": union_of_days([f.index.to_numpy() for f in kept.values()]), "facts": facts,

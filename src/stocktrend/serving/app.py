@@ -9,6 +9,8 @@
                             model adds "volatility" (annualised, next h days) to each
     POST /v1/predict/bars   {"bars": {"<source>": [{"date": ..., "<column>": ...}, ...]},
                              "ticker": "<instrument>" (panel models)}
+    POST /v1/predict/tickers {"tickers": ["AAPL", ...], "as_of": "YYYY-MM-DD" (optional)}: a panel
+                            model's answers from its newest scoring snapshot (serving/snapshots.py)
     GET  /v1/monitoring     rolling figures of one model's versions, and champion/challenger agreement
     OpenAPI at /docs.
 
@@ -73,6 +75,7 @@ from stocktrend.serving.routes import (
     served_models,
     versions_on_disk,
 )
+from stocktrend.serving.snapshots import Snapshots, tickers_body, tickers_request
 from stocktrend.serving.wire import ApiError
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,7 @@ api = FastAPI(
 )
 
 
+MAX_TICKER_BYTES = 4 * 32  # a ticker of 32 characters, JSON-escaped (serving/snapshots.py)
 MODEL_HEADER = "serve_multiplexed_model_id"  # Ray Serve's multiplexing header
 CLIENT_HEADER = "x-client-id"  # keeps a client on one side of a champion/challenger split
 
@@ -134,6 +138,7 @@ class PredictorDeployment:
         self.predlog = PredictionLog(log_dirs, serve.get_replica_context().replica_tag,
                                      self.args.monitoring_flush_s, self.args.prediction_log_max_bytes,
                                      self.args.prediction_log)
+        self.snapshots = Snapshots(self.models.locations, self.args.snapshot_poll_s)
         self.shadow_tasks: set[asyncio.Task] = set()
         self.shadow_dropped = 0  # shadow scores skipped because max_batch_size of them were in flight
 
@@ -380,6 +385,26 @@ class PredictorDeployment:
                                      staleness_days=predictor.staleness_days(as_of))
         return self._answer(body, rid, "predict_bars", t0, n=len(windows), sel=sel)
 
+    @api.post("/v1/predict/tickers")
+    @counted
+    async def predict_tickers(self, request: Request) -> Response:
+        """Answered from the model's newest scoring snapshot, not computed here: the version
+        is the one that scored it (``snapshot_version`` in /v1/monitoring when that is not the
+        champion)."""
+        rid, t0, sel = request_id(request.headers), time.perf_counter(), None
+        try:
+            authorize(request.headers, self.api_key)
+            limit = self.args.max_tickers_per_request * (MAX_TICKER_BYTES + 8) + 1024
+            body = wire.json_object(await wire.read_body(request, limit), {"tickers", "as_of", "model"}, {"tickers"})
+            sel = self._selection(request, body.get("model"))
+            tickers, as_of = tickers_request(body, self.args.max_tickers_per_request)
+            snap = await self.snapshots.current(sel.name)
+            sel = Selection(name=sel.name, version=snap.meta["model_version"], role="snapshot")
+            answer, n = tickers_body(sel.name, snap, tickers, as_of)
+        except ApiError as err:
+            return self._error("predict_tickers", err, rid, t0, sel)
+        return self._answer(answer, rid, "predict_tickers", t0, n=n, sel=sel)
+
     @api.get("/v1/monitoring")
     async def monitoring(self, request: Request) -> Response:
         """The figures of the model's answering version (the champion, or the version named),
@@ -400,6 +425,10 @@ class PredictorDeployment:
                     summary["shadow_dropped_on_this_replica"] = self.shadow_dropped
             except MonitorUnavailable as err:
                 raise ApiError(503, "monitoring", f"{err}; predictions are not affected, retry shortly") from None
+            snapshot = await self.snapshots.status(sel.name, route.champion, self.args.alerts.snapshot_max_age_days)
+            if snapshot is not None:
+                summary["snapshot"] = snapshot
+                summary["alerts"] = [*summary.get("alerts", []), *snapshot["alerts"]]
         except ApiError as err:
             return self._error("monitoring", err, rid, t0, sel)
         summary["records_dropped_on_this_replica"] = self.records.dropped

@@ -45,6 +45,9 @@ class Alerts(BaseModel):
     p99_latency_ms: float = Field(250.0, gt=0, description="latency SLO for the p99 of /v1/predict* requests")
     min_samples: int = Field(200, ge=1, description="samples (predictions, requests, distinct days for drift) a "
                                                      "figure needs before it is reported and judged")
+    snapshot_max_age_days: float = Field(4.0, ge=0, description="alert when a model's newest scoring snapshot is "
+                                                                "older than this many calendar days (a Friday's "
+                                                                "snapshot on Monday is 3)")
 
 
 AlertName = Literal["feature_drift", "prediction_distribution_shift", "low_confidence", "latency_slo"]
@@ -94,6 +97,10 @@ class ServeArgs(BaseModel):
     inline_ms: float = Field(1.0, ge=0, description="a back-end call measured to take at most this runs on the "
                                                     "replica's event loop, not in a thread (0: always a thread)")
     max_windows_per_request: int = Field(256, ge=1, description="more windows in one request answer 413")
+    max_tickers_per_request: int = Field(1000, ge=1, description="more tickers in one /v1/predict/tickers request "
+                                                                 "answer 413")
+    snapshot_poll_s: float = Field(30.0, gt=0, description="how often a replica looks for a newer scoring snapshot "
+                                                           "(serving/snapshots.py)")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="larger bodies answer 413 (a windows body's "
                                                                         "cap is also derived from the largest valid "
                                                                         "request)")

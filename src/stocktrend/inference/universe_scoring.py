@@ -1,0 +1,134 @@
+"""A panel model's predictions for its whole universe on the latest days: the work of the
+daily scoring job (``ray_jobs/score_universe.py``), whose snapshot the Serve deployment
+answers by ticker.
+
+The universe is read the way the streamed dataset build reads it (``data.universe`` lists
+it in chunks; each chunk is read, validated and filtered by one task, on Ray or in this
+process), and each task keeps only its instruments' last ``bars_needed + days - 1`` rows up
+to the scoring day: the rows a bars request to the service would carry. So the driver holds
+a few hundred rows per instrument, whatever the length of the history and the size of the
+universe. The features are then the service's own: ``build_panel`` over those rows, with the
+config's membership table restricting each day's cross-section as in training, then the
+artifact's feature selection and scaler. An instrument that cannot be scored on the last day
+(not a member, no bar that day, too little history) is listed with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from stocktrend.cluster.tasks import ordered_map
+from stocktrend.data.config import DataConfig
+from stocktrend.data.errors import DataError
+from stocktrend.data.panel import build_panel
+from stocktrend.data.panel_stream import CHUNK, chunk_members
+from stocktrend.data.sources import read_source
+from stocktrend.data.universe import Chunk, list_universe
+from stocktrend.inference.predictor import InputError, Predictor
+
+log = logging.getLogger(__name__)
+BATCH = 512  # windows per back-end call
+
+
+def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = None, days: int = 1,
+                   use_ray: bool = False, chunk: int = CHUNK, progress: bool = False
+                   ) -> tuple[dict[str, Any], dict[str, list]]:
+    """(snapshot metadata, prediction columns) of every instrument the model's dataset config
+    lists under ``data_root``, on the last ``days`` trading days up to ``as_of`` (default:
+    the last day every context source covers)."""
+    if p.data_cfg.panel is None:
+        raise InputError("--model", f"{p.name} is a single-stock model ({p.data_cfg.ticker}): score its days with "
+                                    "ray_jobs/predict.py")
+    if days < 1:
+        raise InputError("--days", f"must be 1 or more, got {days}")
+    cfg = dataclasses.replace(p.data_cfg, base_dir=str(Path(data_root).resolve()), start=None)
+    frames = {name: read_source(spec, cfg.source_path(name), name)
+              for name, spec in cfg.sources.items() if name != cfg.panel.source}
+    cap = min((f.index[-1] for f in frames.values()), default=None)
+    if as_of is not None:
+        cap = min(cap, pd.Timestamp(as_of)) if cap is not None else pd.Timestamp(as_of)
+    rows = p.bars_needed + days - 1
+    tails: dict[str, pd.DataFrame] = {}
+    left_out: dict[str, str] = {}
+    scratch = Path(tempfile.mkdtemp(prefix="stocktrend-score-"))  # a long CSV's buckets
+    try:
+        chunks = list_universe(cfg, scratch, chunk)
+        for res in tqdm(ordered_map(_tail_of_chunk, chunks, shared=(cfg, cap, rows), use_ray=use_ray,
+                                    reraise=(DataError,)),
+                        total=len(chunks), desc="read universe", unit="chunk", disable=not progress):
+            tails.update(res["tails"])
+            left_out.update({t: f"fewer than min_days={cfg.panel.min_days} rows ({n})" for t, n in res["short"].items()})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if len(tails) < 3:
+        raise DataError(f"panel: {len(tails)} instruments with rows up to {cap.date() if cap is not None else 'the end'}"
+                        " under " + str(data_root) + "; a panel needs 3 or more")
+    last_day = max(f.index[-1] for f in tails.values())
+    frames = {name: f[f.index <= last_day] for name, f in frames.items()}
+    panel = build_panel(cfg, frames, tails, membership=True)
+    try:
+        columns = [panel.names.index(f) for f in p.features]
+    except ValueError as err:
+        raise DataError(f"the universe's features lack one the model uses ({err})") from None
+    ends = np.arange(len(panel.calendar) - min(days, len(panel.calendar)), len(panel.calendar))
+    dates = [str(d.date()) for d in panel.calendar[ends]]
+    windows, keys = [], []
+    for i, t in enumerate(panel.tickers):
+        x = p.windows_at((panel.features[i][:, columns] - p.mean) / p.std, ends)
+        traded = panel.calendar[ends].isin(tails[t].index)
+        member = panel.member[i, ends] if panel.member is not None else np.ones(len(ends), bool)
+        ok = np.isfinite(x).all(axis=(1, 2)) & traded & member
+        windows.extend(x[ok].astype(np.float32))
+        keys.extend((t, dates[k]) for k in np.flatnonzero(ok))
+        if not ok[-1]:
+            left_out[t] = (f"not a member on {dates[-1]}" if not member[-1] else
+                           f"no bar on {dates[-1]}" if not traded[-1] else
+                           f"incomplete features on {dates[-1]} (fewer than {p.bars_needed} rows of history, "
+                           "or a context source has a gap)")
+    if not windows:
+        raise DataError(f"no instrument could be scored on {dates}: {dict(list(left_out.items())[:5])}")
+    x = np.stack(windows)
+    probs, vols = [], []
+    for s in tqdm(range(0, len(x), BATCH), desc="score", unit="batch", disable=not progress):
+        out = p.backend(x[s:s + BATCH])
+        probs.append(out.probs)
+        vols.append(p.volatility(out.volatility))
+    probs = np.concatenate(probs).astype(np.float64)
+    columns_out: dict[str, list] = {"ticker": [k[0] for k in keys], "date": [k[1] for k in keys],
+                                    "p_up": probs[:, 1].round(8).tolist(), "p_down": probs[:, 0].round(8).tolist()}
+    if vols[0] is not None:
+        columns_out["volatility"] = np.concatenate(vols).astype(np.float64).round(6).tolist()
+    trained_on = set(p.preprocessing.get("tickers") or [])
+    meta = {
+        "model": p.name, "model_version": p.version, "as_of": dates[-1], "dates": dates,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "horizon_days": p.horizon, "label": cfg.label, "universe": len(panel.tickers),
+        "scored": sum(1 for _, d in keys if d == dates[-1]), "windows": len(keys),
+        "left_out": dict(sorted(left_out.items())),
+        "new_instruments": sorted(set(panel.tickers) - trained_on) if trained_on else [],
+        "data_root": str(Path(data_root).resolve()), "rows_per_instrument": rows,
+    }
+    log.info("scored %d instruments on %s with %s/%s (%d left out)", meta["scored"], meta["as_of"], p.name,
+             p.version, len(left_out))
+    return meta, columns_out
+
+
+def _tail_of_chunk(cfg: DataConfig, cap: pd.Timestamp | None, rows: int, c: Chunk) -> dict:
+    """A chunk's instruments, each cut to its last ``rows`` rows up to ``cap`` (a task)."""
+    kept, _, short = chunk_members(cfg, c)
+    tails = {}
+    for t, f in kept.items():
+        f = f[f.index <= cap] if cap is not None else f
+        if len(f):
+            tails[t] = f.iloc[-rows:]
+    return {"tails": tails, "short": short}
