@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
                                                    "s3://bucket/models/<name>")
     ap.add_argument("--data-root", default=str(ROOT / "datasets"),
                     help="the folder the model's dataset config's relative paths start from (default: datasets/)")
+    ap.add_argument("--universe", metavar="CONFIG", help="score the universe of this panel dataset config instead "
+                                                         "of the model's (its files, listing and membership; it must "
+                                                         "yield the model's features)")
     ap.add_argument("--as-of", help="last day to score (default: the last day every context source covers)")
     ap.add_argument("--days", type=int, default=1, help="trading days scored, ending on --as-of (requests may "
                                                         "ask for any of them with as_of)")
@@ -40,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from stocktrend import storage
+    from stocktrend.config_io import ConfigError
+    from stocktrend.data.config import load_data_config
     from stocktrend.data.errors import DataError
     from stocktrend.inference.artifact import MANIFEST, ArtifactError, local_model_dir
     from stocktrend.inference.predictor import InputError, Predictor
@@ -54,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             from stocktrend.cluster.connect import connect
 
             connect()
+        universe = load_data_config(args.universe) if args.universe else None
         meta, columns = score_universe(predictor, args.data_root, as_of=args.as_of, days=args.days,
-                                       use_ray=args.ray, progress=not args.quiet)
-    except (ArtifactError, InputError, DataError) as err:
+                                       use_ray=args.ray, progress=not args.quiet, universe=universe)
+    except (ArtifactError, InputError, DataError, ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     where = write_snapshot(args.out or snapshots_of(folder), meta, columns)

@@ -41,17 +41,22 @@ BATCH = 512  # windows per back-end call
 
 
 def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = None, days: int = 1,
-                   use_ray: bool = False, chunk: int = CHUNK, progress: bool = False
-                   ) -> tuple[dict[str, Any], dict[str, list]]:
+                   use_ray: bool = False, chunk: int = CHUNK, progress: bool = False,
+                   universe: DataConfig | None = None) -> tuple[dict[str, Any], dict[str, list]]:
     """(snapshot metadata, prediction columns) of every instrument the model's dataset config
     lists under ``data_root``, on the last ``days`` trading days up to ``as_of`` (default:
-    the last day every context source covers)."""
+    the last day every context source covers). ``universe``: another panel config to score
+    instead (its files, listing and membership; e.g. a model trained on one index scoring a
+    wider one), which must yield the model's features."""
     if p.data_cfg.panel is None:
         raise InputError("--model", f"{p.name} is a single-stock model ({p.data_cfg.ticker}): score its days with "
                                     "ray_jobs/predict.py")
     if days < 1:
         raise InputError("--days", f"must be 1 or more, got {days}")
-    cfg = dataclasses.replace(p.data_cfg, base_dir=str(Path(data_root).resolve()), start=None)
+    if universe is not None and universe.panel is None:
+        raise InputError("--universe", f"{universe.name} is not a panel config (it has no panel: section)")
+    cfg = dataclasses.replace(universe or p.data_cfg, start=None,
+                              base_dir=universe.base_dir if universe else str(Path(data_root).resolve()))
     frames = {name: read_source(spec, cfg.source_path(name), name)
               for name, spec in cfg.sources.items() if name != cfg.panel.source}
     cap = min((f.index[-1] for f in frames.values()), default=None)
@@ -116,7 +121,8 @@ def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = N
         "scored": sum(1 for _, d in keys if d == dates[-1]), "windows": len(keys),
         "left_out": dict(sorted(left_out.items())),
         "new_instruments": sorted(set(panel.tickers) - trained_on) if trained_on else [],
-        "data_root": str(Path(data_root).resolve()), "rows_per_instrument": rows,
+        "data_root": cfg.base_dir, "universe_config": universe.name if universe else None,
+        "rows_per_instrument": rows,
     }
     log.info("scored %d instruments on %s with %s/%s (%d left out)", meta["scored"], meta["as_of"], p.name,
              p.version, len(left_out))
