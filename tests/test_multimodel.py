@@ -186,6 +186,34 @@ def test_the_scoring_job_scores_every_instrument_as_the_bars_endpoint_does(model
     assert "single-stock model" in capsys.readouterr().err
 
 
+def test_a_universe_with_delistings_and_membership_is_scored_on_its_members(offline, tmp_path):
+    """Scored with --universe on a synthetic market (listings, delistings, a membership table):
+    instruments that stopped trading are left out naming their last bar, a non-member that
+    still trades is left out as one, and every other member is scored."""
+    from stocktrend.data.config import load_data_config
+    from stocktrend.data.synthetic import MarketSpec, generate
+    from stocktrend.data.synthetic_files import write_market
+    from stocktrend.inference.universe_scoring import score_universe
+
+    write_market(generate(MarketSpec(instruments=30, days=1500, seed=1)), tmp_path, ("long",))
+    table = pd.read_csv(tmp_path / "membership.csv", dtype=str, keep_default_na=False)
+    plain, _ = score_universe(offline["panel"], ".", universe=load_data_config(tmp_path / "long.yaml"), days=2)
+    gone = {t for t, why in plain["left_out"].items() if why.startswith("no bar since")}
+    assert gone and plain["scored"] == plain["universe"] == 30 - len(gone)
+    last = pd.read_csv(tmp_path / "long.csv", usecols=["ticker", "date"]).groupby("ticker")["date"].max()
+    assert {t for t in last.index if last[t] < plain["as_of"]} == gone
+    # One instrument still trading leaves the universe a month before the last day.
+    leaver = sorted(set(last.index[last == plain["as_of"]]))[0]
+    table.loc[(table["ticker"] == leaver) & (table["end"] == ""), "end"] = "2008-09-01"
+    table.to_csv(tmp_path / "membership.csv", index=False)
+    text = (tmp_path / "long.yaml").read_text().replace("  ticker_column: ticker\n",
+                                                         "  ticker_column: ticker\n  membership: membership.csv\n")
+    (tmp_path / "member.yaml").write_text(text)
+    member, cols = score_universe(offline["panel"], ".", universe=load_data_config(tmp_path / "member.yaml"), days=2)
+    assert member["left_out"][leaver] == f"not a member on {member['as_of']}"
+    assert member["scored"] == plain["scored"] - 1 and leaver not in cols["ticker"]
+
+
 def test_tickers_are_answered_from_the_newest_snapshot_across_a_reload(app, http, models, tmp_path):
 
     _, panel = models

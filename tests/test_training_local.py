@@ -16,7 +16,7 @@ from stocktrend.config_io import ConfigError, config_from_dict, config_to_dict
 from stocktrend.models.config import model_config_from_metadata
 from stocktrend.training.callbacks import build_callbacks, build_trainer, early_stopping
 from stocktrend.training.config import TrainConfig, recipe, recorded_config, selection_mode, warmup_epochs
-from stocktrend.training.datamodule import TrendDataModule, read_metadata
+from stocktrend.training.datamodule import BudgetSampler, TrendDataModule, read_metadata
 from stocktrend.training.fit_local import fit_local
 from stocktrend.training.loss import build_loss, resolve_class_weights
 from stocktrend.training.module import TrendClassifier
@@ -187,7 +187,7 @@ def test_an_epoch_budget_and_the_warm_up_reach_the_trainer_and_its_schedule(tiny
     # of 16 (48 of the 200 windows).
     cfg = TrainConfig(batch_size=16, accumulate_grad_batches=1, max_epochs=4, pct_start=0.75, early_stopping_patience=1,
                       epoch_windows=48, lr=2e-4, max_lr=1e-3)
-    dm = TrendDataModule(tiny_dataset_dir, cfg.batch_size, seed=cfg.seed)
+    dm = TrendDataModule(tiny_dataset_dir, cfg.batch_size, seed=cfg.seed, epoch_windows=cfg.epoch_windows)
     module = TrendClassifier(model_config_from_metadata("tiny", dm.metadata), cfg, dm.class_counts_train(),
                              dm.train_batches_per_epoch())
     recorder = LrRecorder()
@@ -199,9 +199,54 @@ def test_an_epoch_budget_and_the_warm_up_reach_the_trainer_and_its_schedule(tiny
     assert trainer.limit_train_batches == 3
     trainer.fit(module, datamodule=dm)
     assert len(module.history) == 4  # patience counted from the warm-up's end
+    assert isinstance(trainer.train_dataloader.sampler, BudgetSampler) and len(trainer.train_dataloader.sampler) == 48
     assert module.lr_schedulers().total_steps == 3 * 4  # the schedule spans the budgeted epochs
     assert max(recorder.lrs) == pytest.approx(1e-3)
     ref = recipe("reference")
     assert early_stopping(ref).start_epoch == 0  # the reference counts from its first epoch
     plain = build_trainer(ref, tmp_path / "ref", accelerator="cpu", logger=False, with_progress=False)
     assert plain.limit_train_batches == 1.0
+
+
+def test_the_epoch_budget_draws_its_windows_without_listing_the_dataset():
+    """Each process's epoch: a fresh draw of the budget from its own shard, without
+    replacement; its memory grows with the budget, not with the windows (100 million here:
+    a permutation of them would be 800 MB as an array, some 3.6 GB as Python ints)."""
+    import tracemalloc
+
+    n, budget = 1001, 48
+    draws = {}
+    for rank in range(2):
+        s = BudgetSampler(n, budget, seed=7, rank=rank, world_size=2)
+        first = list(s)
+        assert len(first) == len(s) == budget and len(set(first)) == budget
+        assert all(0 <= i < n and (i % 2 == rank or i == 0) for i in first)  # its shard (rank 1's last wraps to 0)
+        assert list(s) == first  # the same epoch, the same draw
+        s.set_epoch(1)
+        assert list(s) != first
+        draws[rank] = set(first)
+    assert len(draws[0] & draws[1]) <= 1  # disjoint shards, but for the one wrapped window
+    assert len(BudgetSampler(10, 48, seed=7)) == 10  # a budget past the windows: every window once
+    assert sorted(BudgetSampler(10, 48, seed=7)) == list(range(10))
+    tracemalloc.start()
+    big = BudgetSampler(100_000_000, 4096, seed=7, rank=1, world_size=2)
+    got = list(big)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(set(got)) == 4096 and peak < 20 * 2**20, peak
+
+
+def test_under_ddp_each_rank_draws_its_budget_from_its_own_shard(tiny_dataset_dir):
+    """Where Lightning's DDP strategies (Ray Train's included) would inject a
+    DistributedSampler, the budget's sampler is one, so it is left in place, sharded by rank."""
+    from types import SimpleNamespace
+
+    seen = []
+    for rank in range(2):
+        dm = TrendDataModule(tiny_dataset_dir, 16, seed=3, epoch_windows=40)
+        dm.trainer = SimpleNamespace(distributed_sampler_kwargs={"num_replicas": 2, "rank": rank})
+        sampler = dm.train_dataloader().sampler
+        assert isinstance(sampler, BudgetSampler) and (sampler.rank, sampler.num_replicas, len(sampler)) == (rank, 2, 40)
+        seen.append(set(sampler))
+    assert not seen[0] & seen[1]
+    assert not isinstance(TrendDataModule(tiny_dataset_dir, 16).train_dataloader().sampler, BudgetSampler)

@@ -75,10 +75,20 @@ def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = N
             left_out.update({t: f"fewer than min_days={cfg.panel.min_days} rows ({n})" for t, n in res["short"].items()})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    # Only instruments trading on some day of the windows scored can move a feature in them
+    # (their own, or a day's cross-section); one that stopped trading before is left out, so
+    # the calendar spans the last rows, not the history (a 30-year universe's delisted names).
+    if not tails:
+        raise DataError(f"panel: no listed instrument has rows up to {cap.date() if cap is not None else 'the end'} "
+                        f"under {cfg.base_dir}")
+    calendar = pd.DatetimeIndex(np.unique(np.concatenate([f.index.to_numpy() for f in tails.values()])))
+    first_window_day = calendar[-min(len(calendar), p.seq_len + days - 1)]
+    for t in [t for t, f in tails.items() if f.index[-1] < first_window_day]:
+        left_out[t] = f"no bar since {tails.pop(t).index[-1].date()}"
+    last_day = calendar[-1]
     if len(tails) < 3:
-        raise DataError(f"panel: {len(tails)} instruments with rows up to {cap.date() if cap is not None else 'the end'}"
-                        " under " + str(data_root) + "; a panel needs 3 or more")
-    last_day = max(f.index[-1] for f in tails.values())
+        raise DataError(f"panel: {len(tails)} instruments trading in the {p.seq_len + days - 1} days up to "
+                        f"{last_day.date()} under {cfg.base_dir}; a panel needs 3 or more")
     frames = {name: f[f.index <= last_day] for name, f in frames.items()}
     panel = build_panel(cfg, frames, tails, membership=True)
     try:

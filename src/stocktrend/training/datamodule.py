@@ -25,7 +25,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from stocktrend.data.store import read_metadata
 from stocktrend.data.windows import cut_windows
@@ -175,6 +175,35 @@ class EpochOrder:
         return iter(self.indices().tolist())
 
 
+class BudgetSampler(DistributedSampler):
+    """An epoch of at most ``budget`` windows, drawn afresh each epoch without replacement from
+    this process's shard (every ``world_size``-th window from ``rank``, the last ones wrapped
+    so every shard has the same size, as DistributedSampler pads).
+
+    Memory grows with the budget, not the dataset: RandomSampler and DistributedSampler list a
+    permutation of every window as Python ints each epoch, in each process (some 1 GiB per
+    worker at 16.6 million windows), only for the trainer to stop after the budget. A
+    DistributedSampler to Lightning, so its DDP strategies leave it in place rather than wrap
+    it (which would list it again); ``set_epoch`` is DistributedSampler's."""
+
+    def __init__(self, n: int, budget: int, seed: int, rank: int = 0, world_size: int = 1):
+        # Not DistributedSampler.__init__: it wants a dataset, and a process group unless told both.
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
+        self.n, self.seed, self.rank, self.num_replicas, self.epoch = n, seed, rank, world_size, 0
+        self.shard = math.ceil(n / world_size)
+        self.num_samples = min(budget, self.shard)
+        self.shuffle, self.drop_last = True, False
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
+        picks = rng.choice(self.shard, self.num_samples, replace=False)  # Floyd's draw when the budget is small
+        return iter(((self.rank + self.num_replicas * picks) % self.n).tolist())
+
+
 class DeviceBatches:
     """Batches of a DeviceSplit in an EpochOrder: what a DataLoader over the split would yield,
     already on the device. ``batch_sampler`` is None and ``sampler`` the order, which is what
@@ -196,15 +225,18 @@ class DeviceBatches:
 
 class TrendDataModule(pl.LightningDataModule):
     def __init__(self, dataset_dir: str | Path, batch_size: int = 16, num_workers: int = 0, seed: int = 42,
-                 device_resident: bool = False):
+                 device_resident: bool = False, epoch_windows: int | None = None):
         """``device_resident``: batches come from copies of the splits on the Trainer's device
-        (the CPU when no Trainer is attached) instead of a DataLoader (num_workers unused)."""
+        (the CPU when no Trainer is attached) instead of a DataLoader (num_workers unused).
+        ``epoch_windows``: each process's training epoch, a fresh draw of that many windows
+        (``BudgetSampler``; None: every window)."""
         super().__init__()
         self.dataset_dir = Path(dataset_dir).expanduser().resolve()
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
         self.device_resident = device_resident
+        self.epoch_windows = epoch_windows
         self.device_splits: dict[str, DeviceSplit] = {}
         self.metadata = read_metadata(self.dataset_dir)
         self.n_classes = int(self.metadata["n_classes"])
@@ -325,10 +357,16 @@ class TrendDataModule(pl.LightningDataModule):
         self.setup("fit")
         # Seeded generator: the shuffle order depends on the seed only, run after run.
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        sampler = None
+        if shuffle and self.epoch_windows is not None:  # the epoch's budget, drawn from this process's shard
+            shard = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+            sampler = BudgetSampler(len(self.datasets[split]), self.epoch_windows, self.seed,
+                                    rank=shard["rank"] if shard else 0, world_size=shard["num_replicas"] if shard else 1)
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             drop_last=shuffle and self._drop_last(),
             generator=generator,
             num_workers=self.num_workers,
