@@ -80,6 +80,35 @@ def panel_train_scale(r: dict) -> list[str]:
                         f"{'met' if ratio >= 0.8 else 'missed'}).", ""]
 
 
+def snapshot_scale(r: dict) -> list[str]:
+    """The scoring job's cost by universe size, and the ticker endpoint beside a no-op app."""
+    lines = ["## Serving a panel model by ticker (`python bench/snapshot_scale.py`)", "", _machine(r), "",
+             f"Close panels of the known-answer generator ({r['days']:,} trading days); one tiny panel model trained on "
+             f"{r['train_names']} of their instruments scores each whole universe (`ray_jobs/score_universe.py "
+             "--universe`, a fresh process; with Ray, its own local instance, start-up in its time). Memory as in the "
+             "panel build's table: the largest process the job started (anonymous part in brackets) and the machine's "
+             "memory in use above its level before.", "",
+             "| instruments | Ray tasks | wall | largest process | machine in use | scored on the last day | snapshot |",
+             "|---|---|---|---|---|---|---|"]
+    for x in r["jobs"]:
+        lines.append(f"| {x['instruments']:,} | {'yes' if x['ray'] else 'no'} | {x['seconds']:.1f} s | "
+                     f"{x['largest_process_mib'] / 1024:.2f} GiB ({x['largest_process_anon_mib'] / 1024:.2f}) | "
+                     f"+{x['machine_used_mib'] / 1024:.2f} GiB | {x['scored']:,} of {x['universe']:,} | "
+                     f"{x['snapshot_bytes'] / 1024:.0f} KiB |")
+    s = r["serve"]
+    lines += ["", f"`POST /v1/predict/tickers` on the {s['instruments']:,}-instrument snapshot, one replica of 1 CPU, "
+                  "beside the no-op application with the same settings in the same run (every answer checked 200):", "",
+              "| tickers per request | concurrency | no-op p50 | model p50 | no-op requests/s | model requests/s |",
+              "|---|---|---|---|---|---|"]
+    rows = {(x["app"], x["tickers_per_request"], x["concurrency"]): x for x in s["rows"]}
+    for (app, k, c), x in rows.items():
+        if app == "model":
+            n = rows[("noop", k, c)]
+            lines.append(f"| {k} | {c} | {n['p50_ms']:.2f} ms | {x['p50_ms']:.2f} ms | {n['requests_per_s']:.0f} | "
+                         f"{x['requests_per_s']:.0f} |")
+    return lines + ["", r.get("finding", ""), ""]
+
+
 def train_throughput(r: dict) -> list[str]:
     s, ratio = r["samples_per_s"], r["ratio_to_plain"]
     lines = [f"## Training throughput, `{r['preset']}` preset (`python bench/train_throughput.py`)", "", _machine(r), "",
@@ -804,6 +833,7 @@ def main() -> int:
                 ("family_comparison", family_comparison),
                 ("reliability", reliability), ("suite_time", suite_time),
                 ("data_build", data_build), ("panel_scale", panel_scale), ("panel_train_scale", panel_train_scale),
+                ("snapshot_scale", snapshot_scale),
                 ("train_throughput", train_throughput),
                 ("v2_training", lambda r: trained(r, "The v2 preset trained on CPU through Ray Train")),
                 ("tune_efficiency", tune_efficiency)]

@@ -199,7 +199,7 @@ def test_a_universe_with_delistings_and_membership_is_scored_on_its_members(offl
     table = pd.read_csv(tmp_path / "membership.csv", dtype=str, keep_default_na=False)
     plain, _ = score_universe(offline["panel"], ".", universe=load_data_config(tmp_path / "long.yaml"), days=2)
     gone = {t for t, why in plain["left_out"].items() if why.startswith("no bar since")}
-    assert gone and plain["scored"] == plain["universe"] == 30 - len(gone)
+    assert gone and plain["universe"] == 30 and plain["scored"] == 30 - len(gone)
     last = pd.read_csv(tmp_path / "long.csv", usecols=["ticker", "date"]).groupby("ticker")["date"].max()
     assert {t for t in last.index if last[t] < plain["as_of"]} == gone
     # One instrument still trading leaves the universe a month before the last day.

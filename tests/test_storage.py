@@ -137,3 +137,24 @@ def test_concurrent_processes_on_a_node_write_a_folder_once(tmp_path):
         got = list(pool.map(_materialise_slowly, [str(out)] * 3, [str(log)] * 3))
     assert got == [str(out)] * 3 and (out / "data.txt").read_text() == "whole"
     assert log.read_text().count("wrote") == 1  # the others waited and found it finished
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_scoring_snapshots_are_written_whole_and_the_newest_is_found(where, tmp_path, request):
+    """What a replica reads: the newest ``<as_of>.json`` of a snapshot folder, on disk or on
+    object storage (other names ignored), read back as written; a broken file is named."""
+    from stocktrend.inference.snapshot import Snapshot, SnapshotError, newest, write_snapshot
+
+    folder = f"{request.getfixturevalue('s3')}/models/p/snapshots" if where == "s3" else str(tmp_path / "snapshots")
+    assert newest(folder) is None  # no folder yet: none
+    cols = {"ticker": ["AAA", "BBB"], "date": ["2016-03-01", "2016-03-01"], "p_up": [0.6, 0.3], "p_down": [0.4, 0.7]}
+    for day in ("2016-03-01", "2016-02-29"):
+        write_snapshot(folder, {"as_of": day, "dates": [day], "model_version": "v1"}, cols)
+    storage.write_text(storage.join(folder, "notes.json"), "{}")
+    stamp = newest(folder)
+    assert stamp.location.endswith("/2016-03-01.json")
+    snap = Snapshot.read(stamp)
+    assert snap.as_of == "2016-03-01" and snap.rows["BBB"]["2016-03-01"] == (0.3, 0.7, None)
+    storage.write_text(storage.join(folder, "2016-03-02.json"), '{"snapshot": {"as_of": "2016-03-02"}}')
+    with pytest.raises(SnapshotError, match="2016-03-02.json"):
+        Snapshot.read(newest(folder))

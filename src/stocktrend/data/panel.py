@@ -181,12 +181,9 @@ def cross_sectional(feats: np.ndarray, names: list[str]) -> tuple[np.ndarray, li
 
 
 def build_panel(cfg: DataConfig, frames: dict[str, pd.DataFrame] | None = None,
-                members: dict[str, pd.DataFrame] | None = None, membership: bool | None = None) -> Panel:
+                members: dict[str, pd.DataFrame] | None = None) -> Panel:
     """``frames``: the sources already read (the look-ahead tests alter them in memory);
-    ``members``: the instruments' frames already read (bars posted to the service, or the
-    universe's last rows for a scoring snapshot); ``membership``: whether the config's
-    membership table restricts each day's cross-section (default: when the files are read
-    here; posted bars are their own cross-section)."""
+    ``members``: the instruments' frames already read (bars posted to the service)."""
     frames, facts = (frames, {}) if frames is not None else read_all_sources(cfg)
     left_out: dict[str, int] = {}
     posted = members is not None
@@ -200,8 +197,7 @@ def build_panel(cfg: DataConfig, frames: dict[str, pd.DataFrame] | None = None,
     cube = np.stack([x for x, _, _ in built])  # (tickers, days, features)
     close = [c for _, c, _ in built]
     # Posted bars (the service) are their own cross-section; files are read with the universe's table.
-    use_table = not posted if membership is None else membership
-    member, table_facts = membership_on(cfg, tickers, calendar) if use_table else (None, {})
+    member, table_facts = membership_on(cfg, tickers, calendar) if not posted else (None, {})
     xs, xs_names = cross_sectional(members_only(cube[:, :, [names.index(b) for b in XS_BASE]], member), XS_BASE)
     cube = np.concatenate([cube, xs], axis=-1)
     log.info("panel %s: %d instruments, %d days, %d candidate features", cfg.name, len(tickers), len(calendar),

@@ -30,7 +30,9 @@ from tqdm.auto import tqdm
 from stocktrend.cluster.tasks import ordered_map
 from stocktrend.data.config import DataConfig
 from stocktrend.data.errors import DataError
-from stocktrend.data.panel import build_panel
+from stocktrend.data.features import adjusted_ohlc, context_features
+from stocktrend.data.membership import membership_on
+from stocktrend.data.panel import XS_BASE, calendar_of, cross_sectional, instrument_candidates, members_only
 from stocktrend.data.panel_stream import CHUNK, chunk_members
 from stocktrend.data.sources import read_source
 from stocktrend.data.universe import Chunk, list_universe
@@ -78,6 +80,7 @@ def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = N
     # Only instruments trading on some day of the windows scored can move a feature in them
     # (their own, or a day's cross-section); one that stopped trading before is left out, so
     # the calendar spans the last rows, not the history (a 30-year universe's delisted names).
+    listed = len(tails) + len(left_out)  # every instrument the config lists, the too short ones included
     if not tails:
         raise DataError(f"panel: no listed instrument has rows up to {cap.date() if cap is not None else 'the end'} "
                         f"under {cfg.base_dir}")
@@ -90,23 +93,19 @@ def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = N
         raise DataError(f"panel: {len(tails)} instruments trading in the {p.seq_len + days - 1} days up to "
                         f"{last_day.date()} under {cfg.base_dir}; a panel needs 3 or more")
     frames = {name: f[f.index <= last_day] for name, f in frames.items()}
-    panel = build_panel(cfg, frames, tails, membership=True)
-    try:
-        columns = [panel.names.index(f) for f in p.features]
-    except ValueError as err:
-        raise DataError(f"the universe's features lack one the model uses ({err})") from None
-    ends = np.arange(len(panel.calendar) - min(days, len(panel.calendar)), len(panel.calendar))
-    dates = [str(d.date()) for d in panel.calendar[ends]]
+    tickers, selected, calendar, member = _selected_features(p, cfg, frames, tails, use_ray, chunk)
+    ends = np.arange(len(calendar) - min(days, len(calendar)), len(calendar))
+    dates = [str(d.date()) for d in calendar[ends]]
     windows, keys = [], []
-    for i, t in enumerate(panel.tickers):
-        x = p.windows_at((panel.features[i][:, columns] - p.mean) / p.std, ends)
-        traded = panel.calendar[ends].isin(tails[t].index)
-        member = panel.member[i, ends] if panel.member is not None else np.ones(len(ends), bool)
-        ok = np.isfinite(x).all(axis=(1, 2)) & traded & member
+    for i, t in enumerate(tickers):
+        x = p.windows_at((selected[i] - p.mean) / p.std, ends)
+        traded = calendar[ends].isin(tails[t].index)
+        is_member = member[i, ends] if member is not None else np.ones(len(ends), bool)
+        ok = np.isfinite(x).all(axis=(1, 2)) & traded & is_member
         windows.extend(x[ok].astype(np.float32))
         keys.extend((t, dates[k]) for k in np.flatnonzero(ok))
         if not ok[-1]:
-            left_out[t] = (f"not a member on {dates[-1]}" if not member[-1] else
+            left_out[t] = (f"not a member on {dates[-1]}" if not is_member[-1] else
                            f"no bar on {dates[-1]}" if not traded[-1] else
                            f"incomplete features on {dates[-1]} (fewer than {p.bars_needed} rows of history, "
                            "or a context source has a gap)")
@@ -127,16 +126,56 @@ def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = N
     meta = {
         "model": p.name, "model_version": p.version, "as_of": dates[-1], "dates": dates,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "horizon_days": p.horizon, "label": cfg.label, "universe": len(panel.tickers),
+        "horizon_days": p.horizon, "label": cfg.label, "universe": listed,
         "scored": sum(1 for _, d in keys if d == dates[-1]), "windows": len(keys),
         "left_out": dict(sorted(left_out.items())),
-        "new_instruments": sorted(set(panel.tickers) - trained_on) if trained_on else [],
+        "new_instruments": sorted(set(tickers) - trained_on) if trained_on else [],
         "data_root": cfg.base_dir, "universe_config": universe.name if universe else None,
         "rows_per_instrument": rows,
     }
     log.info("scored %d instruments on %s with %s/%s (%d left out)", meta["scored"], meta["as_of"], p.name,
              p.version, len(left_out))
     return meta, columns_out
+
+
+def _selected_features(p: Predictor, cfg: DataConfig, frames: dict[str, pd.DataFrame],
+                       tails: dict[str, pd.DataFrame], use_ray: bool, chunk: int
+                       ) -> tuple[list[str], np.ndarray, pd.DatetimeIndex, np.ndarray | None]:
+    """(tickers, (tickers, days, the model's features) unscaled, the calendar, the member
+    mask or None): what
+    ``build_panel`` computes over these rows, then the model's selection of it, without ever
+    holding every candidate feature of the universe (chunks' tasks compute the candidates and
+    return the model's columns and the cross-section's inputs; the cross-section is computed
+    here over each day's members, as the dataset build does)."""
+    tickers = sorted(tails)
+    calendar = calendar_of(cfg, [f.index.to_numpy() for f in tails.values()])
+    context = context_features(cfg, frames, calendar, skip={cfg.panel.source} - {None})
+    parts = list(ordered_map(_candidates_of_chunk, [{t: tails[t] for t in tickers[i:i + chunk]}
+                                                    for i in range(0, len(tickers), chunk)],
+                             shared=(calendar, context, p.features), use_ray=use_ray, reraise=(DataError,)))
+    own_names = parts[0]["names"]
+    member, _ = membership_on(cfg, tickers, calendar)
+    xs, xs_names = cross_sectional(members_only(np.concatenate([q["base"] for q in parts]), member), XS_BASE)
+    own = np.concatenate([q["own"] for q in parts])
+    missing = [f for f in p.features if f not in own_names and f not in xs_names]
+    if missing:
+        raise DataError(f"the universe's features lack {missing}, which the model uses")
+    selected = np.stack([own[:, :, own_names.index(f)] if f in own_names else xs[:, :, xs_names.index(f)]
+                         for f in p.features], axis=-1)
+    return tickers, selected, calendar, member
+
+
+def _candidates_of_chunk(calendar: pd.DatetimeIndex, context: dict, features: list[str],
+                         tails: dict[str, pd.DataFrame]) -> dict:
+    """(a task) Each instrument's candidate features on the calendar (``panel.instrument_candidates``,
+    as the dataset build), cut to the model's own columns and the cross-section's inputs."""
+    own, base, names = [], [], None
+    for t, tail in tails.items():
+        x, _, names = instrument_candidates(t, adjusted_ohlc(tail), calendar, context)
+        keep = [names.index(f) for f in features if f in names]
+        own.append(x[:, keep])
+        base.append(x[:, [names.index(b) for b in XS_BASE]])
+    return {"names": [f for f in features if f in names], "own": np.stack(own), "base": np.stack(base)}
 
 
 def _tail_of_chunk(cfg: DataConfig, cap: pd.Timestamp | None, rows: int, c: Chunk) -> dict:
