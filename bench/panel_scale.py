@@ -71,10 +71,11 @@ def _used_mib() -> float:
     return (m["MemTotal"] - m["MemAvailable"]) / 1024
 
 
-def _rss_mib() -> dict[int, tuple[float, float]]:
-    """{pid: (resident set, its anonymous part)}: the resident set also counts pages of files
-    the process maps (a memory-mapped dataset), which the kernel can drop; the anonymous part
-    is what the process itself allocated."""
+def _rss_mib() -> dict[int, tuple[float, float, str]]:
+    """{pid: (resident set, its anonymous part, what it is)}: the resident set also counts pages
+    of files the process maps (a memory-mapped dataset), which the kernel can drop; the
+    anonymous part is what the process itself allocated. What it is: Ray's name for a worker
+    (``ray::RayTrainWorker``), else the script it runs."""
     out = {}
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -82,8 +83,13 @@ def _rss_mib() -> dict[int, tuple[float, float]]:
                 with open(f"/proc/{pid}/status") as fh:
                     fields = dict(line.split(":", 1) for line in fh if line.startswith(("VmRSS:", "RssAnon:")))
                 if "VmRSS" in fields:
-                    out[int(pid)] = (int(fields["VmRSS"].split()[0]) / 1024, int(fields["RssAnon"].split()[0]) / 1024)
-            except (OSError, KeyError, ValueError):
+                    with open(f"/proc/{pid}/cmdline") as fh:
+                        args = fh.read().split("\0")
+                    script = next((Path(a).name for a in args[1:] if a.endswith(".py")), Path(args[0]).name)
+                    kind = args[0].split(".")[0].split()[0] if args[0].startswith("ray::") else script
+                    out[int(pid)] = (int(fields["VmRSS"].split()[0]) / 1024, int(fields["RssAnon"].split()[0]) / 1024,
+                                     kind)
+            except (OSError, KeyError, ValueError, IndexError):
                 pass
     return out
 
@@ -94,14 +100,17 @@ class Sampler:
     def __init__(self, every: float = 0.2):
         self.every, self.base, self.old = every, _used_mib(), set(_rss_mib())
         self.peak_used, self.peak_process, self.peak_anon, self.stop = 0.0, 0.0, 0.0, threading.Event()
+        self.anon_by_kind: dict[str, float] = {}  # the largest anonymous part of each kind of new process
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self.stop.is_set():
             self.peak_used = max(self.peak_used, _used_mib() - self.base)
             new = [v for pid, v in _rss_mib().items() if pid not in self.old]
-            self.peak_process = max([self.peak_process, *(rss for rss, _ in new)])
-            self.peak_anon = max([self.peak_anon, *(anon for _, anon in new)])
+            self.peak_process = max([self.peak_process, *(rss for rss, _, _ in new)])
+            self.peak_anon = max([self.peak_anon, *(anon for _, anon, _ in new)])
+            for _, anon, kind in new:
+                self.anon_by_kind[kind] = max(self.anon_by_kind.get(kind, 0.0), anon)
             self.stop.wait(self.every)
 
     def __enter__(self):

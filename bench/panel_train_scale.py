@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,8 @@ def train_once(dataset: Path, work: Path, args) -> dict:
             "epochs": len(history), "train_seconds_per_epoch": train_s, "val_seconds_per_epoch": val_s,
             "samples_per_s_per_worker": args.epoch_windows / last,
             "peak_process_mib": mem.peak_process, "peak_process_anon_mib": mem.peak_anon,
-            "machine_peak_mib": mem.peak_used}
+            "machine_peak_mib": mem.peak_used,
+            "anon_mib_by_process": {k: round(v) for k, v in sorted(mem.anon_by_kind.items(), key=lambda kv: -kv[1])[:6]}}
 
 
 def main() -> int:
@@ -63,12 +65,16 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--keep-model", help="copy the model trained on the last dataset here (models/<name> layout)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "panel_train_scale.json"))
     args = ap.parse_args()
     rows = []
     for d in args.datasets.split(","):
         with tempfile.TemporaryDirectory() as work:
             row = train_once(Path(d).resolve(), Path(work), args)
+            if args.keep_model:
+                shutil.rmtree(args.keep_model, ignore_errors=True)
+                shutil.copytree(Path(work) / "models" / "scale", args.keep_model)
         rows.append(row)
         print(f"{row['instruments']:5d} instruments: {row['samples_per_s_per_worker']:7.0f} windows/s per worker "
               f"(training {row['train_seconds_per_epoch']} s, validation {row['val_seconds_per_epoch']} s per epoch), "

@@ -1,7 +1,7 @@
 """Which signal could this much data detect? The headline's power on planted markets.
 
     python bench/power_curve.py [--seeds 50] [--ics 0.01,0.02,0.03,0.05] [--universe 20,50,100,200]
-                                [--years 10,20,30] [--workers 2] [--replot]
+                                [--years 10,20,30] [--workers 2] [--replot] [--append]
         ->  bench/results/power_curve.json, docs/power_curve.png (with the network's cells of
             bench/power_network.py where it has run)
 
@@ -136,6 +136,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--name", default="power_curve", help="results file name (bench/results/NAME.json)")
     ap.add_argument("--replot", action="store_true", help="only redraw docs/NAME.png from the results file")
+    ap.add_argument("--append", action="store_true", help="add these cells to the results file (a cell measured "
+                                                          "again is replaced), e.g. larger universes with fewer seeds")
     args = ap.parse_args()
     if args.replot:
         plot(json.loads((ROOT / "bench" / "results" / f"{args.name}.json").read_text())["cells"],
@@ -167,12 +169,23 @@ def main() -> int:
                               "mean_ic": float(np.mean([r["mean"] for r in mine])),
                               "oracle_ic": float(np.mean([r["oracle_rank_ic"] for r in mine])),
                               "false_negative_share": 1 - power})
+    path = ROOT / "bench" / "results" / f"{args.name}.json"
+    if args.append and path.is_file():  # the earlier cells and runs, but for the ones measured again
+        old = json.loads(path.read_text())
+        new = {(c["ic"], c["instruments"], c["years"]) for c in cells}
+        cells = [c for c in old["cells"] if (c["ic"], c["instruments"], c["years"]) not in new] + cells
+        runs = [r for r in old["runs"] if tuple(r["cell"]) not in new] + runs
+        added = old.get("appended", []) + [{"machine": machine_info(), "seconds": round(time.time() - t0, 1),
+                                            "command": "python bench/power_curve.py " + " ".join(sys.argv[1:]),
+                                            "cells": sorted(new)}]
     out = {"benchmark": "power_curve", "machine": machine_info(), "seconds": round(time.time() - t0, 1),
            "learner": "pooled logistic regression on ranked 1-20 day returns (last day)", "plant": "linear",
            "horizon": HORIZON, "test_block": "last 10% of days", "plant_scales": scales,
            "cells": cells, "runs": runs}
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / f"{args.name}.json").write_text(json.dumps(out, indent=1))
+    if args.append and path.is_file():  # the file's first run stays its machine and time; appends are listed
+        out.update({k: old[k] for k in ("machine", "seconds") if k in old}, appended=added)
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
     plot(cells, ROOT / "docs" / f"{args.name}.png", network_cells())
     for c in cells:
         print(json.dumps({k: c[k] for k in ("ic", "instruments", "years", "power", "mean_ic", "oracle_ic")}))

@@ -76,18 +76,29 @@ def panel_train_scale(r: dict) -> list[str]:
                      f"{x['peak_process_mib'] / 1024:.2f} GiB ({x['peak_process_anon_mib'] / 1024:.2f} anonymous) | "
                      f"+{x['machine_peak_mib'] / 1024:.2f} GiB |")
     ratio = r["largest_to_smallest_samples_per_s"]
+    by_kind = [x for x in r["rows"] if x.get("anon_mib_by_process")]
+    if by_kind:
+        lines += ["", "The largest anonymous memory of each kind of process the run started:", ""]
+        lines += [f"- {x['instruments']:,} instruments: " + ", ".join(f"`{k}` {v / 1024:.2f} GiB"
+                                                               for k, v in x["anon_mib_by_process"].items())
+                  for x in by_kind]
     return lines + ["", f"Windows/s at the largest universe over the smallest: {ratio:.2f} (goal: at least 0.80, "
-                        f"{'met' if ratio >= 0.8 else 'missed'}).", ""]
+                        f"{'met' if ratio >= 0.8 else 'missed'}).", "", r.get("finding", ""), ""]
 
 
 def snapshot_scale(r: dict) -> list[str]:
     """The scoring job's cost by universe size, and the ticker endpoint beside a no-op app."""
-    lines = ["## Serving a panel model by ticker (`python bench/snapshot_scale.py`)", "", _machine(r), "",
-             f"Close panels of the known-answer generator ({r['days']:,} trading days); one tiny panel model trained on "
-             f"{r['train_names']} of their instruments scores each whole universe (`ray_jobs/score_universe.py "
-             "--universe`, a fresh process; with Ray, its own local instance, start-up in its time). Memory as in the "
-             "panel build's table: the largest process the job started (anonymous part in brackets) and the machine's "
-             "memory in use above its level before.", "",
+    if r.get("model"):
+        what = (f"The model `{r['model']}` scores the market `{r['market']}` (`ray_jobs/score_universe.py --universe`, "
+                "a fresh process; with Ray, its own local instance, start-up in its time).")
+    else:
+        what = (f"Close panels of the known-answer generator ({r['days']:,} trading days); one tiny panel model "
+                f"trained on {r['train_names']} of their instruments scores each whole universe "
+                "(`ray_jobs/score_universe.py --universe`, a fresh process; with Ray, its own local instance, start-up "
+                "in its time).")
+    lines = [f"## Serving a panel model by ticker (`{r.get('command', 'python bench/snapshot_scale.py')}`)", "",
+             _machine(r), "", what + " Memory as in the panel build's table: the largest process the job started "
+             "(anonymous part in brackets) and the machine's memory in use above its level before.", "",
              "| instruments | Ray tasks | wall | largest process | machine in use | scored on the last day | snapshot |",
              "|---|---|---|---|---|---|---|"]
     for x in r["jobs"]:
@@ -391,7 +402,13 @@ def power_curve(r: dict) -> list[str]:
         for y in sorted({c["years"] for c in cells}):
             row = {c["instruments"]: c for c in cells if c["ic"] == ic and c["years"] == y}
             lines.append(f"| {ic:g} | {y} | " + " | ".join(f"{row[n]['power']:.0%} (IC {row[n]['mean_ic']:+.3f})"
-                                                         for n in universe) + " |")
+                                                         + (f", {row[n]['markets']} markets"
+                                                            if row[n]["markets"] != cells[0]["markets"] else "")
+                                                         if n in row else "not run" for n in universe) + " |")
+    for a in r.get("appended", []):
+        names = sorted({c[1] for c in a["cells"]})
+        lines += ["", f"Cells of {', '.join(f'{n:,}' for n in names)} names added later (`{a['command']}`, "
+                      f"{_machine({'machine': a['machine']})}, {a['seconds'] / 60:.0f} minutes)."]
     net = _load("power_network")
     if net:
         lines += ["", f"The network's cells (`python bench/power_network.py`, {_machine(net)}): {net['learner']}; "
@@ -833,7 +850,7 @@ def main() -> int:
                 ("family_comparison", family_comparison),
                 ("reliability", reliability), ("suite_time", suite_time),
                 ("data_build", data_build), ("panel_scale", panel_scale), ("panel_train_scale", panel_train_scale),
-                ("snapshot_scale", snapshot_scale),
+                ("snapshot_scale", snapshot_scale), ("snapshot_scale_trained", snapshot_scale),
                 ("train_throughput", train_throughput),
                 ("v2_training", lambda r: trained(r, "The v2 preset trained on CPU through Ray Train")),
                 ("tune_efficiency", tune_efficiency)]

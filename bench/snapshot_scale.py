@@ -3,6 +3,7 @@ time and memory, and the ticker endpoint's latency and throughput beside a no-op
 
     python bench/snapshot_scale.py [--sizes 400,3000] [--days 7560] [--train-names 30]
                                    [--out bench/results/snapshot_scale.json]
+    python bench/snapshot_scale.py --model MODEL --market CONFIG --out ...   # a model and a market you have
 
 Markets come from the known-answer generator (close panels, 30 years by default, drawn in
 their own process). One tiny panel model is trained on the first --train-names instruments
@@ -111,6 +112,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="400,3000", help="universe sizes, comma-separated")
     ap.add_argument("--days", type=int, default=7560, help="trading days of each market (7,560: 30 years)")
     ap.add_argument("--train-names", type=int, default=30, help="instruments the tiny model is trained on")
+    ap.add_argument("--model", help="a panel model to score with (default: train a tiny one on --train-names)")
+    ap.add_argument("--market", help="a panel dataset config to score (default: generate one per --sizes)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "snapshot_scale.json"))
     args = ap.parse_args()
     from stocktrend.cluster.head import HEAD_ENV
@@ -119,24 +122,34 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="st-snap-", dir="/tmp"))
     result = {"benchmark": "snapshot_scale", "machine": machine_info(), "days": args.days,
-              "train_names": args.train_names, "jobs": [], "serve": None}
+              "train_names": None if args.model else args.train_names, "jobs": [], "serve": None,
+              "model": args.model, "market": args.market,
+              "command": "python bench/snapshot_scale.py " + " ".join(sys.argv[1:])}
+    if args.market:
+        sizes = [0]
     try:
-        model = None
+        model = Path(args.model).resolve() if args.model else None
+        if model is not None:  # a private copy: the benchmark writes its snapshot beside the versions
+            shutil.copytree(model, work / "model" / model.name)
+            model = work / "model" / model.name
         for n in sizes:
             files = work / f"market-{n}"
-            seconds, _ = run(GENERATE, str(n), str(args.days), str(files), "close_panel")
-            print(f"{n} instruments generated in {float(seconds):.0f} s", flush=True)
+            if args.market:
+                config = Path(args.market).resolve()
+            else:
+                seconds, _ = run(GENERATE, str(n), str(args.days), str(files), "close_panel")
+                print(f"{n} instruments generated in {float(seconds):.0f} s", flush=True)
+                config = files / "close_panel.yaml"
             if model is None:
-                line, _ = run(TRAIN, str(files / "close_panel.yaml"), str(work / "train"), str(args.train_names),
-                              str(ROOT / "tests"))
+                line, _ = run(TRAIN, str(config), str(work / "train"), str(args.train_names), str(ROOT / "tests"))
                 model = Path(line).parent
             for ray in (False, True):
-                job = score(model, files / "close_panel.yaml", work / f"snap-{n}-{int(ray)}", ray)
-                job.update(instruments=n, ray=ray)
+                job = score(model, config, work / f"snap-{n}-{int(ray)}", ray)
+                job.update(instruments=n or job["universe"], ray=ray)
                 result["jobs"].append(job)
                 print(json.dumps(job), flush=True)
-            last = (n, next((work / f"snap-{n}-1").glob("*.json")))
-            if n != sizes[-1]:
+            last = (job["instruments"], next((work / f"snap-{n}-1").glob("*.json")))
+            if n != sizes[-1] and not args.market:
                 shutil.rmtree(files)
         doc = json.loads(last[1].read_text())
         tickers = sorted(set(doc["predictions"]["ticker"]))

@@ -16,7 +16,7 @@ from stocktrend.data.build import build_dataset
 from stocktrend.data.config import load_data_config
 from stocktrend.data.panel import build_panel
 from stocktrend.data.store import read_metadata
-from stocktrend.data.windows import cut_windows, split_arrays
+from stocktrend.data.windows import cut_windows, split_arrays, window_batches
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -49,6 +49,8 @@ def test_panel_layout_is_compact_and_windows_are_cut_from_it(small_panel):
         i = len(s["index"]) // 2  # one window by hand: the instrument's rows e-9..e
         t, e = s["index"][i]
         np.testing.assert_array_equal(s["X"][i], features[t, e - 9 : e + 1])
+        # In batches cut as they are reached (a universe's split is never whole): the same windows.
+        np.testing.assert_array_equal(np.concatenate(list(window_batches(out, split, 1000))), s["X"])
     assert not any(p.name.endswith("_X.npy") for p in out.iterdir())  # windows are not materialised
 
 
@@ -206,3 +208,10 @@ def test_a_build_runs_only_code_its_fingerprint_covers():
     hashed = {f.resolve() for f in store.build_code_files()}
     missed = [f for f in loaded if Path(f).resolve() not in hashed and not f.endswith("__init__.py")]
     assert not missed, f"the build imports code its fingerprint does not hash: {missed}"
+
+
+def test_window_batches_of_a_single_stock_are_its_materialised_windows(tiny_dataset_dir):
+    x = np.load(tiny_dataset_dir / "val_X.npy")
+    got = list(window_batches(tiny_dataset_dir, "val", 7))
+    assert all(len(b) <= 7 for b in got) and all(b.dtype == np.float32 for b in got)
+    np.testing.assert_array_equal(np.concatenate(got), x)

@@ -10,6 +10,7 @@ batch scoring and serving. ``split_arrays`` gives any split of either layout as 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,22 @@ def split_arrays(dataset_dir: str | Path, split: str, mmap: bool = True) -> dict
     else:
         out["X"] = np.load(d / f"{split}_X.npy", mmap_mode="r" if mmap else None)
     return out
+
+
+def window_batches(dataset_dir: str | Path, split: str, size: int = 4096) -> Iterator[np.ndarray]:
+    """A split's windows in file order, ``size`` at a time, each batch cut when it is reached:
+    a universe's validation split (1.9 million windows at 3,000 names, 11 GB cut) is never
+    whole in memory."""
+    d = Path(dataset_dir)
+    if layout(d) == "panel":
+        index, features = np.load(d / f"{split}_index.npy"), np.load(d / "features.npy", mmap_mode="r")
+        seq_len = json.loads((d / "metadata.json").read_text())["seq_len"]
+        for i in range(0, len(index), size):
+            yield cut_windows(features, index[i:i + size], seq_len)
+        return
+    x = np.load(d / f"{split}_X.npy", mmap_mode="r")
+    for i in range(0, len(x), size):
+        yield np.asarray(x[i:i + size], np.float32)
 
 
 def window_keys(dataset_dir: str | Path, split: str) -> np.ndarray:

@@ -93,7 +93,7 @@ def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = N
         raise DataError(f"panel: {len(tails)} instruments trading in the {p.seq_len + days - 1} days up to "
                         f"{last_day.date()} under {cfg.base_dir}; a panel needs 3 or more")
     frames = {name: f[f.index <= last_day] for name, f in frames.items()}
-    tickers, selected, calendar, member = _selected_features(p, cfg, frames, tails, use_ray, chunk)
+    tickers, selected, calendar, member = _selected_features(p, cfg, frames, tails, days, use_ray, chunk)
     ends = np.arange(len(calendar) - min(days, len(calendar)), len(calendar))
     dates = [str(d.date()) for d in calendar[ends]]
     windows, keys = [], []
@@ -139,41 +139,55 @@ def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = N
 
 
 def _selected_features(p: Predictor, cfg: DataConfig, frames: dict[str, pd.DataFrame],
-                       tails: dict[str, pd.DataFrame], use_ray: bool, chunk: int
+                       tails: dict[str, pd.DataFrame], days: int, use_ray: bool, chunk: int
                        ) -> tuple[list[str], np.ndarray, pd.DatetimeIndex, np.ndarray | None]:
-    """(tickers, (tickers, days, the model's features) unscaled, the calendar, the member
-    mask or None): what
-    ``build_panel`` computes over these rows, then the model's selection of it, without ever
-    holding every candidate feature of the universe (chunks' tasks compute the candidates and
-    return the model's columns and the cross-section's inputs; the cross-section is computed
-    here over each day's members, as the dataset build does)."""
+    """(tickers, (tickers, window days, the model's features) unscaled, the window days, the
+    member mask on them or None): what ``build_panel`` computes over these rows, then the
+    model's selection of it, on the ``seq_len + days - 1`` days the windows cover. The
+    candidates are computed by chunks' tasks over every row (the long moving averages need
+    them), which return the model's columns and the cross-section's inputs on the window days
+    only; the cross-section is computed here over each day's members, as the dataset build does
+    (a day's cross-section depends on that day alone)."""
     tickers = sorted(tails)
     calendar = calendar_of(cfg, [f.index.to_numpy() for f in tails.values()])
+    keep = p.seq_len + days - 1
+    if len(calendar) < keep:  # (a window cut before the first day would wrap round to the last ones)
+        raise DataError(f"the universe has {len(calendar)} trading days up to {calendar[-1].date()}; windows of "
+                        f"{p.seq_len} days ending on each of {days} day(s) need {keep}")
     context = context_features(cfg, frames, calendar, skip={cfg.panel.source} - {None})
-    parts = list(ordered_map(_candidates_of_chunk, [{t: tails[t] for t in tickers[i:i + chunk]}
-                                                    for i in range(0, len(tickers), chunk)],
-                             shared=(calendar, context, p.features), use_ray=use_ray, reraise=(DataError,)))
-    own_names = parts[0]["names"]
+    chunks = [{t: tails[t] for t in tickers[i:i + chunk]} for i in range(0, len(tickers), chunk)]
+    selected = np.full((len(tickers), keep, len(p.features)), np.nan)
+    base = np.empty((len(tickers), keep, len(XS_BASE)))
+    own_names, row = [], 0
+    for part in ordered_map(_candidates_of_chunk, chunks, shared=(calendar, context, p.features, keep),
+                            use_ray=use_ray, reraise=(DataError,)):
+        own_names, m = part["names"], len(part["own"])
+        for j, f in enumerate(own_names):
+            selected[row:row + m, :, p.features.index(f)] = part["own"][:, :, j]
+        base[row:row + m] = part["base"]
+        row += m
     member, _ = membership_on(cfg, tickers, calendar)
-    xs, xs_names = cross_sectional(members_only(np.concatenate([q["base"] for q in parts]), member), XS_BASE)
-    own = np.concatenate([q["own"] for q in parts])
+    member = member[:, -keep:] if member is not None else None
+    xs, xs_names = cross_sectional(members_only(base, member), XS_BASE)
     missing = [f for f in p.features if f not in own_names and f not in xs_names]
     if missing:
         raise DataError(f"the universe's features lack {missing}, which the model uses")
-    selected = np.stack([own[:, :, own_names.index(f)] if f in own_names else xs[:, :, xs_names.index(f)]
-                         for f in p.features], axis=-1)
-    return tickers, selected, calendar, member
+    for j, f in enumerate(p.features):
+        if f not in own_names:
+            selected[:, :, j] = xs[:, :, xs_names.index(f)]
+    return tickers, selected, calendar[-keep:], member
 
 
-def _candidates_of_chunk(calendar: pd.DatetimeIndex, context: dict, features: list[str],
+def _candidates_of_chunk(calendar: pd.DatetimeIndex, context: dict, features: list[str], keep: int,
                          tails: dict[str, pd.DataFrame]) -> dict:
     """(a task) Each instrument's candidate features on the calendar (``panel.instrument_candidates``,
-    as the dataset build), cut to the model's own columns and the cross-section's inputs."""
+    as the dataset build), cut to the model's own columns and the cross-section's inputs on the
+    last ``keep`` days."""
     own, base, names = [], [], None
     for t, tail in tails.items():
         x, _, names = instrument_candidates(t, adjusted_ohlc(tail), calendar, context)
-        keep = [names.index(f) for f in features if f in names]
-        own.append(x[:, keep])
+        x = x[-keep:]
+        own.append(x[:, [names.index(f) for f in features if f in names]])
         base.append(x[:, [names.index(b) for b in XS_BASE]])
     return {"names": [f for f in features if f in names], "own": np.stack(own), "base": np.stack(base)}
 

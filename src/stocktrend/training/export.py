@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from stocktrend.data.store import atomic_write_text, read_metadata
-from stocktrend.data.windows import distinct_last_days, split_arrays
+from stocktrend.data.windows import distinct_last_days, window_batches
 from stocktrend.inference.artifact import LATEST, MANIFEST, WEIGHTS, file_sha256
 from stocktrend.inference.drift import block_null
 
@@ -66,16 +66,15 @@ def validation_outputs(dataset_dir: Path, model_cfg: dict[str, Any], state: dict
     from stocktrend.models.config import ModelConfig
     from stocktrend.models.network import build_network
 
-    x = split_arrays(dataset_dir, "val")["X"]
-    if len(x) == 0:
-        return {}
     model = build_network(config_from_dict(ModelConfig, model_cfg, "model config"))
     model.load_state_dict(state)
     model.eval()
-    with torch.inference_mode():
-        probs = torch.cat([model(torch.from_numpy(np.array(x[i:i + 256]))).softmax(-1)
-                           for i in range(0, len(x), 256)]).numpy()
-    return {"n": int(len(x)), "share_up": float((probs.argmax(1) == 1).mean()),
+    with torch.inference_mode():  # in batches cut as they are reached: a universe's split is millions of windows
+        parts = [model(torch.from_numpy(x)).softmax(-1) for x in window_batches(dataset_dir, "val", 256)]
+    if not parts:
+        return {}
+    probs = torch.cat(parts).numpy()
+    return {"n": int(len(probs)), "share_up": float((probs.argmax(1) == 1).mean()),
             "mean_confidence": float(probs.max(1).mean())}
 
 
