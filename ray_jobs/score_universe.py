@@ -51,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     from stocktrend.inference.snapshot import snapshots_of, write_snapshot
     from stocktrend.inference.universe_scoring import score_universe
 
+    if args.as_of is not None:
+        import datetime as dt
+
+        try:
+            dt.date.fromisoformat(args.as_of)
+        except ValueError:
+            print(f"error: --as-of: {args.as_of!r} is not a date as YYYY-MM-DD", file=sys.stderr)
+            return 2
     given = args.model if storage.is_remote(args.model) else str(Path(args.model).resolve())
     folder = storage.parent(given) if storage.exists(storage.join(given, MANIFEST)) else given
     try:
@@ -65,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ArtifactError, InputError, DataError, ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    where = write_snapshot(args.out or snapshots_of(folder), meta, columns)
+    try:
+        where = write_snapshot(args.out or snapshots_of(folder), meta, columns)
+    except OSError as err:  # nothing half-written: the file is renamed (or PUT) whole
+        print(f"error: the snapshot could not be written to {args.out or snapshots_of(folder)}: {err}", file=sys.stderr)
+        return 2
     print(f"{meta['scored']} of {meta['universe']} instruments scored on {meta['as_of']} "
           f"({len(meta['dates'])} day(s), {len(meta['left_out'])} left out) with "
           f"{meta['model']}/{meta['model_version']}: {where}")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from stocktrend.data.windows import cut_windows
 from stocktrend.inference.bars import bars_until
 from stocktrend.inference.predictor import Predictor
 
@@ -160,8 +161,8 @@ def _land(doc_path, snapshots) -> None:
     staged.rename(snapshots / doc_path.name)
 
 
-def test_the_scoring_job_scores_every_instrument_as_the_bars_endpoint_does(models, offline, repo_root, tmp_path,
-                                                                         ray_module, capsys):
+def test_the_scoring_job_scores_every_instrument_as_the_bars_endpoint_does(models, panel_model, offline, repo_root,
+                                                                         tmp_path, ray_module, capsys):
     from conftest import load_job
     from stocktrend.inference.universe_scoring import score_universe
 
@@ -176,6 +177,15 @@ def test_the_scoring_job_scores_every_instrument_as_the_bars_endpoint_does(model
         bars = bars_until(offline["panel"], repo_root / "datasets", day)
         for ticker in ("AAPL", "JPM", "XOM"):
             want = offline["panel"].predict_bars(bars, ticker=ticker)
+            assert got[(ticker, day)] == pytest.approx(float(want.probs[0, 1]), abs=1e-5), (ticker, day)
+    # And the dataset's own windows of those days (its stored, scaled features): the same answer.
+    ds = panel_model.parents[2] / "ds"
+    features, calendar = np.load(ds / "features.npy", mmap_mode="r"), np.load(ds / "calendar.npy").astype(str)
+    names = json.loads((ds / "metadata.json").read_text())["tickers"]
+    for day in meta["dates"]:
+        for ticker in ("AAPL", "XOM"):
+            end = [[names.index(ticker), int(np.flatnonzero(calendar == day)[0])]]
+            want = offline["panel"].predict_windows(cut_windows(features, end, offline["panel"].seq_len))
             assert got[(ticker, day)] == pytest.approx(float(want.probs[0, 1]), abs=1e-5), (ticker, day)
     # In this process, in chunks of 7 instruments: the same predictions.
     _, local = score_universe(offline["panel"], repo_root / "datasets", as_of="2016-03-01", days=3, chunk=7)
@@ -248,7 +258,7 @@ def test_tickers_are_answered_from_the_newest_snapshot_across_a_reload(app, http
     for t in threads:
         t.start()
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while len(seen) < 200 and time.monotonic() < deadline:
             time.sleep(0.01)
         _land(tmp_path / "next" / "2016-03-01.json", panel / "snapshots")
@@ -287,9 +297,17 @@ def test_tickers_requests_name_what_is_wrong_and_monitoring_says_the_snapshot_is
     assert post({"tickers": ["AAPL", 7]})[:2] == (422, "tickers[1]")
     assert post({"tickers": ["A"] * 1001})[:2] == (413, "tickers")
     assert post({"tickers": ["AAPL"], "bars": {}})[0] == 422
-    r = http.post(url, json={"tickers": ["MSFT"]})  # the default model, a single stock: no snapshot
-    assert r.status_code == 404 and r.json()["error"]["field"] == "snapshot"
-    assert "score_universe.py" in r.json()["error"]["message"]
+    deep = b'{"tickers": ["AAPL", ' + b"[" * 1000 + b"1" + b"]" * 1000 + b"]}"  # never turned into text whole
+    r = http.post(url, content=deep, headers={HEADER: "stocks20"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "tickers[1]", r.text
+    r = http.post(url, json={"tickers": ["MSFT"]})  # the default model, a single stock
+    assert r.status_code == 422 and r.json()["error"]["field"] == "model" and "/v1/predict/bars" in r.text
+    _pinnable_copies(panel, ["p0"], source="p1")  # a version the snapshot was not scored by, pinned
+    try:
+        r = http.post(url, json={"tickers": ["AAPL"], "model": "stocks20/p0"})
+        assert r.status_code == 404 and r.json()["error"]["field"] == "model" and "scored by p1" in r.text, r.text
+    finally:
+        shutil.rmtree(panel / "p0")
 
     m = http.get(app.url("/v1/monitoring"), headers={HEADER: "stocks20"}).json()
     assert m["snapshot"]["as_of"] == "2016-03-01" and m["snapshot"]["model_version"] == "p1"
@@ -307,16 +325,21 @@ def test_tickers_requests_name_what_is_wrong_and_monitoring_says_the_snapshot_is
         assert post({"tickers": ["AAPL"]})[0] == 200
     finally:
         (panel / "snapshots" / "2016-03-02.json").unlink()
+    deadline = time.monotonic() + 30  # gone, so is its alert
+    while time.monotonic() < deadline and any(a["name"] == "snapshot_unreadable" for a in m["alerts"]):
+        time.sleep(0.2)
+        m = http.get(app.url("/v1/monitoring"), headers={HEADER: "stocks20"}).json()
+    assert m["snapshot"]["error"] is None and "snapshot_unreadable" not in [a["name"] for a in m["alerts"]]
 
 
-def _pinnable_copies(msft, names) -> None:
-    """More versions of msft for clients to pin: copies of v1, each under its own version name."""
+def _pinnable_copies(model, names, source: str = "v1") -> None:
+    """More versions of a model for clients to pin: copies of ``source``, each under its own version name."""
     from stocktrend.inference.artifact import MANIFEST
 
     for name in names:
-        shutil.copytree(msft / "v1", msft / name, ignore=shutil.ignore_patterns("predictions", "evaluation"))
-        manifest = json.loads((msft / name / MANIFEST).read_text())
-        (msft / name / MANIFEST).write_text(json.dumps({**manifest, "version": name}))
+        shutil.copytree(model / source, model / name, ignore=shutil.ignore_patterns("predictions", "evaluation"))
+        manifest = json.loads((model / name / MANIFEST).read_text())
+        (model / name / MANIFEST).write_text(json.dumps({**manifest, "version": name}))
 
 
 def test_pinned_churn_beyond_the_cache_does_not_slow_the_champion(app, http, models, offline, repo_root):

@@ -250,3 +250,6 @@ def test_under_ddp_each_rank_draws_its_budget_from_its_own_shard(tiny_dataset_di
         seen.append(set(sampler))
     assert not seen[0] & seen[1]
     assert not isinstance(TrendDataModule(tiny_dataset_dir, 16).train_dataloader().sampler, BudgetSampler)
+    # A draw one more than a multiple of the batch: its last batch of one is dropped (BatchNorm needs two).
+    odd = TrendDataModule(tiny_dataset_dir, 16, seed=3, epoch_windows=33).train_dataloader()
+    assert [len(b[1]) for b in odd] == [16, 16]

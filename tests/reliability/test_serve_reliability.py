@@ -175,6 +175,12 @@ arbitrary_bodies = st.one_of(
     st.tuples(json_value, json_value).map(  # duplicate keys: the last one wins
         lambda t: b'{"windows": ' + json.dumps(t[0]).encode() + b', "windows": ' + json.dumps(t[1]).encode() + b"}"),
     st.binary(max_size=400).map(lambda b: b"\x93NUMPY\x01\x00" + b),  # .npy-looking garbage
+    # Shaped like a tickers request, every field any JSON (a list nested a thousand deep too).
+    st.fixed_dictionaries({"tickers": json_value | st.lists(st.text(max_size=40) | json_value, max_size=5)},
+                          optional={"as_of": json_value | st.text(max_size=12), "model": json_value}
+                          ).map(lambda v: json.dumps(v, allow_nan=True).encode()),
+    st.integers(900, 1100).map(lambda d: b'{"tickers": ["A", ' + b"[" * d + b"1" + b"]" * d + b"]}"),
+    st.integers(900, 1100).map(lambda d: b'{"tickers": ["A"], "as_of": ' + b"[" * d + b"1" + b"]" * d + b"}"),
 )
 
 

@@ -67,7 +67,7 @@ def window_batches(dataset_dir: str | Path, split: str, size: int = 4096) -> Ite
         return
     x = np.load(d / f"{split}_X.npy", mmap_mode="r")
     for i in range(0, len(x), size):
-        yield np.asarray(x[i:i + size], np.float32)
+        yield np.array(x[i:i + size], np.float32)  # a copy: torch takes writable arrays
 
 
 def window_keys(dataset_dir: str | Path, split: str) -> np.ndarray:

@@ -5,12 +5,14 @@ answers by ticker.
 The universe is read the way the streamed dataset build reads it (``data.universe`` lists
 it in chunks; each chunk is read, validated and filtered by one task, on Ray or in this
 process), and each task keeps only its instruments' last ``bars_needed + days - 1`` rows up
-to the scoring day: the rows a bars request to the service would carry. So the driver holds
-a few hundred rows per instrument, whatever the length of the history and the size of the
-universe. The features are then the service's own: ``build_panel`` over those rows, with the
-config's membership table restricting each day's cross-section as in training, then the
-artifact's feature selection and scaler. An instrument that cannot be scored on the last day
-(not a member, no bar that day, too little history) is listed with the reason.
+to the scoring day (the rows a bars request to the service would carry) and the days they
+traded (the calendar). A second pass of tasks computes each instrument's candidate features
+as the dataset build does (``panel.instrument_candidates``) and returns the model's columns
+and the cross-section's inputs on the window days only; the driver computes the
+cross-section over each day's members (the config's membership table), then applies the
+artifact's selection and scaler. So no process holds more than a chunk's history, or more
+than the window days of the universe. An instrument that cannot be scored on the last day
+(stopped trading, not a member, no bar that day, too little history) is listed with the reason.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from stocktrend.data.config import DataConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.features import adjusted_ohlc, context_features
 from stocktrend.data.membership import membership_on
-from stocktrend.data.panel import XS_BASE, calendar_of, cross_sectional, instrument_candidates, members_only
+from stocktrend.data.panel import XS_BASE, cross_sectional, instrument_candidates, members_only, union_of_days
 from stocktrend.data.panel_stream import CHUNK, chunk_members
 from stocktrend.data.sources import read_source
 from stocktrend.data.universe import Chunk, list_universe
@@ -67,6 +69,7 @@ def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = N
     rows = p.bars_needed + days - 1
     tails: dict[str, pd.DataFrame] = {}
     left_out: dict[str, str] = {}
+    day_parts: list[np.ndarray] = []
     scratch = Path(tempfile.mkdtemp(prefix="stocktrend-score-"))  # a long CSV's buckets
     try:
         chunks = list_universe(cfg, scratch, chunk)
@@ -74,6 +77,7 @@ def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = N
                                     reraise=(DataError,)),
                         total=len(chunks), desc="read universe", unit="chunk", disable=not progress):
             tails.update(res["tails"])
+            day_parts.append(res["days"])
             left_out.update({t: f"fewer than min_days={cfg.panel.min_days} rows ({n})" for t, n in res["short"].items()})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -84,7 +88,9 @@ def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = N
     if not tails:
         raise DataError(f"panel: no listed instrument has rows up to {cap.date() if cap is not None else 'the end'} "
                         f"under {cfg.base_dir}")
-    calendar = pd.DatetimeIndex(np.unique(np.concatenate([f.index.to_numpy() for f in tails.values()])))
+    # The dataset build's calendar: every day any listed instrument traded (not only the days
+    # of the rows kept), so features that look back a number of days look back as in training.
+    calendar = pd.DatetimeIndex(union_of_days(day_parts))
     first_window_day = calendar[-min(len(calendar), p.seq_len + days - 1)]
     for t in [t for t, f in tails.items() if f.index[-1] < first_window_day]:
         left_out[t] = f"no bar since {tails.pop(t).index[-1].date()}"
@@ -93,7 +99,8 @@ def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = N
         raise DataError(f"panel: {len(tails)} instruments trading in the {p.seq_len + days - 1} days up to "
                         f"{last_day.date()} under {cfg.base_dir}; a panel needs 3 or more")
     frames = {name: f[f.index <= last_day] for name, f in frames.items()}
-    tickers, selected, calendar, member = _selected_features(p, cfg, frames, tails, days, use_ray, chunk)
+    calendar = calendar[calendar >= min(f.index[0] for f in tails.values())]
+    tickers, selected, calendar, member = _selected_features(p, cfg, calendar, frames, tails, days, use_ray, chunk)
     ends = np.arange(len(calendar) - min(days, len(calendar)), len(calendar))
     dates = [str(d.date()) for d in calendar[ends]]
     windows, keys = [], []
@@ -138,18 +145,18 @@ def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = N
     return meta, columns_out
 
 
-def _selected_features(p: Predictor, cfg: DataConfig, frames: dict[str, pd.DataFrame],
+def _selected_features(p: Predictor, cfg: DataConfig, calendar: pd.DatetimeIndex, frames: dict[str, pd.DataFrame],
                        tails: dict[str, pd.DataFrame], days: int, use_ray: bool, chunk: int
                        ) -> tuple[list[str], np.ndarray, pd.DatetimeIndex, np.ndarray | None]:
     """(tickers, (tickers, window days, the model's features) unscaled, the window days, the
-    member mask on them or None): what ``build_panel`` computes over these rows, then the
-    model's selection of it, on the ``seq_len + days - 1`` days the windows cover. The
+    member mask on them or None): what the dataset build (``panel.build_panel``) computes
+    over these rows on ``calendar``, then the model's selection of it, on the
+    ``seq_len + days - 1`` days the windows cover. The
     candidates are computed by chunks' tasks over every row (the long moving averages need
     them), which return the model's columns and the cross-section's inputs on the window days
     only; the cross-section is computed here over each day's members, as the dataset build does
     (a day's cross-section depends on that day alone)."""
     tickers = sorted(tails)
-    calendar = calendar_of(cfg, [f.index.to_numpy() for f in tails.values()])
     keep = p.seq_len + days - 1
     if len(calendar) < keep:  # (a window cut before the first day would wrap round to the last ones)
         raise DataError(f"the universe has {len(calendar)} trading days up to {calendar[-1].date()}; windows of "
@@ -193,11 +200,13 @@ def _candidates_of_chunk(calendar: pd.DatetimeIndex, context: dict, features: li
 
 
 def _tail_of_chunk(cfg: DataConfig, cap: pd.Timestamp | None, rows: int, c: Chunk) -> dict:
-    """A chunk's instruments, each cut to its last ``rows`` rows up to ``cap`` (a task)."""
+    """(a task) A chunk's instruments, each cut to its last ``rows`` rows up to ``cap``, and
+    every day they traded up to ``cap`` (the calendar's part from this chunk)."""
     kept, _, short = chunk_members(cfg, c)
-    tails = {}
+    tails, days = {}, []
     for t, f in kept.items():
         f = f[f.index <= cap] if cap is not None else f
         if len(f):
             tails[t] = f.iloc[-rows:]
-    return {"tails": tails, "short": short}
+            days.append(f.index.to_numpy())
+    return {"tails": tails, "short": short, "days": union_of_days(days)}

@@ -75,7 +75,7 @@ from stocktrend.serving.routes import (
     served_models,
     versions_on_disk,
 )
-from stocktrend.serving.snapshots import Snapshots, tickers_body, tickers_request
+from stocktrend.serving.snapshots import MAX_TICKER_BYTES, Snapshots, tickers_body, tickers_request
 from stocktrend.serving.wire import ApiError
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,6 @@ api = FastAPI(
 )
 
 
-MAX_TICKER_BYTES = 4 * 32  # a ticker of 32 characters, JSON-escaped (serving/snapshots.py)
 MODEL_HEADER = "serve_multiplexed_model_id"  # Ray Serve's multiplexing header
 CLIENT_HEADER = "x-client-id"  # keeps a client on one side of a champion/challenger split
 
@@ -398,7 +397,13 @@ class PredictorDeployment:
             body = wire.json_object(await wire.read_body(request, limit), {"tickers", "as_of", "model"}, {"tickers"})
             sel = self._selection(request, body.get("model"))
             tickers, as_of = tickers_request(body, self.args.max_tickers_per_request)
+            if not (await self.models.predictor(sel)).is_panel:
+                raise ApiError(422, "model", f"{sel.name} is a single-stock model: this endpoint answers panel models "
+                                             "from their scoring snapshot; send its bars to /v1/predict/bars")
             snap = await self.snapshots.current(sel.name)
+            if sel.role == "pinned" and sel.version != snap.meta["model_version"]:
+                raise ApiError(404, "model", f"the newest snapshot of {sel.name!r} was scored by "
+                                             f"{snap.meta['model_version']}, not {sel.version}")
             sel = Selection(name=sel.name, version=snap.meta["model_version"], role="snapshot")
             answer, n = tickers_body(sel.name, snap, tickers, as_of)
         except ApiError as err:

@@ -30,6 +30,13 @@ from stocktrend.serving.wire import ApiError
 
 log = logging.getLogger(__name__)
 MAX_TICKER_CHARS = 32
+MAX_TICKER_BYTES = 6 * MAX_TICKER_CHARS + 2  # one ticker in JSON, every character \uXXXX-escaped, quoted
+
+
+def _shown(value: Any) -> str:
+    """A bad value as an error message shows it: a string's start, else its type (a value
+    nested a thousand deep must not be turned into text)."""
+    return repr(value[:40]) if isinstance(value, str) else f"a {type(value).__name__}"
 
 
 class Snapshots:
@@ -64,6 +71,7 @@ class Snapshots:
             stamp = await asyncio.to_thread(newest, self.folders[name])
             held = self.held.get(name)
             if stamp is None or (held is not None and held.stamp == stamp):
+                self.errors.pop(name, None)  # a file that failed to load is gone, or was never there
                 return
             snap = await asyncio.to_thread(Snapshot.read, stamp)
             self.held[name] = snap  # one assignment: a request sees the old snapshot or the new one
@@ -121,14 +129,14 @@ def tickers_request(body: dict[str, Any], most: int) -> tuple[list[str], str | N
                 or len(t) > MAX_TICKER_CHARS), None)
     if bad is not None:
         raise ApiError(422, f"tickers[{bad}]", f"must be a ticker string of 1 to {MAX_TICKER_CHARS} characters, got "
-                                               f"{str(tickers[bad])[:40]!r}")
+                                               f"{_shown(tickers[bad])}")
     if as_of is not None:
         try:
             as_of = dt.date.fromisoformat(as_of).isoformat() if isinstance(as_of, str) else None
         except ValueError:
             as_of = None
         if as_of is None:
-            raise ApiError(422, "as_of", f"must be a date as YYYY-MM-DD, got {str(body.get('as_of'))[:40]!r}")
+            raise ApiError(422, "as_of", f"must be a date as YYYY-MM-DD, got {_shown(body.get('as_of'))}")
     return list(dict.fromkeys(t.strip().upper() for t in tickers)), as_of
 
 

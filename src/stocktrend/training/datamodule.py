@@ -229,7 +229,8 @@ class TrendDataModule(pl.LightningDataModule):
         """``device_resident``: batches come from copies of the splits on the Trainer's device
         (the CPU when no Trainer is attached) instead of a DataLoader (num_workers unused).
         ``epoch_windows``: each process's training epoch, a fresh draw of that many windows
-        (``BudgetSampler``; None: every window)."""
+        (``BudgetSampler``; None: every window). Device-resident runs keep their EpochOrder
+        over every window (an index tensor, not a list) and stop at the trainer's budget."""
         super().__init__()
         self.dataset_dir = Path(dataset_dir).expanduser().resolve()
         self.batch_size = batch_size
@@ -286,10 +287,12 @@ class TrendDataModule(pl.LightningDataModule):
 
     def _load_panel_split(self, split: str) -> None:
         d = self.dataset_dir
+        # Memory-mapped, as the features are: a universe's split is millions of windows, and each
+        # worker reads its index through the page cache the node shares instead of its own copy.
         features = _load_npy(d / "features.npy", mmap_mode="r")
-        index = _load_npy(d / f"{split}_index.npy")
-        y = np.asarray(_load_npy(d / f"{split}_y.npy"))
-        dates = _load_npy(d / f"{split}_dates.npy")
+        index = _load_npy(d / f"{split}_index.npy", mmap_mode="r")
+        y = _load_npy(d / f"{split}_y.npy", mmap_mode="r")
+        dates = _load_npy(d / f"{split}_dates.npy", mmap_mode="r")
         if features.ndim != 3 or features.shape[2] != self.n_features:
             raise ValueError(f"{d / 'features.npy'} has shape {features.shape}; metadata says (instruments, days, "
                              f"{self.n_features})")
@@ -299,9 +302,11 @@ class TrendDataModule(pl.LightningDataModule):
         if len(index) and ((index[:, 1] < self.seq_len - 1).any() or (index[:, 1] >= features.shape[1]).any()
                            or (index[:, 0] >= features.shape[0]).any() or (index < 0).any()):
             raise ValueError(f"{split}_index.npy points outside features.npy {features.shape[:2]}")
-        self.datasets[split] = PanelWindowDataset(d / "features.npy", index, y.argmax(axis=1), self.seq_len,
-                                                  self._aux(split, len(y)))
-        self.dates[split] = dates.astype("datetime64[D]")
+        self.datasets[split] = PanelWindowDataset(d / "features.npy", index, np.asarray(y).argmax(axis=1),
+                                                  self.seq_len, self._aux(split, len(y)))
+        # Only the first and last end dates are checked (chronological, purged): not a copy of every one.
+        self.dates[split] = np.array([dates.min(), dates.max()], "datetime64[D]") if len(dates) else np.array(
+            [], "datetime64[D]")
 
     def setup(self, stage: str | None = None) -> None:
         """Load train and val (idempotent, so callers may call it before the Trainer does)."""
@@ -367,7 +372,8 @@ class TrendDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle and sampler is None,
             sampler=sampler,
-            drop_last=shuffle and self._drop_last(),
+            # A last batch of one sample breaks BatchNorm: dropped, of the split or of the budget's draw.
+            drop_last=shuffle and (self._drop_last() if sampler is None else len(sampler) % self.batch_size == 1),
             generator=generator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
