@@ -408,7 +408,7 @@ def power_curve(r: dict) -> list[str]:
     for a in r.get("appended", []):
         names = sorted({c[1] for c in a["cells"]})
         lines += ["", f"Cells of {', '.join(f'{n:,}' for n in names)} names added later (`{a['command']}`, "
-                      f"{_machine({'machine': a['machine']})}, {a['seconds'] / 60:.0f} minutes)."]
+                      f"{_machine({'machine': a['machine']})}, {a['seconds'] / 60:.0f} minutes). " + a.get("finding", "")]
     net = _load("power_network")
     if net:
         lines += ["", f"The network's cells (`python bench/power_network.py`, {_machine(net)}): {net['learner']}; "
