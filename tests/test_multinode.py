@@ -215,6 +215,71 @@ def test_search_export_and_deployment_run_on_the_second_node_from_object_storage
     assert not opened, "the second node opened files under the repository:\n" + "\n".join(opened[:20])
 
 
+def test_a_universe_on_object_storage_is_built_on_both_nodes_and_trained_on_the_second(cluster, s3, repo_root,
+                                                                                          tmp_path):
+    """The streamed build's tasks read a universe that is only on object storage, spread over
+    both nodes; its dataset is published there and equals the in-memory build of the same
+    files on disk; a training run on the second node reads it from there."""
+    import re
+
+    from stocktrend.data.config import load_data_config
+    from stocktrend.data.panel_build import build_panel_dataset
+    from stocktrend.data.synthetic import MarketSpec, generate
+    from stocktrend.data.synthetic_files import write_market
+
+    head, node, node_id = cluster
+    armed_before, _ = node.opened()
+    market = tmp_path / "market"
+    write_market(generate(MarketSpec(instruments=12, days=900, seed=11)), market, ("partitioned",))
+    build_panel_dataset(load_data_config(market / "partitioned.yaml"), tmp_path / "disk")
+    universe = f"{s3}/universe"
+    storage.upload_dir(market / "partitioned", f"{universe}/partitioned")
+    with storage.staged(universe) as stage:
+        for name in ("index.csv", "rates.csv", "oil.csv"):
+            shutil.copy(market / name, stage / name)
+    text = (market / "partitioned.yaml").read_text()
+    for name in ("partitioned", "index.csv", "rates.csv", "oil.csv"):
+        text = text.replace(f"path: {name}\n", f"path: {universe}/{name}\n")
+    # Streamed in chunks of 3 instruments: four reads, to spread over the nodes.
+    text = text.replace("  ticker_column: ticker\n", "  ticker_column: ticker\n  build: streamed\n  chunk: 3\n")
+    (tmp_path / "universe.yaml").write_text(text)
+    shutil.rmtree(market)  # nothing of the universe is left on this machine's disk
+    env = {**head.env(), "RAY_ADDRESS": head.address}
+
+    out = subprocess.run([sys.executable, str(repo_root / "ray_jobs" / "build_dataset.py"), "--config",
+                          str(tmp_path / "universe.yaml"), "--out", f"{s3}/datasets", "--ray", "--quiet"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    nodes = re.search(r"chunks read on (.*)", out.stderr)
+    assert nodes and f"node {node_id}: " in nodes.group(1) and nodes.group(1).count("node ") == 2, out.stderr[-3000:]
+    published = re.search(rf"-> ({re.escape(s3)}/datasets/\w+)", out.stdout).group(1)
+    disk = json.loads((tmp_path / "disk" / "metadata.json").read_text())
+    assert published.endswith(disk["fingerprint"])  # the same inputs and config: the same dataset
+    copy = storage.fetch_dir(published, "datasets")
+    for name in ("features.npy", "train_index.npy", "test_y.npy"):
+        assert np.array_equal(np.load(copy / name), np.load(tmp_path / "disk" / name), equal_nan=True), name
+
+    out = subprocess.run([sys.executable, str(repo_root / "ray_jobs" / "train.py"), "--preset", "tiny",
+                          "--dataset", published, "--epochs", "1", "--epoch-windows", "256", "--num-workers", "1",
+                          "--cpus-per-worker", "1", "--resources", json.dumps({NODE: 1}), "--storage-path",
+                          f"{s3}/runs", "--models", f"{s3}/models", "--name", "universe"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert f"model artifact published: {s3}/models/universe/" in out.stdout
+    import pyarrow.fs as pafs
+
+    fs, root = storage.filesystem(f"{s3}/runs")
+    starts = [f.path for f in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+              if f.path.endswith("/starts/rank0.jsonl")]
+    assert len(starts) == 1, starts
+    with fs.open_input_stream(starts[0]) as f:
+        events = [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+    assert {e["node_id"] for e in events if e["event"] == "start"} == {node_id}
+    armed, opened = node.opened()
+    assert armed > armed_before
+    assert not opened, "the second node opened files under the repository:\n" + "\n".join(opened[:20])
+
+
 def test_the_audit_hook_sees_a_read_of_the_repository(cluster, repo_root):
     """The check above can fail: a task placed on the second node that reads a data file
     of the repository is recorded."""

@@ -147,6 +147,49 @@ def test_the_build_command_streams_on_the_running_head(market_files, tmp_path, r
     assert_same_dataset(tmp_path / "memory", tmp_path / "d", ignore=("config", "fingerprint"))  # build: streamed
 
 
+def on_object_storage(cfg, bucket: str):
+    """``cfg`` reading copies of its files uploaded under ``bucket`` (every source: the universe
+    and the context series)."""
+    from stocktrend import storage
+
+    sources = {}
+    for key, spec in cfg.sources.items():
+        local = cfg.source_path(key)
+        uri = storage.join(bucket, "market", local.name)
+        if local.is_dir():
+            storage.upload_dir(local, uri)
+        else:
+            with storage.staged(storage.parent(uri)) as stage:
+                shutil.copy(local, stage / local.name)
+        sources[key] = dataclasses.replace(spec, path=uri)
+    return dataclasses.replace(cfg, sources=sources)
+
+
+@pytest.mark.parametrize("layout", ["partitioned", "long", "close_panel"])
+def test_a_universe_on_object_storage_builds_the_dataset_its_disk_copy_builds(market_files, tmp_path, s3, layout):
+    from stocktrend.data.sources import sha256_of
+    from stocktrend.data.universe import list_universe
+    from stocktrend.storage import RemotePath
+
+    cfg = config(market_files, layout)
+    remote = on_object_storage(cfg, s3)
+    path = remote.source_path("stocks")
+    assert isinstance(path, RemotePath) and str(path).startswith("s3://")
+    assert sha256_of(path) == sha256_of(cfg.source_path("stocks"))  # a folder's digest too: the same inputs
+    # Read where they are: the rows of a Parquet or CSV table on object storage, by any node.
+    (tmp_path / "listing").mkdir()  # a long CSV is bucketed there, on the driver's disk
+    assert all(c.on_object_storage for c in list_universe(remote, tmp_path / "listing", 4)) == (layout != "long")
+    build_panel_dataset(cfg, tmp_path / "disk")
+    build_panel_dataset(remote, tmp_path / "memory")
+    build_panel_streamed(remote, tmp_path / "streamed", chunk=4)
+    sources = ("sources", "config", "fingerprint")  # they name the files' locations
+    assert_same_dataset(tmp_path / "disk", tmp_path / "memory", ignore=sources)
+    assert_same_dataset(tmp_path / "disk", tmp_path / "streamed", ignore=sources)
+    facts = json.loads((tmp_path / "streamed" / "metadata.json").read_text())["sources"]
+    assert facts["stocks"]["file"] == str(path) and facts["spx"]["file"].startswith("s3://")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "listing", "memory", "streamed"]
+
+
 def test_auto_goes_streamed_past_the_threshold_and_dispatches(market_files, tmp_path, monkeypatch):
     cfg = load_data_config(market_files / "parquet.yaml")
     assert not streamed(cfg)  # 14 listed, far under the threshold

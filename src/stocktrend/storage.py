@@ -66,6 +66,79 @@ def filesystem(location: str | Path):
     return pafs.FileSystem.from_uri(text)
 
 
+class RemotePath:
+    """A file or folder on object storage where the data code takes a ``Path`` (a source in a
+    dataset config may be ``s3://...``): its URI as ``str()``, its name and suffix, whether it
+    is there and is a file or a folder, its bytes as a stream, and a folder's files."""
+
+    def __init__(self, uri: str):
+        self.uri = normalise(uri)
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def __repr__(self) -> str:
+        return f"RemotePath({self.uri!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RemotePath) and other.uri == self.uri
+
+    def __lt__(self, other) -> bool:
+        return str(self) < str(other)
+
+    def __hash__(self) -> int:
+        return hash(self.uri)
+
+    @property
+    def name(self) -> str:
+        return self.uri.partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.name).suffix
+
+    def is_absolute(self) -> bool:
+        return True
+
+    def _type(self):
+        fs, path = filesystem(self.uri)
+        return fs.get_file_info(path).type
+
+    def exists(self) -> bool:
+        import pyarrow.fs as pafs
+
+        return self._type() != pafs.FileType.NotFound
+
+    def is_file(self) -> bool:
+        import pyarrow.fs as pafs
+
+        return self._type() == pafs.FileType.File
+
+    def is_dir(self) -> bool:
+        import pyarrow.fs as pafs
+
+        return self._type() == pafs.FileType.Directory
+
+    def open(self):
+        """A seekable binary stream of the file (pandas and pyarrow read it as a local file)."""
+        fs, path = filesystem(self.uri)
+        return fs.open_input_file(path)
+
+    def files(self) -> list[tuple[str, RemotePath]]:
+        """A folder's files, recursively: (path relative to it, the file), in order."""
+        import pyarrow.fs as pafs
+
+        fs, root = filesystem(self.uri)
+        found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+        return sorted((f.path[len(root):].lstrip("/"), RemotePath(location_of(self.uri, f.path)))
+                      for f in found if f.type == pafs.FileType.File)
+
+
+def as_path(location: str | Path) -> Path | RemotePath:
+    """A local path as a ``Path``, an object-storage URI as a ``RemotePath``."""
+    return RemotePath(str(location)) if is_remote(location) else Path(str(location).removeprefix("file://"))
+
+
 def location_of(storage: str | Path, fs_path: str) -> str:
     """The location of ``fs_path``, a path in ``storage``'s file system as Ray reports it
     (a checkpoint's ``path``: ``bucket/key`` for s3, without the scheme)."""

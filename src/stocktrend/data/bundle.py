@@ -17,7 +17,7 @@ from pathlib import Path
 
 from stocktrend.config_io import config_from_dict, config_to_dict
 from stocktrend.data.config import DataConfig
-from stocktrend.storage import materialise, scratch
+from stocktrend.storage import RemotePath, materialise, scratch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,8 @@ class SourceBundle:
 
 
 def input_files(cfg: DataConfig) -> list[Path]:
-    files = [cfg.source_path(k) for k in sorted(cfg.sources)]
+    """The config's files on the driver's disk (one on object storage is read where it is)."""
+    files = [p for p in (cfg.source_path(k) for k in sorted(cfg.sources)) if not isinstance(p, RemotePath)]
     if cfg.panel is not None:
         from stocktrend.data.panel import member_files
 
@@ -44,6 +45,8 @@ def input_files(cfg: DataConfig) -> list[Path]:
 
 def bundle_sources(cfg: DataConfig) -> SourceBundle:
     files = input_files(cfg)
+    if not files:
+        return SourceBundle("/", {})
     # One level above the files' common folder, so every folder keeps its name (a folder
     # panel's name is part of the fingerprint).
     root = Path(os.path.commonpath([str(f.parent) for f in files])).parent
@@ -66,8 +69,8 @@ def rebase(cfg: DataConfig, bundle: SourceBundle, local_root: Path) -> DataConfi
     """``cfg`` with every input path moved from the bundle's root to ``local_root``."""
     root = Path(bundle.root)
 
-    def moved(path: Path) -> str:
-        return str(local_root / path.relative_to(root))
+    def moved(path: Path | RemotePath) -> str:
+        return str(path) if isinstance(path, RemotePath) else str(local_root / path.relative_to(root))
 
     data = config_to_dict(cfg)
     for key in data["sources"]:

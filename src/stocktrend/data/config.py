@@ -17,6 +17,7 @@ import pydantic
 from pydantic.dataclasses import dataclass
 
 from stocktrend.config_io import STRICT, ConfigError, config_from_dict, read_yaml
+from stocktrend.storage import RemotePath, is_remote
 
 # What a source file holds decides which feature family is computed from it.
 SourceKind = Literal["ohlcv", "close", "close_panel", "rates"]
@@ -25,6 +26,7 @@ CANONICAL_OHLCV = ("open", "high", "low", "close", "adj_close", "volume")
 # the median r of the panel's instruments that day; r above the index's h-day return.
 LabelKind = Literal["direction", "relative_median", "relative_index"]
 STREAMED_ABOVE = 200
+CHUNK = 64  # instruments per task of a streamed panel build, by default
 # A second, regression target beside the label: "volatility" is the log realised volatility
 # of the instrument's next h days (``labels.future_log_vol``), for a multi-task network.
 AuxiliaryKind = Literal["none", "volatility"]
@@ -91,6 +93,9 @@ class PanelSpec:
     # over chunks of instruments, as Ray tasks when connected (data.panel_stream), for hundreds
     # to thousands; "auto": streamed past STREAMED_ABOVE listed instruments. Same dataset either way.
     build: Literal["auto", "memory", "streamed"] = "auto"
+    # Instruments per task of a streamed build: what one task holds; smaller chunks, more tasks
+    # to spread over a cluster's nodes. Same dataset either way.
+    chunk: int = pydantic.Field(CHUNK, ge=1)
     # A point-in-time membership table (ticker, start, end per spell; CSV or Parquet, data/membership.py):
     # windows, labels and cross-sections on each day's members only. None: every listed instrument, always.
     membership: str | None = None
@@ -206,6 +211,10 @@ class DataConfig:
         return self.seq_len + self.horizon - 1 if gap == "auto" else gap
 
     def source_path(self, key: str) -> Path:
+        """The source's file: relative to the config's folder, absolute, or on object storage
+        (``s3://...``, a ``storage.RemotePath`` that the readers open through pyarrow)."""
+        if is_remote(self.sources[key].path):
+            return RemotePath(self.sources[key].path)
         p = Path(self.sources[key].path)
         return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
 

@@ -13,13 +13,18 @@ chunk, the driver holding only (instruments x days) arrays of one number each.
 4. fits: each instrument's training-window statistics (``fitting.train_stats``), combined in
    ticker order into the scaler and the selection scores, exactly as the in-memory build
    combines them; so only training windows are seen, and the leakage tests hold unchanged;
-5. write: each chunk's chosen, scaled features into the dataset's memory-mapped
-   ``features.npy`` in the temporary folder that is swapped in at the end.
+5. write: each chunk's chosen, scaled features come back to the driver, which writes them
+   into the dataset's memory-mapped ``features.npy`` in the temporary folder that is swapped
+   in at the end.
 
-Both builds write identical datasets from the same input (a test). Parts live in a scratch
-folder beside the output and are removed whatever happens, so an interrupted build leaves
-the previous dataset untouched and a rerun starts clean. The tasks read and write that
-folder, so they run on the driver's node (one machine; past one machine, see the README).
+Both builds write identical datasets from the same input (a test). Where the tasks run: a
+chunk whose rows are on object storage is read on any node of the cluster (spread over them),
+one on the driver's disk on the driver's node; every later pass of a chunk runs where it was
+read, beside its part files (``Parts``). Whatever a task needs from the driver (the calendar,
+the context, the chunk's cross-sectional rows) travels as its arguments, and what the driver
+needs comes back as results, so no task opens the driver's folders unless it runs beside them.
+Parts are removed from every node whatever happens, so an interrupted build leaves the
+previous dataset untouched and a rerun starts clean.
 """
 
 from __future__ import annotations
@@ -30,13 +35,15 @@ import logging
 import pickle
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from stocktrend.cluster.tasks import ordered_map
+from stocktrend import storage
+from stocktrend.cluster.tasks import ANYWHERE, ordered_map, this_node
 from stocktrend.data import fitting
 from stocktrend.data.config import STREAMED_ABOVE, DataConfig
 from stocktrend.data.errors import DataError
@@ -82,7 +89,6 @@ from stocktrend.data.universe import Chunk, csv_tickers, list_universe, parquet_
 from stocktrend.data.windows import SPLITS, cut_windows
 
 log = logging.getLogger(__name__)
-CHUNK = 64  # instruments per task
 DATE_BLOCK = 256  # days per block of the cross-sectional pass
 
 
@@ -111,31 +117,75 @@ def streamed(cfg: DataConfig) -> bool:
     return many
 
 
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """Where a chunk's part files are, seen from the process that asks: the scratch folder
+    beside the output on the driver's node, a folder of this build's own in the node's temp
+    folder on any other node (a chunk's later passes run on the node that read it)."""
+
+    beside_output: Path
+    driver_node: str | None
+    build: str  # this build's own name
+
+    def folder(self) -> Path:
+        if self.driver_node is None or this_node() in (None, self.driver_node):
+            return self.beside_output
+        folder = storage.scratch("panel-parts") / self.build
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
 def build_panel_streamed(cfg: DataConfig, out_dir: str | Path, *, plan: SplitPlan | None = None,
-                         progress: bool = False, use_ray: bool = False, chunk: int = CHUNK) -> dict:
+                         progress: bool = False, use_ray: bool = False, chunk: int | None = None) -> dict:
+    """Build ``cfg``'s panel dataset into ``out_dir`` in passes over chunks of ``chunk``
+    instruments (default: the config's ``panel.chunk``)."""
+    chunk = chunk or cfg.panel.chunk
     out = Path(out_dir).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.parts-"))
+    parts = Parts(scratch, this_node() if use_ray else None, f"{out.name}-{uuid.uuid4().hex[:12]}")
     try:
-        return _build(cfg, out, scratch, plan, progress, use_ray, chunk)
+        return _build(cfg, out, parts, plan, progress, use_ray, chunk)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if use_ray:
+            _remove_parts_elsewhere(parts)
 
 
-def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
+def _remove_parts_elsewhere(parts: Parts) -> None:
+    """This build's part folders on every other live node (a task that failed half-way may
+    have left one where no chunk was read)."""
+    import ray
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != parts.driver_node]
+    try:
+        for _ in ordered_map(_remove_parts, nodes, shared=(parts,), use_ray=True, place=lambda node: node,
+                             num_cpus=0):
+            pass
+    except Exception as err:  # a node lost meanwhile: its temp folder went with it
+        log.warning("panel parts: could not remove this build's parts on every node (%s)", err)
+
+
+def _build(cfg, out, parts, plan, progress, use_ray, chunk) -> dict:
+    scratch = parts.beside_output
     frames, facts = read_all_sources(cfg, panel_facts_only=True)  # context series; the universe's facts only
     chunks = list_universe(cfg, scratch, chunk)
     log.info("panel %s: streamed build, %d chunks of up to %d instruments, %s", cfg.name, len(chunks), chunk,
              "as Ray tasks" if use_ray else "in this process")
     bar = tqdm(total=4 * len(chunks), desc=f"panel {cfg.name} (streamed)", disable=not progress, unit="chunk")
 
-    def passes(fn, items, shared):
-        for result in ordered_map(fn, items, shared=shared, use_ray=use_ray, reraise=(DataError,)):
+    def passes(fn, items, shared, place):
+        for result in ordered_map(fn, items, shared=shared, use_ray=use_ray, reraise=(DataError,), place=place):
             bar.update()
             yield result
 
     bar.set_postfix_str("reading")
-    read = list(passes(_read_chunk, chunks, (cfg, scratch)))
+    # Rows on object storage are read on any node; rows on the driver's disk beside it.
+    read = list(passes(_read_chunk, chunks, (cfg, parts), lambda c: ANYWHERE if c.on_object_storage else None))
+    node_of = {c.number: r.pop("node") for c, r in zip(chunks, read)}
+    if use_ray:
+        log.info("panel %s: chunks read on %s", cfg.name,
+                 ", ".join(f"node {n}: {list(node_of.values()).count(n)}" for n in sorted(set(node_of.values()))))
     tickers = [t for r in read for t in r["tickers"]]
     if len(tickers) < 3:
         raise DataError(f"panel: {len(tickers)} instruments with at least {cfg.panel.min_days} rows; a panel needs "
@@ -148,8 +198,8 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
         del r["days"]
     context = context_features(cfg, frames, calendar, skip={cfg.panel.source} - {None})  # once per day
     context_matrix = finish(dict(context), calendar, "panel").to_numpy()
-    parts = [(c.number, r["tickers"]) for c, r in zip(chunks, read) if r["tickers"]]
-    offsets = np.cumsum([0] + [len(t) for _, t in parts])
+    listing = [(c.number, r["tickers"]) for c, r in zip(chunks, read) if r["tickers"]]  # chunks with instruments
+    offsets = np.cumsum([0] + [len(t) for _, t in listing])
 
     bar.set_postfix_str("features")
     n, days = len(tickers), len(calendar)
@@ -159,11 +209,13 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
     np.lib.format.open_memmap(scratch / "xs.npy", "w+", np.float64, (n, days, 2 * len(XS_BASE))).flush()
     close, complete = np.empty((n, days)), np.empty((n, days), bool)
     names: list[str] = []
-    for start, got in zip(offsets, passes(_features_chunk, [p[0] for p in parts], (cfg, scratch, calendar, context))):
+    beside_its_parts = lambda item: node_of[item if isinstance(item, int) else item[0]]  # noqa: E731
+    for start, got in zip(offsets, passes(_features_chunk, [p[0] for p in listing], (cfg, parts, calendar, context),
+                                          beside_its_parts)):
         rows = slice(start, start + len(got["close"]))
         close[rows], complete[rows], names = got["close"], got["complete"], got["names"]
         _write_part(scratch / "xs_base.npy", rows, got["xs_base"])
-    bar.update(len(chunks) - len(parts))
+    bar.update(len(chunks) - len(listing))
 
     bar.set_postfix_str("cross-section, labels and splits")
     member, table_facts = membership_on(cfg, tickers, calendar)
@@ -187,18 +239,19 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
     tr = index["train"]
     by_instrument = train_rows_by_instrument(tr, labels["train"], n)
     mi = fitting.mi_sample(len(tr), cfg.seed) if cfg.selection == "mutual_info" else np.empty(0, np.int64)
-    wanted = [[] for _ in parts]  # per part: (sample position, instrument within part, row)
+    wanted = [[] for _ in listing]  # per chunk: (sample position, instrument within chunk, row)
     part_of = np.searchsorted(offsets, tr[mi, 0], side="right") - 1
     for pos, (k, (t, row)) in enumerate(zip(part_of, tr[mi])):
         wanted[k].append((pos, t - offsets[k], row))
-    items = [(number, int(start), by_instrument[start:start + len(t)], wanted[k])
-             for k, ((number, t), start) in enumerate(zip(parts, offsets))]
+    # Generated as the tasks are sent: each carries its chunk's cross-sectional rows.
+    items = ((number, _rows_of(scratch / "xs.npy", start, len(t)), by_instrument[start:start + len(t)], wanted[k])
+             for k, ((number, t), start) in enumerate(zip(listing, offsets)))
     stats, mi_rows = [], np.empty((len(mi), len(names)))
-    for got in passes(_stats_chunk, items, (cfg, scratch, context_matrix)):
+    for got in passes(_stats_chunk, items, (cfg, parts, context_matrix), beside_its_parts):
         stats += got["stats"]
         for pos, row in got["mi_rows"]:
             mi_rows[pos] = row
-    bar.update(len(chunks) - len(parts))
+    bar.update(len(chunks) - len(listing))
     scaler, scores, chosen, span = choose_features(cfg, names, stats, mi_rows, labels["train"][mi])
     counts_before = {s: np.bincount(labels[s], minlength=2).tolist() for s in SPLITS}
     if cfg.balance:
@@ -216,9 +269,10 @@ def _build(cfg, out, scratch, plan, progress, use_ray, chunk) -> dict:
     def fill(tmp: Path) -> None:
         features = tmp / "features.npy"
         np.lib.format.open_memmap(features, "w+", np.float32, (n, days, len(chosen))).flush()
-        shared = (cfg, scratch, context_matrix, scaler, chosen, features)
-        for _ in passes(_write_chunk, [(number, int(start)) for (number, _), start in zip(parts, offsets)], shared):
-            pass
+        items = ((number, _rows_of(scratch / "xs.npy", start, len(t))) for (number, t), start in zip(listing, offsets))
+        for start, scaled in zip(offsets, passes(_write_chunk, items, (parts, context_matrix, scaler, chosen),
+                                                 beside_its_parts)):
+            _write_part(features, slice(start, start + len(scaled)), scaled)
         matrix = np.load(features, mmap_mode="r")
         # The first training window, cut as every consumer cuts it: the layout's self-check.
         assert cut_windows(matrix, index["train"][:1], cfg.seq_len).shape == (1, cfg.seq_len, len(chosen))
@@ -233,6 +287,14 @@ def _write_part(path: Path, where, values: np.ndarray) -> None:
     part[where] = values
     part.flush()
     del part  # unmapped: its pages leave this process
+
+
+def _rows_of(path: Path, start: int, count: int) -> np.ndarray:
+    """Rows of a driver-side memory-mapped part, copied out (the map closed after)."""
+    part = np.load(path, mmap_mode="r")
+    rows = np.array(part[start:start + count])
+    del part
+    return rows
 
 
 # -- the passes (each runs where a task runs: it gets everything it needs as arguments) ---------
@@ -261,15 +323,20 @@ def chunk_members(cfg: DataConfig, c: Chunk) -> tuple[dict[str, pd.DataFrame], d
     return kept, facts, left_out
 
 
-def _read_chunk(cfg: DataConfig, scratch: Path, c: Chunk) -> dict:
+def _read_chunk(cfg: DataConfig, parts: Parts, c: Chunk) -> dict:
     kept, facts, left_out = chunk_members(cfg, c)
-    with open(scratch / f"read-{c.number}.pkl", "wb") as fh:
+    with open(parts.folder() / f"read-{c.number}.pkl", "wb") as fh:
         pickle.dump({t: adjusted_ohlc(f) for t, f in kept.items()}, fh, protocol=pickle.HIGHEST_PROTOCOL)
     return {"tickers": list(kept), "days": union_of_days([f.index.to_numpy() for f in kept.values()]), "facts": facts,
-            "left_out": left_out}
+            "left_out": left_out, "node": this_node()}
 
 
-def _features_chunk(cfg: DataConfig, scratch: Path, calendar: pd.DatetimeIndex, context: dict, number: int) -> dict:
+def _remove_parts(parts: Parts, node: str) -> None:
+    shutil.rmtree(storage.scratch("panel-parts") / parts.build, ignore_errors=True)
+
+
+def _features_chunk(cfg: DataConfig, parts: Parts, calendar: pd.DatetimeIndex, context: dict, number: int) -> dict:
+    scratch = parts.folder()
     path = scratch / f"read-{number}.pkl"
     with open(path, "rb") as fh:
         adjusted = pickle.load(fh)
@@ -289,30 +356,28 @@ def _features_chunk(cfg: DataConfig, scratch: Path, calendar: pd.DatetimeIndex, 
     return {"names": names, "xs_base": xs_base, "close": close, "complete": complete}
 
 
-def _candidates(scratch: Path, context_matrix: np.ndarray, number: int, start: int):
-    """Each instrument's full candidate rows, as the in-memory cube holds them."""
-    own = np.load(scratch / f"own-{number}.npy", mmap_mode="r")
-    close = np.load(scratch / f"close-{number}.npy")
-    xs = np.load(scratch / "xs.npy", mmap_mode="r")
+def _candidates(parts: Parts, context_matrix: np.ndarray, number: int, xs: np.ndarray):
+    """Each instrument's full candidate rows, as the in-memory cube holds them (``xs``: the
+    chunk's cross-sectional rows, from the driver)."""
+    own = np.load(parts.folder() / f"own-{number}.npy", mmap_mode="r")
+    close = np.load(parts.folder() / f"close-{number}.npy")
     for j in range(len(own)):
         absent = ~np.isfinite(close[j])
         ctx = np.where(absent[:, None], np.nan, context_matrix)
-        yield j, np.concatenate([own[j], ctx, xs[start + j]], axis=1)
+        yield j, np.concatenate([own[j], ctx, xs[j]], axis=1)
 
 
-def _stats_chunk(cfg: DataConfig, scratch: Path, context_matrix: np.ndarray, item) -> dict:
-    number, start, train_rows, wanted = item
+def _stats_chunk(cfg: DataConfig, parts: Parts, context_matrix: np.ndarray, item) -> dict:
+    number, xs, train_rows, wanted = item
     stats, mi_rows = [], []
-    for j, x in _candidates(scratch, context_matrix, number, start):
+    for j, x in _candidates(parts, context_matrix, number, xs):
         stats.append(fitting.train_stats(x, train_rows[j][0], train_rows[j][1], cfg.seq_len))
         mi_rows += [(pos, x[row]) for pos, jj, row in wanted if jj == j]
     return {"stats": stats, "mi_rows": mi_rows}
 
 
-def _write_chunk(cfg: DataConfig, scratch: Path, context_matrix: np.ndarray, scaler: fitting.Scaler,
-                 chosen: np.ndarray, features: Path, item) -> None:
-    number, start = item
-    out = np.load(features, mmap_mode="r+")
-    for j, x in _candidates(scratch, context_matrix, number, start):
-        out[start + j] = scaled_matrix(x, scaler, chosen)
-    out.flush()
+def _write_chunk(parts: Parts, context_matrix: np.ndarray, scaler: fitting.Scaler, chosen: np.ndarray,
+                 item) -> np.ndarray:
+    """The chunk's chosen, scaled features (instruments, days, chosen), for the driver to write."""
+    number, xs = item
+    return np.stack([scaled_matrix(x, scaler, chosen) for _, x in _candidates(parts, context_matrix, number, xs)])

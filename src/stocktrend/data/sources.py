@@ -16,6 +16,7 @@ import pandas as pd
 
 from stocktrend.data.config import DataConfig, SourceConfig
 from stocktrend.data.errors import DataError
+from stocktrend.storage import RemotePath, filesystem
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +25,14 @@ def sha256_of(path: Path) -> str:
     """A file's SHA-256; a folder's (a partitioned Parquet dataset): of its files' relative
     paths and their own hashes, in order."""
     h = hashlib.sha256()
-    if Path(path).is_dir():
-        for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-            h.update(f"{f.relative_to(path)}\0{sha256_of(f)}\n".encode())
+    path = path if isinstance(path, RemotePath) else Path(path)
+    if path.is_dir():  # the same digest for a folder on disk and its copy on object storage
+        files = path.files() if isinstance(path, RemotePath) else [
+            (f.relative_to(path).as_posix(), f) for f in Path(path).rglob("*") if f.is_file()]
+        for rel, f in sorted(files, key=lambda item: item[0].split("/")):  # by path parts, as Path sorts
+            h.update(f"{rel}\0{sha256_of(f)}\n".encode())
         return h.hexdigest()
-    with open(path, "rb") as f:
+    with _opened(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -90,6 +94,11 @@ def _numeric(frame: pd.DataFrame, path: str, na_values: list[str], rows: np.ndar
     return pd.DataFrame(out, index=frame.index)
 
 
+def _opened(path: Path | RemotePath):
+    """A file's bytes, on disk or on object storage."""
+    return path.open() if isinstance(path, RemotePath) else open(path, "rb")
+
+
 def read_source(spec: SourceConfig, path: Path, name: str = "") -> pd.DataFrame:
     """Read a source file into a frame indexed by day, columns renamed to canonical names.
 
@@ -113,6 +122,9 @@ def parquet_dataset(path: Path):
     import pyarrow.dataset as ds  # Ray Data's dependency: always installed
 
     try:
+        if isinstance(path, RemotePath):
+            fs, where = filesystem(str(path))
+            return ds.dataset(where, filesystem=fs, format="parquet", partitioning="hive")
         return ds.dataset(path, format="parquet", partitioning="hive")
     except Exception as err:  # pyarrow raises its own types for a file that is not Parquet
         raise DataError(f"{path}: cannot read as Parquet: {err}") from None
@@ -157,8 +169,9 @@ def _picked(path: Path, name: str, columns: list[str] | None) -> list[str] | Non
 
 
 def _read_csv(path: Path, pick: list[str] | None, chunksize: int | None = None):
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, chunksize=chunksize,
+    try:  # a file on object storage is read from its stream (closed with the reader)
+        return pd.read_csv(path.open() if isinstance(path, RemotePath) else path, dtype=str, keep_default_na=False,
+                           skipinitialspace=True, chunksize=chunksize,
                            usecols=None if pick is None else (lambda c: str(c).strip() in pick))
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot parse as CSV: {err}") from None
@@ -248,7 +261,8 @@ def table_columns(path: Path) -> list[str]:
         raise DataError(f"file not found: {path}")
     if is_parquet(path):
         return list(parquet_dataset(path).schema.names)
-    return [str(c).strip() for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns]
+    with _opened(path) as f:
+        return [str(c).strip() for c in pd.read_csv(f, nrows=0, skipinitialspace=True).columns]
 
 
 def _date_span(path: Path, name: str, spec: SourceConfig) -> tuple[int, pd.Timestamp | None, pd.Timestamp | None]:

@@ -68,7 +68,8 @@ def fingerprint(cfg: DataConfig) -> str:
         if conf["panel"].get("folder"):
             conf["panel"]["folder"] = Path(conf["panel"]["folder"]).name
         conf["panel"]["files"] = {t: Path(p).name for t, p in conf["panel"]["files"].items()}
-        conf["panel"].pop("build", None)  # how it is built, not what: both builds write the same dataset
+        for how in ("build", "chunk"):  # how it is built, not what: every build writes the same dataset
+            conf["panel"].pop(how, None)
         if conf["panel"].get("membership"):  # the table's contents, not where it lies
             from stocktrend.data.membership import membership_path
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def describe(meta: dict, out: Path, seconds: float | None = None) -> str:
+def describe(meta: dict, out: Path | str, seconds: float | None = None) -> str:
     lines = [
         f"dataset {meta['name']} ({meta['protocol']} protocol{', LEAKY' if meta['leaky'] else ''}) -> {out}",
         f"  windows of {meta['seq_len']} days x {len(meta['features']['selected'])} features "

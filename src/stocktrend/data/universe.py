@@ -14,6 +14,7 @@ from stocktrend.data.config import DataConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.panel import by_ticker, listed, member_files
 from stocktrend.data.sources import is_parquet, parquet_dataset, read_csv_blocks, table_columns
+from stocktrend.storage import RemotePath
 
 CSV_ROWS = 500_000  # rows per block of a long CSV's passes
 
@@ -29,8 +30,13 @@ class Chunk:
     tickers: list[str]
     columns: list[str] | None = None
     files: dict[str, Path] | None = None
-    table: Path | None = None
+    table: Path | RemotePath | None = None
     values: list[str] | None = None
+
+    @property
+    def on_object_storage(self) -> bool:
+        """Whether its rows are on object storage, which any node reads (else on the driver's disk)."""
+        return isinstance(self.table, RemotePath)
 
 
 

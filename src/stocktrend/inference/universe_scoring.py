@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from stocktrend.cluster.tasks import ordered_map
-from stocktrend.data.config import DataConfig
+from stocktrend.cluster.tasks import ANYWHERE, ordered_map
+from stocktrend.data.config import CHUNK, DataConfig
 from stocktrend.data.errors import DataError
 from stocktrend.data.features import adjusted_ohlc, context_features
 from stocktrend.data.membership import membership_on
 from stocktrend.data.panel import XS_BASE, cross_sectional, instrument_candidates, members_only, union_of_days
-from stocktrend.data.panel_stream import CHUNK, chunk_members
+from stocktrend.data.panel_stream import chunk_members
 from stocktrend.data.sources import read_source
 from stocktrend.data.universe import Chunk, list_universe
 from stocktrend.inference.predictor import InputError, Predictor
@@ -73,8 +73,9 @@ def score_universe(p: Predictor, data_root: str | Path, *, as_of: str | None = N
     scratch = Path(tempfile.mkdtemp(prefix="stocktrend-score-"))  # a long CSV's buckets
     try:
         chunks = list_universe(cfg, scratch, chunk)
+        # Rows on object storage are read on any node; rows on the driver's disk beside it.
         for res in tqdm(ordered_map(_tail_of_chunk, chunks, shared=(cfg, cap, rows), use_ray=use_ray,
-                                    reraise=(DataError,)),
+                                    reraise=(DataError,), place=lambda c: ANYWHERE if c.on_object_storage else None),
                         total=len(chunks), desc="read universe", unit="chunk", disable=not progress):
             tails.update(res["tails"])
             day_parts.append(res["days"])
@@ -167,7 +168,7 @@ def _selected_features(p: Predictor, cfg: DataConfig, calendar: pd.DatetimeIndex
     base = np.empty((len(tickers), keep, len(XS_BASE)))
     own_names, row = [], 0
     for part in ordered_map(_candidates_of_chunk, chunks, shared=(calendar, context, p.features, keep),
-                            use_ray=use_ray, reraise=(DataError,)):
+                            use_ray=use_ray, reraise=(DataError,), place=lambda _: ANYWHERE):  # rows by value
         own_names, m = part["names"], len(part["own"])
         for j, f in enumerate(own_names):
             selected[row:row + m, :, p.features.index(f)] = part["own"][:, :, j]
