@@ -40,7 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, help="max epochs: the budget the schedule spans (default: the recipe's)")
     ap.add_argument("--epoch-windows", type=int, help="training windows per epoch, a fresh draw each epoch "
                                                       "(default: all of them)")
-    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--batches", choices=["windows", "dates"],
+                    help="training batches: any windows (default), or each one date's cross-section of a panel")
+    ap.add_argument("--epoch-dates", type=int, help="with --batches dates: dates per epoch, a fresh draw each epoch")
+    ap.add_argument("--rank-weight", type=float,
+                    help="with --batches dates: weight of the rank-IC loss beside cross-entropy (default 0)")
+    ap.add_argument("--batch-size", type=int, help="windows per batch (with --batches dates: at most, of one date)")
     ap.add_argument("--accumulate", type=int, help="gradient accumulation batches (recipe: 4)")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--precision", choices=["32-true", "bf16-mixed"])
@@ -79,19 +84,26 @@ def main(argv: list[str] | None = None) -> int:
     from stocktrend.training.config import recipe
     from stocktrend.training.export import export_artifact
 
-    if args.dataset:
-        dataset = storage_lib.normalise(args.dataset)  # where the workers read it
-    else:
-        default = "msft_v1.yaml" if args.preset == "v1" else "msft_v2.yaml"
-        cfg = load_data_config(args.config or ROOT / "datasets" / default)
-        dataset = str(build_cached(cfg, ROOT / "datasets" / "cache"))
-    local_dataset = storage_lib.fetch_dir(dataset, "datasets")  # this driver's copy, for the export
-    meta = read_metadata(local_dataset)
-    model_cfg = model_config_from_metadata(args.preset, meta)
     overrides = {"max_epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
                  "accumulate_grad_batches": args.accumulate, "precision": args.precision,
-                 "epoch_windows": args.epoch_windows}
-    train_cfg = recipe(args.recipe, **{k: v for k, v in overrides.items() if v is not None})
+                 "epoch_windows": args.epoch_windows, "batches": args.batches, "epoch_dates": args.epoch_dates,
+                 "rank_weight": args.rank_weight}
+    try:
+        train_cfg = recipe(args.recipe, **{k: v for k, v in overrides.items() if v is not None})
+        if args.dataset:
+            dataset = storage_lib.normalise(args.dataset)  # where the workers read it
+        else:
+            default = "msft_v1.yaml" if args.preset == "v1" else "msft_v2.yaml"
+            cfg = load_data_config(args.config or ROOT / "datasets" / default)
+            dataset = str(build_cached(cfg, ROOT / "datasets" / "cache"))
+        local_dataset = storage_lib.fetch_dir(dataset, "datasets")  # this driver's copy, for the export
+        meta = read_metadata(local_dataset)
+    # pydantic's errors name the field (e.g. --rank-weight without --batches dates); a missing
+    # dataset names the file and the command that builds it.
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    model_cfg = model_config_from_metadata(args.preset, meta)
     name = args.name or f"{meta['ticker'].lower()}_{args.preset}"
     run_name = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = storage_lib.normalise(args.storage_path)

@@ -80,6 +80,15 @@ def test_the_network_and_the_logistic_baseline_find_a_planted_signal(planted):
     assert found(ics["logistic_regression"], oracle), (ics["logistic_regression"], oracle)
 
 
+def test_whole_cross_sections_with_the_rank_loss_find_the_planted_signal(planted, tmp_path):
+    """Date batches (each a date's cross-section) with the rank-IC term beside cross-entropy."""
+    dataset, realised, _ = planted
+    cfg = recipe("default", max_epochs=2, batch_size=64, accumulate_grad_batches=1, seed=0, batches="dates",
+                 rank_weight=1.0)
+    ics = headline(dataset, trained_p_up(dataset, cfg, tmp_path / "run"))
+    assert found(ics["model"], realised["oracle_rank_ic"]), (ics["model"], realised["oracle_rank_ic"])
+
+
 def shuffle_labels(dataset: Path, seed: int = 0) -> None:
     """Permute the training and the validation labels in place: the learner sees no label that
     belongs to its window. (Validation labels count too: checkpoint selection on real validation labels is

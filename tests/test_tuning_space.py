@@ -13,7 +13,7 @@ from stocktrend.tuning.space import _values_to_check, load_space, resolve
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "v2", "panel"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "v2", "panel", "panel_rank"])
 def test_every_shipped_space_loads_and_every_drawable_window_is_purged(repo_root, name):
     space = load_space(repo_root / "search_spaces" / f"{name}.yaml")
     assert space.tune_space()

@@ -38,6 +38,17 @@ class TrainConfig:
     # own), each epoch a fresh shuffled draw (None: every window). Makes an epoch a fixed
     # amount of work whatever the dataset's size.
     epoch_windows: PositiveInt | None = None
+    # How training batches are drawn (a panel dataset may take either): "windows", any windows
+    # of the split; "dates", each batch one date's cross-section (that day's windows, at most
+    # batch_size of them drawn at random; training/date_batches.py), which a cross-sectional
+    # loss needs. Validation is over every validation window either way.
+    batches: Literal["windows", "dates"] = "windows"
+    # With date batches: each training process's epoch, a fresh draw of that many dates (None: all).
+    epoch_dates: PositiveInt | None = None
+    # With date batches: loss = cross-entropy + rank_weight * (1 - the correlation, within the
+    # date, of the model's score with the rank of each window's forward return): a rank-IC
+    # objective beside the classification one (training/loss.py rank_ic_loss). 0: none.
+    rank_weight: NonNegativeFloat = 0.0
 
     # AdamW. With OneCycleLR the cycle starts at ``lr`` (div_factor = max_lr / lr),
     # peaks at ``max_lr`` after pct_start of the steps, then anneals to lr / 1e4.
@@ -77,6 +88,16 @@ class TrainConfig:
     def _lr_below_peak(self) -> TrainConfig:
         if self.max_lr < self.lr:
             raise ValueError(f"max_lr={self.max_lr} must be >= lr={self.lr} (lr is where the cycle starts)")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _batches_fit(self) -> TrainConfig:
+        if self.batches == "windows" and (self.rank_weight or self.epoch_dates):
+            given = "rank_weight" if self.rank_weight else "epoch_dates"
+            raise ValueError(f"{given} goes with batches: dates (a rank within a random batch of windows compares "
+                             "different days)")
+        if self.batches == "dates" and self.epoch_windows:
+            raise ValueError("epoch_windows goes with batches: windows; with batches: dates give epoch_dates")
         return self
 
 

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from stocktrend.data.store import read_metadata
 from stocktrend.data.windows import cut_windows
+from stocktrend.training.date_batches import CrossSectionDataset, DateSampler, date_runs
 
 logger = logging.getLogger(__name__)
 
@@ -225,12 +226,16 @@ class DeviceBatches:
 
 class TrendDataModule(pl.LightningDataModule):
     def __init__(self, dataset_dir: str | Path, batch_size: int = 16, num_workers: int = 0, seed: int = 42,
-                 device_resident: bool = False, epoch_windows: int | None = None):
+                 device_resident: bool = False, epoch_windows: int | None = None, batches: str = "windows",
+                 epoch_dates: int | None = None):
         """``device_resident``: batches come from copies of the splits on the Trainer's device
         (the CPU when no Trainer is attached) instead of a DataLoader (num_workers unused).
         ``epoch_windows``: each process's training epoch, a fresh draw of that many windows
         (``BudgetSampler``; None: every window). Device-resident runs keep their EpochOrder
-        over every window (an index tensor, not a list) and stop at the trainer's budget."""
+        over every window (an index tensor, not a list) and stop at the trainer's budget.
+        ``batches="dates"``: each training batch one date's cross-section of a panel (at most
+        ``batch_size`` windows, with their forward returns; ``training.date_batches``), an epoch
+        ``epoch_dates`` dates (None: all), through a DataLoader on any device."""
         super().__init__()
         self.dataset_dir = Path(dataset_dir).expanduser().resolve()
         self.batch_size = batch_size
@@ -238,6 +243,7 @@ class TrendDataModule(pl.LightningDataModule):
         self.seed = seed
         self.device_resident = device_resident
         self.epoch_windows = epoch_windows
+        self.batches, self.epoch_dates = batches, epoch_dates
         self.device_splits: dict[str, DeviceSplit] = {}
         self.metadata = read_metadata(self.dataset_dir)
         self.n_classes = int(self.metadata["n_classes"])
@@ -245,6 +251,10 @@ class TrendDataModule(pl.LightningDataModule):
         self.n_features = len(self.metadata["features"]["selected"])
         self.datasets: dict[str, WindowDataset] = {}
         self.dates: dict[str, np.ndarray] = {}
+        if batches == "dates" and self.metadata.get("layout") != "panel":
+            raise ValueError(f"{self.dataset_dir}: batches: dates draws a date's cross-section of a panel; this is a "
+                             "single-instrument dataset (use batches: windows)")
+        self._date_runs: np.ndarray | None = None
 
     # -- loading -------------------------------------------------------------
     def _load_split(self, split: str) -> None:
@@ -352,12 +362,33 @@ class TrendDataModule(pl.LightningDataModule):
         # A final batch of one sample breaks BatchNorm in training mode; drop only that case.
         return len(self.datasets["train"]) % self.batch_size == 1
 
+    def date_runs(self) -> np.ndarray:
+        """Where each date's original training windows start (``date_batches.date_runs``): the
+        first windows of the split, before oversampling's copies."""
+        if self._date_runs is None:
+            self.setup("fit")
+            originals = sum(self.metadata["splits"]["train"]["class_counts_before_balancing"])
+            self._date_runs = date_runs(self.datasets["train"].index[:originals, 1])
+        return self._date_runs
+
+    def _date_sampler(self, rank: int = 0, world_size: int = 1) -> DateSampler:
+        return DateSampler(self.date_runs(), self.batch_size, self.seed, self.epoch_dates, rank, world_size)
+
     def train_batches_per_epoch(self) -> int:
         self.setup("fit")
+        if self.batches == "dates":
+            return len(self._date_sampler())
         n = len(self.datasets["train"])
         return n // self.batch_size if self._drop_last() else -(-n // self.batch_size)
 
     # -- loaders -------------------------------------------------------------
+    def _date_loader(self) -> DataLoader:
+        shard = self.trainer.distributed_sampler_kwargs if self.trainer is not None else None
+        sampler = self._date_sampler(shard["rank"], shard["num_replicas"]) if shard else self._date_sampler()
+        return DataLoader(CrossSectionDataset(self.datasets["train"], self.dataset_dir / "forward_returns.npy"),
+                          batch_size=None, sampler=sampler, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup("fit")
         # Seeded generator: the shuffle order depends on the seed only, run after run.
@@ -396,6 +427,9 @@ class TrendDataModule(pl.LightningDataModule):
         return DeviceBatches(self.device_splits[split], order, self.batch_size, drop_last=shuffle and self._drop_last())
 
     def train_dataloader(self) -> DataLoader | DeviceBatches:
+        if self.batches == "dates":
+            self.setup("fit")
+            return self._date_loader()
         if self.device_resident:
             return self._device_loader("train", shuffle=True)
         return self._loader("train", shuffle=True)

@@ -74,7 +74,8 @@ def fit_local(
             # otherwise compete with this run's for "best".
             shutil.rmtree(out_dir / "checkpoints")
         dm = TrendDataModule(dataset_dir, p.micro_batch, train_cfg.num_workers, train_cfg.seed,
-                             device_resident=p.device_data, epoch_windows=train_cfg.epoch_windows)
+                             device_resident=p.device_data, epoch_windows=train_cfg.epoch_windows,
+                             batches=train_cfg.batches, epoch_dates=train_cfg.epoch_dates)
         _check_shapes(model_cfg, dm)
         pl.seed_everything(train_cfg.seed, workers=True)  # before the model: weight init is seeded too
         module = TrendClassifier(model_cfg, train_cfg, dm.class_counts_train(), dm.train_batches_per_epoch(), plan=p)

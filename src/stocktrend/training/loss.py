@@ -54,6 +54,20 @@ def resolve_class_weights(
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def rank_ic_loss(score: torch.Tensor, ret: torch.Tensor) -> torch.Tensor:
+    """1 - the Pearson correlation of ``score`` with the ranks of ``ret`` over one cross-section
+    (a date's windows): 0 when the scores order the returns exactly, 1 when unrelated, 2 when
+    reversed. Differentiable in ``score`` (the ranks are constants). Windows without a return,
+    or a cross-section of fewer than two, add nothing."""
+    known = torch.isfinite(ret)
+    score, ret = score[known], ret[known]
+    if len(ret) < 2:
+        return score.sum() * 0.0
+    ranks = ret.argsort().argsort().to(score.dtype)
+    s, r = score - score.mean(), ranks - ranks.mean()
+    return 1.0 - (s * r).sum() / (s.norm() * r.norm() + 1e-8)
+
+
 def build_loss(
     class_weights: str | Sequence[float], class_counts: Sequence[int], label_smoothing: float
 ) -> nn.CrossEntropyLoss:

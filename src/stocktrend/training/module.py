@@ -27,7 +27,7 @@ from stocktrend.models.config import ModelConfig
 from stocktrend.models.network import build_network
 from stocktrend.training.config import TrainConfig
 from stocktrend.training.device import DevicePlan
-from stocktrend.training.loss import build_loss
+from stocktrend.training.loss import build_loss, rank_ic_loss
 
 logger = logging.getLogger(__name__)
 # Epoch metrics are logged as plain floats computed by torchmetrics, whose compute()
@@ -177,9 +177,10 @@ class TrendClassifier(pl.LightningModule):
         return self.model(x, return_attention=return_attention)
 
     # -- steps ---------------------------------------------------------------
-    def _step(self, batch, metrics: StageMetrics) -> torch.Tensor:
+    def _step(self, batch, metrics: StageMetrics, ret: torch.Tensor | None = None) -> torch.Tensor:
         """The objective of a batch (x, y) or, from a dataset with a volatility target,
-        (x, y, vol); the vol target is used only when the model has the head for it."""
+        (x, y, vol); the vol target is used only when the model has the head for it. ``ret``:
+        a date batch's forward returns, for the rank term (``rank_weight``)."""
         x, y = batch[0], batch[1]  # (B, L, F), (B,)
         out = self.model.outputs(x)
         logits, vol_hat = out.logits, out.volatility  # (B, C), (B,) or None
@@ -191,11 +192,17 @@ class TrendClassifier(pl.LightningModule):
                                  "with auxiliary: volatility, or the model with volatility_head false")
             vol = (vol_hat, batch[2])
             loss = loss + self.train_cfg.aux_weight * F.mse_loss(vol_hat, batch[2])
+        if ret is not None and self.train_cfg.rank_weight:
+            # The model's score: the log-odds of the last class ("up") against the first.
+            loss = loss + self.train_cfg.rank_weight * rank_ic_loss(logits[:, -1] - logits[:, 0], ret)
         metrics.update(logits, y, loss, vol)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss = self._step(batch, self.train_metrics)
+        ret = None
+        if self.train_cfg.batches == "dates":  # a date's cross-section, its forward returns last
+            batch, ret = batch[:-1], batch[-1]
+        loss = self._step(batch, self.train_metrics, ret)
         # On the progress bar the loss is read back to the host at every refresh; with metrics
         # kept on the device it goes to the logger only, every log_every_n_steps.
         self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=not self.train_metrics.deferred,

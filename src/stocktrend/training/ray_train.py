@@ -192,7 +192,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     def fit(p: DevicePlan) -> None:  # from scratch for each plan tried: fresh data, model, callbacks
         dm = TrendDataModule(dataset_dir, p.micro_batch, train_cfg.num_workers, train_cfg.seed,
-                             device_resident=p.device_data, epoch_windows=train_cfg.epoch_windows)
+                             device_resident=p.device_data, epoch_windows=train_cfg.epoch_windows,
+                             batches=train_cfg.batches, epoch_dates=train_cfg.epoch_dates)
         pl.seed_everything(train_cfg.seed, workers=True)  # before the model: weight init is seeded too
         module = TrendClassifier(model_cfg, train_cfg, dm.class_counts_train(), dm.train_batches_per_epoch(), plan=p)
         callbacks = [
