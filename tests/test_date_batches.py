@@ -112,6 +112,23 @@ def test_under_ddp_each_rank_draws_its_dates_from_its_own_shard(panel):
     assert not seen[0] & seen[1]
 
 
+def test_a_panel_splits_labels_are_read_from_its_file_as_they_are_asked_for(panel):
+    import pickle
+
+    from stocktrend.training.datamodule import MappedLabels
+
+    dm = TrendDataModule(panel, 8)
+    dm.setup("fit")
+    labels, y = dm.datasets["train"].labels, np.load(panel / "train_y.npy")
+    assert isinstance(labels, MappedLabels) and len(labels) == len(y)
+    rows = np.array([0, 5, len(y) - 1])
+    assert torch.equal(labels[rows], torch.from_numpy(y[rows].argmax(axis=1)))
+    assert labels[3].ndim == 0 and int(labels[3]) == int(y[3].argmax())
+    assert dm.class_counts_train() == np.bincount(y.argmax(axis=1), minlength=2).tolist()
+    assert len(pickle.dumps(labels)) < 1_000  # a worker's copy reopens the file, it carries no rows
+    assert torch.equal(labels.to("cpu"), torch.from_numpy(y.argmax(axis=1)))
+
+
 def test_the_date_sampler_holds_a_few_numbers_per_date_not_per_window(tmp_path):
     n = 20_000_000  # 20 million windows over 5,000 dates, memory-mapped as a dataset's index is
     rows = np.lib.format.open_memmap(tmp_path / "rows.npy", "w+", np.int32, (n,))

@@ -46,6 +46,44 @@ def _load_npy(path: Path, **kw) -> np.ndarray:
         raise ValueError(f"{path}: not a readable .npy array (truncated or corrupted?): {err}") from None
 
 
+class MappedLabels:
+    """A panel split's class labels, read from its memory-mapped one-hot ``{split}_y.npy`` as
+    rows are asked for: a worker holds none of the split's millions (as int64 they were 133 MB
+    per worker at 3,000 names). Indexed like the tensor it stands for; opened lazily in each
+    process, never pickled with its pages."""
+
+    BLOCK = 1 << 20  # rows per read when counting
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._y: np.ndarray | None = None
+
+    @property
+    def y(self) -> np.ndarray:
+        if self._y is None:
+            self._y = _load_npy(self.path, mmap_mode="r")
+        return self._y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, rows) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(self.y[rows]).argmax(axis=-1), dtype=torch.long)
+
+    def counts(self) -> list[int]:
+        """Windows per class, a block of rows at a time."""
+        total = np.zeros(self.y.shape[1])
+        for a in range(0, len(self.y), self.BLOCK):
+            total += np.asarray(self.y[a:a + self.BLOCK], np.float64).sum(axis=0)
+        return [int(round(c)) for c in total]
+
+    def to(self, device) -> torch.Tensor:
+        return self[slice(None)].to(device)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_y": None}
+
+
 class WindowDataset(Dataset):
     """Windows from a memory-mapped ``{split}_X.npy``; labels as int64 class indices.
 
@@ -53,10 +91,10 @@ class WindowDataset(Dataset):
     that unpickles this object maps the file itself instead of receiving a copy.
     """
 
-    def __init__(self, x_path: Path, labels: np.ndarray, aux: np.ndarray | None = None):
+    def __init__(self, x_path: Path, labels: np.ndarray | MappedLabels, aux: np.ndarray | None = None):
         """``aux``: the standardised volatility target per window (then items are (x, y, vol))."""
         self.x_path = Path(x_path)
-        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.labels = labels if isinstance(labels, MappedLabels) else torch.as_tensor(labels, dtype=torch.long)
         self.aux = None if aux is None else torch.as_tensor(aux, dtype=torch.float32)
         self._x: np.ndarray | None = None
 
@@ -87,7 +125,7 @@ class WindowDataset(Dataset):
 class PanelWindowDataset(WindowDataset):
     """Windows of a panel, cut from the memory-mapped ``features.npy`` at (instrument, end row)."""
 
-    def __init__(self, features_path: Path, index: np.ndarray, labels: np.ndarray, seq_len: int,
+    def __init__(self, features_path: Path, index: np.ndarray, labels: np.ndarray | MappedLabels, seq_len: int,
                  aux: np.ndarray | None = None):
         super().__init__(features_path, labels, aux)
         self.index, self.seq_len = np.asarray(index), seq_len
@@ -312,7 +350,9 @@ class TrendDataModule(pl.LightningDataModule):
         if len(index) and ((index[:, 1] < self.seq_len - 1).any() or (index[:, 1] >= features.shape[1]).any()
                            or (index[:, 0] >= features.shape[0]).any() or (index < 0).any()):
             raise ValueError(f"{split}_index.npy points outside features.npy {features.shape[:2]}")
-        self.datasets[split] = PanelWindowDataset(d / "features.npy", index, np.asarray(y).argmax(axis=1),
+        if y.ndim != 2 or y.shape[1] != self.n_classes:
+            raise ValueError(f"{split}_y.npy has shape {y.shape}; expected ({len(y)}, {self.n_classes})")
+        self.datasets[split] = PanelWindowDataset(d / "features.npy", index, MappedLabels(d / f"{split}_y.npy"),
                                                   self.seq_len, self._aux(split, len(y)))
         # Only the first and last end dates are checked (chronological, purged): not a copy of every one.
         self.dates[split] = np.array([dates.min(), dates.max()], "datetime64[D]") if len(dates) else np.array(
@@ -356,7 +396,10 @@ class TrendDataModule(pl.LightningDataModule):
     # -- facts the module needs ----------------------------------------------
     def class_counts_train(self) -> list[int]:
         self.setup("fit")
-        return np.bincount(self.datasets["train"].labels.numpy(), minlength=self.n_classes).tolist()
+        labels = self.datasets["train"].labels
+        if isinstance(labels, MappedLabels):
+            return labels.counts()
+        return np.bincount(labels.numpy(), minlength=self.n_classes).tolist()
 
     def _drop_last(self) -> bool:
         # A final batch of one sample breaks BatchNorm in training mode; drop only that case.
