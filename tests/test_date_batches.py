@@ -129,6 +129,23 @@ def test_a_panel_splits_labels_are_read_from_its_file_as_they_are_asked_for(pane
     assert torch.equal(labels.to("cpu"), torch.from_numpy(y.argmax(axis=1)))
 
 
+def test_loaders_fetch_whole_batches_not_one_window_at_a_time(panel, monkeypatch):
+    """One read per batch (``__getitems__``): per-window reads fragmented the heap, and a validation
+    pass over a 3,000-name panel's windows kept about 1 GB in each Train worker."""
+    from stocktrend.training.datamodule import VAL_BATCH, PanelWindowDataset
+
+    dm = TrendDataModule(panel, 8, seed=2)
+    dm.setup("fit")
+    n = min(VAL_BATCH, len(dm.datasets["val"]))
+    expected = [dm.datasets["val"][i] for i in range(n)]  # one at a time, as before
+    monkeypatch.setattr(PanelWindowDataset, "__getitem__", lambda self, i: pytest.fail("a window fetched alone"))
+    x, y = next(iter(dm.val_dataloader()))
+    assert x.shape[0] == n > 8 and torch.equal(x, torch.stack([e[0] for e in expected]))
+    assert torch.equal(y, torch.stack([e[1] for e in expected]))
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, dm.seq_len, dm.n_features) and y.shape == (8,)
+
+
 def test_the_date_sampler_holds_a_few_numbers_per_date_not_per_window(tmp_path):
     n = 20_000_000  # 20 million windows over 5,000 dates, memory-mapped as a dataset's index is
     rows = np.lib.format.open_memmap(tmp_path / "rows.npy", "w+", np.int32, (n,))

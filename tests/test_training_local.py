@@ -16,7 +16,7 @@ from stocktrend.config_io import ConfigError, config_from_dict, config_to_dict
 from stocktrend.models.config import model_config_from_metadata
 from stocktrend.training.callbacks import build_callbacks, build_trainer, early_stopping
 from stocktrend.training.config import TrainConfig, recipe, recorded_config, selection_mode, warmup_epochs
-from stocktrend.training.datamodule import BudgetSampler, TrendDataModule, read_metadata
+from stocktrend.training.datamodule import VAL_BATCH, BudgetSampler, TrendDataModule, read_metadata
 from stocktrend.training.fit_local import fit_local
 from stocktrend.training.loss import build_loss, resolve_class_weights
 from stocktrend.training.module import TrendClassifier
@@ -69,11 +69,12 @@ def test_datamodule_train_and_val_only(small_real_dataset, monkeypatch):
     # Seeded shuffling: a fresh module with the same seed yields the same first batch.
     x2, _ = next(iter(TrendDataModule(small_real_dataset, 16, seed=7).train_dataloader()))
     assert torch.equal(x, x2)
-    # Validation in order.
+    # Validation in order, in batches of at least VAL_BATCH windows (no gradient: the size changes no output).
     xv, yv = next(iter(dm.val_dataloader()))
     val_x = real_load(small_real_dataset / "val_X.npy")
-    assert torch.equal(xv, torch.from_numpy(val_x[:16]))
-    assert torch.equal(yv, torch.from_numpy(real_load(small_real_dataset / "val_y.npy")[:16].argmax(1)))
+    assert len(xv) == min(len(val_x), VAL_BATCH) > 16
+    assert torch.equal(xv, torch.from_numpy(val_x[:len(xv)]))
+    assert torch.equal(yv, torch.from_numpy(real_load(small_real_dataset / "val_y.npy")[:len(xv)].argmax(1)))
     assert not any(name.startswith("test_") for name in opened)
     assert not hasattr(dm, "test_dataloader") or "test" not in dm.datasets
 
