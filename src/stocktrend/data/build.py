@@ -22,7 +22,7 @@ from stocktrend.data.errors import DataError
 from stocktrend.data.features import adjusted_ohlc, align_to, build_features
 from stocktrend.data.sources import read_all_sources
 from stocktrend.data.splits import SplitPlan, assign_splits, plan_for
-from stocktrend.data.store import fingerprint, write_dataset
+from stocktrend.data.store import analysis_table, atomic_write_text, build_metadata, fingerprint, write_dataset
 from stocktrend.data.windows import SPLITS, cut_windows, full_windows
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,10 @@ def build_dataset(
         "scaled": scaled,
         "auxiliary": None if p.vol is None else labels.volatility_record(cfg.horizon, p.vol[np.unique(parts["train"]), 0]),
     }
-    metadata = write_dataset(Path(out_dir), arrays, context, analysis_dir=analysis_dir)
+    metadata, table = build_metadata(context), analysis_table(context).to_csv(index=False)
+    write_dataset(out_dir, arrays.items(), metadata, texts={f"{cfg.ticker}_analysis.csv": table})
+    if analysis_dir is not None:
+        atomic_write_text(Path(analysis_dir) / f"{cfg.ticker}_analysis.csv", table)
     steps.update()
     steps.close()
     log.info("dataset %s written to %s (fingerprint %s)", cfg.name, out_dir, metadata["fingerprint"][:12])

@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -39,7 +36,7 @@ from stocktrend.data.errors import DataError
 from stocktrend.data.labels import volatility_columns, volatility_record
 from stocktrend.data.panel import build_panel, forward_returns, members_only, panel_labels
 from stocktrend.data.splits import SplitPlan, assign_splits, plan_for
-from stocktrend.data.store import EWM_BURN_IN, FEATURE_LOOKBACK, code_fingerprint, fingerprint, swap_dir
+from stocktrend.data.store import EWM_BURN_IN, FEATURE_LOOKBACK, code_fingerprint, fingerprint, write_dataset
 from stocktrend.data.windows import SPLITS, cut_windows, full_windows
 
 log = logging.getLogger(__name__)
@@ -192,24 +189,11 @@ def auxiliary_record(cfg: DataConfig, vol: np.ndarray, train_before_balance: np.
 
 def write_panel(out_dir: str | Path, arrays: Iterable[tuple[str, np.ndarray]], meta: dict,
                 fill: Callable[[Path], None] | None = None) -> None:
-    """Every (name, array) and metadata.json into a temporary folder beside ``out_dir``, then
-    swapped in (``fill``: writes what is already on its way, e.g. the streamed features, there)."""
-    out = Path(out_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    tmp.chmod(0o755)
-    try:
-        if fill is not None:
-            fill(tmp)
-        for name, arr in arrays:
-            np.save(tmp / f"{name}.npy", arr)
-        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2))
-        swap_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """The panel dataset through the one writer (``store.write_dataset``), and a line saying
+    what it holds."""
+    write_dataset(out_dir, arrays, meta, fill=fill)
     log.info("panel dataset %s written to %s: %s windows, %.1f MB on disk (materialised windows would take %.0f MB)",
-             meta["name"], out, {s: v["n"] for s, v in meta["splits"].items()}, meta["size"]["features_mb"],
+             meta["name"], out_dir, {s: v["n"] for s, v in meta["splits"].items()}, meta["size"]["features_mb"],
              meta["size"]["materialised_windows_mb"])
 
 

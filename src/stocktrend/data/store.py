@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -156,7 +157,7 @@ def build_metadata(ctx: dict) -> dict:
     }
 
 
-def _analysis_table(ctx: dict) -> pd.DataFrame:
+def analysis_table(ctx: dict) -> pd.DataFrame:
     y, parts, scaled = ctx["y"], ctx["parts"], ctx["scaled"]
     train = np.unique(parts["train"])
     rank = np.empty(len(ctx["names"]), dtype=int)
@@ -202,25 +203,29 @@ def swap_dir(tmp: Path, out: Path) -> None:
         tmp.rename(out)
 
 
-def write_dataset(out: Path, arrays: dict[str, np.ndarray], ctx: dict, analysis_dir=None) -> dict:
-    out = out.resolve()
+def write_dataset(out_dir: str | Path, arrays: Iterable[tuple[str, np.ndarray]], metadata: dict, *,
+                  fill: Callable[[Path], None] | None = None, texts: dict[str, str] | None = None) -> None:
+    """The one dataset writer (single-stock and panel builds alike): every (name, array) as
+    ``name.npy``, any ``texts`` (file name -> contents) and ``metadata.json`` into a temporary
+    folder beside ``out_dir``, then swapped in whole (``fill``: first writes what is already on
+    its way there, e.g. a streamed build's features). A failure leaves the previous dataset and
+    no temporary folder; arrays may come one at a time, so a writer need not hold them all."""
+    out = Path(out_dir).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    metadata = build_metadata(ctx)
-    table = _analysis_table(ctx)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     tmp.chmod(0o755)  # mkdtemp creates 0700
     try:
-        for name, arr in arrays.items():
+        if fill is not None:
+            fill(tmp)
+        for name, arr in arrays:
             np.save(tmp / f"{name}.npy", arr)
+        for name, text in (texts or {}).items():
+            (tmp / name).write_text(text)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2))
-        table.to_csv(tmp / f"{ctx['cfg'].ticker}_analysis.csv", index=False)
         swap_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if analysis_dir is not None:
-        atomic_write_text(Path(analysis_dir) / f"{ctx['cfg'].ticker}_analysis.csv", table.to_csv(index=False))
-    return metadata
 
 
 def read_metadata(dataset_dir: str | Path) -> dict:
