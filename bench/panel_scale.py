@@ -101,6 +101,7 @@ class Sampler:
         self.every, self.base, self.old = every, _used_mib(), set(_rss_mib())
         self.peak_used, self.peak_process, self.peak_anon, self.stop = 0.0, 0.0, 0.0, threading.Event()
         self.anon_by_kind: dict[str, float] = {}  # the largest anonymous part of each kind of new process
+        self.rss_by_kind: dict[str, float] = {}  # and the largest resident set
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -109,8 +110,9 @@ class Sampler:
             new = [v for pid, v in _rss_mib().items() if pid not in self.old]
             self.peak_process = max([self.peak_process, *(rss for rss, _, _ in new)])
             self.peak_anon = max([self.peak_anon, *(anon for _, anon, _ in new)])
-            for _, anon, kind in new:
+            for rss, anon, kind in new:
                 self.anon_by_kind[kind] = max(self.anon_by_kind.get(kind, 0.0), anon)
+                self.rss_by_kind[kind] = max(self.rss_by_kind.get(kind, 0.0), rss)
             self.stop.wait(self.every)
 
     def __enter__(self):
@@ -194,6 +196,8 @@ def main() -> int:
                            **json.loads(line), "peak_process_mib": mem.peak_process,
                            "peak_process_anon_mib": mem.peak_anon,
                            "machine_peak_mib": mem.peak_used,
+                           "rss_mib_by_process": {k: round(v) for k, v in sorted(mem.rss_by_kind.items(),
+                                                                                  key=lambda kv: -kv[1])[:5]},
                            "dataset_mib": sum(f.stat().st_size for f in out.iterdir()) / 2**20}
                     row["seconds_per_instrument"] = row["seconds"] / n
                     rows.append(row)
