@@ -270,9 +270,16 @@ def _build(cfg, out, parts, plan, progress, use_ray, chunk) -> dict:
         features = tmp / "features.npy"
         np.lib.format.open_memmap(features, "w+", np.float32, (n, days, len(chosen))).flush()
         items = ((number, _rows_of(scratch / "xs.npy", start, len(t))) for (number, t), start in zip(listing, offsets))
-        for start, scaled in zip(offsets, passes(_write_chunk, items, (parts, context_matrix, scaler, chosen),
-                                                 beside_its_parts)):
-            _write_part(features, slice(start, start + len(scaled)), scaled)
+        data_at = np.load(features, mmap_mode="r").offset  # where the array starts, past the .npy header
+        row_bytes = days * len(chosen) * np.dtype(np.float32).itemsize
+        # Written through the file, not a memory map: the driver never holds the dataset's pages
+        # (a map kept each chunk's written pages in its resident set while mapped).
+        with open(features, "r+b") as fh:
+            for start, scaled in zip(offsets, passes(_write_chunk, items, (parts, context_matrix, scaler, chosen),
+                                                     beside_its_parts)):
+                fh.seek(data_at + int(start) * row_bytes)
+                fh.write(np.ascontiguousarray(scaled, np.float32).data)
+                del scaled  # a result from the object store: let it go before the next arrives
         matrix = np.load(features, mmap_mode="r")
         # The first training window, cut as every consumer cuts it: the layout's self-check.
         assert cut_windows(matrix, index["train"][:1], cfg.seq_len).shape == (1, cfg.seq_len, len(chosen))
