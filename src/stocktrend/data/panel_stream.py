@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import pickle
 import shutil
 import tempfile
@@ -269,17 +270,14 @@ def _build(cfg, out, parts, plan, progress, use_ray, chunk) -> dict:
     def fill(tmp: Path) -> None:
         features = tmp / "features.npy"
         np.lib.format.open_memmap(features, "w+", np.float32, (n, days, len(chosen))).flush()
-        items = ((number, _rows_of(scratch / "xs.npy", start, len(t))) for (number, t), start in zip(listing, offsets))
-        data_at = np.load(features, mmap_mode="r").offset  # where the array starts, past the .npy header
-        row_bytes = days * len(chosen) * np.dtype(np.float32).itemsize
-        # Written through the file, not a memory map: the driver never holds the dataset's pages
-        # (a map kept each chunk's written pages in its resident set while mapped).
-        with open(features, "r+b") as fh:
-            for start, scaled in zip(offsets, passes(_write_chunk, items, (parts, context_matrix, scaler, chosen),
-                                                     beside_its_parts)):
-                fh.seek(data_at + int(start) * row_bytes)
-                fh.write(np.ascontiguousarray(scaled, np.float32).data)
-                del scaled  # a result from the object store: let it go before the next arrives
+        items = ((number, start, _rows_of(scratch / "xs.npy", start, len(t))) for (number, t), start in zip(listing, offsets))
+        target = Rows(features, np.load(features, mmap_mode="r").offset, days * len(chosen) * 4)
+        items = ((number, int(start), xs) for (number, start, xs) in items)
+        for start, scaled in zip(offsets, passes(_write_chunk, items, (parts, target, context_matrix, scaler, chosen),
+                                                 beside_its_parts)):
+            if scaled is not None:  # from a task on another node
+                target.write(int(start), scaled)
+            del scaled  # a result from the object store: let it go before the next arrives
         matrix = np.load(features, mmap_mode="r")
         # The first training window, cut as every consumer cuts it: the layout's self-check.
         assert cut_windows(matrix, index["train"][:1], cfg.seq_len).shape == (1, cfg.seq_len, len(chosen))
@@ -383,8 +381,29 @@ def _stats_chunk(cfg: DataConfig, parts: Parts, context_matrix: np.ndarray, item
     return {"stats": stats, "mi_rows": mi_rows}
 
 
-def _write_chunk(parts: Parts, context_matrix: np.ndarray, scaler: fitting.Scaler, chosen: np.ndarray,
-                 item) -> np.ndarray:
-    """The chunk's chosen, scaled features (instruments, days, chosen), for the driver to write."""
-    number, xs = item
-    return np.stack([scaled_matrix(x, scaler, chosen) for _, x in _candidates(parts, context_matrix, number, xs)])
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """The dataset's ``features.npy`` on the driver's disk, written an instrument's rows at a
+    time through the file (not a memory map, whose written pages would stay in the writer's
+    resident set)."""
+
+    path: Path
+    data_at: int  # where the array starts, past the .npy header
+    row_bytes: int  # one instrument's (days x chosen) float32 values
+
+    def write(self, start: int, scaled: np.ndarray) -> None:
+        with open(self.path, "r+b") as fh:
+            os.pwrite(fh.fileno(), np.ascontiguousarray(scaled, np.float32).data, self.data_at + start * self.row_bytes)
+
+
+def _write_chunk(parts: Parts, target: Rows, context_matrix: np.ndarray, scaler: fitting.Scaler, chosen: np.ndarray,
+                 item) -> np.ndarray | None:
+    """The chunk's chosen, scaled features (instruments, days, chosen): written into the dataset
+    by a task beside it (on the driver's node), else returned for the driver to write (through
+    the object store, from another node)."""
+    number, start, xs = item
+    scaled = np.stack([scaled_matrix(x, scaler, chosen) for _, x in _candidates(parts, context_matrix, number, xs)])
+    if parts.driver_node is None or this_node() in (None, parts.driver_node):
+        target.write(start, scaled)
+        return None
+    return scaled
