@@ -63,9 +63,15 @@ def panel_scale(r: dict) -> list[str]:
 
 def panel_train_scale(r: dict) -> list[str]:
     """Ray Train throughput and memory per worker against universe size, one epoch budget."""
-    lines = ["## Panel training against universe size (`python bench/panel_train_scale.py`)", "", _machine(r), "",
+    if r.get("batches") == "dates":
+        title = "Panel training on whole cross-sections against universe size"
+        epoch = (f"{r['epoch_dates']:,} dates per worker, each batch one date's windows (at most {r['batch_size']}, "
+                 f"drawn at random), loss cross-entropy + {r['rank_weight']:g} x the rank-IC term")
+    else:
+        title, epoch = "Panel training against universe size", f"{r['epoch_windows']:,} training windows per worker"
+    lines = [f"## {title} (`{r.get('command', 'python bench/panel_train_scale.py')}`)", "", _machine(r), "",
              f"The `{r['preset']}` preset through Ray Train, {r['workers']} workers of 1 CPU, {r['epochs']} epochs of "
-             f"{r['epoch_windows']:,} training windows per worker (a fresh draw each epoch), validation over every "
+             f"{epoch} (a fresh draw each epoch), validation over every "
              "validation window. Throughput from the artifact's history: the last epoch's training seconds.", "",
              "| instruments | days | training windows | validation windows | windows/s per worker | training s/epoch "
              "| validation s/epoch | largest process | machine in use |", "|---|---|---|---|---|---|---|---|---|"]
@@ -850,6 +856,7 @@ def main() -> int:
                 ("family_comparison", family_comparison),
                 ("reliability", reliability), ("suite_time", suite_time),
                 ("data_build", data_build), ("panel_scale", panel_scale), ("panel_train_scale", panel_train_scale),
+                ("panel_train_scale_dates", panel_train_scale),
                 ("snapshot_scale", snapshot_scale), ("snapshot_scale_trained", snapshot_scale),
                 ("train_throughput", train_throughput),
                 ("v2_training", lambda r: trained(r, "The v2 preset trained on CPU through Ray Train")),
