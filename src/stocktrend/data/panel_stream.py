@@ -38,6 +38,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -245,7 +246,14 @@ def _build(cfg, out, parts, plan, progress, use_ray, chunk) -> dict:
     for pos, (k, (t, row)) in enumerate(zip(part_of, tr[mi])):
         wanted[k].append((pos, t - offsets[k], row))
     # Generated as the tasks are sent: each carries its chunk's cross-sectional rows.
-    items = ((number, _rows_of(scratch / "xs.npy", start, len(t)), by_instrument[start:start + len(t)], wanted[k])
+    def xs_for(number: int, start: int, count: int) -> np.ndarray | XsRows:
+        """A chunk's cross-sectional rows: sent to a task on another node; read from the driver's
+        file by a task beside it (the driver puts no copy of them into the object store)."""
+        if use_ray and node_of[number] not in (None, parts.driver_node):
+            return _rows_of(scratch / "xs.npy", start, count)
+        return XsRows(int(start), count)
+
+    items = ((number, xs_for(number, start, len(t)), by_instrument[start:start + len(t)], wanted[k])
              for k, ((number, t), start) in enumerate(zip(listing, offsets)))
     stats, mi_rows = [], np.empty((len(mi), len(names)))
     for got in passes(_stats_chunk, items, (cfg, parts, context_matrix), beside_its_parts):
@@ -270,9 +278,8 @@ def _build(cfg, out, parts, plan, progress, use_ray, chunk) -> dict:
     def fill(tmp: Path) -> None:
         features = tmp / "features.npy"
         np.lib.format.open_memmap(features, "w+", np.float32, (n, days, len(chosen))).flush()
-        items = ((number, start, _rows_of(scratch / "xs.npy", start, len(t))) for (number, t), start in zip(listing, offsets))
+        items = ((number, int(start), xs_for(number, start, len(t))) for (number, t), start in zip(listing, offsets))
         target = Rows(features, np.load(features, mmap_mode="r").offset, days * len(chosen) * 4)
-        items = ((number, int(start), xs) for (number, start, xs) in items)
         for start, scaled in zip(offsets, passes(_write_chunk, items, (parts, target, context_matrix, scaler, chosen),
                                                  beside_its_parts)):
             if scaled is not None:  # from a task on another node
@@ -361,9 +368,18 @@ def _features_chunk(cfg: DataConfig, parts: Parts, calendar: pd.DatetimeIndex, c
     return {"names": names, "xs_base": xs_base, "close": close, "complete": complete}
 
 
-def _candidates(parts: Parts, context_matrix: np.ndarray, number: int, xs: np.ndarray):
+class XsRows(NamedTuple):
+    """Where a chunk's cross-sectional rows are in the driver's ``xs.npy`` (for a task beside it)."""
+
+    start: int
+    count: int
+
+
+def _candidates(parts: Parts, context_matrix: np.ndarray, number: int, xs: np.ndarray | XsRows):
     """Each instrument's full candidate rows, as the in-memory cube holds them (``xs``: the
-    chunk's cross-sectional rows, from the driver)."""
+    chunk's cross-sectional rows, sent by the driver, or where to read them beside it)."""
+    if isinstance(xs, XsRows):
+        xs = np.load(parts.beside_output / "xs.npy", mmap_mode="r")[xs.start:xs.start + xs.count]
     own = np.load(parts.folder() / f"own-{number}.npy", mmap_mode="r")
     close = np.load(parts.folder() / f"close-{number}.npy")
     for j in range(len(own)):
