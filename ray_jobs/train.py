@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     if args.no_ray and storage.is_remote(args.storage_path):
         ap.error("--no-ray writes its run to a local --storage-path")
+    if args.no_ray and args.resources:
+        ap.error("--resources asks Ray for a node type; --no-ray trains in this process")
     return args
 
 
@@ -92,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         train_cfg = recipe(args.recipe, **{k: v for k, v in overrides.items() if v is not None})
         if args.dataset:
             dataset = storage_lib.normalise(args.dataset)  # where the workers read it
+            if storage_lib.is_remote(dataset) and not storage_lib.exists(storage_lib.join(dataset, "metadata.json")):
+                # metadata.json is uploaded last: without it the folder is absent or half-written
+                raise FileNotFoundError(f"no dataset at {dataset}: its metadata.json is missing (publish one with "
+                                        "ray_jobs/build_dataset.py --out s3://...)")
         else:
             default = "msft_v1.yaml" if args.preset == "v1" else "msft_v2.yaml"
             cfg = load_data_config(args.config or ROOT / "datasets" / default)

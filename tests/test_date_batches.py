@@ -93,8 +93,7 @@ def test_the_dataset_gives_a_dates_windows_labels_and_forward_returns(panel):
         assert torch.equal(x, torch.from_numpy(cut_windows(features, at, dm.seq_len)))
         assert torch.equal(y, torch.from_numpy(labels[rows]))
         assert np.array_equal(ret.numpy(), returns[at[:, 0], at[:, 1]])
-        # the label of a window is its return against the date's median (relative_median)
-        assert np.isfinite(ret.numpy()).all()
+        assert np.isfinite(ret.numpy()).all()  # a labelled window has its forward return
 
 
 def test_under_ddp_each_rank_draws_its_dates_from_its_own_shard(panel):
@@ -192,3 +191,14 @@ def test_a_fit_on_date_batches_with_the_rank_loss_learns_the_cross_section(panel
     history = fit["history"]
     assert len(history) == 2 and all(np.isfinite(h["train_loss"]) for h in history)
     assert history[-1]["train_loss"] < history[0]["train_loss"]  # cross-entropy + the rank term, falling
+
+
+def test_a_gpu_plan_keeps_a_date_batch_at_the_configs_size():
+    """On a GPU the plan folds accumulation into one big step for window batches; a date batch
+    is one cross-section of at most batch_size windows there too."""
+    from stocktrend.training.device import plan_for
+
+    windows = plan_for("cuda", TrainConfig(batch_size=16, accumulate_grad_batches=4))
+    dates = plan_for("cuda", TrainConfig(batch_size=16, accumulate_grad_batches=4, batches="dates"))
+    assert (windows.micro_batch, windows.accumulate) == (64, 1)
+    assert (dates.micro_batch, dates.accumulate) == (16, 4)

@@ -80,10 +80,11 @@ def test_the_network_and_the_logistic_baseline_find_a_planted_signal(planted):
     assert found(ics["logistic_regression"], oracle), (ics["logistic_regression"], oracle)
 
 
-def test_whole_cross_sections_with_the_rank_loss_find_the_planted_signal(planted, tmp_path):
-    """Date batches (each a date's cross-section) with the rank-IC term beside cross-entropy."""
-    dataset, realised, _ = planted
-    cfg = recipe("default", max_epochs=2, batch_size=64, accumulate_grad_batches=1, seed=0, batches="dates",
+def test_whole_cross_sections_with_the_rank_loss_find_the_temporal_plant(temporal, tmp_path):
+    """Date batches (each a date's cross-section) with the rank-IC term beside cross-entropy, on
+    the plant no last-day feature holds (by hand: +0.20 against the oracle's +0.22)."""
+    dataset, realised, _ = temporal
+    cfg = recipe("default", max_epochs=3, batch_size=64, accumulate_grad_batches=1, seed=0, batches="dates",
                  rank_weight=1.0)
     ics = headline(dataset, trained_p_up(dataset, cfg, tmp_path / "run"))
     assert found(ics["model"], realised["oracle_rank_ic"]), (ics["model"], realised["oracle_rank_ic"])

@@ -168,6 +168,7 @@ def on_object_storage(cfg, bucket: str):
 @pytest.mark.parametrize("layout", ["partitioned", "long", "close_panel"])
 def test_a_universe_on_object_storage_builds_the_dataset_its_disk_copy_builds(market_files, tmp_path, s3, layout):
     from stocktrend.data.sources import sha256_of
+    from stocktrend.data.store import fingerprint
     from stocktrend.data.universe import list_universe
     from stocktrend.storage import RemotePath
 
@@ -176,6 +177,7 @@ def test_a_universe_on_object_storage_builds_the_dataset_its_disk_copy_builds(ma
     path = remote.source_path("stocks")
     assert isinstance(path, RemotePath) and str(path).startswith("s3://")
     assert sha256_of(path) == sha256_of(cfg.source_path("stocks"))  # a folder's digest too: the same inputs
+    assert fingerprint(remote) == fingerprint(cfg)  # so the same dataset, wherever its files lie
     # Read where they are: the rows of a Parquet or CSV table on object storage, by any node.
     (tmp_path / "listing").mkdir()  # a long CSV is bucketed there, on the driver's disk
     assert all(c.on_object_storage for c in list_universe(remote, tmp_path / "listing", 4)) == (layout != "long")

@@ -134,11 +134,6 @@ class RemotePath:
                       for f in found if f.type == pafs.FileType.File)
 
 
-def as_path(location: str | Path) -> Path | RemotePath:
-    """A local path as a ``Path``, an object-storage URI as a ``RemotePath``."""
-    return RemotePath(str(location)) if is_remote(location) else Path(str(location).removeprefix("file://"))
-
-
 def location_of(storage: str | Path, fs_path: str) -> str:
     """The location of ``fs_path``, a path in ``storage``'s file system as Ray reports it
     (a checkpoint's ``path``: ``bucket/key`` for s3, without the scheme)."""

@@ -13,16 +13,17 @@ chunk, the driver holding only (instruments x days) arrays of one number each.
 4. fits: each instrument's training-window statistics (``fitting.train_stats``), combined in
    ticker order into the scaler and the selection scores, exactly as the in-memory build
    combines them; so only training windows are seen, and the leakage tests hold unchanged;
-5. write: each chunk's chosen, scaled features come back to the driver, which writes them
-   into the dataset's memory-mapped ``features.npy`` in the temporary folder that is swapped
-   in at the end.
+5. write: each chunk's chosen, scaled features into the dataset's ``features.npy`` in the
+   temporary folder that is swapped in at the end (through the file, by the task itself when
+   it runs beside the driver, else by the driver from the task's result).
 
 Both builds write identical datasets from the same input (a test). Where the tasks run: a
 chunk whose rows are on object storage is read on any node of the cluster (spread over them),
 one on the driver's disk on the driver's node; every later pass of a chunk runs where it was
-read, beside its part files (``Parts``). Whatever a task needs from the driver (the calendar,
-the context, the chunk's cross-sectional rows) travels as its arguments, and what the driver
-needs comes back as results, so no task opens the driver's folders unless it runs beside them.
+read, beside its part files (``Parts``). Whatever a task needs from the driver travels as its
+arguments (the calendar, the context; the chunk's cross-sectional rows, which a task beside
+the driver reads from its file instead), and what the driver needs comes back as results, so
+no task opens the driver's folders unless it runs beside them.
 Parts are removed from every node whatever happens, so an interrupted build leaves the
 previous dataset untouched and a rerun starts clean.
 """
@@ -159,8 +160,10 @@ def _remove_parts_elsewhere(parts: Parts) -> None:
     have left one where no chunk was read)."""
     import ray
 
-    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != parts.driver_node]
+    if not ray.is_initialized():  # never connected: no task ran anywhere (the caller's error says why)
+        return
     try:
+        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != parts.driver_node]
         for _ in ordered_map(_remove_parts, nodes, shared=(parts,), use_ray=True, place=lambda node: node,
                              num_cpus=0):
             pass
@@ -408,8 +411,11 @@ class Rows:
     row_bytes: int  # one instrument's (days x chosen) float32 values
 
     def write(self, start: int, scaled: np.ndarray) -> None:
+        data = memoryview(np.ascontiguousarray(scaled, np.float32)).cast("B")
+        at, done = self.data_at + start * self.row_bytes, 0
         with open(self.path, "r+b") as fh:
-            os.pwrite(fh.fileno(), np.ascontiguousarray(scaled, np.float32).data, self.data_at + start * self.row_bytes)
+            while done < len(data):  # one call writes at most about 2 GiB on Linux
+                done += os.pwrite(fh.fileno(), data[done:], at + done)
 
 
 def _write_chunk(parts: Parts, target: Rows, context_matrix: np.ndarray, scaler: fitting.Scaler, chosen: np.ndarray,

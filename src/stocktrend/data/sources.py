@@ -169,7 +169,7 @@ def _picked(path: Path, name: str, columns: list[str] | None) -> list[str] | Non
 
 
 def _read_csv(path: Path, pick: list[str] | None, chunksize: int | None = None):
-    try:  # a file on object storage is read from its stream (closed with the reader)
+    try:  # a file on object storage is read from its stream (closed when the reader is collected)
         return pd.read_csv(path.open() if isinstance(path, RemotePath) else path, dtype=str, keep_default_na=False,
                            skipinitialspace=True, chunksize=chunksize,
                            usecols=None if pick is None else (lambda c: str(c).strip() in pick))

@@ -18,6 +18,7 @@ import pandas as pd
 from stocktrend.config_io import config_to_dict
 from stocktrend.data.config import DataConfig
 from stocktrend.data.sources import sha256_of
+from stocktrend.storage import RemotePath, is_remote
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -51,6 +52,12 @@ def code_fingerprint(package: Path = PACKAGE) -> str:
     return h.hexdigest()
 
 
+def _file_name(path: str) -> str:
+    """A source's file name: where it lies is not what it holds (an object-storage URI's query,
+    its endpoint, left out too)."""
+    return RemotePath(path).name if is_remote(path) else Path(path).name
+
+
 def fingerprint(cfg: DataConfig) -> str:
     """Hash of the config, the input files' contents and the build code's source."""
     conf = config_to_dict(cfg)
@@ -60,7 +67,7 @@ def fingerprint(cfg: DataConfig) -> str:
     for key, default in (("panel", None), ("label", "direction"), ("index", None), ("auxiliary", "none")):
         if conf.get(key) == default:
             conf.pop(key, None)
-    conf["sources"] = {k: {**v, "path": Path(v["path"]).name} for k, v in conf["sources"].items()}
+    conf["sources"] = {k: {**v, "path": _file_name(v["path"])} for k, v in conf["sources"].items()}
     inputs = {k: sha256_of(cfg.source_path(k)) for k in sorted(cfg.sources)}
     if cfg.panel is not None:  # a files/folder panel's member files are inputs too
         from stocktrend.data.panel import member_files

@@ -96,7 +96,11 @@ def plan_for(device_type: str, train_cfg: TrainConfig) -> DevicePlan:
         parts.append(f"precision {train_cfg.precision} because the config says so (the measured choice on an H100 is "
                      f"fp32: bf16 autocast was slower there)")
     effective = train_cfg.batch_size * train_cfg.accumulate_grad_batches
-    if train_cfg.gpu_single_step:
+    if train_cfg.gpu_single_step and train_cfg.batches == "dates":
+        micro, accumulate = train_cfg.batch_size, train_cfg.accumulate_grad_batches
+        parts.append(f"{micro} x {accumulate} accumulated: a date batch is one cross-section of at most batch_size "
+                     "windows, on every device")
+    elif train_cfg.gpu_single_step:
         micro, accumulate = effective, 1
         if train_cfg.accumulate_grad_batches > 1:
             parts.append(f"the effective batch {effective} ({train_cfg.batch_size} x {train_cfg.accumulate_grad_batches}) "

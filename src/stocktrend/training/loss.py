@@ -60,10 +60,10 @@ def rank_ic_loss(score: torch.Tensor, ret: torch.Tensor) -> torch.Tensor:
     reversed. Differentiable in ``score`` (the ranks are constants). Windows without a return,
     or a cross-section of fewer than two, add nothing."""
     known = torch.isfinite(ret)
-    score, ret = score[known], ret[known]
+    score, ret = score[known].float(), ret[known]  # float32 even under bf16 autocast: ranks past 256
     if len(ret) < 2:
         return score.sum() * 0.0
-    ranks = ret.argsort().argsort().to(score.dtype)
+    ranks = ret.argsort().argsort().float()  # ties ranked in the order they come
     s, r = score - score.mean(), ranks - ranks.mean()
     return 1.0 - (s * r).sum() / (s.norm() * r.norm() + 1e-8)
 
